@@ -1,0 +1,1 @@
+"""Reinforcement learning: SAC/RLPD agent, replay buffers, checkpoints."""
