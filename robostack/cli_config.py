@@ -1,0 +1,89 @@
+"""Typed dataclass configs <-> command-line options.
+
+Every config is a dataclass whose fields carry defaults that work; each field becomes a
+`--kebab-case` option whose help text is the comment written beside the field, so the source and
+`--help` never disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import re
+import typing
+
+_FIELD_COMMENT = re.compile(r"^\s*(\w+)\s*:[^#]*#\s*(.+)$")
+
+
+def field_help(cls) -> dict[str, str]:
+    """Field name -> the comment on its line in the class source (empty if none)."""
+    helps: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for line in source.splitlines():
+            match = _FIELD_COMMENT.match(line)
+            if match:
+                helps[match.group(1)] = match.group(2).strip()
+    return helps
+
+
+def _parser_for(annotation):
+    """(argparse type, nargs) for a field annotation given as a string or a type."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    text = text.replace(" ", "")
+    if text.startswith("tuple[float") or text.startswith("tuple[int"):
+        return (float if "float" in text else int), "+"
+    if text.startswith("bool"):
+        return _boolean, None
+    if text.startswith("int"):
+        return (lambda v: None if v.lower() == "none" else int(v)), None
+    if text.startswith("float"):
+        return (lambda v: None if v.lower() == "none" else float(v)), None
+    return str, None
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, prefix: str = "") -> None:
+    helps = field_help(cls)
+    doc = (cls.__doc__ or "").strip()
+    if doc.startswith(cls.__name__ + "("):  # dataclass's generated signature, not a description
+        doc = ""
+    group = parser.add_argument_group(cls.__name__, doc.splitlines()[0] if doc else None)
+    hints = typing.get_type_hints(cls) if not any(isinstance(f.type, str) for f in dataclasses.fields(cls)) else {}
+    for f in dataclasses.fields(cls):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kind, nargs = _parser_for(hints.get(f.name, f.type))
+        help_text = helps.get(f.name, "")
+        group.add_argument(
+            f"--{prefix}{f.name.replace('_', '-')}", dest=f"{prefix.replace('-', '_')}{f.name}",
+            type=kind, nargs=nargs, default=default,
+            help=f"{help_text} (default: {default})" if help_text else f"(default: {default})",
+        )
+
+
+def dataclass_from_args(cls, args: argparse.Namespace, prefix: str = ""):
+    values = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix.replace('-', '_')}{f.name}"
+        if hasattr(args, key):
+            value = getattr(args, key)
+            if isinstance(value, list):
+                value = tuple(value)
+            values[f.name] = value
+    return cls(**values)

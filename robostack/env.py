@@ -1,0 +1,255 @@
+"""The gymnasium env: a client of the robot server, stepping at the policy rate (default 10 Hz).
+
+Observation (a dict):
+  "state": float32 vector, the concatenation of named fields (`env.state_fields` gives names and
+           slices): tcp_position (3, m, base frame), tcp_quaternion (4, w x y z, base frame),
+           tcp_velocity (6, [m/s; rad/s], base frame), gripper_width (1, m), then the task's
+           fields (pick_cube: cube_position, cube_to_tcp).
+Action (float32 in [-1, 1]): end-effector delta in the base frame, scaled by the task config:
+  xyz * max_translation_step (m) from the measured tcp position; with control_rotation, a
+  rotation vector * max_rotation_step (rad) applied to the measured orientation (base frame);
+  with control_gripper, a last component: > 0.5 close, < -0.5 open, else keep.
+Episode end: `terminated` when the task reports success or failure (no bootstrapping past it),
+`truncated` at the time limit (bootstrapping continues). They are never conflated.
+
+The server is reached through a `connection` with one method, `request(kind, meta, arrays)`:
+over ZeroMQ (the product path, `ZmqConnection`) or by calling an in-process `RobotServer`
+directly (`InProcessConnection`, for tests and for measuring the transport's cost).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+
+from robostack import transport
+from robostack.geometry import quat_multiply, rotvec_to_quat
+from tasks import TaskConfig, make_task
+from tasks.common import gripper_command
+
+ROBOT_FIELDS = {"tcp_position": 3, "tcp_quaternion": 4, "tcp_velocity": 6, "gripper_width": 1}
+
+
+class InProcessConnection:
+    """Calls a RobotServer living in this process: no sockets, same request/reply contract."""
+
+    def __init__(self, server):
+        self.server = server
+        self.endpoint = "in-process"
+
+    def request(self, kind, meta=None, arrays=None, timeout=None) -> transport.Message:
+        reply_kind, reply_meta, reply_arrays = self.server.handle(kind, meta or {}, arrays or {})
+        if reply_kind == "error":
+            raise transport.RemoteError(reply_meta["error"], self.endpoint, kind)
+        return transport.Message(kind=reply_kind, meta=reply_meta, arrays=reply_arrays)
+
+    def close(self) -> None:
+        pass
+
+
+class ZmqConnection:
+    """A robot server in another process (or machine), over a DEALER socket with timeouts."""
+
+    def __init__(self, endpoint: str, timeout: float = 5.0, process: subprocess.Popen | None = None):
+        self.endpoint = endpoint
+        self.client = transport.RequestClient(endpoint, source="env", timeout=timeout)
+        self.process = process
+
+    def request(self, kind, meta=None, arrays=None, timeout=None) -> transport.Message:
+        try:
+            return self.client.request(kind, meta or {}, arrays or {}, timeout=timeout)
+        except transport.PeerTimeout:
+            if self.process is not None and self.process.poll() is not None:
+                raise transport.TransportError(
+                    f"the robot server process exited with code {self.process.returncode}; "
+                    "see its log above") from None
+            raise
+
+    def close(self) -> None:
+        try:
+            if self.process is not None and self.process.poll() is None:
+                try:
+                    self.client.request("shutdown", timeout=1.0)
+                except transport.TransportError:
+                    pass
+                try:
+                    self.process.wait(timeout=3.0)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+        finally:
+            self.client.close()
+
+
+def spawn_robot_server(task: str, backend: str = "mujoco", clock: str = "lockstep",
+                       extra_args: tuple = (), startup_timeout: float = 30.0) -> ZmqConnection:
+    """Start `robostack robot-server` as a subprocess on free loopback ports and connect."""
+    command_endpoint = transport.free_tcp_endpoint()
+    state_endpoint = transport.free_tcp_endpoint()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "robostack.robot_server", "--task", task, "--backend", backend,
+         "--clock", clock, "--command-endpoint", command_endpoint,
+         "--state-endpoint", state_endpoint, "--log-level", "WARNING", *extra_args],
+        env=env,
+    )
+    connection = ZmqConnection(command_endpoint, process=process)
+    connection.state_endpoint = state_endpoint
+    deadline = time.monotonic() + startup_timeout
+    while True:
+        try:
+            connection.request("hello", timeout=1.0)
+            return connection
+        except transport.PeerTimeout:
+            if process.poll() is not None or time.monotonic() > deadline:
+                connection.close()
+                raise transport.TransportError(
+                    f"robot server did not come up within {startup_timeout} s "
+                    f"(exit code {process.poll()})") from None
+
+
+class RobotEnv(gym.Env):
+    metadata = {"render_modes": []}
+
+    def __init__(self, connection, task: str | None = None, config: TaskConfig | None = None):
+        self.connection = connection
+        hello = connection.request("hello", {"task": task} if task else {}).meta
+        if hello.get("schema") != transport.SCHEMA_VERSION:
+            raise transport.ProtocolError(
+                f"robot server speaks schema v{hello.get('schema')}, this env v{transport.SCHEMA_VERSION}")
+        self.server_info = hello
+        if config is None:
+            config = TaskConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in hello["task_config"].items()})
+        self.task = make_task(hello["task"], config)
+        self.config = self.task.config
+        self.realtime = hello["clock"] == "realtime"
+
+        fields = dict(ROBOT_FIELDS)
+        fields.update(self.task.state_fields)
+        self.state_fields: dict[str, slice] = {}
+        offset = 0
+        for name, size in fields.items():
+            self.state_fields[name] = slice(offset, offset + size)
+            offset += size
+        self.observation_space = gym.spaces.Dict({
+            "state": gym.spaces.Box(-np.inf, np.inf, (offset,), np.float32),
+        })
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (self.config.action_dim(),), np.float32)
+        self.max_width = float(hello["gripper_max_width"])
+        self._steps = 0
+        self._fields: dict[str, np.ndarray] = {}
+        self._home_quaternion = np.array([0.0, 1.0, 0.0, 0.0])
+        self._gripper = self.max_width
+        self._seq = 0
+        self._next_step_time = 0.0
+
+    # --- gymnasium API ----------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is None:
+            seed = int(self.np_random.integers(2**31))
+        reply = self.connection.request("reset", {"seed": int(seed)}, timeout=30.0)
+        self._steps = 0
+        self._gripper = self.max_width
+        self._fields = dict(reply.arrays)
+        self._home_quaternion = np.array(reply.arrays["tcp_quaternion"], dtype=float)
+        self._next_step_time = time.monotonic()
+        return self._observation(), self._info(reply.meta, self.task.evaluate(self._fields))
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != self.action_space.shape:
+            raise ValueError(f"action has shape {action.shape}, expected {self.action_space.shape} "
+                             f"(xyz{', rotation' if self.config.control_rotation else ''}"
+                             f"{', gripper' if self.config.control_gripper else ''})")
+        if not np.isfinite(action).all():
+            raise ValueError(f"action contains non-finite values {action.tolist()}: the policy "
+                             "produced NaN/inf; nothing was sent to the robot")
+        action = np.clip(action, -1.0, 1.0)
+        position, quaternion, gripper = self._target(action)
+        self._seq += 1
+        meta = {"gripper": gripper, "seq": self._seq}
+        arrays = {"target_position": position, "target_quaternion": quaternion}
+        if self.realtime:
+            reply = self._step_realtime(meta, arrays)
+        else:
+            reply = self.connection.request("step", meta, arrays)
+        self._fields = dict(reply.arrays)
+        self._steps += 1
+        outcome = self.task.evaluate(self._fields)
+        terminated = bool(outcome.success or outcome.failure)
+        truncated = (not terminated) and self._steps >= self.config.max_episode_steps
+        return self._observation(), outcome.reward, terminated, truncated, self._info(reply.meta, outcome)
+
+    def close(self):
+        self.connection.close()
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _target(self, action: np.ndarray):
+        c = self.config
+        tcp = self._fields["tcp_position"]
+        position = tcp + action[:3] * c.max_translation_step
+        if c.control_rotation:
+            delta = rotvec_to_quat(action[3:6] * c.max_rotation_step)
+            quaternion = quat_multiply(delta, self._fields["tcp_quaternion"])  # base frame delta
+        else:
+            quaternion = self._home_quaternion  # orientation held where the reset left it
+        if c.control_gripper:
+            self._gripper = gripper_command(float(action[-1]), self._gripper, self.max_width)
+        return position, quaternion, self._gripper
+
+    def _step_realtime(self, meta, arrays):
+        period = 1.0 / self.config.policy_hz
+        meta["deadline"] = 3.0 * period
+        self.connection.request("command", meta, arrays)
+        self._next_step_time += period
+        delay = self._next_step_time - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            self._next_step_time = time.monotonic()
+        return self.connection.request("state")
+
+    def _observation(self) -> dict:
+        state = np.empty(self.observation_space["state"].shape, dtype=np.float32)
+        for name, where in self.state_fields.items():
+            state[where] = self._fields[name]
+        return {"state": state}
+
+    def _info(self, meta: dict, outcome) -> dict:
+        return {"success": outcome.success, "safety_flags": meta.get("flags", []),
+                "mode": meta.get("mode"), "time": meta.get("time"), **outcome.info}
+
+    def fields(self) -> dict[str, np.ndarray]:
+        """The last observation's named fields (robot + task), for scripted experts."""
+        return self._fields
+
+
+def make_env(task: str = "pick_cube", backend: str = "mujoco", transport_kind: str = "zmq",
+             endpoint: str | None = None, config: TaskConfig | None = None, clock: str = "lockstep",
+             seed: int = 0) -> RobotEnv:
+    """An env for `task`.
+
+    transport_kind="zmq" with no endpoint starts a robot server subprocess on loopback (closed
+    with the env); with an endpoint, connects to a running `robostack robot-server`.
+    transport_kind="inprocess" runs the server in this process (lock-step, no sockets).
+    """
+    if transport_kind == "inprocess":
+        from robostack.robot_server import RobotServer, RobotServerConfig
+
+        task_object = make_task(task, config)
+        server = RobotServer(RobotServerConfig(task=task, backend=backend, seed=seed), task=task_object)
+        return RobotEnv(InProcessConnection(server), task=task, config=config)
+    if transport_kind != "zmq":
+        raise ValueError(f"transport_kind must be 'zmq' or 'inprocess', got {transport_kind!r}")
+    if endpoint is None:
+        connection = spawn_robot_server(task, backend, clock, ("--seed", str(seed)))
+    else:
+        connection = ZmqConnection(endpoint)
+    return RobotEnv(connection, task=task, config=config)
