@@ -210,8 +210,7 @@ class ReplayBuffer:
             cont[1:] = ~done[:-1]
             if batch > 1:
                 for k in self.image_keys:
-                    same = obs[k][1:] == next_obs[k][:-1]
-                    cont[1:] &= same.reshape(batch - 1, -1).all(axis=1)
+                    cont[1:] &= (_words(obs[k][1:]) == _words(next_obs[k][:-1])).all(axis=1)
             gap = (~cont).astype(np.int64)
             if self._written == 0:
                 gap[0] = 0  # empty buffer: no pending frame to keep
@@ -223,8 +222,11 @@ class ReplayBuffer:
             self._written = max(self._written, self._head + 1)
         before = int(self._valid[touched].sum())
         if self.image_keys:
+            # A continuing transition's observation frame is already in place (it is the
+            # previous next frame), so only new segments write one.
+            new = np.flatnonzero(~cont)
             for k in self.image_keys:
-                self._frames[k][slots] = obs[k].transpose(0, 3, 1, 2)
+                self._frames[k][slots[new]] = obs[k][new].transpose(0, 3, 1, 2)
                 self._frames[k][nxt] = next_obs[k].transpose(0, 3, 1, 2)
             self._valid[nxt] = False
         self._valid[slots] = True
@@ -392,6 +394,12 @@ class ReplayBuffer:
                                   f"metadata says {meta['num_valid']}); the file is corrupt.")
         buf._rng.bit_generator.state = meta["rng_state"]
         return buf
+
+
+def _words(images: np.ndarray) -> np.ndarray:
+    """(N, ...) uint8 -> (N, words): compare frames 8 bytes at a time."""
+    flat = np.ascontiguousarray(images).reshape(len(images), -1)
+    return flat.view(np.uint64) if flat.shape[1] % 8 == 0 else flat
 
 
 def _fsync_dir(directory: Path) -> None:
