@@ -1,0 +1,359 @@
+"""SAC/RLPD agent: targets, ensemble subset, temperature, gripper critic, encoder gradients, resume."""
+
+import copy
+import io
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from robostack.rl import sac
+from robostack.rl.sac import (SACConfig, actor_and_temperature_losses, build_agent, critic_target,
+                              gripper_choice, grasp_target, td_target, update)
+
+torch.set_num_threads(1)
+S, A, HW = 5, 4, 32
+
+
+def spaces(cameras=(), action_dim=A):
+    obs = {"state": gym.spaces.Box(-1, 1, (S,), np.float32)}
+    for cam in cameras:
+        obs[f"images/{cam}"] = gym.spaces.Box(0, 255, (HW, HW, 3), np.uint8)
+    return gym.spaces.Dict(obs), gym.spaces.Box(-1, 1, (action_dim,), np.float32)
+
+
+def make_agent(cameras=(), **overrides):
+    kwargs = dict(hidden_dims=(32, 32), latent_dim=8, proprio_latent_dim=8, grasp_hidden_dims=(16,))
+    kwargs.update(overrides)
+    return build_agent(SACConfig(**kwargs), *spaces(cameras))
+
+
+def make_batch(b=16, cameras=(), seed=0, action_dim=A):
+    g = torch.Generator().manual_seed(seed)
+
+    def obs():
+        o = {"state": torch.randn(b, S, generator=g)}
+        for cam in cameras:
+            o[f"images/{cam}"] = torch.randint(0, 256, (b, 3, HW, HW), generator=g, dtype=torch.uint8)
+        return o
+
+    return {"observations": obs(), "next_observations": obs(),
+            "actions": torch.rand(b, action_dim, generator=g) * 2 - 1,
+            "rewards": torch.randn(b, generator=g),
+            "terminations": (torch.rand(b, generator=g) < 0.3).float(),
+            "truncations": (torch.rand(b, generator=g) < 0.3).float(),
+            "grasp_penalties": -0.1 * (torch.rand(b, generator=g) < 0.5).float()}
+
+
+def env_obs(cameras=(), seed=0):
+    rng = np.random.default_rng(seed)
+    o = {"state": rng.standard_normal(S).astype(np.float32)}
+    for cam in cameras:
+        o[f"images/{cam}"] = rng.integers(0, 256, (HW, HW, 3), dtype=np.uint8)
+    return o
+
+
+# ---------------------------------------------------------------------------- targets
+
+
+def test_td_target_by_hand():
+    r = torch.tensor([1.0, 2.0, -1.0])
+    term = torch.tensor([0.0, 1.0, 0.0])
+    v = torch.tensor([10.0, 10.0, -5.0])
+    torch.testing.assert_close(td_target(r, term, v, 0.9), torch.tensor([10.0, 2.0, -5.5]))
+
+
+def test_critic_target_equals_reward_plus_discounted_subset_min_masking_only_terminations():
+    agent = make_agent(num_critics=6, critic_subset=3)
+    batch = make_batch(8)
+    next_obs = batch["next_observations"]["state"]
+    batch["terminations"] = torch.tensor([0, 1, 0, 1, 0, 0, 0, 0], dtype=torch.float32)
+    batch["truncations"] = torch.tensor([1, 0, 0, 1, 1, 0, 0, 0], dtype=torch.float32)
+    agent.generator.manual_seed(7)
+    y = critic_target(agent, next_obs, next_obs, batch["rewards"], batch["terminations"])
+
+    # Reference: replay the same draws, evaluate target critics one by one with a Python loop.
+    agent.generator.manual_seed(7)
+    next_a, _ = agent.actor.sample(next_obs, agent.generator)
+    subset = torch.randperm(6, generator=agent.generator)[:3]
+    members = [agent.target_critic(next_obs, next_a, members=torch.tensor([int(e)]))[0] for e in subset]
+    q_min = torch.stack(members).min(0).values
+    expected = batch["rewards"] + 0.99 * q_min * (1 - batch["terminations"])
+    torch.testing.assert_close(y, expected, atol=1e-6, rtol=1e-6)
+    # Terminal rows are the reward alone; truncated-but-not-terminal rows bootstrap.
+    torch.testing.assert_close(y[[1, 3]], batch["rewards"][[1, 3]])
+    assert not torch.allclose(y[[0, 4]], batch["rewards"][[0, 4]])
+
+
+def test_backup_entropy_adds_the_entropy_term():
+    agent = make_agent(num_critics=2, backup_entropy=True)
+    batch = make_batch(8)
+    s = batch["next_observations"]["state"]
+    term = torch.zeros(8)
+    agent.generator.manual_seed(1)
+    y = critic_target(agent, s, s, batch["rewards"], term)
+    agent.generator.manual_seed(1)
+    a, logp = agent.actor.sample(s, agent.generator)
+    subset = torch.randperm(2, generator=agent.generator)[:2]
+    q = agent.target_critic(s, a, members=subset).min(0).values
+    torch.testing.assert_close(y, batch["rewards"] + 0.99 * (q - agent.temperature() * logp))
+
+
+def test_truncations_never_change_an_update():
+    batch = make_batch(32)
+    results = []
+    for trunc in (0.0, 1.0):
+        agent = make_agent()
+        b = dict(batch, truncations=torch.full((32,), trunc))
+        update(agent, b)
+        results.append(torch.cat([p.flatten() for p in agent.nets.parameters()]))
+    assert torch.equal(results[0], results[1])
+
+
+def test_target_is_min_over_a_random_subset_not_the_whole_ensemble():
+    agent = make_agent(num_critics=10, critic_subset=2)
+    out = agent.target_critic.net
+    with torch.no_grad():  # member e outputs the constant 100 * e
+        out.weights[-1].zero_()
+        out.biases[-1].copy_(100.0 * torch.arange(10.0).view(10, 1, 1))
+    s = torch.randn(4, S)
+    seen = []
+    for seed in range(200):
+        agent.generator.manual_seed(seed)
+        y = critic_target(agent, s, s, torch.zeros(4), torch.zeros(4))
+        agent.generator.manual_seed(seed)
+        agent.actor.sample(s, agent.generator)
+        subset = torch.randperm(10, generator=agent.generator)[:2]
+        torch.testing.assert_close(y, torch.full((4,), 0.99 * 100.0 * float(subset.min())))
+        seen.append(int(subset.min()))
+    assert 9 not in seen  # the min of two distinct members is never the largest member
+    assert 0.1 < seen.count(0) / len(seen) < 0.3  # P(member 0 drawn) = 2/10
+
+
+# ---------------------------------------------------------------------------- temperature, losses
+
+
+@pytest.mark.parametrize("log_std, direction", [(-8.0, +1), (0.0, -1)])
+def test_temperature_moves_toward_target_entropy(log_std, direction):
+    agent = make_agent()
+    head = agent.actor.head
+    with torch.no_grad():  # pin the policy's spread: entropy far below / above -|A|/2
+        head.weight[A:].zero_()
+        head.bias[A:].fill_(log_std)
+    before = agent.temperature().item()
+    metrics = update(agent, make_batch(64))
+    after = agent.temperature().item()
+    assert agent.config.target_entropy == -A / 2
+    assert (metrics["entropy"].item() - agent.config.target_entropy) * direction < 0
+    assert (after - before) * direction > 0
+
+
+def test_updates_reduce_critic_loss_on_a_fixed_batch():
+    agent = make_agent(critic_lr=3e-3)
+    batch = make_batch(64)
+    batch["terminations"] = torch.ones(64)  # fixed targets: the loss can only fall by fitting them
+    losses = [update(agent, batch)["critic_loss"].item() for _ in range(40)]
+    assert losses[1] < losses[0]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_utd_splits_the_sample_and_actor_runs_once_per_ratio():
+    agent = make_agent(utd_ratio=4)
+    update(agent, make_batch(32))
+    assert (agent.critic_updates, agent.actor_updates) == (4, 1)
+    agent = make_agent(utd_ratio=4, critic_actor_ratio=2)
+    update(agent, make_batch(32))
+    assert (agent.critic_updates, agent.actor_updates) == (4, 2)
+    update(agent, make_batch(16), utd_ratio=2)
+    assert (agent.critic_updates, agent.actor_updates) == (6, 3)
+    with pytest.raises(ValueError):
+        update(agent, make_batch(30), utd_ratio=4)
+
+
+def test_metrics_are_tensors_not_python_numbers():
+    metrics = update(make_agent(), make_batch(16))
+    assert {"critic_loss", "actor_loss", "temperature", "entropy", "q"} <= set(metrics)
+    assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in metrics.values())
+
+
+# ---------------------------------------------------------------------------- pixels
+
+
+def test_encoder_is_trained_by_the_critic_loss_only():
+    agent = make_agent(cameras=("front", "wrist"))
+    batch = make_batch(8, cameras=("front", "wrist"))
+    features = agent.encoder(batch["observations"])
+    actor_loss, temperature_loss, _ = actor_and_temperature_losses(agent, features)
+    (actor_loss + temperature_loss).backward()
+    assert all(p.grad is None for p in agent.encoder.parameters())
+    assert all(p.grad is None for p in agent.critic.parameters())
+    assert all(p.grad is not None for p in agent.actor.parameters())
+
+    loss, _, _ = sac.critic_loss(agent.encoder, agent.critic, batch["observations"],
+                                 batch["actions"], torch.zeros(8))
+    loss.backward()
+    for key in ("images__front", "images__wrist"):
+        assert agent.encoder.cameras[key].convs[0].weight.grad.abs().sum() > 0
+    assert agent.encoder.proprio[0].weight.grad.abs().sum() > 0
+
+
+def test_pixel_update_defaults_to_two_critics_and_moves_the_encoder_and_its_target():
+    agent = make_agent(cameras=("front",))
+    assert agent.config.num_critics == 2
+    conv = agent.encoder.cameras["images__front"].convs[0].weight
+    target_conv = agent.target_encoder.cameras["images__front"].convs[0].weight
+    before, target_before = conv.detach().clone(), target_conv.detach().clone()
+    metrics = update(agent, make_batch(8, cameras=("front",)))
+    assert torch.isfinite(metrics["critic_loss"])
+    assert not torch.equal(conv, before) and not torch.equal(target_conv, target_before)
+    # Polyak: the target moved by tau of the gap, not all the way.
+    torch.testing.assert_close(target_conv, target_before + 0.005 * (conv - target_before))
+
+
+# ---------------------------------------------------------------------------- discrete gripper
+
+
+def test_gripper_mapping():
+    g = torch.tensor([-1.0, -0.6, -0.4, 0.0, 0.4, 0.6, 1.0])
+    assert gripper_choice(g).tolist() == [0, 0, 1, 1, 1, 2, 2]
+
+
+def test_grasp_target_is_double_dqn():
+    agent = make_agent(gripper="discrete")
+    with torch.no_grad():  # online prefers "open" (0); target values "close" (2) highest
+        agent.grasp_critic[-1].weight.zero_()
+        agent.grasp_critic[-1].bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
+        agent.target_grasp_critic[-1].weight.zero_()
+        agent.target_grasp_critic[-1].bias.copy_(torch.tensor([3.0, 5.0, 10.0]))
+    f = torch.randn(3, S)
+    r, term, pen = torch.tensor([1.0, 1.0, 0.0]), torch.tensor([0.0, 1.0, 0.0]), torch.tensor([-0.1, 0.0, -0.1])
+    y = grasp_target(agent, f, f, r, term, pen)
+    # Double DQN: Q_target(s', argmax Q_online) = 3; plain DQN would use max Q_target = 10.
+    torch.testing.assert_close(y, torch.tensor([0.9 + 0.99 * 3.0, 1.0, -0.1 + 0.99 * 3.0]))
+
+
+def test_discrete_gripper_agent_trains_both_critics_and_acts_in_three_values():
+    agent = make_agent(gripper="discrete", grasp_lr=3e-3, grasp_hidden_dims=(32, 32))
+    assert agent.sac_dim == A - 1 and agent.config.target_entropy == -(A - 1) / 2
+    assert agent.critic.net.weights[0].shape[1] == S + A - 1
+    batch = make_batch(32)
+    batch["terminations"] = torch.ones(32)
+    losses = [update(agent, batch)["grasp_loss"].item() for _ in range(60)]
+    assert losses[-1] < 0.5 * losses[0]
+    for det in (True, False):
+        a = agent.act(env_obs(), deterministic=det)
+        assert a.shape == (A,) and a[-1] in (-1.0, 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------- act, build, resume
+
+
+def test_act_single_observation_with_hwc_images():
+    agent = make_agent(cameras=("front",))
+    obs = env_obs(("front",))
+    a = agent.act(obs, deterministic=True)
+    assert a.shape == (A,) and a.dtype == np.float32 and np.all(np.abs(a) <= 1)
+    assert np.array_equal(a, agent.act(obs, deterministic=True))
+    assert not np.array_equal(agent.act(obs, deterministic=False), agent.act(obs, deterministic=False))
+    # The HWC → CHW conversion matches what the buffer stores (CHW contiguous).
+    chw = {"state": torch.as_tensor(obs["state"])[None],
+           "images/front": torch.as_tensor(obs["images/front"]).permute(2, 0, 1).contiguous()[None]}
+    with torch.no_grad():
+        ref = agent.actor.mode(agent.encoder(chw))[0].numpy()
+    np.testing.assert_allclose(a, ref, atol=1e-6)
+
+
+def test_build_agent_defaults_and_validation():
+    agent = build_agent(SACConfig(hidden_dims=(8,)), *spaces())
+    assert agent.config.num_critics == 10 and agent.config.critic_subset == 2
+    assert agent.config.target_entropy == -A / 2
+    assert agent.config.tau == 0.005 and agent.config.discount == 0.99
+    obs_space, _ = spaces()
+    with pytest.raises(ValueError):
+        build_agent(SACConfig(), obs_space, gym.spaces.Box(-2, 2, (A,), np.float32))
+    with pytest.raises(ValueError):
+        build_agent(SACConfig(critic_subset=3, num_critics=2), obs_space, spaces()[1])
+    with pytest.raises(ValueError):
+        build_agent(SACConfig(), gym.spaces.Dict({"joints": gym.spaces.Box(-1, 1, (3,))}), spaces()[1])
+
+
+def test_state_dict_round_trip_reproduces_actions_and_training():
+    cams = ("front",)
+    agent = make_agent(cameras=cams, gripper="discrete")
+    for seed in range(2):
+        update(agent, make_batch(8, cameras=cams, seed=seed))
+    buf = io.BytesIO()
+    torch.save(agent.state_dict(), buf)
+    buf.seek(0)
+    restored = make_agent(cameras=cams, gripper="discrete", seed=123)
+    restored.load_state_dict(torch.load(buf, weights_only=False))
+    assert (restored.critic_updates, restored.actor_updates) == (2, 2)
+    obs = env_obs(cams)
+    assert np.array_equal(agent.act(obs, True), restored.act(obs, True))
+    assert np.array_equal(agent.act(obs, False), restored.act(obs, False))
+    # Optimiser moments and RNG come back too: the next update is bit-identical.
+    batch = make_batch(8, cameras=cams, seed=5)
+    update(agent, batch)
+    update(restored, batch)
+    for (name, p), q in zip(agent.nets.named_parameters(), restored.nets.parameters()):
+        assert torch.equal(p, q), name
+    assert torch.equal(agent.temperature.log_alpha, restored.temperature.log_alpha)
+
+
+def test_compile_falls_back_to_eager_when_compilation_fails(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("no compiler here")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    agent = make_agent(compile=True)
+    eager = make_agent()
+    batch = make_batch(16)
+    with pytest.warns(UserWarning, match="eager"):
+        m = update(agent, batch)
+    torch.testing.assert_close(m["critic_loss"], update(eager, batch)["critic_loss"])
+
+
+# ---------------------------------------------------------------------------- learning sanity
+
+
+def test_learns_a_one_step_bandit_quickly():
+    """reward = -(a - 0.5)^2, every step terminal: the greedy action must reach 0.5."""
+    start = time.perf_counter()
+    obs_space = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (1,), np.float32)})
+    agent = build_agent(SACConfig(hidden_dims=(64, 64), num_critics=2, actor_lr=1e-3, critic_lr=1e-3,
+                                  temperature_lr=1e-3, init_temperature=0.1), obs_space,
+                        gym.spaces.Box(-1, 1, (1,), np.float32))
+    g = torch.Generator().manual_seed(0)
+    n = 2048
+    actions = torch.rand(n, 1, generator=g) * 2 - 1
+    data = {"observations": {"state": torch.zeros(n, 1)}, "next_observations": {"state": torch.zeros(n, 1)},
+            "actions": actions, "rewards": -(actions[:, 0] - 0.5) ** 2,
+            "terminations": torch.ones(n), "truncations": torch.zeros(n)}
+    for _ in range(600):
+        idx = torch.randint(0, n, (128,), generator=g)
+        update(agent, {"observations": {"state": data["observations"]["state"][idx]},
+                       "next_observations": {"state": data["next_observations"]["state"][idx]},
+                       **{k: data[k][idx] for k in ("actions", "rewards", "terminations", "truncations")}})
+    greedy = agent.act({"state": np.zeros(1, np.float32)}, deterministic=True)[0]
+    assert abs(greedy - 0.5) < 0.1, greedy
+    assert time.perf_counter() - start < 20
+
+
+def test_naive_reference_shows_no_python_loop_is_needed():
+    """The batched critic gives the same loss gradient as a per-member loop over copies."""
+    agent = make_agent(num_critics=3)
+    batch = make_batch(16)
+    s, a = batch["observations"]["state"], batch["actions"]
+    target = torch.randn(16)
+    loss, _, _ = sac.critic_loss(agent.encoder, agent.critic, batch["observations"], a, target)
+    loss.backward()
+    ref_critic = copy.deepcopy(agent.critic)
+    ref_critic.zero_grad()
+    per_member = [((ref_critic(s, a, members=torch.tensor([e]))[0] - target) ** 2).mean() for e in range(3)]
+    (torch.stack(per_member).mean()).backward()
+    for p, q in zip(agent.critic.parameters(), ref_critic.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-5)
