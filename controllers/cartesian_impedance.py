@@ -346,6 +346,10 @@ def _fmt(values) -> str:
     return "(" + ", ".join(f"{v:+.4f}" for v in values) + ")"
 
 
+# The per-tick kernel, public for compiled loops that own the robot state (see kernel_state).
+tick_kernel = _tick
+
+
 class CartesianImpedanceController:
     """Cartesian impedance controller with smoothed reference and gains (stateful, one per arm).
 
@@ -473,6 +477,25 @@ class CartesianImpedanceController:
     def pose_error(self) -> np.ndarray:
         """Last unclipped pose error [m; rad] in base (copy)."""
         return self._error.copy()
+
+    @property
+    def nullspace_posture(self) -> np.ndarray:
+        """The posture (7,) rad the nullspace term pulls toward (the live array, not a copy)."""
+        return self._posture
+
+    def kernel_state(self) -> tuple:
+        """Everything `tick_kernel` takes after the measured state and the nullspace posture, in
+        order. A compiled loop that owns the robot state (the MuJoCo mirror's lock-step fast
+        path) calls `tick_kernel(q, dq, position, quaternion, jacobian, coriolis, posture,
+        *kernel_state())` per tick: the very law compute() runs, without Python in between.
+        The last four entries are the outputs: torque (7,), wrench (6,), error (6,), flags."""
+        if not self._is_reset:
+            raise RuntimeError("call reset(q, position, quaternion) with the measured state first")
+        return (self._target_position, self._target_quaternion, self._target_gains, self.filter_coefficient,
+                self._ref_position, self._ref_quaternion, self._gains,
+                self._error_clip, self._integral_limit, self._torque_limit, self._max_torque_step,
+                self.pinv_damping, self.dt,
+                self._integral, self._tau_prev, self._work, self._tau, self._wrench, self._error, self._flags)
 
     def active_flags(self) -> list[tuple[str, str]]:
         """(flag, reason) for every limit that acted on the last tick, for the state message."""

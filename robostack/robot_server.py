@@ -67,6 +67,7 @@ class RobotServerConfig:
     # at a 10 Hz policy lets the reference cover only 40% of each commanded step.
     smoothing_time: float = 0.02  # s
     seed: int = 0
+    fast_loop: bool = True  # lock-step: run the 1 kHz loop compiled (same law; false = Python)
 
     def __post_init__(self):
         if self.clock not in ("lockstep", "realtime"):
@@ -145,7 +146,12 @@ class RobotServer:
         self.last_request = time.monotonic()
         self.stats = TickStats()
         self.running = True
-        self.episode_seed = None
+        self._fast_loop = None  # compiled lock-step loop of the MuJoCo mirror, when available
+        if self.config.clock == "lockstep" and self.config.fast_loop:
+            from sim import mujoco_backend
+
+            if mujoco_backend.fast_path_available(self.backend):
+                self._fast_loop = mujoco_backend.run_cartesian_impedance
         b.sense_kinematics() if hasattr(b, "sense_kinematics") else b.sense()
         self._hold_here()
 
@@ -153,7 +159,9 @@ class RobotServer:
     def run_ticks(self, n: int) -> None:
         """Advance n control ticks. The loop body is the project's hottest code: keep it lean."""
         sense, actuate = self.backend.sense, self.backend.actuate
-        if self.mode in ("armed", "hold"):
+        if self.mode in ("armed", "hold") and self._fast_loop is not None:
+            self._fast_loop(self.backend, self.cartesian, n, self._flag_ticks)
+        elif self.mode in ("armed", "hold"):
             compute, flags, counts = self.cartesian.compute, self.cartesian.flags, self._flag_ticks
             for _ in range(n):
                 s = sense()
@@ -185,7 +193,8 @@ class RobotServer:
     # --- state report ----------------------------------------------------------------------
     def state_message(self) -> tuple[dict, dict]:
         b = self.backend
-        s = b.finish_state() if hasattr(b, "finish_state") else b.state
+        # Kinematics of the post-step configuration (a tick leaves them one step behind).
+        s = b.sense_kinematics() if hasattr(b, "sense_kinematics") else b.state
         self._collect_controller_flags()
         ref_pos, ref_quat = self.cartesian.reference
         arrays = {

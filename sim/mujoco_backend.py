@@ -59,6 +59,8 @@ class MujocoBackend:
             coriolis=np.zeros(7),
             tau_external=np.zeros(7),
         )
+        self._fast_scratch = {"q": np.zeros(7), "dq": np.zeros(7), "position": np.zeros(3),
+                              "quaternion": np.zeros(4)}
         self.reset(self.home_q, gripper_width=self.gripper_max_width)
 
     # --- RobotBackend -----------------------------------------------------------------------
@@ -130,3 +132,101 @@ class MujocoBackend:
     @property
     def time(self) -> float:
         return float(self.data.time)
+
+
+# --- lock-step fast path ----------------------------------------------------------------------
+# In lock-step training the mirror runs 100 control ticks per env step. Driving each tick from
+# Python (sense -> law -> actuate) costs ~3x the physics itself in interpreter overhead, so the
+# loop below does the same three things in compiled code: MuJoCo's own mj_step1 / mj_jacSite /
+# mj_step2 called through ctypes, and the controller's own compiled tick kernel. Same law, same
+# order, same split step as sense()/actuate(); tests check both paths give identical physics.
+_mujoco_lib = None
+
+
+def _mujoco_functions():
+    global _mujoco_lib
+    if _mujoco_lib is None:
+        import ctypes
+        import glob
+        import os
+
+        path = glob.glob(os.path.join(os.path.dirname(mujoco.__file__), "libmujoco.so*"))
+        if not path:
+            return None
+        lib = ctypes.CDLL(path[0])  # already loaded by the bindings: same handle, same globals
+        pointer = ctypes.c_void_p
+        for name, argtypes in (("mj_step1", [pointer, pointer]), ("mj_step2", [pointer, pointer]),
+                               ("mj_jacSite", [pointer, pointer, pointer, pointer, ctypes.c_int])):
+            getattr(lib, name).argtypes = argtypes
+            getattr(lib, name).restype = None
+        _mujoco_lib = lib
+    return _mujoco_lib
+
+
+def _build_impedance_loop():
+    import numba
+
+    from controllers.cartesian_impedance import matrix_to_quaternion, tick_kernel
+
+    lib = _mujoco_functions()
+    step1, step2, jac_site = lib.mj_step1, lib.mj_step2, lib.mj_jacSite
+
+    @numba.njit(cache=False)  # ctypes pointers differ per process: nothing to cache
+    def impedance_loop(n, model, data, site, qpos, qvel, site_xpos, site_xmat, bias, gravcomp,
+                       ctrl, jacp, jacr, q, dq, position, quaternion, jacobian, coriolis,
+                       flag_counts, posture, kernel_state):
+        tau, flags = kernel_state[-4], kernel_state[-1]
+        for _ in range(n):
+            step1(model, data)
+            jac_site(model, data, jacp.ctypes.data, jacr.ctypes.data, site)
+            for j in range(7):
+                q[j] = qpos[j]
+                dq[j] = qvel[j]
+                coriolis[j] = bias[j] - gravcomp[j]
+                for i in range(3):
+                    jacobian[i, j] = jacp[i, j]
+                    jacobian[3 + i, j] = jacr[i, j]
+            for i in range(3):
+                position[i] = site_xpos[i]
+            matrix_to_quaternion(site_xmat, quaternion)
+            tick_kernel(q, dq, position, quaternion, jacobian, coriolis, posture, *kernel_state)
+            for j in range(7):
+                ctrl[j] = tau[j]
+            for i in range(flags.shape[0]):
+                flag_counts[i] += flags[i]
+            step2(model, data)
+
+    return impedance_loop
+
+
+_impedance_loop = None
+
+
+def fast_path_available(backend) -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return (isinstance(backend, MujocoBackend) and backend._qpos.start == 0
+            and backend._dof.start == 0 and backend._torque_ctrl.start == 0
+            and _mujoco_functions() is not None)
+
+
+def run_cartesian_impedance(backend: MujocoBackend, controller, n_ticks: int,
+                            flag_counts: np.ndarray) -> None:
+    """`n_ticks` of sense -> controller.compute -> actuate, compiled end to end (lock-step only).
+
+    `flag_counts[i]` accumulates the ticks on which controller flag i was active."""
+    global _impedance_loop
+    if _impedance_loop is None:
+        _impedance_loop = _build_impedance_loop()
+    d, s, site = backend.data, backend.state, backend._tcp
+    scratch = backend._fast_scratch
+    _impedance_loop(
+        n_ticks, backend.model._address, d._address, site, d.qpos, d.qvel, d.site_xpos[site],
+        d.site_xmat[site].reshape(3, 3), d.qfrc_bias, d.qfrc_gravcomp, d.ctrl,
+        backend._jacp, backend._jacr, scratch["q"], scratch["dq"], scratch["position"],
+        scratch["quaternion"], s.jacobian, s.coriolis, flag_counts,
+        controller.nullspace_posture, controller.kernel_state(),
+    )
+    s.time = d.time
