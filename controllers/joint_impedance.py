@@ -133,6 +133,10 @@ class JointImpedanceController:
         self._is_reset = False
         self.set_gains(gains or JointImpedanceGains())
         self._gains = self._target_gains.copy()
+        # Compile (or load from numba's cache) now rather than on the first tick of a 1 kHz loop.
+        self.reset(np.zeros(7))
+        self.compute(np.zeros(7), np.zeros(7))
+        self._is_reset = False
 
     def set_gains(self, gains: JointImpedanceGains) -> None:
         """New gains: Kp and Kd are smoothed toward them; clip and limits apply from the next tick."""
