@@ -23,8 +23,8 @@ message that says which side to upgrade.
 
 Socket roles (all sockets LINGER 0, so closing never blocks on undelivered messages):
 
-    Publisher  -> Subscriber      latest-value streams (state, frames, weights): PUB/SUB with
-                                  small queues; the consumer drains to the newest and checks age.
+    Publisher  -> Subscriber      latest-value streams (state, frames, weights): PUB/SUB; the
+                                  consumer drains to the newest message and checks its age.
     RequestClient -> RequestServer   commands (step, reset, gains, stats): DEALER/ROUTER with a
                                   timeout on every wait; nothing here can block forever.
 """
@@ -55,7 +55,8 @@ SCHEMA_VERSION = 1
 
 # Buffers at least this big are handed to ZeroMQ without a copy; smaller ones are copied,
 # because a zero-copy frame costs more bookkeeping (a Python object, a free callback from the
-# I/O thread) than memcpy of a few KiB. pyzmq applies this threshold inside send(copy=False).
+# I/O thread) than memcpy of a few KiB. pyzmq applies it inside send(copy=False) as the
+# socket's copy_threshold.
 ZERO_COPY_BYTES = 64 * 1024
 
 # dtype.kind letters allowed on the wire: bool, signed int, unsigned int, float, complex.
@@ -222,7 +223,7 @@ _HEADER_TYPES = (("kind", str), ("src", str), ("ses", str), ("seq", int), ("t", 
 def decode(frames) -> Message:
     """Frames (bytes, memoryview or zmq.Frame) -> Message, or ProtocolError saying what is wrong.
 
-    Arrays are np.frombuffer views on the frames: no copy, possibly read-only."""
+    Arrays are views on the frames: no copy, read-only when the frames are bytes."""
     if len(frames) == 0:
         raise ProtocolError("empty message: a robostack envelope has at least a header frame")
     head = frames[0]
@@ -265,26 +266,31 @@ def decode(frames) -> Message:
     for spec, buf in zip(specs, frames[1:]):
         try:
             name, dtype_str, shape = spec
-            shape = tuple(shape)
-            if not all(isinstance(n, int) and n >= 0 for n in shape):
-                raise ValueError
+            count = math.prod(shape)  # [-2, -4] multiplies out fine; np.ndarray refuses it
+            if not isinstance(name, str) or not isinstance(count, int) or count < 0:
+                raise TypeError
         except (TypeError, ValueError):
-            raise ProtocolError(
-                f"{header['kind']!r} header has array entry {spec!r}, expected "
-                f"[name, dtype, shape]", seq) from None
+            raise ProtocolError(_bad_spec(header, spec), seq) from None
         dtype = _wire_dtype(name, dtype_str)
-        buf = memoryview(buf)  # bytes, zmq.Frame or memoryview alike; .nbytes is the byte size
-        need = dtype.itemsize * math.prod(shape)
-        if buf.nbytes != need:
+        # len() is the byte size for bytes, zmq.Frame and encode()'s flat memoryviews.
+        if len(buf) != count * dtype.itemsize:
             raise ProtocolError(
-                f"array {name!r} of {header['kind']!r}: buffer has {buf.nbytes} bytes but "
-                f"{dtype_str} x {list(shape)} needs {need}: the message was truncated or "
-                f"corrupted", seq)
-        arrays[name] = np.frombuffer(buf, dtype).reshape(shape)
+                f"array {name!r} of {header['kind']!r}: buffer has {len(buf)} bytes but "
+                f"{dtype_str} x {list(shape)} needs {count * dtype.itemsize}: the message was "
+                f"truncated or corrupted", seq)
+        try:  # a view on the frame, like np.frombuffer(buf, dtype).reshape(shape) but cheaper
+            arrays[name] = np.ndarray(shape, dtype, buf)
+        except (TypeError, ValueError):
+            raise ProtocolError(_bad_spec(header, spec), seq) from None
     if len(arrays) != len(specs):
         raise ProtocolError(f"{header['kind']!r} header lists an array name twice", seq)
     return Message(header["kind"], header["meta"], arrays, header["src"], header["ses"],
                    header["seq"], float(header["t"]))
+
+
+def _bad_spec(header: dict, spec) -> str:
+    return (f"{header['kind']!r} header has array entry {spec!r}, expected [name, dtype, shape] "
+            f"with a str name and non-negative int dims")
 
 
 def _topic(kind: str) -> bytes:
@@ -322,6 +328,7 @@ def ipc_endpoint(name: str) -> str:
 def _open(context, kind: int, endpoint: str, bind: bool, options=()) -> zmq.Socket:
     sock = (context or default_context()).socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.copy_threshold = ZERO_COPY_BYTES
     for option, value in options:
         sock.setsockopt(option, value)
     try:
@@ -330,11 +337,12 @@ def _open(context, kind: int, endpoint: str, bind: bool, options=()) -> zmq.Sock
         sock.close()
         verb = "bind" if bind else "connect to"
         if exc.errno == zmq.EADDRINUSE:
-            fix = "another process (an old server still running?) holds it: stop that or pick another port"
+            fix = ("another process (an old server still running?) holds it: stop that or "
+                   "pick another port")
         elif exc.errno in (zmq.EINVAL, zmq.EPROTONOSUPPORT):
             fix = "expected 'tcp://HOST:PORT' or 'ipc:///path' (check the config)"
         elif exc.errno == zmq.EADDRNOTAVAIL:
-            fix = "that address is not on this machine: bind to tcp://*:PORT or one of its addresses"
+            fix = "that address is not on this machine: bind tcp://*:PORT or one of its own"
         else:
             fix = "check the endpoint in the config"
         raise TransportError(f"cannot {verb} {endpoint!r}: {exc.strerror}: {fix}") from None
@@ -342,9 +350,9 @@ def _open(context, kind: int, endpoint: str, bind: bool, options=()) -> zmq.Sock
 
 
 def _send(sock: zmq.Socket, frames: list) -> None:
-    # copy=False lets pyzmq skip the copy for buffers >= copy_threshold (64 KiB by default) and
-    # copy smaller ones, which is exactly the split we want. NOBLOCK: PUB and ROUTER drop rather
-    # than block anyway, and RequestClient checks POLLOUT first, so nothing here can hang.
+    # copy=False makes pyzmq skip the copy for buffers >= ZERO_COPY_BYTES and copy smaller ones.
+    # NOBLOCK: PUB and ROUTER drop rather than block anyway, and a DEALER with no connection
+    # raises zmq.Again, which RequestClient handles, so nothing here can hang.
     last = len(frames) - 1
     for i, frame in enumerate(frames):
         sock.send(frame, zmq.NOBLOCK | (zmq.SNDMORE if i < last else 0), copy=False)
@@ -376,10 +384,11 @@ class _Socket:
 # --- latest-value streams -----------------------------------------------------------------------
 
 class Publisher(_Socket):
-    """PUB side of a latest-value stream. publish() never blocks: when a subscriber falls behind,
-    ZeroMQ drops messages for it instead of queueing them. A subscriber that connects late
-    misses what came before, so streams should republish periodically (state and frames do by
-    nature; a weights publisher should resend its latest weights every few seconds)."""
+    """PUB side of a latest-value stream. publish() never blocks: when a subscriber falls behind
+    by more than `hwm` messages, ZeroMQ drops new messages for it instead of queueing them. A
+    subscriber that connects late misses what came before, so streams should republish
+    periodically (state and frames do by nature; a weights publisher should resend its latest
+    weights every few seconds)."""
 
     def __init__(self, endpoint: str, source: str, bind: bool = True, context=None, hwm: int = 2):
         self.endpoint = endpoint
@@ -433,6 +442,8 @@ class Subscriber(_Socket):
         self._sock = _open(context, zmq.SUB, endpoint, not connect, [(zmq.RCVHWM, hwm)])
         for topic in [_topic(k) for k in self.kinds] or [b""]:
             self._sock.setsockopt(zmq.SUBSCRIBE, topic)
+        self._poller = zmq.Poller()  # reused: Socket.poll() would build one per call
+        self._poller.register(self._sock, zmq.POLLIN)
         # Whether publisher stamps are on our clock; guessed from the endpoint unless told.
         self._same_host = _is_same_host(endpoint) if same_host is None else same_host
         self._last_rx: float | None = None  # our monotonic time of the last message
@@ -468,7 +479,7 @@ class Subscriber(_Socket):
         caught, a constant network latency is not, and clocks must tick at the same rate
         (NTP-disciplined hosts drift microseconds per second, unsynchronised ones up to ~0.1 ms/s,
         which a long session accumulates into false staleness)."""
-        if not self._sock.poll(_ms(timeout)):
+        if not self._poller.poll(_ms(timeout)):
             raise PeerTimeout(self._silence(timeout))
         msg = self.poll_latest()
         if msg is None:  # poll said readable; cannot happen, but never return None from here
@@ -516,12 +527,16 @@ class RequestClient(_Socket):
         self.session = _new_session()
         self._context = context
         self._seq = 0
-        self._sock = self._connect()
+        self._connect()
 
-    def _connect(self) -> zmq.Socket:
+    def _connect(self) -> None:
         # IMMEDIATE: queue requests only on a live connection, so "no server" shows up as
         # "cannot send" instead of requests piling up for whoever binds next.
-        return _open(self._context, zmq.DEALER, self.endpoint, False, [(zmq.IMMEDIATE, 1)])
+        self._sock = _open(self._context, zmq.DEALER, self.endpoint, False, [(zmq.IMMEDIATE, 1)])
+        # One poller for the socket's life: Socket.poll() builds a new one per call, a
+        # measurable share of a round trip.
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
 
     def request(self, kind: str, meta: dict | None = None, arrays: dict | None = None,
                 timeout: float | None = None) -> Message:
@@ -537,7 +552,7 @@ class RequestClient(_Socket):
             if reply is not None:
                 break
             self._sock.close()
-            self._sock = self._connect()
+            self._connect()
         else:
             attempts = f" on each of {1 + self.retries} attempts" if self.retries else ""
             raise PeerTimeout(
@@ -549,12 +564,15 @@ class RequestClient(_Socket):
 
     def _exchange(self, frames: list, seq: int, timeout: float):
         deadline = time.monotonic() + timeout
-        if not self._sock.poll(_ms(timeout), zmq.POLLOUT):
-            return None, "no connection, so no reply"
-        _send(self._sock, frames)
+        try:
+            _send(self._sock, frames)
+        except zmq.Again:  # not connected (yet): IMMEDIATE refuses to queue, so wait for it
+            if not self._sock.poll(_ms(timeout), zmq.POLLOUT):
+                return None, "no connection, so no reply"
+            _send(self._sock, frames)
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._sock.poll(_ms(remaining)):
+            if remaining <= 0 or not self._poller.poll(_ms(remaining)):
                 return None, "connected but no reply"
             try:
                 reply = decode(self._sock.recv_multipart(zmq.NOBLOCK, copy=False))
@@ -597,10 +615,12 @@ class RequestServer(_Socket):
         self.session = _new_session()
         self.rejected = 0  # malformed requests answered with an error
         self._sock = _open(context, zmq.ROUTER, endpoint, bind)
+        self._poller = zmq.Poller()  # reused: Socket.poll() would build one per call
+        self._poller.register(self._sock, zmq.POLLIN)
 
     def poll(self, timeout: float = 0.0) -> Request | None:
         """The next request, waiting up to `timeout` s; None if none (or it was malformed)."""
-        if not self._sock.poll(_ms(timeout)):
+        if not self._poller.poll(_ms(timeout)):
             return None
         frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
         # A REQ client puts an empty delimiter after its identity; a header is never empty.

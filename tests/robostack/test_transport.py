@@ -56,7 +56,8 @@ def echo(server, request):
 def stream(**sub_kwargs):
     """A connected Publisher/Subscriber pair, past ZeroMQ's slow-joiner window."""
     endpoint = free_tcp_endpoint()
-    with Publisher(endpoint, "test-pub", hwm=1000) as pub, Subscriber(endpoint, **sub_kwargs) as sub:
+    with Publisher(endpoint, "test-pub", hwm=1000) as pub, \
+            Subscriber(endpoint, **sub_kwargs) as sub:
         deadline = time.monotonic() + 5.0
         while sub.poll_latest() is None:
             assert time.monotonic() < deadline, "subscriber never joined"
@@ -104,10 +105,12 @@ def test_encode_decode_round_trip():
 
 
 def test_arrays_round_trip_over_a_real_socket():
+    # "weights" is above ZERO_COPY_BYTES, so it takes the zero-copy path both ways.
+    arrays = dict(ARRAYS, weights=np.arange(300 * 300, dtype=np.float32).reshape(300, 300))
     with serving(echo) as server, RequestClient(server.endpoint, "client") as client:
-        reply = client.request("anything", {"k": [1, 2]}, dict(ARRAYS), timeout=2.0)
+        reply = client.request("anything", {"k": [1, 2]}, arrays, timeout=2.0)
     assert reply.kind == "echo" and reply.meta == {"k": [1, 2]}
-    check_same(reply.arrays, ARRAYS)
+    check_same(reply.arrays, arrays)
 
 
 def test_non_plain_meta_is_a_clear_type_error():
@@ -126,6 +129,9 @@ def test_schema_mismatch_names_both_versions():
     assert "upgrade/downgrade" in text
 
 
+BAD_SPEC = r"expected \[name, dtype, shape\]"
+
+
 @pytest.mark.parametrize("frames, expected", [
     ([], "empty message"),
     ([b"\xc1garbage\xff"], "not msgpack"),
@@ -137,8 +143,10 @@ def test_schema_mismatch_names_both_versions():
     ([msgpack.packb(good_header(arrays=[["q", "<f8", [7]]])), b"\0" * 55], "has 55 bytes but"),
     ([msgpack.packb(good_header(arrays=[["q", "|O", [1]]])), b"\0" * 8], "dtype '|O'"),
     ([msgpack.packb(good_header(arrays=[["q", "<U3", [1]]])), b"\0" * 12], "dtype '<U3'"),
-    ([msgpack.packb(good_header(arrays=[["q", "<f8", [-1]]])), b""], "expected \\[name, dtype, shape\\]"),
-    ([msgpack.packb(good_header(arrays=[["q", "<f8"]])), b""], "expected \\[name, dtype, shape\\]"),
+    ([msgpack.packb(good_header(arrays=[["q", "<f8", [-1]]])), b""], BAD_SPEC),
+    ([msgpack.packb(good_header(arrays=[["q", "<f8", [-2, -4]]])), b"\0" * 64], BAD_SPEC),
+    ([msgpack.packb(good_header(arrays=[["q", "<f8"]])), b""], BAD_SPEC),
+    ([msgpack.packb(good_header(arrays=[[1, "<f8", [1]]])), b"\0" * 8], BAD_SPEC),
 ])
 def test_malformed_messages_are_protocol_errors(frames, expected):
     with pytest.raises(ProtocolError, match=expected):
@@ -248,6 +256,20 @@ def test_late_reply_to_a_timed_out_request_is_never_returned():
         release.set()
         time.sleep(0.05)  # let the late reply go out
         assert client.request("q", {"n": 2}, timeout=2.0).meta == {"n": 2}
+
+
+def test_client_recovers_when_the_server_restarts():
+    endpoint = free_tcp_endpoint()
+    with RequestClient(endpoint, "client", timeout=0.3) as client:
+        for _ in range(2):
+            server = RequestServer(endpoint, "server")
+            thread = threading.Thread(target=lambda: echo(server, server.poll(2.0)))
+            thread.start()
+            assert client.request("ping", {"n": 1}, timeout=2.0).meta == {"n": 1}
+            thread.join(2.0)
+            server.close()
+            with pytest.raises(PeerTimeout):
+                client.request("ping")
 
 
 def test_reply_with_an_old_seq_is_discarded():
