@@ -13,6 +13,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 COMMANDS = {
     "demo": ("robostack.demo", "the main job in the MuJoCo mirror, multi-process, with a success rate"),
     "robot-server": ("robostack.robot_server", "run an arm (MuJoCo mirror) behind ZeroMQ at 1 kHz"),
+    "train": ("robostack.train", "train a policy with SAC/RLPD (--single-process for now)"),
     "expert": ("robostack.expert", "run a task's scripted expert through the env and report success"),
 }
 

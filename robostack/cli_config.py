@@ -68,6 +68,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, prefix: str = 
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if dataclasses.is_dataclass(default):  # nested config: gets its own option group
+            continue
         kind, nargs = _parser_for(hints.get(f.name, f.type))
         help_text = helps.get(f.name, "")
         group.add_argument(
@@ -81,7 +83,7 @@ def dataclass_from_args(cls, args: argparse.Namespace, prefix: str = ""):
     values = {}
     for f in dataclasses.fields(cls):
         key = f"{prefix.replace('-', '_')}{f.name}"
-        if hasattr(args, key):
+        if hasattr(args, key) and not dataclasses.is_dataclass(getattr(args, key)):
             value = getattr(args, key)
             if isinstance(value, list):
                 value = tuple(value)

@@ -1,0 +1,221 @@
+"""`robostack train --single-process`: SAC in the RLPD recipe, in one loop a newcomer reads top to
+bottom (config -> env -> demonstrations -> buffers -> act/store/update -> evaluate/checkpoint).
+
+The env still talks to its robot server through the usual request contract (in this process by
+default, or over ZeroMQ with `--transport zmq`). The actor/learner split over processes builds on
+the same pieces (issue 4).
+
+Run directory layout: config.json, metrics.csv (one row per evaluation), progress.csv (one row
+per progress print), checkpoints/, buffers/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robostack.cli_config import add_dataclass_arguments, dataclass_from_args
+from robostack.rl.buffers import ReplayBuffer, load_demonstrations, sample_mixed
+from robostack.rl.checkpoint import load_latest_checkpoint, save_checkpoint
+from robostack.rl.sac import SACConfig, build_agent, update
+
+
+@dataclass
+class TrainConfig:
+    """What to train, for how long, and how to measure it."""
+
+    task: str = "pick_cube"  # task name (pick_cube, reach)
+    seed: int = 0  # seeds env resets, networks, sampling
+    total_steps: int = 20_000  # environment steps of online interaction
+    demos: int = 20  # successful scripted-expert demonstrations in the demo buffer
+    demo_noise: float = 0.1  # action noise of the expert while recording demos (variety)
+    learning_starts: int = 256  # env steps before the first update
+    utd_ratio: int = 4  # critic updates per env step (RLPD uses up to 20)
+    demo_fraction: float = 0.5  # share of each batch drawn from the demo buffer (RLPD: 0.5)
+    buffer_capacity: int = 200_000  # online replay capacity (transitions)
+    eval_every: int = 2_000  # env steps between evaluations
+    eval_episodes: int = 50  # episodes per evaluation (deterministic policy)
+    progress_every: int = 500  # env steps between progress lines
+    run_dir: str = "runs/train"  # where config, metrics, checkpoints and buffers go
+    transport: str = "inprocess"  # inprocess (robot server in this process) or zmq (subprocess)
+    resume: bool = True  # continue from run_dir's latest checkpoint if there is one
+    threads: int = 1  # torch threads (one per process avoids oversubscribing small machines)
+    sac: SACConfig = field(default_factory=SACConfig)
+
+
+def collect_demonstrations(env, count: int, seed: int, noise: float, progress=print) -> list[dict]:
+    """Run the task's scripted expert until `count` successful episodes are recorded."""
+    expert = env.task.expert(seed=seed, noise=noise)
+    episodes, attempts = [], 0
+    while len(episodes) < count:
+        if attempts >= 5 * count:
+            raise RuntimeError(f"scripted expert succeeded only {len(episodes)}/{attempts} times")
+        obs, _ = env.reset(seed=1_000_000 + seed * 10_000 + attempts)
+        attempts += 1
+        expert.reset()
+        states, actions, rewards, terms, truncs = [obs["state"]], [], [], [], []
+        while True:
+            action = expert(env.fields())
+            obs, reward, terminated, truncated, info = env.step(action)
+            states.append(obs["state"]), actions.append(action), rewards.append(reward)
+            terms.append(terminated), truncs.append(truncated)
+            if terminated or truncated:
+                break
+        if info["success"]:
+            episodes.append({
+                "observations": {"state": np.stack(states)}, "actions": np.stack(actions),
+                "rewards": np.array(rewards, np.float32), "terminations": np.array(terms),
+                "truncations": np.array(truncs),
+            })
+    if progress:
+        progress(f"demonstrations: {count} successful of {attempts} expert episodes")
+    return episodes
+
+
+def evaluate(agent, env, episodes: int, seed: int) -> dict:
+    """Deterministic policy on `episodes` fixed seeds: success rate and mean time to success."""
+    successes, times = 0, []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=2_000_000 + seed * 10_000 + i)
+        for t in range(env.config.max_episode_steps):
+            obs, _, terminated, truncated, info = env.step(agent.act(obs, deterministic=True))
+            if terminated or truncated:
+                break
+        if info["success"]:
+            successes += 1
+            times.append((t + 1) / env.config.policy_hz)
+    return {"success_rate": successes / episodes,
+            "time_to_success_s": float(np.mean(times)) if times else float("nan")}
+
+
+def train(config: TrainConfig, progress=print) -> list[dict]:
+    from robostack.env import make_env
+
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+
+    env = make_env(config.task, transport_kind=config.transport, seed=config.seed)
+    sac_config = dataclasses.replace(config.sac, seed=config.seed, utd_ratio=config.utd_ratio)
+    agent = build_agent(sac_config, env.observation_space, env.action_space)
+    action_dim = env.action_space.shape[0]
+
+    step, wall_offset, history = 0, 0.0, []
+    online = ReplayBuffer(config.buffer_capacity, env.observation_space, action_dim, seed=config.seed)
+    checkpoint = load_latest_checkpoint(run_dir) if config.resume else None
+    if checkpoint is not None:
+        agent.load_state_dict(checkpoint.state["agent"])
+        step, wall_offset = int(checkpoint.state["env_steps"]), float(checkpoint.state["wall_seconds"])
+        history = json.loads(checkpoint.state["history"])
+        online = ReplayBuffer.load(run_dir / "buffers" / "online.npz")
+        demos = ReplayBuffer.load(run_dir / "buffers" / "demos.npz")
+        progress(f"resumed from {checkpoint.path} at env step {step}")
+    else:
+        demos = load_demonstrations(
+            collect_demonstrations(env, config.demos, config.seed, config.demo_noise, progress),
+            seed=config.seed)
+    rng = np.random.default_rng(config.seed)
+
+    def save(step: int, wall: float) -> None:
+        (run_dir / "buffers").mkdir(exist_ok=True)
+        online.save(run_dir / "buffers" / "online.npz")
+        demos.save(run_dir / "buffers" / "demos.npz")
+        save_checkpoint(run_dir, step, {"agent": agent.state_dict(), "env_steps": step,
+                                        "wall_seconds": wall, "history": json.dumps(history)})
+
+    metrics_file = run_dir / "metrics.csv"
+    started = time.perf_counter() - wall_offset
+    obs, _ = env.reset(seed=config.seed)
+    episode_return, returns, successes, finished, update_time = 0.0, [], [], 0, 0.0
+    metrics: dict = {}
+    if step == 0:
+        history.append({"env_steps": 0, "wall_seconds": 0.0, **evaluate(agent, env, config.eval_episodes, config.seed)})
+        _write_metrics(metrics_file, history)
+        obs, _ = env.reset(seed=config.seed)
+    while step < config.total_steps:
+        # --- act and store ---------------------------------------------------------------------
+        action = agent.act(obs, deterministic=False)
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        online.add(obs, action, reward, next_obs, terminated, truncated)
+        obs, episode_return, step = next_obs, episode_return + reward, step + 1
+        if terminated or truncated:
+            returns.append(episode_return)
+            successes.append(info["success"])
+            finished += 1
+            obs, episode_return = env.reset(seed=int(rng.integers(2**31)))[0], 0.0
+
+        # --- learn: UTD critic updates on one 50/50 demo/online sample ---------------------------
+        if step >= config.learning_starts:
+            t0 = time.perf_counter()
+            batch = sample_mixed(online, demos, agent.config.batch_size * config.utd_ratio,
+                                 demo_fraction=config.demo_fraction, generator=rng)
+            metrics = update(agent, batch)
+            update_time += time.perf_counter() - t0
+
+        # --- report, evaluate, checkpoint --------------------------------------------------------
+        if step % config.progress_every == 0 and progress:
+            elapsed = time.perf_counter() - started
+            recent = successes[-20:]
+            progress(f"step {step:>6}/{config.total_steps}  episodes {finished:>4}  "
+                     f"train success(last 20) {np.mean(recent) if recent else 0:5.0%}  "
+                     f"return {np.mean(returns[-20:]) if returns else 0:5.2f}  "
+                     f"critic {float(metrics.get('critic_loss', float('nan'))):7.4f}  "
+                     f"alpha {float(metrics.get('temperature', float('nan'))):.3f}  "
+                     f"updates/s {agent.critic_updates / max(update_time, 1e-9):6.0f}  "
+                     f"{step / max(elapsed, 1e-9):5.1f} steps/s")
+        if step % config.eval_every == 0 or step == config.total_steps:
+            result = evaluate(agent, env, config.eval_episodes, config.seed)
+            wall = time.perf_counter() - started
+            history.append({"env_steps": step, "wall_seconds": round(wall, 1), **result})
+            _write_metrics(metrics_file, history)
+            if progress:
+                progress(f"eval @ {step} steps ({wall:.0f} s): success {result['success_rate']:.0%} "
+                         f"over {config.eval_episodes} episodes, time to success "
+                         f"{result['time_to_success_s']:.2f} s")
+            save(step, wall)
+            obs, episode_return = env.reset(seed=int(rng.integers(2**31)))[0], 0.0
+    env.close()
+    return history
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="robostack train", description=__doc__.splitlines()[0])
+    parser.add_argument("--single-process", action="store_true",
+                        help="train in this process (env, agent, buffers in one loop)")
+    add_dataclass_arguments(parser, TrainConfig)
+    add_dataclass_arguments(parser, SACConfig, prefix="sac-")
+    args = parser.parse_args(argv)
+    config = dataclass_from_args(TrainConfig, args)
+    config.sac = dataclass_from_args(SACConfig, args, prefix="sac-")
+    if not args.single_process:
+        parser.error("only --single-process training exists yet (actor/learner processes: issue 4)")
+    history = train(config)
+    final = history[-1]
+    print(f"\nfinal: success {final['success_rate']:.0%} after {final['env_steps']} env steps "
+          f"({final['wall_seconds']:.0f} s); metrics in {config.run_dir}/metrics.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
