@@ -393,9 +393,15 @@ class CartesianImpedanceController:
         self._wrench = np.zeros(6)
         self._error = np.zeros(6)
         self._flags = np.zeros(len(CARTESIAN_FLAGS), dtype=np.bool_)
+        # Written in place from here on, so a compiled loop holding kernel_state() sees changes.
+        self._target_gains = np.zeros(32)
+        self._gains = np.zeros(32)
+        self._error_clip = np.zeros(6)
+        self._integral_limit = np.zeros(6)
+        self._torque_limit = np.zeros(7)
         self._is_reset = False
         self.set_gains(gains or CartesianImpedanceGains())
-        self._gains = self._target_gains.copy()
+        self._gains[:] = self._target_gains
         self._compile()
 
     def _compile(self) -> None:
@@ -412,10 +418,10 @@ class CartesianImpedanceController:
         torque limits and the rate limit apply from the next tick."""
         vec, clip, integral_limit, torque_limits, rate = gains.packed()
         self.gains = gains
-        self._target_gains = vec
-        self._error_clip = clip
-        self._integral_limit = integral_limit
-        self._torque_limit = torque_limits
+        self._target_gains[:] = vec
+        self._error_clip[:] = clip
+        self._integral_limit[:] = integral_limit
+        self._torque_limit[:] = torque_limits
         self._max_torque_step = rate * self.dt
 
     def set_reference(self, position, quaternion) -> None:
@@ -441,7 +447,7 @@ class CartesianImpedanceController:
         self._ref_position[:] = self._target_position
         self._ref_quaternion[:] = self._target_quaternion
         self.set_nullspace_posture(q)
-        self._gains = self._target_gains.copy()
+        self._gains[:] = self._target_gains
         self._integral[:] = 0.0
         self._tau_prev[:] = 0.0
         self._tau[:] = 0.0
@@ -500,7 +506,9 @@ class CartesianImpedanceController:
         order. A compiled loop that owns the robot state (the MuJoCo mirror's lock-step fast
         path) calls `tick_kernel(q, dq, position, quaternion, jacobian, coriolis, posture,
         *kernel_state())` per tick: the very law compute() runs, without Python in between.
-        The last four entries are the outputs: torque (7,), wrench (6,), error (6,), flags."""
+        The last four entries are the outputs: torque (7,), wrench (6,), error (6,), flags.
+        The arrays are the controller's own, updated in place; the scalars (max torque step,
+        filter coefficient, ...) are copies, so fetch the tuple again after set_gains()."""
         if not self._is_reset:
             raise RuntimeError("call reset(q, position, quaternion) with the measured state first")
         return (self._target_position, self._target_quaternion, self._target_gains, self.filter_coefficient,

@@ -130,9 +130,13 @@ class JointImpedanceController:
         self._tau_prev = np.zeros(7)
         self._tau = np.zeros(7)
         self._flags = np.zeros(len(JOINT_FLAGS), dtype=np.bool_)
+        self._target_gains = np.zeros(14)  # these arrays are written in place from here on
+        self._gains = np.zeros(14)
+        self._error_clip = np.zeros(7)
+        self._torque_limit = np.zeros(7)
         self._is_reset = False
         self.set_gains(gains or JointImpedanceGains())
-        self._gains = self._target_gains.copy()
+        self._gains[:] = self._target_gains
         # Compile (or load from numba's cache) now rather than on the first tick of a 1 kHz loop.
         self.reset(np.zeros(7))
         self.compute(np.zeros(7), np.zeros(7))
@@ -142,9 +146,9 @@ class JointImpedanceController:
         """New gains: Kp and Kd are smoothed toward them; clip and limits apply from the next tick."""
         vec, clip, torque_limits, rate = gains.packed()
         self.gains = gains
-        self._target_gains = vec
-        self._error_clip = clip
-        self._torque_limit = torque_limits
+        self._target_gains[:] = vec
+        self._error_clip[:] = clip
+        self._torque_limit[:] = torque_limits
         self._max_torque_step = rate * self.dt
 
     def set_reference(self, q_target) -> None:
@@ -159,7 +163,7 @@ class JointImpedanceController:
         snapped to their targets."""
         self.set_reference(q)
         self._q_ref[:] = self._q_target
-        self._gains = self._target_gains.copy()
+        self._gains[:] = self._target_gains
         self._tau_prev[:] = 0.0
         self._tau[:] = 0.0
         self._flags[:] = False

@@ -14,6 +14,7 @@ from controllers.cartesian_impedance import (
     matrix_to_quaternion,
     orientation_error,
     project_nullspace,
+    tick_kernel,
 )
 
 FLAG = {name: i for i, name in enumerate(CARTESIAN_FLAGS)}
@@ -378,3 +379,30 @@ def test_default_gains_and_validation():
     with pytest.raises(RuntimeError, match="reset"):
         s = make_state(np.random.default_rng(0))
         CartesianImpedanceController().compute(**s)
+
+
+def test_tick_kernel_with_kernel_state_is_compute():
+    """The MuJoCo mirror's compiled loop calls tick_kernel(..., *kernel_state()) instead of
+    compute(): both must be the same law with the same state, also across set_gains()."""
+    rng = np.random.default_rng(0)
+    s = make_state(rng)
+    a, b = CartesianImpedanceController(), CartesianImpedanceController()
+    target = random_quat(rng)
+    for ctrl in (a, b):
+        ctrl.reset(s["q"], s["tcp_position"], s["tcp_orientation"])
+        ctrl.set_reference(s["tcp_position"] + 0.02, target)
+    state = b.kernel_state()
+    for tick in range(60):
+        if tick == 30:
+            for ctrl in (a, b):
+                ctrl.set_gains(CartesianImpedanceGains(translational_stiffness=800.0, max_torque_rate=500.0))
+            fresh = b.kernel_state()
+            # the arrays are the same objects (a loop holding them sees the new gains) ...
+            assert all(x is y for x, y in zip(fresh, state) if isinstance(x, np.ndarray))
+            state = fresh  # ... but the scalars (here the torque step) are copies
+        dq = rng.normal(0, 0.3, 7)
+        tau_a = a.compute(s["q"], dq, s["tcp_position"], s["tcp_orientation"], s["jacobian"])
+        tick_kernel(s["q"], dq, s["tcp_position"], s["tcp_orientation"], s["jacobian"], np.zeros(7),
+                    b.nullspace_posture, *state)
+        np.testing.assert_array_equal(tau_a, state[-4])
+        np.testing.assert_array_equal(a.flags, state[-1])
