@@ -21,7 +21,8 @@ Every message on every socket is one *envelope*, a ZeroMQ multipart message:
 Bump SCHEMA_VERSION whenever the header changes shape; decode() refuses other versions with a
 message that says which side to upgrade.
 
-Socket roles (all sockets LINGER 0, so closing never blocks on undelivered messages):
+Socket roles (all sockets LINGER 0, so closing never blocks on undelivered messages; like any
+ZeroMQ socket, use each object from one thread only):
 
     Publisher  -> Subscriber      latest-value streams (state, frames, weights): PUB/SUB; the
                                   consumer drains to the newest message and checks its age.
@@ -80,6 +81,9 @@ class ProtocolError(TransportError, ValueError):
         super().__init__(text)
         self.seq = seq
 
+    def __reduce__(self):  # keep extra fields when an error crosses a process boundary
+        return type(self), (str(self), self.seq)
+
 
 class PeerTimeout(TransportError, TimeoutError):
     """A peer did not answer or publish in time: it is dead, stuck, or not where we look."""
@@ -93,6 +97,9 @@ class StaleMessage(TransportError):
         super().__init__(text)
         self.message = message
 
+    def __reduce__(self):
+        return type(self), (str(self), self.message)
+
 
 class RemoteError(TransportError):
     """The server understood the request and refused it; `.text` is its explanation verbatim."""
@@ -102,6 +109,9 @@ class RemoteError(TransportError):
         self.text = text
         self.endpoint = endpoint
         self.kind = kind
+
+    def __reduce__(self):
+        return type(self), (self.text, self.endpoint, self.kind)
 
 
 # --- the envelope -----------------------------------------------------------------------------
@@ -130,6 +140,10 @@ def encode(msg: Message) -> list:
 
     Large array buffers are sent without copying, so the caller must not write into an array
     it has just sent; send a copy if you reuse a buffer (e.g. a preallocated camera frame)."""
+    # A receiver would refuse these; say so at the sender, where the bug is.
+    if not isinstance(msg.kind, str) or not isinstance(msg.meta, dict):
+        raise TypeError(f"message kind must be a str and meta a dict, got kind {msg.kind!r} and "
+                        f"meta of type {type(msg.meta).__name__}")
     specs = []
     buffers = []
     for name, array in msg.arrays.items():
@@ -161,8 +175,6 @@ def encode(msg: Message) -> list:
 def _explain_unpackable(msg: Message, exc: Exception) -> str:
     """Find the first value msgpack cannot send and say where it is. Only runs on failure, so the
     hot path stays msgpack.packb and nothing else."""
-    if not isinstance(msg.kind, str):
-        return f"message kind must be a str, got {type(msg.kind).__name__}"
 
     def walk(value, path):
         if value is None or isinstance(value, (bool, float, str, bytes)):
@@ -457,6 +469,8 @@ class Subscriber(_Socket):
         frames = None
         while True:
             try:
+                # Not copied: streams carry camera frames and weights, and most drained
+                # messages are thrown away unread.
                 frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
@@ -515,6 +529,10 @@ class RequestClient(_Socket):
     the arm unasked). `retries` resends with the same seq, so a server can recognise a
     duplicate by (session, seq); only retry requests that are safe to repeat.
 
+    Requests and replies are received as copied bytes, not zero-copy frames: they are mostly
+    small, and a zmq.Frame object per part costs more than copying a few hundred bytes (about
+    1.5 us per part, measured). Decoded arrays are therefore read-only.
+
     One thread per client: ZeroMQ sockets are not thread-safe."""
 
     def __init__(self, endpoint: str, source: str, timeout: float = 1.0, retries: int = 0,
@@ -547,7 +565,7 @@ class RequestClient(_Socket):
         self._seq += 1
         frames = encode(Message(kind, meta or {}, arrays or {}, self.source, self.session,
                                 self._seq, time.monotonic()))
-        for attempt in range(1 + self.retries):
+        for _ in range(1 + self.retries):
             reply, problem = self._exchange(frames, self._seq, timeout)
             if reply is not None:
                 break
@@ -575,7 +593,7 @@ class RequestClient(_Socket):
             if remaining <= 0 or not self._poller.poll(_ms(remaining)):
                 return None, "connected but no reply"
             try:
-                reply = decode(self._sock.recv_multipart(zmq.NOBLOCK, copy=False))
+                reply = decode(self._sock.recv_multipart(zmq.NOBLOCK))  # copied: see class doc
             except ProtocolError as exc:
                 raise ProtocolError(f"reply from {self.endpoint}: {exc}", exc.seq) from None
             # seq -1: the server could not read our request at all, but it answered us alone.
@@ -622,10 +640,10 @@ class RequestServer(_Socket):
         """The next request, waiting up to `timeout` s; None if none (or it was malformed)."""
         if not self._poller.poll(_ms(timeout)):
             return None
-        frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        frames = self._sock.recv_multipart(zmq.NOBLOCK)  # copied: see RequestClient
         # A REQ client puts an empty delimiter after its identity; a header is never empty.
         split = 2 if len(frames) > 1 and len(frames[1]) == 0 else 1
-        routing = [f.bytes for f in frames[:split]]
+        routing = frames[:split]
         try:
             msg = decode(frames[split:])
         except ProtocolError as exc:

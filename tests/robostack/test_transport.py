@@ -1,5 +1,6 @@
 """Wire format and socket roles, over real loopback sockets. Every wait is bounded."""
 
+import pickle
 import threading
 import time
 from contextlib import contextmanager
@@ -118,6 +119,8 @@ def test_non_plain_meta_is_a_clear_type_error():
         encode(Message("step", {"gains": [1, np.int64(2)]}))
     with pytest.raises(TypeError, match=r"dtype object"):
         encode(Message("step", {}, {"names": np.array(["a", None], dtype=object)}))
+    with pytest.raises(TypeError, match=r"meta a dict"):
+        encode(Message("step", [1, 2]))
 
 
 def test_schema_mismatch_names_both_versions():
@@ -153,9 +156,16 @@ def test_malformed_messages_are_protocol_errors(frames, expected):
         decode(frames)
 
 
-def test_protocol_error_is_a_value_error_and_transport_error():
+def test_error_types_and_that_they_survive_pickling():
     assert issubclass(ProtocolError, ValueError) and issubclass(ProtocolError, TransportError)
     assert issubclass(PeerTimeout, TimeoutError) and issubclass(PeerTimeout, TransportError)
+    # Errors cross process boundaries (multiprocessing): their fields must come along.
+    for error in [ProtocolError("bad", seq=3), PeerTimeout("late"),
+                  RemoteError("no", "tcp://x", "step"), StaleMessage("old", Message("state"))]:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+        assert vars(copy).keys() == vars(error).keys()
+    assert pickle.loads(pickle.dumps(StaleMessage("old", Message("state", seq=5)))).message.seq == 5
 
 
 def test_topic_prefix_is_how_every_header_of_that_kind_starts():
