@@ -31,18 +31,20 @@ import os
 import mujoco
 import numpy as np
 
+from controllers import franka
+
 ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
 FINGER_JOINTS = ("panda_finger_joint1", "panda_finger_joint2")
 TCP_SITE = "tcp"
 
-# Rated joint torques of the Panda (Nm) and position limits (rad), from Franka's datasheet.
-TORQUE_LIMITS = np.array([87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0])
-JOINT_LOWER = np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973])
-JOINT_UPPER = np.array([2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973])
+# Rated joint torques (Nm) and position limits (rad): the datasheet values the controllers use.
+TORQUE_LIMITS = np.array(franka.TORQUE_LIMITS)
+JOINT_LOWER = np.array(franka.JOINT_LOWER)
+JOINT_UPPER = np.array(franka.JOINT_UPPER)
 # A comfortable "ready" configuration: tcp about 0.5 m in front of the base, gripper pointing
 # down. Used as the nullspace posture and as the default reset target.
 HOME_Q = np.array([0.0, -0.35, 0.0, -2.45, 0.0, 2.1, np.pi / 4])
-GRIPPER_MAX_WIDTH = 0.08  # m, fully open (0.04 per finger)
+GRIPPER_MAX_WIDTH = franka.GRIPPER_MAX_WIDTH  # m, fully open (0.04 per finger)
 
 # Identified inertial parameters (Gaz et al. 2019): mass (kg), centre of mass in the link frame
 # (m), full inertia (Ixx, Iyy, Izz, Ixy, Ixz, Iyz) about the centre of mass (kg m^2).
