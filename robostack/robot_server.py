@@ -139,6 +139,11 @@ class RobotServer:
         self.rng = np.random.default_rng(self.config.seed)
         self.mode = "disarmed"
         self.flags: dict[str, str] = {}  # flag -> reason, since the last state report
+        # (mode, flag, reason) of the watchdog that put the arm in "hold" or "stopped". Unlike the
+        # one-shot flags above it is repeated in every state message while that mode lasts: the
+        # stream is lossy (subscribers keep only the newest message) and stream and `state`
+        # replies drain the same one-shot flags, so a single report would often go unseen.
+        self._condition: tuple[str, str, str] | None = None
         self._flag_ticks = np.zeros(len(CartesianImpedanceController.FLAG_NAMES), dtype=np.int64)
         self.gripper_target = b.gripper_max_width
         self.command_seq = -1
@@ -208,6 +213,8 @@ class RobotServer:
         }
         if hasattr(self.task, "observe") and hasattr(b, "model"):
             arrays.update(self.task.observe(b))
+        if self._condition is not None and self._condition[0] == self.mode:
+            self.flags.setdefault(self._condition[1], self._condition[2])
         meta = {
             "mode": self.mode, "time": float(s.time), "command_seq": self.command_seq,
             "flags": [[k, v] for k, v in self.flags.items()],
@@ -368,15 +375,17 @@ class RobotServer:
     def check_watchdogs(self, now: float) -> None:
         if self.mode in ("armed", "hold") and now - self.last_request > self.config.peer_timeout:
             self.mode = "stopped"
-            self.flags["peer_lost"] = (
+            self._condition = ("stopped", "peer_lost", (
                 f"no request for {now - self.last_request:.2f} s (peer_timeout "
-                f"{self.config.peer_timeout} s): damped stop; send 'arm' or 'reset' to resume")
+                f"{self.config.peer_timeout} s): damped stop; send 'arm' or 'reset' to resume"))
+            self.flags["peer_lost"] = self._condition[2]
         elif self.mode == "armed" and now > self.command_expires:
             self.mode = "hold"
             self._hold_here()
-            self.flags["hold"] = (
+            self._condition = ("hold", "hold", (
                 f"command deadline missed by {now - self.command_expires:.3f} s: holding at the "
-                "measured pose until the next command")
+                "measured pose until the next command"))
+            self.flags["hold"] = self._condition[2]
 
     # --- serving loops ------------------------------------------------------------------------
     def serve(self) -> None:
