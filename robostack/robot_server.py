@@ -55,18 +55,18 @@ class RobotServerConfig:
     task: str = "pick_cube"  # task whose scene, workspace box and home pose to use
     backend: str = "mujoco"  # mujoco (the mirror); real arms plug in under hardware/
     clock: str = "lockstep"  # lockstep (sim only, faster than real time) or realtime
-    command_endpoint: str = "tcp://127.0.0.1:5555"
-    state_endpoint: str = "tcp://127.0.0.1:5556"
+    command_endpoint: str = "tcp://127.0.0.1:5555"  # requests (ROUTER, bound here)
+    state_endpoint: str = "tcp://127.0.0.1:5556"  # state stream (PUB, bound here)
     state_hz: float = 100.0  # real-time state publishing rate
     command_deadline: float = 0.3  # s a real-time command stays valid unless it says otherwise
     peer_timeout: float = 2.0  # s without any request -> damped stop, disarmed
     max_position_step: float = 0.1  # m, cap on one command's target distance from the tcp
     max_rotation_step: float = 0.5  # rad, same for orientation
     settle_time: float = 0.2  # s of physics after a simulated reset, objects come to rest
-    # Time constant of the low-pass on reference and gain changes. franka_ros uses 0.2 s, which
-    # at a 10 Hz policy lets the reference cover only 40% of each commanded step.
-    smoothing_time: float = 0.02  # s
-    seed: int = 0
+    # franka_ros uses 0.2 s, which at a 10 Hz policy lets the reference cover only 40% of each
+    # commanded step.
+    smoothing_time: float = 0.02  # s, time constant of the low-pass on reference/gain changes
+    seed: int = 0  # seeds the first reset's randomisation (each reset may pass its own)
     fast_loop: bool = True  # lock-step: run the 1 kHz loop compiled (same law; false = Python)
 
     def __post_init__(self):
@@ -459,7 +459,7 @@ def main(argv=None) -> int:
     from robostack.cli_config import add_dataclass_arguments, dataclass_from_args
 
     add_dataclass_arguments(parser, RobotServerConfig)
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default: INFO)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
     config = dataclass_from_args(RobotServerConfig, args)
