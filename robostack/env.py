@@ -148,6 +148,7 @@ class RobotEnv(gym.Env):
         self._gripper = self.max_width
         self._seq = 0
         self._next_step_time = 0.0
+        self._episode_start = 0.0  # robot clock (s) at the last reset
 
     # --- gymnasium API ----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -160,6 +161,7 @@ class RobotEnv(gym.Env):
         self._fields = dict(reply.arrays)
         self._home_quaternion = np.array(reply.arrays["tcp_quaternion"], dtype=float)
         self._next_step_time = time.monotonic()
+        self._episode_start = float(reply.meta.get("time", 0.0))
         return self._observation(), self._info(reply.meta, self.task.evaluate(self._fields))
 
     def step(self, action):
@@ -223,8 +225,13 @@ class RobotEnv(gym.Env):
         return {"state": state}
 
     def _info(self, meta: dict, outcome) -> dict:
+        # "time" is robot time since the reset, not the robot's clock, which runs on across
+        # episodes: info must be the same for the same seed and actions (gymnasium's contract).
+        time_ = meta.get("time")
         return {"success": outcome.success, "safety_flags": meta.get("flags", []),
-                "mode": meta.get("mode"), "time": meta.get("time"), **outcome.info}
+                "mode": meta.get("mode"),
+                "time": None if time_ is None else round(time_ - self._episode_start, 9),
+                **outcome.info}
 
     def fields(self) -> dict[str, np.ndarray]:
         """The last observation's named fields (robot + task), for scripted experts."""
