@@ -63,6 +63,9 @@ class SACConfig:
     pretrained_encoder: str | None = None  # local torchvision-named state_dict for resnet*
     freeze_encoder: bool = False
     image_pad: int = 4                    # random-shift pad; 0 disables augmentation
+    target_encoder: bool = True           # Polyak copy of the encoder for the target critic (DrQ,
+                                          # SERL); False: reuse the online features (DrQ-v2), one
+                                          # encoder pass fewer per update
     # Gripper.
     gripper: str = "continuous"           # "continuous" (or no gripper dim) | "discrete"
     grasp_hidden_dims: tuple[int, ...] = (256, 256)
@@ -117,11 +120,14 @@ class SACAgent:
             }
             if discrete:
                 nets["grasp_critic"] = mlp(f, config.grasp_hidden_dims, GRIPPER_CHOICES, layer_norm=True)
-        for name in ("encoder", "critic", "grasp_critic"):
+        targets = ["critic", "grasp_critic"] + (["encoder"] if config.target_encoder and image_shapes else [])
+        for name in targets:
             if name in nets:
                 nets["target_" + name] = copy.deepcopy(nets[name]).requires_grad_(False)
         self.nets = nn.ModuleDict(nets).to(self.device)
-        self.encoder, self.target_encoder = self.nets["encoder"], self.nets["target_encoder"]
+        # No target encoder for state observations (the "encoder" is the identity) or when disabled.
+        self.encoder = self.nets["encoder"]
+        self.target_encoder = self.nets["target_encoder"] if "target_encoder" in nets else None
         self.critic, self.target_critic = self.nets["critic"], self.nets["target_critic"]
         self.actor, self.temperature = self.nets["actor"], self.nets["temperature"]
         self.grasp_critic = self.nets["grasp_critic"] if discrete else None
@@ -136,8 +142,10 @@ class SACAgent:
         }
         if discrete:
             self.optimizers["grasp_critic"] = _adam(self.grasp_critic.parameters(), config.grasp_lr)
-        online = [self.encoder, self.critic] + ([self.grasp_critic] if discrete else [])
-        target = [self.target_encoder, self.target_critic] + ([self.target_grasp_critic] if discrete else [])
+        online = [self.critic] + ([self.grasp_critic] if discrete else [])
+        target = [self.target_critic] + ([self.target_grasp_critic] if discrete else [])
+        if self.target_encoder is not None:
+            online, target = online + [self.encoder], target + [self.target_encoder]
         self._polyak_pairs = ([p for m in target for p in m.parameters()],
                               [p for m in online for p in m.parameters()])
         self.critic_loss_fn = _compiled_or_eager(critic_loss) if config.compile else critic_loss
@@ -224,7 +232,9 @@ def critic_target(agent: SACAgent, next_features: Tensor, next_target_features: 
     """a' ~ π(s'); y = r + γ (1 - term) min over a random subset of target critics of Q'(s', a')."""
     cfg = agent.config
     next_actions, next_log_probs = agent.actor.sample(next_features, agent.generator)
-    subset = torch.randperm(cfg.num_critics, generator=agent.generator, device=agent.device)[:cfg.critic_subset]
+    subset = None  # a "subset" of all members is the whole ensemble: skip gathering its weights
+    if cfg.critic_subset < cfg.num_critics:
+        subset = torch.randperm(cfg.num_critics, generator=agent.generator, device=agent.device)[:cfg.critic_subset]
     next_q = agent.target_critic(next_target_features, next_actions, members=subset).min(0).values
     if cfg.backup_entropy:
         next_q = next_q - agent.temperature() * next_log_probs
@@ -300,7 +310,8 @@ def update(agent: SACAgent, batch: dict[str, Any], utd_ratio: int | None = None)
         # Critic ensemble (and encoder): regress Q(s, a) onto the TD target.
         with torch.no_grad():
             next_features = agent.encoder(next_obs)                # the actor's view of s'
-            next_target_features = agent.target_encoder(next_obs)  # the target critic's view
+            next_target_features = (next_features if agent.target_encoder is None  # the target critic's view
+                                    else agent.target_encoder(next_obs))
             target = critic_target(agent, next_features, next_target_features, rewards, terminations)
         loss, qs, features = agent.critic_loss_fn(agent.encoder, agent.critic, obs, sac_actions[mb], target)
         _step(agent.optimizers["critic"], loss)

@@ -96,8 +96,7 @@ def test_backup_entropy_adds_the_entropy_term():
     y = critic_target(agent, s, s, batch["rewards"], term)
     agent.generator.manual_seed(1)
     a, logp = agent.actor.sample(s, agent.generator)
-    subset = torch.randperm(2, generator=agent.generator)[:2]
-    q = agent.target_critic(s, a, members=subset).min(0).values
+    q = agent.target_critic(s, a).min(0).values
     torch.testing.assert_close(y, batch["rewards"] + 0.99 * (q - agent.temperature() * logp))
 
 
@@ -210,6 +209,18 @@ def test_pixel_update_defaults_to_two_critics_and_moves_the_encoder_and_its_targ
     assert not torch.equal(conv, before) and not torch.equal(target_conv, target_before)
     # Polyak: the target moved by tau of the gap, not all the way.
     torch.testing.assert_close(target_conv, target_before + 0.005 * (conv - target_before))
+
+
+def test_without_target_encoder_the_online_features_serve_the_target():
+    agent = make_agent(cameras=("front",), target_encoder=False)
+    assert agent.target_encoder is None
+    assert not any(k.startswith("target_encoder.") for k in agent.state_dict()["networks"])
+    assert any(k.startswith("target_encoder.") for k in make_agent(cameras=("front",)).state_dict()["networks"])
+    batch = make_batch(8, cameras=("front",))
+    for _ in range(2):
+        assert torch.isfinite(update(agent, batch)["critic_loss"])
+    state_agent = make_agent()  # state only: the encoder is the identity, nothing to copy
+    assert state_agent.target_encoder is None
 
 
 # ---------------------------------------------------------------------------- discrete gripper
