@@ -291,3 +291,28 @@ def test_lost_peer_stops_the_arm_until_it_is_explicitly_armed():
                 client.close()
         finally:
             subscriber.close()
+
+
+# --- loop statistics ------------------------------------------------------------------------------
+
+def test_stats_report_the_loop_and_restart_their_window_on_request(realtime_server):
+    client = realtime_server.client
+    first = client.request("stats", {"reset": True}).meta["loop"]
+    assert first["ticks"] > 0
+    time.sleep(0.3)
+    loop = client.request("stats").meta["loop"]
+    # A fresh window: 0.3 s of 1 kHz ticks, not everything since start-up (loose for load).
+    assert 200 < loop["ticks"] < 2000 and loop["window_ticks"] == loop["ticks"], loop
+    assert 0.0 <= loop["overrun_p50_ms"] <= loop["overrun_p99_ms"] <= loop["overrun_max_ms"]
+    assert 0.0 < loop["cpu_p50_ms"] <= loop["cpu_p99_ms"] <= loop["cpu_max_ms"]
+    # The stream carries the loop summary once a second, on one state message.
+    subscriber = realtime_server.subscribe()
+    try:
+        limit = time.monotonic() + 5.0
+        while time.monotonic() < limit:
+            summary = subscriber.latest(STREAM_TIMEOUT).meta.get("loop")
+            if summary is not None:
+                break
+        assert summary is not None and summary["ticks"] > 0, "no loop summary on the stream"
+    finally:
+        subscriber.close()
