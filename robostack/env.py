@@ -57,7 +57,9 @@ class ZmqConnection:
 
     def __init__(self, endpoint: str, timeout: float = 5.0, process: subprocess.Popen | None = None):
         self.endpoint = endpoint
-        self.client = transport.RequestClient(endpoint, source="env", timeout=timeout)
+        self.client = transport.RequestClient(
+            endpoint, source="env", timeout=timeout,
+            peer="the robot server (`robostack robot-server`)")  # named in timeout errors
         self.process = process
 
     def request(self, kind, meta=None, arrays=None, timeout=None) -> transport.Message:
