@@ -182,7 +182,8 @@ def test_unreachable_server_raises_within_the_timeout():
         RobotEnv(ZmqConnection(endpoint, timeout=timeout))
     elapsed = time.monotonic() - start
     assert elapsed < timeout + 1.0, f"took {elapsed:.2f} s, timeout {timeout} s"
-    assert endpoint in str(error.value) and "running" in str(error.value)
+    text = str(error.value)
+    assert endpoint in text and "robot server" in text and "running" in text, text
 
 
 # --- deadline: hold ---------------------------------------------------------------------------
@@ -299,10 +300,11 @@ def test_stats_report_the_loop_and_restart_their_window_on_request(realtime_serv
     client = realtime_server.client
     first = client.request("stats", {"reset": True}).meta["loop"]
     assert first["ticks"] > 0
-    time.sleep(0.3)
+    time.sleep(0.5)
     loop = client.request("stats").meta["loop"]
-    # A fresh window: 0.3 s of 1 kHz ticks, not everything since start-up (loose for load).
-    assert 200 < loop["ticks"] < 2000 and loop["window_ticks"] == loop["ticks"], loop
+    # A fresh window: ~500 ticks, not everything since start-up. Loose: a starved loop skips
+    # ticks when it falls 50 ms behind.
+    assert 100 < loop["ticks"] < 5000 and loop["window_ticks"] == loop["ticks"], loop
     assert 0.0 <= loop["overrun_p50_ms"] <= loop["overrun_p99_ms"] <= loop["overrun_max_ms"]
     assert 0.0 < loop["cpu_p50_ms"] <= loop["cpu_p99_ms"] <= loop["cpu_max_ms"]
     # The stream carries the loop summary once a second, on one state message.
