@@ -40,13 +40,17 @@ class ServerProcess:
         )
         self.client = self.connect()
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            try:
-                self.client.request("hello", timeout=1.0)
-                break
-            except transport.PeerTimeout:
-                assert self.process.poll() is None, f"server exited with {self.process.returncode}"
-                assert time.monotonic() < deadline, f"server not up within {STARTUP_TIMEOUT} s"
+        try:
+            while True:
+                try:
+                    self.client.request("hello", timeout=1.0)
+                    break
+                except transport.PeerTimeout:
+                    assert self.process.poll() is None, f"server exited: {self.process.returncode}"
+                    assert time.monotonic() < deadline, f"server not up in {STARTUP_TIMEOUT} s"
+        except BaseException:
+            self.kill()  # the caller never gets this object, so it cannot clean up
+            raise
 
     def connect(self) -> transport.RequestClient:
         return transport.RequestClient(self.command_endpoint, source="test", timeout=REPLY_TIMEOUT)
@@ -87,7 +91,7 @@ def realtime_server():
 
 @pytest.fixture
 def armed(realtime_server):
-    """The shared server, freshly reset (armed at home); yields the reset reply."""
+    """The shared server, freshly reset (armed at home); the reset reply."""
     return realtime_server.client.request("reset", {"seed": 0}, timeout=30.0)
 
 
