@@ -271,7 +271,7 @@ def gripper_choice(gripper_actions: Tensor) -> Tensor:
 
 
 def grasp_target(agent: SACAgent, next_features: Tensor, next_target_features: Tensor,
-                 rewards: Tensor, terminations: Tensor, grasp_penalties: Tensor) -> Tensor:
+                 rewards: Tensor, terminations: Tensor, grasp_penalties: Tensor | float) -> Tensor:
     """Double DQN: the online critic picks argmax_g Q(s', g), the target critic values it.
     The grasp penalty (negative for a gripper state change) is added to the reward."""
     best = agent.grasp_critic(next_features).argmax(-1, keepdim=True)
@@ -288,8 +288,9 @@ def polyak_update(agent: SACAgent) -> None:
 
 
 def update(agent: SACAgent, batch: dict[str, Any], utd_ratio: int | None = None) -> dict[str, Tensor]:
-    """One RLPD update: `utd_ratio` critic steps on equal slices of `batch`, then the actor and
-    temperature step on the last slice. Returns detached tensors (call .item() only to log)."""
+    """One RLPD update: `utd_ratio` critic steps on equal slices of `batch` (so sample
+    utd_ratio * batch_size transitions), then the actor and temperature step on the last slice.
+    Returns detached tensors: call .item() only when logging."""
     cfg = agent.config
     utd = utd_ratio or cfg.utd_ratio
     actor_every = cfg.critic_actor_ratio or utd
@@ -319,9 +320,10 @@ def update(agent: SACAgent, batch: dict[str, Any], utd_ratio: int | None = None)
 
         # Discrete gripper critic (double DQN) on the same features, detached.
         if agent.grasp_critic is not None:
+            penalties = batch["grasp_penalties"][mb] if "grasp_penalties" in batch else 0.0
             with torch.no_grad():
                 g_target = grasp_target(agent, next_features, next_target_features, rewards,
-                                        terminations, batch["grasp_penalties"][mb])
+                                        terminations, penalties)
             choice = gripper_choice(batch["actions"][mb, -1:])
             g_q = agent.grasp_critic(features.detach()).gather(-1, choice).squeeze(-1)
             g_loss = F.mse_loss(g_q, g_target)

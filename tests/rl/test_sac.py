@@ -223,6 +223,22 @@ def test_without_target_encoder_the_online_features_serve_the_target():
     assert state_agent.target_encoder is None
 
 
+def test_frozen_pretrained_resnet_encoder_in_the_agent(tmp_path):
+    from robostack.rl.networks import ResNetEncoder
+    source = ResNetEncoder((3, HW, HW), depth=10)
+    torch.save({k: v for k, v in source.state_dict().items() if not k.startswith("project")}, tmp_path / "r10.pt")
+    agent = make_agent(cameras=("front",), encoder="resnet10", pretrained_encoder=str(tmp_path / "r10.pt"),
+                       freeze_encoder=True)
+    enc = agent.encoder.cameras["images__front"]
+    torch.testing.assert_close(enc.conv1.weight, source.conv1.weight)
+    trainable = {id(p) for group in agent.optimizers["critic"].param_groups for p in group["params"]}
+    assert id(enc.conv1.weight) not in trainable and id(enc.project[0].weight) in trainable
+    backbone, head = enc.layer4[0].conv2.weight.clone(), enc.project[0].weight.clone()
+    update(agent, make_batch(8, cameras=("front",)))
+    assert torch.equal(enc.layer4[0].conv2.weight, backbone) and not torch.equal(enc.project[0].weight, head)
+    assert agent.act(env_obs(("front",)), deterministic=True).shape == (A,)
+
+
 # ---------------------------------------------------------------------------- discrete gripper
 
 
@@ -256,6 +272,8 @@ def test_discrete_gripper_agent_trains_both_critics_and_acts_in_three_values():
     for det in (True, False):
         a = agent.act(env_obs(), deterministic=det)
         assert a.shape == (A,) and a[-1] in (-1.0, 0.0, 1.0)
+    del batch["grasp_penalties"]  # optional: no penalty
+    assert torch.isfinite(update(agent, batch)["grasp_loss"])
 
 
 # ---------------------------------------------------------------------------- act, build, resume
@@ -299,7 +317,7 @@ def test_state_dict_round_trip_reproduces_actions_and_training():
     torch.save(agent.state_dict(), buf)
     buf.seek(0)
     restored = make_agent(cameras=cams, gripper="discrete", seed=123)
-    restored.load_state_dict(torch.load(buf, weights_only=False))
+    restored.load_state_dict(torch.load(buf))  # the safe (weights_only) loader suffices
     assert (restored.critic_updates, restored.actor_updates) == (2, 2)
     obs = env_obs(cams)
     assert np.array_equal(agent.act(obs, True), restored.act(obs, True))
@@ -333,7 +351,7 @@ def test_compile_falls_back_to_eager_when_compilation_fails(monkeypatch):
 
 def test_learns_a_one_step_bandit_quickly():
     """reward = -(a - 0.5)^2, every step terminal: the greedy action must reach 0.5."""
-    start = time.perf_counter()
+    start = time.thread_time()  # CPU time: other processes on a shared CI box must not flake this
     obs_space = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (1,), np.float32)})
     agent = build_agent(SACConfig(hidden_dims=(64, 64), num_critics=2, actor_lr=1e-3, critic_lr=1e-3,
                                   temperature_lr=1e-3, init_temperature=0.1), obs_space,
@@ -351,7 +369,7 @@ def test_learns_a_one_step_bandit_quickly():
                        **{k: data[k][idx] for k in ("actions", "rewards", "terminations", "truncations")}})
     greedy = agent.act({"state": np.zeros(1, np.float32)}, deterministic=True)[0]
     assert abs(greedy - 0.5) < 0.1, greedy
-    assert time.perf_counter() - start < 20
+    assert time.thread_time() - start < 20
 
 
 def test_naive_reference_shows_no_python_loop_is_needed():
