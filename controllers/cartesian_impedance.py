@@ -436,6 +436,14 @@ class CartesianImpedanceController:
         self._target_position[:] = position
         self._target_quaternion[:] = quaternion / norm
 
+    def snap_reference(self, position, quaternion) -> None:
+        """Target and filtered reference jump to this pose at once (no ramp), but the torque
+        memory is kept, so the rate limiter still ramps the torque from what it was: the way to
+        hold at the measured pose while moving, without the torque step a reset() would cause."""
+        self.set_reference(position, quaternion)
+        self._ref_position[:] = self._target_position
+        self._ref_quaternion[:] = self._target_quaternion
+
     def set_nullspace_posture(self, q_nullspace) -> None:
         """Joint posture (rad) the nullspace term pulls toward when compute() is given none."""
         self._posture[:] = np.asarray(q_nullspace, dtype=np.float64)

@@ -414,7 +414,11 @@ class RobotServer:
             self.flags["peer_lost"] = self._condition[2]
         elif self.mode == "armed" and now > self.command_expires:
             self.mode = "hold"
-            self._hold_here()
+            # Not _hold_here(): resetting the controller would also zero its torque memory, and
+            # the rate limiter would then cut the torque to +-1 Nm in one tick, a discontinuity a
+            # real arm rejects. snap_reference keeps the torque memory.
+            s = self.backend.state
+            self.cartesian.snap_reference(s.tcp_position, matrix_to_quat(s.tcp_rotation))
             self._condition = ("hold", "hold", (
                 f"command deadline missed by {now - self.command_expires:.3f} s: holding at the "
                 "measured pose until the next command"))

@@ -406,3 +406,21 @@ def test_tick_kernel_with_kernel_state_is_compute():
                     b.nullspace_posture, *state)
         np.testing.assert_array_equal(tau_a, state[-4])
         np.testing.assert_array_equal(a.flags, state[-1])
+
+
+def test_snap_reference_holds_without_a_torque_step():
+    """A hold while moving must not cut the torque: snap_reference keeps the rate limiter's memory."""
+    rng = np.random.default_rng(0)
+    controller = CartesianImpedanceController()
+    q, dq = rng.normal(size=7) * 0.3, np.zeros(7)
+    jacobian = rng.normal(size=(6, 7)) * 0.3
+    position, quaternion = np.array([0.5, 0.0, 0.3]), np.array([0.0, 1.0, 0.0, 0.0])
+    controller.reset(q, position, quaternion)
+    controller.set_reference(position + [0.05, 0.0, 0.0], quaternion)
+    for _ in range(200):  # torque builds up toward the offset target
+        tau = controller.compute(q, dq, position, quaternion, jacobian).copy()
+    assert np.abs(tau).max() > 5.0
+    controller.snap_reference(position, quaternion)
+    after = controller.compute(q, dq, position, quaternion, jacobian)
+    assert np.abs(after - tau).max() <= 1.0 + 1e-9  # one tick of the 1000 Nm/s rate limit
+    np.testing.assert_allclose(controller.reference[0], position)
