@@ -101,6 +101,14 @@ class MujocoBackend:
         # tau_ext = J^T F  ->  F = pinv(J^T) tau_ext (least squares; the arm is redundant).
         return np.linalg.lstsq(s.jacobian.T, s.tau_external, rcond=1e-3)[0]
 
+    def mass_matrix(self) -> np.ndarray:
+        """Joint-space inertia of the arm (7, 7), kg m^2, including rotor armature (libfranka's
+        `mass`). From the last sense(); not needed by the impedance law, offered for users'
+        controllers (e.g. operational-space control)."""
+        full = np.zeros((self.model.nv, self.model.nv))
+        mujoco.mj_fullM(self.model, self.data, full)  # MuJoCo 4: reads the inertia from MjData
+        return full[self._dof, self._dof].copy()
+
     def tcp_twist(self) -> np.ndarray:
         return self.state.jacobian @ self.state.dq
 

@@ -73,3 +73,11 @@ def test_gripper_closes_and_opens(backend):
 
 def test_torques_are_clamped_to_rated_limits(backend):
     assert np.allclose(backend.model.actuator_ctrlrange[:7, 1], panda_model.TORQUE_LIMITS)
+
+
+def test_mass_matrix_is_symmetric_positive_definite_with_armature(backend):
+    backend.reset(backend.home_q, gripper_width=0.08)
+    backend.sense()
+    inertia = backend.mass_matrix()
+    np.testing.assert_allclose(inertia, inertia.T, atol=1e-12)
+    assert np.linalg.eigvalsh(inertia).min() > 0.09  # armature 0.1 kg m^2 on every joint
