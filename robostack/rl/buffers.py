@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from robostack.files import fsync_dir
+
 IMAGE_PREFIX = "images/"
 FORMAT_VERSION = 1
 _FORMAT_NAME = "robostack.replay_buffer"
@@ -339,7 +341,7 @@ class ReplayBuffer:
                 os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def _named_arrays(self) -> dict[str, np.ndarray]:
         named = {f"obs/{k}": v for k, v in self._obs.items()}
@@ -400,19 +402,6 @@ def _words(images: np.ndarray) -> np.ndarray:
     """(N, ...) uint8 -> (N, words): compare frames 8 bytes at a time."""
     flat = np.ascontiguousarray(images).reshape(len(images), -1)
     return flat.view(np.uint64) if flat.shape[1] % 8 == 0 else flat
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _reusable(out: dict, template: dict, device: torch.device, batch_size: int) -> dict:

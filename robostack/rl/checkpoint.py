@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from robostack.files import fsync_dir
+
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_NAME = "robostack.checkpoint"
 FORMAT_VERSION = 1
@@ -89,7 +91,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, state: Mapping[str, A
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(d)
+    fsync_dir(d)
     for old in list_checkpoints(run_dir)[:-keep_last]:
         old.unlink(missing_ok=True)
     _remove_stale_temp_files(d)
@@ -202,13 +204,3 @@ def _remove_stale_temp_files(d: Path) -> None:
             p.unlink(missing_ok=True)
         except (PermissionError, OverflowError):
             pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
