@@ -13,7 +13,10 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 COMMANDS = {
     "demo": ("robostack.demo", "the main job in the MuJoCo mirror, multi-process, with a success rate"),
     "robot-server": ("robostack.robot_server", "run an arm (MuJoCo mirror) behind ZeroMQ at 1 kHz"),
-    "train": ("robostack.train", "train a policy with SAC/RLPD (--single-process for now)"),
+    "train": ("robostack.train", "train a policy with SAC/RLPD: robot server, actor(s), learner as processes"),
+    "learner": ("robostack.learner", "the learner process alone: replay buffers, updates, weights"),
+    "actor": ("robostack.actor", "one actor process alone: acts with the learner's weights"),
+    "eval": ("robostack.evaluate", "success rate and time to success of a run's latest policy"),
     "expert": ("robostack.expert", "run a task's scripted expert through the env and report success"),
 }
 

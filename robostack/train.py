@@ -200,6 +200,11 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--single-process" not in argv:  # the product path: separate processes over ZeroMQ
+        from robostack.launcher import main as launch
+
+        return launch(argv)
     parser = argparse.ArgumentParser(prog="robostack train", description=__doc__.splitlines()[0])
     parser.add_argument("--single-process", action="store_true",
                         help="train in this process (env, agent, buffers in one loop)")
@@ -208,8 +213,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     config = dataclass_from_args(TrainConfig, args)
     config.sac = dataclass_from_args(SACConfig, args, prefix="sac-")
-    if not args.single_process:
-        parser.error("only --single-process training exists yet (actor/learner processes: issue 4)")
     history = train(config)
     final = history[-1]
     print(f"\nfinal: success {final['success_rate']:.0%} after {final['env_steps']} env steps "

@@ -1,0 +1,349 @@
+"""`robostack actor`: act in the env with the learner's latest weights, stream transitions to it.
+
+One loop, one env step at a time:
+
+    between steps: load newer weights if any (verified), pause if the learner asks (UTD), run an
+                   evaluation if asked (evaluator actor, between episodes), stop if it says done
+    step:          policy (or the intervening expert) -> env.step -> transition to the sender
+    episode end:   summary (return, success, interventions, why it ended) rides with the batch
+
+Failure behaviour:
+* learner gone: keep acting with the last weights; transitions pile up in the spool (on disk)
+  and are resent, without duplicates, when a learner answers again (transitions.py).
+* robot server gone: the episode ends as truncated (its last transition is marked so, and the
+  summary says "robot server lost"), then the actor waits for the server, up to robot_timeout.
+* SIGTERM / Ctrl-C: the current episode ends as truncated ("stopped"), what is unsent is sent
+  for up to a few seconds, the rest stays spooled for next time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robostack import transport
+from robostack.transitions import (HandshakeRefused, TransitionSender, action_spec,
+                                   observation_spec)
+from robostack.weights import ScaledPolicy, WeightsSubscriber
+
+
+@dataclass
+class ActorConfig:
+    """Which learner and robot server an actor talks to, and how it batches and waits."""
+
+    actor_id: str = "actor-0"  # stable name: the learner numbers transitions per actor id
+    learner: str = "tcp://127.0.0.1:5600"  # the learner's request endpoint
+    weights: str = "tcp://127.0.0.1:5601"  # the learner's weights endpoint
+    robot_server: str = ""  # robot server command endpoint ("": start one on loopback)
+    task: str = "pick_cube"  # must match the learner's
+    seed: int = 0  # seeds episode resets (each actor should have its own)
+    max_episode_steps: int | None = None  # time limit override (None: the task's default)
+    demos: int = 0  # record up to this many expert demonstrations the learner still lacks
+    demo_noise: float = 0.1  # expert action noise while recording demonstrations
+    batch_steps: int = 32  # transitions per batch (a batch also closes at every episode end)
+    spool_dir: str = ""  # where unacknowledged batches wait on disk ("": spool/<actor-id>)
+    evaluator: bool = False  # run the learner's periodic evaluations (deterministic policy)
+    intervention: str = ""  # "": none; "expert": the scripted expert takes over (a simulated human)
+    intervention_rate: float = 0.0  # share of episodes in which the intervener takes over
+    request_timeout: float = 2.0  # s, each request to the learner
+    connect_timeout: float = 120.0  # s to wait for the first handshake with the learner
+    weights_timeout: float = 30.0  # s to wait for first weights before acting with initial ones
+    robot_timeout: float = 300.0  # s to wait for a lost (or not yet started) robot server
+    max_steps: int = 0  # stop after this many env steps (0: when the learner says done)
+
+
+class Actor:
+    def __init__(self, config: ActorConfig, say=print):
+        self.cfg, self.say = config, say
+        self.stop_reason: str | None = None
+        self.steps = self.episodes = 0
+        self.rng = np.random.default_rng(config.seed + 7919)
+        self.last_eval_step = -1
+
+    # --- set-up ----------------------------------------------------------------------------
+    def connect(self) -> None:
+        cfg = self.cfg
+        torch.set_num_threads(1)
+        self.env = self.connect_env()
+        hello = {"task": cfg.task, "obs_spec": observation_spec(self.env.observation_space),
+                 "action_spec": action_spec(self.env.action_space)}
+        spool = cfg.spool_dir or str(Path("spool") / cfg.actor_id)
+        self.sender = TransitionSender(cfg.learner, cfg.actor_id, hello, spool, cfg.batch_steps,
+                                       cfg.request_timeout, say=self.say)
+        if self.sender.pending:
+            self.say(f"{cfg.actor_id}: {len(self.sender.pending)} spooled batches in {spool} "
+                     f"will be resent")
+        welcome = self.sender.connect(cfg.connect_timeout)
+        self.agent = self.build_agent(welcome["sac"])
+        self.policy = ScaledPolicy(self.agent)
+        self.weights = WeightsSubscriber(cfg.weights, say=self.say, name=cfg.actor_id)
+        if not self.load_weights(wait=cfg.weights_timeout):
+            self.say(f"{cfg.actor_id}: no weights from {cfg.weights} within "
+                     f"{cfg.weights_timeout:.0f} s; acting with the initial parameters until some arrive")
+        self.say(f"{cfg.actor_id}: connected to the learner (run {welcome['run']}), acting with "
+                 f"weights v{self.weights.version}; robot server {self.env.connection.endpoint}")
+        self.record_demonstrations(welcome)
+
+    def load_weights(self, wait: float = 0.0) -> bool:
+        """Newer verified weights (and the state scaling that goes with them), between steps."""
+        if wait > 0:
+            loaded = self.weights.wait(self.agent, wait)
+        else:
+            loaded = self.weights.poll(self.agent)
+        if loaded:
+            self.policy.set_scale(self.weights.extra.get("state_scale/mean"),
+                                  self.weights.extra.get("state_scale/std"))
+        return loaded
+
+    def connect_env(self):
+        from robostack.env import RobotEnv, ZmqConnection, make_env
+
+        cfg = self.cfg
+        task_config = None
+        if cfg.max_episode_steps is not None:
+            from tasks import make_task
+
+            task_config = dataclasses.replace(make_task(cfg.task).config,
+                                              max_episode_steps=cfg.max_episode_steps)
+        if not cfg.robot_server:
+            return make_env(cfg.task, transport_kind="zmq", config=task_config, seed=cfg.seed)
+        deadline = time.monotonic() + cfg.robot_timeout
+        while True:
+            connection = ZmqConnection(cfg.robot_server)
+            try:
+                return RobotEnv(connection, task=cfg.task, config=task_config)
+            except transport.PeerTimeout:
+                connection.close()
+                if time.monotonic() > deadline or self.stop_reason:
+                    raise
+                self.say(f"{cfg.actor_id}: waiting for the robot server at {cfg.robot_server}")
+
+    def build_agent(self, sac: dict):
+        from robostack.rl.sac import SACConfig, build_agent
+
+        names = {f.name for f in dataclasses.fields(SACConfig)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in sac.items() if k in names}
+        config = dataclasses.replace(SACConfig(**values), compile=False, device="cpu")
+        return build_agent(config, self.env.observation_space, self.env.action_space)
+
+    def record_demonstrations(self, welcome: dict) -> None:
+        """Record the expert demonstrations the learner still lacks (those already in this
+        actor's spool count as delivered)."""
+        from robostack.train import collect_demonstrations
+
+        spooled = sum(len(b.episodes) for b in self.sender.pending
+                      if b.stream == "demo" and b.last_seq > self.sender.stored)
+        wanted = min(self.cfg.demos, int(welcome["demos"])) - int(welcome["demo_episodes"]) - spooled
+        if wanted <= 0:
+            return
+        episodes = collect_demonstrations(self.env, wanted, self.cfg.seed, self.cfg.demo_noise,
+                                          progress=self.say)
+        for ep in episodes:
+            states = ep["observations"]["state"]
+            for t in range(len(ep["actions"])):
+                self.sender.add({"state": states[t]}, ep["actions"][t], ep["rewards"][t],
+                                {"state": states[t + 1]}, ep["terminations"][t],
+                                ep["truncations"][t], stream="demo")
+            self.sender.end_episode({"demo": True, "return": float(ep["rewards"].sum()),
+                                     "length": len(ep["actions"]), "success": True})
+        self.sender.pump(budget=5.0)
+
+    # --- the loop --------------------------------------------------------------------------
+    def run(self) -> int:
+        cfg, sender = self.cfg, self.sender
+        expert = self.env.task.expert(seed=cfg.seed, noise=0.0) if cfg.intervention == "expert" else None
+        obs = self.reset()
+        episode = self.new_episode()
+        last_note = time.monotonic()
+        while self.stop_reason is None:
+            # Between steps: newest weights, learner's requests.
+            self.load_weights()
+            sender.extra_meta = {"weights_version": self.weights.version, "evaluator": cfg.evaluator,
+                                 "actor_steps": self.steps}
+            reply = sender.reply
+            if reply.get("done"):
+                self.stop_reason = "the learner reached its step budget"
+                break
+            at_start = episode["length"] == 0
+            if reply.get("wait") and sender.connected and (at_start or not self.env.realtime):
+                self.wait_for_learner()
+            if at_start and cfg.evaluator and reply.get("eval") and reply["eval"]["step"] > self.last_eval_step:
+                self.evaluate(reply["eval"])
+                obs = self.reset()
+
+            # One step: the policy acts, unless the intervener has taken over.
+            intervening = expert is not None and episode["takeover"] is not None \
+                and episode["length"] >= episode["takeover"]
+            if intervening:
+                if episode["interventions"] == 0:
+                    expert.reset()
+                action = np.asarray(expert(self.env.fields()), np.float32)
+            else:
+                action = self.policy.act(obs, deterministic=False)
+            try:
+                next_obs, reward, terminated, truncated, info = self.env.step(action)
+            except transport.TransportError as exc:
+                self.end_episode(episode, f"robot server lost ({exc})", truncate=True)
+                obs = self.recover_robot(exc)
+                episode = self.new_episode()
+                continue
+            sender.add(obs, action, reward, next_obs, terminated, truncated,
+                       stream="intervention" if intervening else "online")
+            self.steps += 1
+            episode["length"] += 1
+            episode["return"] += float(reward)
+            episode["interventions"] += int(intervening)
+            episode["success"] = bool(info["success"])
+            obs = next_obs
+            if terminated or truncated:
+                self.end_episode(episode, "terminated" if terminated else "truncated")
+                obs = self.reset()
+                episode = self.new_episode()
+            sender.pump(budget=0.2)
+            if cfg.max_steps and self.steps >= cfg.max_steps:
+                self.stop_reason = f"max_steps {cfg.max_steps} reached"
+            if time.monotonic() - last_note > 30.0:
+                last_note = time.monotonic()
+                self.say(f"{cfg.actor_id}: {self.steps} steps, {self.episodes} episodes, weights "
+                         f"v{self.weights.version}, {sender.unsent} transitions unsent")
+        if episode["length"]:
+            self.end_episode(episode, "stopped", truncate=True)
+        return self.shutdown()
+
+    def new_episode(self) -> dict:
+        takeover = None
+        if self.cfg.intervention and self.rng.random() < self.cfg.intervention_rate:
+            takeover = int(self.rng.integers(0, max(1, self.env.config.max_episode_steps // 2)))
+        return {"length": 0, "return": 0.0, "success": False, "interventions": 0,
+                "takeover": takeover}
+
+    def end_episode(self, episode: dict, end: str, truncate: bool = False) -> None:
+        if truncate:
+            self.sender.truncate_last()
+        self.episodes += 1
+        summary = {k: episode[k] for k in ("length", "return", "success", "interventions")}
+        self.sender.end_episode({**summary, "end": end, "weights_version": self.weights.version})
+        if end.startswith("robot server lost"):
+            self.say(f"{self.cfg.actor_id}: episode {self.episodes} ended as truncated after "
+                     f"{episode['length']} steps: {end}")
+
+    def reset(self):
+        while self.stop_reason is None:
+            try:
+                return self.env.reset(seed=int(self.rng.integers(2**31)))[0]
+            except transport.TransportError as exc:
+                self.recover_robot(exc, reset=False)
+
+    def recover_robot(self, exc: Exception, reset: bool = True):
+        """Wait (up to robot_timeout, pumping transitions meanwhile) until the server answers."""
+        endpoint = self.env.connection.endpoint
+        self.say(f"{self.cfg.actor_id}: robot server at {endpoint} failed ({exc}); waiting up to "
+                 f"{self.cfg.robot_timeout:.0f} s for it")
+        start = last = time.monotonic()
+        while self.stop_reason is None:
+            self.sender.pump(budget=0.2)
+            try:
+                self.env.connection.request("hello", {"task": self.cfg.task}, timeout=1.0)
+                self.say(f"{self.cfg.actor_id}: robot server back after {time.monotonic() - start:.0f} s")
+                return self.reset() if reset else None
+            except transport.RemoteError as refusal:  # e.g. a server for another task took the port
+                raise SystemExit(f"{self.cfg.actor_id}: robot server refused: {refusal.text}")
+            except transport.TransportError:
+                pass
+            if time.monotonic() - start > self.cfg.robot_timeout:
+                raise SystemExit(f"{self.cfg.actor_id}: robot server at {endpoint} did not come "
+                                 f"back within {self.cfg.robot_timeout:.0f} s; giving up "
+                                 f"({self.sender.unsent} transitions left in the spool)")
+            if time.monotonic() - last > 10.0:
+                last = time.monotonic()
+                self.say(f"{self.cfg.actor_id}: still waiting for the robot server "
+                         f"({last - start:.0f} s)")
+        return None
+
+    def wait_for_learner(self) -> None:
+        """The learner is more than max_lead steps behind its UTD target: pause until it catches
+        up, or stops answering (then act on and spool)."""
+        start = last = time.monotonic()
+        while self.stop_reason is None:
+            reply = self.sender.status()
+            if reply is None or not reply.get("wait") or reply.get("done"):
+                return
+            self.load_weights()
+            if time.monotonic() - last > 30.0:
+                last = time.monotonic()
+                self.say(f"{self.cfg.actor_id}: paused {last - start:.0f} s for the learner to "
+                         f"catch up ({reply.get('owed')} updates owed)")
+            time.sleep(0.02)
+
+    def evaluate(self, request: dict) -> None:
+        from robostack.train import evaluate
+
+        try:
+            result = evaluate(self.policy, self.env, int(request["episodes"]), self.cfg.seed)
+        except transport.TransportError as exc:
+            self.say(f"{self.cfg.actor_id}: evaluation @ {request['step']} abandoned: {exc}")
+            return
+        self.last_eval_step = int(request["step"])
+        self.sender.request("eval", {**result, "step": self.last_eval_step,
+                                     "episodes": int(request["episodes"]),
+                                     "weights_version": self.weights.version})
+
+    def shutdown(self) -> int:
+        cfg, sender = self.cfg, self.sender
+        delivered = sender.flush(timeout=10.0)
+        if sender.connected:
+            sender.request("bye", {})
+        self.say(f"{cfg.actor_id}: stopped ({self.stop_reason}) after {self.steps} steps, "
+                 f"{self.episodes} episodes; last transition #{sender.seq}, learner holds up to "
+                 f"#{sender.stored}" + ("" if delivered else
+                                         f"; {sender.unsent} left in the spool {sender.spool.dir}"))
+        return 0
+
+    def close(self) -> None:
+        for name in ("weights", "sender", "env"):
+            part = getattr(self, name, None)
+            if part is not None:
+                setattr(self, name, None)
+                part.close()
+
+
+def main(argv=None) -> int:
+    from robostack.cli_config import add_dataclass_arguments, dataclass_from_args
+
+    parser = argparse.ArgumentParser(prog="robostack actor", description=__doc__.splitlines()[0])
+    add_dataclass_arguments(parser, ActorConfig)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    actor = Actor(dataclass_from_args(ActorConfig, args), say=lambda text: print(text, flush=True))
+
+    def stop(signum, frame):
+        if actor.stop_reason is not None:
+            raise SystemExit(1)  # second signal: leave now (the spool keeps what is unsent)
+        actor.stop_reason = f"signal {signal.Signals(signum).name}"
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        actor.connect()
+        return actor.run()
+    except HandshakeRefused as exc:
+        print(f"robostack actor: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except transport.PeerTimeout as exc:
+        print(f"robostack actor: {exc}", file=sys.stderr, flush=True)
+        return 3
+    finally:
+        actor.close()  # also stops a robot server this actor started
+
+
+if __name__ == "__main__":
+    sys.exit(main())

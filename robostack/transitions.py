@@ -1,0 +1,447 @@
+"""The actor -> learner transition stream: batched, sequence-numbered, acknowledged, spooled.
+
+Every transition an actor produces gets the next number of that actor's sequence (1, 2, ...,
+one counter over all streams). Transitions travel in batches over a DEALER/ROUTER request:
+
+    actor -> learner  "hello"        meta: protocol, task, obs_spec, action_spec, actor, run
+                      reply "welcome": stored, durable (this actor's seqs), run, sac, demos
+                      or an error naming the mismatch (task, spec, protocol): HandshakeRefused
+    actor -> learner  "transitions"  meta: actor, stream, first_seq, count, episodes, ...
+                                     arrays: obs/<key>, next_obs/<key>, actions, rewards,
+                                             terminations, truncations (leading axis: count)
+                      reply "ack":   stored, durable, wait, done, eval   (or "rehello")
+    actor -> learner  "status"       same reply, no transitions (polling while throttled)
+
+Streams name where transitions go: "online" (the policy acting) -> the online buffer;
+"intervention" (a human or scripted takeover) and "demo" (recorded demonstrations) -> the
+demonstration buffer. One batch holds one stream.
+
+Two acknowledgement levels, because a learner killed with -9 loses what it held only in memory:
+
+* stored:  the highest seq the learner holds (in memory). The actor does not resend these to
+           the same learner session.
+* durable: the highest seq in the learner's last checkpoint (buffers saved with it). Only then
+           does the actor delete the batch from its spool.
+
+The spool is a directory of one file per batch, written (temp file + rename) *before* the first
+send, so an actor killed at any moment loses at most the batch it was filling. A restarted
+learner reports its durable seqs in the welcome, and the actor resends every spooled batch
+past them; the learner drops any prefix it already holds, so after any sequence of crashes each
+transition is stored exactly once. A gap (a seq never received, e.g. a deleted spool) is
+accepted, counted as lost and logged, never hidden.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from robostack import transport
+
+PROTOCOL = 1  # the hello/transitions/ack contract; bump when it changes shape
+STREAMS = ("online", "intervention", "demo")
+TO_DEMO_BUFFER = ("intervention", "demo")
+
+log = logging.getLogger("robostack.transitions")
+
+
+class HandshakeRefused(RuntimeError):
+    """The learner refused this actor (different task, spec or protocol): retrying cannot help."""
+
+
+# --- spec of what travels ---------------------------------------------------------------------
+
+def observation_spec(observation_space) -> dict:
+    """{key: [shape, dtype]} of a gymnasium Dict space, as plain data for a hello."""
+    return {k: [list(s.shape), np.dtype(s.dtype).str] for k, s in observation_space.spaces.items()}
+
+
+def action_spec(action_space) -> dict:
+    return {"shape": list(action_space.shape), "low": float(np.min(action_space.low)),
+            "high": float(np.max(action_space.high))}
+
+
+def hello_mismatch(expected: dict, hello: dict) -> str | None:
+    """Why an actor's hello does not fit this learner, or None when it does."""
+    if hello.get("protocol") != PROTOCOL:
+        return (f"transition protocol mismatch: the learner speaks v{PROTOCOL}, actor "
+                f"{hello.get('actor')!r} v{hello.get('protocol')}; run the same robostack "
+                f"version on both")
+    for key, what in (("task", "task"), ("obs_spec", "observation spec"),
+                      ("action_spec", "action spec")):
+        if hello.get(key) != expected[key]:
+            return (f"{what} mismatch: the learner trains {key}={expected[key]!r}, actor "
+                    f"{hello.get('actor')!r} sends {key}={hello.get(key)!r}; start both with the "
+                    f"same --task (and task/camera settings)")
+    return None
+
+
+# --- batches and the spool -------------------------------------------------------------------
+
+@dataclass
+class Batch:
+    """Consecutive transitions of one actor and one stream, seqs first_seq .. last_seq."""
+
+    stream: str
+    first_seq: int
+    arrays: dict[str, np.ndarray]
+    episodes: list = field(default_factory=list)  # summaries of episodes ending in this batch
+    path: Path | None = None  # its spool file
+
+    @property
+    def count(self) -> int:
+        return len(self.arrays["rewards"])
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + self.count - 1
+
+
+def stack_transitions(steps: list[tuple]) -> dict[str, np.ndarray]:
+    """[(obs, action, reward, next_obs, terminated, truncated), ...] -> batch arrays."""
+    arrays = {}
+    for key in steps[0][0]:
+        arrays[f"obs/{key}"] = np.stack([s[0][key] for s in steps])
+        arrays[f"next_obs/{key}"] = np.stack([s[3][key] for s in steps])
+    arrays["actions"] = np.stack([np.asarray(s[1], np.float32) for s in steps])
+    arrays["rewards"] = np.array([s[2] for s in steps], np.float32)
+    arrays["terminations"] = np.array([s[4] for s in steps], bool)
+    arrays["truncations"] = np.array([s[5] for s in steps], bool)
+    return arrays
+
+
+def split_observations(arrays: dict, prefix: str, start: int = 0) -> dict[str, np.ndarray]:
+    return {k[len(prefix):]: v[start:] for k, v in arrays.items() if k.startswith(prefix)}
+
+
+class Spool:
+    """One file per unacknowledged batch: <dir>/<first_seq>-<last_seq>-<stream>.npz.
+
+    Files are written to a temp name and renamed, so a crash leaves whole batches only (a stray
+    temp file is ignored). No fsync: this survives any process crash, not a power cut."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for stray in self.dir.glob(".*.tmp"):
+            stray.unlink(missing_ok=True)
+
+    def write(self, batch: Batch) -> None:
+        path = self.dir / f"{batch.first_seq:012d}-{batch.last_seq:012d}-{batch.stream}.npz"
+        tmp = self.dir / f".{path.name}.tmp"
+        meta = {"stream": batch.stream, "first_seq": batch.first_seq, "episodes": batch.episodes}
+        with open(tmp, "wb") as f:
+            np.savez(f, allow_pickle=False, __meta__=np.array(json.dumps(meta)), **batch.arrays)
+        os.replace(tmp, path)
+        batch.path = path
+
+    def load(self) -> list[Batch]:
+        """Every spooled batch, in seq order. Unreadable files are moved aside and reported."""
+        batches = []
+        for path in sorted(self.dir.glob("*.npz")):
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    meta = json.loads(str(z["__meta__"]))
+                    arrays = {k: z[k] for k in z.files if k != "__meta__"}
+                batches.append(Batch(meta["stream"], int(meta["first_seq"]), arrays,
+                                     meta["episodes"], path))
+            except Exception as exc:  # noqa: BLE001 - any damage means the same: set it aside
+                bad = path.with_suffix(".damaged")
+                os.replace(path, bad)
+                log.error("spool file %s is unreadable (%s); moved to %s, its transitions are "
+                          "lost", path, exc, bad.name)
+        return batches
+
+    def read_meta(self) -> dict:
+        path = self.dir / "spool.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def write_meta(self, meta: dict) -> None:
+        tmp = self.dir / ".spool.json.tmp"
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, self.dir / "spool.json")
+
+
+# --- the actor's end -------------------------------------------------------------------------
+
+class TransitionSender:
+    """Batches, spools and sends one actor's transitions; never blocks longer than `timeout`.
+
+        sender = TransitionSender(endpoint, "actor-0", hello, "spool/actor-0")
+        sender.connect(deadline_s)               # handshake; HandshakeRefused on mismatch
+        sender.add(obs, action, reward, next_obs, terminated, truncated, stream="online")
+        sender.end_episode({...summary...})      # closes the batch at an episode end
+        sender.pump()                            # send what is due; cheap when nothing is
+
+    While the learner is unreachable, batches pile up in the spool and pump() retries at most
+    every `retry_every` s with a short probe, so acting slows down by a few percent at most.
+    """
+
+    def __init__(self, endpoint: str, actor_id: str, hello: dict, spool_dir: str | os.PathLike,
+                 batch_steps: int = 32, timeout: float = 2.0, retry_every: float = 1.0,
+                 say=print):
+        self.actor_id = actor_id
+        self.hello_meta = dict(hello, protocol=PROTOCOL, actor=actor_id)
+        self.batch_steps = max(1, int(batch_steps))
+        self.timeout = timeout
+        self.retry_every = retry_every
+        self.say = say
+        self.client = transport.RequestClient(endpoint, source=actor_id, timeout=timeout,
+                                              peer=f"the learner (`robostack learner`) at {endpoint}")
+        self.spool = Spool(spool_dir)
+        self.pending: list[Batch] = self.spool.load()  # spooled, not yet durable at the learner
+        self.seq = self.pending[-1].last_seq if self.pending else 0  # last seq handed out
+        self.stored = 0  # highest seq the current learner session holds
+        self.durable = 0
+        self.connected = False
+        self.welcome: dict = {}
+        self.reply: dict = {}  # the last ack's meta (wait, done, eval ...)
+        self.extra_meta: dict = {}  # sent along with every request (weights version, steps ...)
+        self._open: list[tuple] = []
+        self._open_stream = "online"
+        self._episodes: list[dict] = []
+        self._next_try = 0.0
+        self._down_since: float | None = None
+        self._last_down_note = 0.0
+        self.sent_batches = 0
+        self.welcome_count = 0  # handshakes done (the first is not a reconnection)
+
+    # --- handshake ------------------------------------------------------------------------
+    def connect(self, timeout: float) -> dict:
+        """Handshake, retrying until `timeout` s; returns the welcome meta."""
+        start = last = time.monotonic()
+        while not self._hello():
+            now = time.monotonic()
+            if now - last > 10.0:
+                last = now
+                self.say(f"{self.actor_id}: waiting for the learner at {self.client.endpoint} "
+                         f"({now - start:.0f} s)")
+            if now > start + timeout:
+                raise transport.PeerTimeout(
+                    f"{self.actor_id}: no answer from the learner at {self.client.endpoint} within "
+                    f"{timeout:.0f} s: is `robostack learner` running there?")
+        return self.welcome
+
+    def _hello(self) -> bool:
+        try:
+            reply = self.client.request("hello", self.hello_meta, timeout=self.timeout)
+        except transport.RemoteError as exc:
+            raise HandshakeRefused(f"learner at {self.client.endpoint} refused {self.actor_id}: "
+                                   f"{exc.text}") from None
+        except transport.PeerTimeout:
+            self._note_down()
+            return False
+        self.welcome = reply.meta
+        self.welcome_count += 1
+        spool_run = self.spool.read_meta().get("run")
+        if spool_run not in (None, reply.meta["run"]) and self.pending:
+            raise HandshakeRefused(
+                f"{self.actor_id}: the spool {self.spool.dir} holds {len(self.pending)} batches "
+                f"of run {spool_run}, but the learner runs {reply.meta['run']}: resend them to "
+                f"their own learner, or delete the spool / pick another --spool-dir")
+        self.spool.write_meta({"run": reply.meta["run"], "actor": self.actor_id})
+        self.stored = int(reply.meta["stored"])
+        self._set_durable(int(reply.meta["durable"]))
+        # A restarted actor continues its numbering after whatever the learner already holds.
+        self.seq = max(self.seq, self.stored)
+        if self._down_since is not None and self.welcome_count > 1:
+            self.say(f"{self.actor_id}: learner back after {time.monotonic() - self._down_since:.0f} s; "
+                     f"resending {self.unsent} spooled transitions")
+        self._down_since = None
+        self.connected = True
+        return True
+
+    # --- producing ------------------------------------------------------------------------
+    def add(self, obs, action, reward, next_obs, terminated, truncated, stream="online") -> None:
+        if stream not in STREAMS:
+            raise ValueError(f"unknown stream {stream!r}; streams are {STREAMS}")
+        if self._open and stream != self._open_stream:
+            self._close_batch(len(self._open))
+        self._open_stream = stream
+        # Copies: env observations may be views the env reuses.
+        self._open.append(({k: np.array(v) for k, v in obs.items()}, np.array(action, np.float32),
+                           float(reward), {k: np.array(v) for k, v in next_obs.items()},
+                           bool(terminated), bool(truncated)))
+        # One transition is held back until the next one comes, so that if the robot server dies
+        # the episode's last transition can still be marked truncated (truncate_last()).
+        if len(self._open) > self.batch_steps:
+            self._close_batch(self.batch_steps)
+
+    def truncate_last(self) -> bool:
+        """Mark the newest not-yet-sent transition as truncated (its episode was cut short)."""
+        if not self._open:
+            return False
+        obs, action, reward, next_obs, terminated, _ = self._open[-1]
+        self._open[-1] = (obs, action, reward, next_obs, terminated, not terminated)
+        return True
+
+    def end_episode(self, summary: dict | None = None) -> None:
+        """The episode ended with the last add(): close the batch, attaching `summary`."""
+        if summary is not None:
+            self._episodes.append(summary)
+        self._close_batch(len(self._open))
+
+    def _close_batch(self, n: int) -> None:
+        if n == 0:
+            return
+        steps, self._open = self._open[:n], self._open[n:]
+        episodes, self._episodes = (self._episodes, []) if not self._open else ([], self._episodes)
+        batch = Batch(self._open_stream, self.seq + 1, stack_transitions(steps), episodes)
+        for e in batch.episodes:
+            e["last_seq"] = batch.last_seq
+        self.seq = batch.last_seq
+        self.spool.write(batch)
+        self.pending.append(batch)
+
+    # --- sending --------------------------------------------------------------------------
+    @property
+    def unsent(self) -> int:
+        """Transitions produced but not held by the current learner session (open batch too)."""
+        return sum(b.last_seq - max(b.first_seq - 1, self.stored) for b in self.pending
+                   if b.last_seq > self.stored) + len(self._open)
+
+    def pump(self, budget: float = 0.5, force: bool = False) -> bool:
+        """Send due batches for up to `budget` s. Returns True if the learner answered."""
+        now = time.monotonic()
+        if not self.connected:
+            if now < self._next_try and not force:
+                return False
+            if not self._hello():
+                return False
+        deadline = now + budget
+        todo = [b for b in self.pending if b.last_seq > self.stored]
+        if not todo:
+            return self.status() is not None if force else True
+        for batch in todo:
+            if not self._send(batch):
+                return False
+            if time.monotonic() > deadline:
+                break
+        return True
+
+    def status(self) -> dict | None:
+        """Ask the learner for its ack state without sending transitions (None: unreachable)."""
+        if not self.connected and not self._hello():
+            return None
+        return self._request("status", {}, {})
+
+    def request(self, kind: str, meta: dict) -> dict | None:
+        """Any other request (eval, bye) with this actor's identity; None if unreachable."""
+        if not self.connected and not self._hello():
+            return None
+        return self._request(kind, meta, {})
+
+    def flush(self, timeout: float) -> bool:
+        """Close the open batch and try to send everything for up to `timeout` s."""
+        self._close_batch(len(self._open))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pump(budget=max(0.0, deadline - time.monotonic()), force=True) and \
+                    all(b.last_seq <= self.stored for b in self.pending):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _send(self, batch: Batch) -> bool:
+        skip = max(0, self.stored + 1 - batch.first_seq)  # the learner holds a prefix already
+        arrays = {k: v[skip:] for k, v in batch.arrays.items()}
+        meta = {"stream": batch.stream, "first_seq": batch.first_seq + skip,
+                "count": batch.count - skip, "episodes": batch.episodes}
+        return self._request("transitions", meta, arrays) is not None
+
+    def _request(self, kind: str, meta: dict, arrays: dict) -> dict | None:
+        meta = dict(meta, actor=self.actor_id, unsent=self.unsent, **self.extra_meta)
+        try:
+            reply = self.client.request(kind, meta, arrays, timeout=self.timeout)
+        except transport.PeerTimeout:
+            self._note_down()
+            return None
+        if reply.kind == "rehello":  # a new learner session: handshake, then send again
+            self.connected = False
+            return self._request(kind, meta, arrays) if self._hello() else None
+        if reply.kind != "ack":
+            return reply.meta
+        self.reply = reply.meta
+        self.stored = max(self.stored, int(reply.meta["stored"]))
+        self._set_durable(int(reply.meta["durable"]))
+        if kind == "transitions":
+            self.sent_batches += 1
+        return reply.meta
+
+    def _set_durable(self, durable: int) -> None:
+        self.durable = durable
+        keep = []
+        for batch in self.pending:
+            if batch.last_seq <= durable:
+                if batch.path is not None:
+                    batch.path.unlink(missing_ok=True)
+            else:
+                keep.append(batch)
+        self.pending = keep
+
+    def _note_down(self) -> None:
+        now = time.monotonic()
+        self.connected = False
+        self._next_try = now + self.retry_every
+        if self._down_since is None:
+            self._down_since = now
+        if self.welcome_count and now - self._last_down_note > 10.0:
+            self._last_down_note = now
+            self.say(f"{self.actor_id}: learner at {self.client.endpoint} not answering for "
+                     f"{now - self._down_since:.0f} s; acting on with the last weights, "
+                     f"{self.unsent} transitions spooled in {self.spool.dir}")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# --- the learner's end -----------------------------------------------------------------------
+
+@dataclass
+class Accepted:
+    """What the learner should store of a received batch: arrays[skip:], and how many were lost."""
+
+    skip: int
+    count: int
+    lost: int
+    new_episodes: list
+
+
+class Ledger:
+    """Per-actor highest stored / durable seq: the learner's dedup and ack state (checkpointed)."""
+
+    def __init__(self, state: dict | None = None):
+        state = state or {}
+        self.stored: dict[str, int] = dict(state.get("stored", {}))
+        self.durable: dict[str, int] = dict(self.stored)  # a loaded checkpoint is durable
+        self.lost: dict[str, int] = dict(state.get("lost", {}))
+        self.duplicates = 0  # resent transitions dropped since this process started
+
+    def accept(self, actor: str, first_seq: int, count: int, episodes: list) -> Accepted:
+        stored = self.stored.get(actor, 0)
+        skip = min(count, max(0, stored + 1 - first_seq))
+        lost = max(0, first_seq - stored - 1)
+        if lost:
+            log.warning("%s: transitions %d..%d never arrived (the actor's spool was lost or "
+                        "deleted?); continuing after them", actor, stored + 1, first_seq - 1)
+            self.lost[actor] = self.lost.get(actor, 0) + lost
+        self.duplicates += skip
+        if count > skip:
+            self.stored[actor] = first_seq + count - 1
+        new_episodes = [e for e in episodes if int(e.get("last_seq", 0)) > stored]
+        return Accepted(skip, count - skip, lost, new_episodes)
+
+    def ack(self, actor: str) -> dict:
+        return {"stored": self.stored.get(actor, 0), "durable": self.durable.get(actor, 0)}
+
+    def mark_durable(self, snapshot: dict[str, int]) -> None:
+        self.durable = dict(snapshot)
+
+    def state_dict(self) -> dict:
+        return {"stored": dict(self.stored), "lost": dict(self.lost)}

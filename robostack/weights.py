@@ -1,0 +1,151 @@
+"""Policy weights learner -> actors: a latest-only PUB/SUB stream, versioned and checksummed.
+
+One "weights" message carries the parameters the actor needs to act (encoder, actor and, with
+a discrete gripper, the grasp critic) as raw float arrays, plus the fixed observation scaling
+the learner trains with ("state_scale/mean", "state_scale/std"), with meta {version, sha256}.
+The SHA-256 runs over names, dtypes, shapes and bytes in order; an actor loads a message only
+if the digest matches, and only between env steps. Versions count publications of one learner
+run and continue across learner restarts (they are checkpointed); an actor accepts a message
+whose version is newer than its own, or any message from a new learner session (a learner
+restarted from an older checkpoint legitimately goes back in version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+import torch
+
+from robostack import transport
+
+ACTING_MODULES = ("encoder", "actor", "grasp_critic")
+
+
+def acting_state(agent) -> dict[str, np.ndarray]:
+    """Copies of the acting parameters (copies: ZeroMQ sends big buffers without copying, and
+    the optimiser updates parameters in place)."""
+    return {name: tensor.detach().cpu().numpy().copy()
+            for name, tensor in agent.nets.state_dict().items()
+            if name.split(".", 1)[0] in ACTING_MODULES}
+
+
+def digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name, array in arrays.items():
+        h.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        h.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    return h.hexdigest()
+
+
+class WeightsPublisher:
+    """Learner side: publish on change, and republish the latest every `repeat_every` s so
+    actors that (re)connect late get weights without waiting for the next version."""
+
+    def __init__(self, endpoint: str, repeat_every: float = 2.0):
+        self.publisher = transport.Publisher(endpoint, source="learner")
+        self.repeat_every = repeat_every
+        self.version = 0
+        self._latest: tuple[dict, dict] | None = None
+        self._sent_at = 0.0
+
+    def publish(self, agent, version: int, extra: dict[str, np.ndarray] | None = None) -> None:
+        arrays = acting_state(agent)
+        arrays.update(extra or {})
+        self.version = version
+        self._latest = ({"version": version, "sha256": digest(arrays)}, arrays)
+        self._send()
+
+    def repeat(self) -> None:
+        if self._latest is not None and time.monotonic() - self._sent_at > self.repeat_every:
+            self._send()
+
+    def _send(self) -> None:
+        meta, arrays = self._latest
+        self.publisher.publish("weights", meta, arrays)
+        self._sent_at = time.monotonic()
+
+    def close(self) -> None:
+        self.publisher.close()
+
+
+class ScaledPolicy:
+    """An agent seen through the learner's fixed state scaling: act() takes raw env observations."""
+
+    def __init__(self, agent, mean: np.ndarray | None = None, std: np.ndarray | None = None):
+        self.agent, self.mean, self.std = agent, mean, std
+
+    def set_scale(self, mean, std) -> None:
+        self.mean = None if mean is None else np.asarray(mean, np.float32)
+        self.std = None if std is None else np.asarray(std, np.float32)
+
+    def act(self, observation: dict, deterministic: bool = False) -> np.ndarray:
+        if self.mean is not None:
+            observation = {**observation,
+                           "state": ((observation["state"] - self.mean) / self.std).astype(np.float32)}
+        return self.agent.act(observation, deterministic=deterministic)
+
+
+class WeightsSubscriber:
+    """Actor side: `poll(agent)` between steps loads the newest verified weights, if any."""
+
+    def __init__(self, endpoint: str, say=print, name: str = "actor"):
+        # hwm 4: weights are big and only the newest matters.
+        self.subscriber = transport.Subscriber(endpoint, "weights", hwm=4)
+        self.say = say
+        self.name = name
+        self.version = -1  # -1: acting with the initial (untrained) parameters
+        self.session = ""
+        self.received_at: float | None = None
+        self.rejected = 0
+        self.extra: dict[str, np.ndarray] = {}  # arrays beside the parameters (state_scale/...)
+
+    def poll(self, agent) -> bool:
+        """Load the newest weights message if it is newer and intact. Never waits."""
+        try:
+            msg = self.subscriber.poll_latest()
+        except transport.ProtocolError as exc:
+            self.rejected += 1
+            self.say(f"{self.name}: dropped a malformed weights message: {exc}")
+            return False
+        if msg is None:
+            return False
+        return self._load(agent, msg)
+
+    def wait(self, agent, timeout: float) -> bool:
+        """Wait up to `timeout` s for a first (or newer) weights message and load it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = self.subscriber.latest(min(0.5, max(0.01, deadline - time.monotonic())))
+            except transport.PeerTimeout:
+                continue
+            if self._load(agent, msg):
+                return True
+        return False
+
+    def _load(self, agent, msg: transport.Message) -> bool:
+        version = int(msg.meta.get("version", -1))
+        if msg.session == self.session and version <= self.version:
+            return False
+        if digest(msg.arrays) != msg.meta.get("sha256"):
+            self.rejected += 1
+            self.say(f"{self.name}: weights v{version} failed their SHA-256 check; keeping "
+                     f"v{self.version}")
+            return False
+        state = {name: torch.from_numpy(np.array(array)) for name, array in msg.arrays.items()
+                 if name.split(".", 1)[0] in ACTING_MODULES}
+        extra = {name: np.array(array) for name, array in msg.arrays.items() if name not in state}
+        missing, unexpected = agent.nets.load_state_dict(state, strict=False)
+        missing = [m for m in missing if m.split(".", 1)[0] in ACTING_MODULES]
+        if missing or unexpected:
+            raise RuntimeError(f"weights v{version} do not fit this actor's networks (missing "
+                               f"{missing[:3]}, unexpected {unexpected[:3]}): the learner and "
+                               f"actor build different networks")
+        self.version, self.session, self.extra = version, msg.session, extra
+        self.received_at = time.monotonic()
+        return True
+
+    def close(self) -> None:
+        self.subscriber.close()

@@ -1,0 +1,387 @@
+"""Actor and learner as real processes over real loopback sockets: crashes, restarts, several
+actors, handshake refusals, the `robostack train` launcher and its signals.
+
+Networks are tiny and episodes short: these tests check plumbing (counts, resends, process
+life), not learning. Every process is killed in teardown whatever the test did, and every wait
+is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from robostack import transport
+from robostack.rl.buffers import ReplayBuffer
+from robostack.rl.checkpoint import load_latest_checkpoint
+
+from robostack.train import TrainConfig  # noqa: E402
+
+TINY = ["--sac-hidden-dims", "16", "16", "--sac-num-critics", "2", "--sac-batch-size", "16",
+        "--utd-ratio", "1", "--learning-starts", "40", "--eval-every", "0",
+        "--progress-every", "100", "--demos", "0"]
+# Short episodes, where the trainer has the option (the actors always do).
+SHORT = ["--max-episode-steps", "20"] if "max_episode_steps" in TrainConfig.__dataclass_fields__ else []
+STARTUP = 90.0  # s; imports of torch + mujoco on a loaded 2-core machine
+
+
+class Proc:
+    """A robostack process with its output in a log file."""
+
+    def __init__(self, tmp_path: Path, name: str, module: str, *args: str):
+        self.name = name
+        self.log = tmp_path / f"{name}.log"
+        self._log = open(self.log, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", module, *args], stdout=self._log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"))
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{self.name} still running after {timeout} s; its log:\n{self.text()[-3000:]}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._log.close()
+
+
+@pytest.fixture
+def procs():
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        p.kill()
+
+
+class Learner:
+    def __init__(self, tmp_path, procs, run_dir, *extra, endpoints=None, task="pick_cube"):
+        self.endpoint, self.weights = endpoints or (transport.free_tcp_endpoint(),
+                                                    transport.free_tcp_endpoint())
+        self.run_dir = run_dir
+        self.proc = Proc(tmp_path, f"learner-{len(procs)}", "robostack.learner", "--task", task,
+                         "--run-dir", str(run_dir), "--endpoint", self.endpoint,
+                         "--weights-endpoint", self.weights, "--checkpoint-every", "1.0",
+                         "--weights-every", "0.3", *TINY, *extra)
+        procs.append(self.proc)
+        self.client = transport.RequestClient(self.endpoint, "test", timeout=2.0)
+
+    def stats(self) -> dict | None:
+        try:
+            return self.client.request("stats").meta
+        except transport.TransportError:
+            return None
+
+    def wait_for(self, predicate, timeout: float, what: str) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.process.poll() is None, f"learner exited:\n{self.proc.text()[-3000:]}"
+            stats = self.stats()
+            if stats is not None and predicate(stats):
+                return stats
+            time.sleep(0.2)
+        pytest.fail(f"learner: {what} not within {timeout} s; last stats {self.stats()}\n"
+                    f"{self.proc.text()[-3000:]}")
+
+
+def robot_server(tmp_path, procs, name="robot-server", endpoints=None):
+    command, state = endpoints or (transport.free_tcp_endpoint(), transport.free_tcp_endpoint())
+    proc = Proc(tmp_path, name, "robostack.robot_server", "--task", "pick_cube",
+                "--command-endpoint", command, "--state-endpoint", state, "--log-level", "WARNING")
+    procs.append(proc)
+    return proc, (command, state)
+
+
+def actor(tmp_path, procs, learner, server_endpoint, actor_id="actor-0", *extra):
+    proc = Proc(tmp_path, actor_id, "robostack.actor", "--actor-id", actor_id,
+                "--learner", learner.endpoint, "--weights", learner.weights,
+                "--robot-server", server_endpoint, "--max-episode-steps", "20",
+                "--spool-dir", str(tmp_path / "spool" / actor_id), "--batch-steps", "8",
+                "--request-timeout", "1.0", "--weights-timeout", "10", *extra)
+    procs.append(proc)
+    return proc
+
+
+def final_line(actor_proc: Proc) -> tuple[int, int, int]:
+    """(env steps, last seq, learner-held seq) from the actor's closing line."""
+    for line in actor_proc.text().splitlines():
+        if " stopped (" in line:
+            steps = int(line.split(" after ")[1].split(" steps")[0])
+            last = int(line.split("last transition #")[1].split(",")[0])
+            held = int(line.split("learner holds up to #")[1].split(";")[0].split()[0])
+            return steps, last, held
+    pytest.fail(f"{actor_proc.name} has no closing line:\n{actor_proc.text()[-3000:]}")
+
+
+def final_state(run_dir: Path) -> tuple[dict, ReplayBuffer, ReplayBuffer, dict]:
+    ckpt = load_latest_checkpoint(run_dir)
+    state = ckpt.state
+    online = ReplayBuffer.load(run_dir / "buffers" / state["online_buffer"])
+    demos = ReplayBuffer.load(run_dir / "buffers" / state["demo_buffer"])
+    return json.loads(state["counters"]), online, demos, json.loads(state["ledger"])
+
+
+# --- the stream pieces, in this process ------------------------------------------------------
+
+def test_ledger_drops_resent_prefix_and_counts_gaps():
+    from robostack.transitions import Ledger
+
+    ledger = Ledger()
+    assert ledger.accept("a", 1, 8, []).count == 8
+    resent = ledger.accept("a", 5, 8, [{"last_seq": 8}, {"last_seq": 12}])  # 5..8 held already
+    assert (resent.skip, resent.count, resent.lost) == (4, 4, 0)
+    assert [e["last_seq"] for e in resent.new_episodes] == [12]  # episode 8 was recorded before
+    assert ledger.accept("a", 1, 12, []).count == 0  # all duplicates
+    gap = ledger.accept("a", 20, 2, [])
+    assert (gap.count, gap.lost) == (2, 7)
+    assert ledger.ack("a") == {"stored": 21, "durable": 0}
+    restored = Ledger(ledger.state_dict())  # what a restarted learner starts from
+    assert restored.ack("a") == {"stored": 21, "durable": 21} and restored.lost == {"a": 7}
+
+
+def test_spool_keeps_whole_batches_across_a_restart(tmp_path):
+    from robostack.transitions import Batch, Spool, stack_transitions
+
+    spool = Spool(tmp_path / "spool")
+    obs = {"state": np.arange(3, dtype=np.float32)}
+    arrays = stack_transitions([(obs, [0.1, 0.2], 1.0, obs, True, False)] * 4)
+    spool.write(Batch("intervention", 9, arrays, [{"return": 1.0}]))
+    (tmp_path / "spool" / ".half-written.npz.tmp").write_bytes(b"junk")  # a crash mid-write
+    again = Spool(tmp_path / "spool").load()
+    assert len(again) == 1 and (again[0].first_seq, again[0].last_seq) == (9, 12)
+    assert again[0].stream == "intervention" and again[0].episodes == [{"return": 1.0}]
+    np.testing.assert_array_equal(again[0].arrays["obs/state"], arrays["obs/state"])
+    assert not list((tmp_path / "spool").glob("*.tmp"))
+
+
+def test_weights_are_versioned_checksummed_and_loaded_only_when_intact():
+    from robostack.learner import task_spaces
+    from robostack.rl.sac import SACConfig, build_agent
+    from robostack.weights import WeightsPublisher, WeightsSubscriber, acting_state, digest
+
+    obs_space, act_space, _ = task_spaces("pick_cube")
+    config = SACConfig(hidden_dims=(8, 8), num_critics=2)
+    learner_agent = build_agent(config, obs_space, act_space)
+    actor_agent = build_agent(SACConfig(hidden_dims=(8, 8), num_critics=2, seed=1), obs_space, act_space)
+    for p in learner_agent.actor.parameters():
+        torch.nn.init.normal_(p)
+    endpoint = transport.free_tcp_endpoint()
+    publisher = WeightsPublisher(endpoint)
+    said = []
+    subscriber = WeightsSubscriber(endpoint, say=said.append)
+    try:
+        time.sleep(0.3)  # PUB drops messages sent before the subscription is up
+        tampered = acting_state(learner_agent)
+        meta = {"version": 5, "sha256": digest(tampered)}
+        next(iter(tampered.values()))[...] += 1.0
+        publisher.publisher.publish("weights", meta, tampered)
+        assert not subscriber.wait(actor_agent, 2.0)
+        assert subscriber.version == -1 and "SHA-256" in said[0]
+        publisher.publish(learner_agent, 7, {"state_scale/mean": np.ones(3, np.float32)})
+        assert subscriber.wait(actor_agent, 5.0) and subscriber.version == 7
+        np.testing.assert_array_equal(subscriber.extra["state_scale/mean"], np.ones(3))
+        for a, b in zip(learner_agent.actor.parameters(), actor_agent.actor.parameters()):
+            torch.testing.assert_close(a, b)
+        publisher.publish(learner_agent, 6)  # older version, same learner session: ignored
+        time.sleep(0.2)
+        assert not subscriber.poll(actor_agent) and subscriber.version == 7
+    finally:
+        publisher.close()
+        subscriber.close()
+
+
+# --- real processes --------------------------------------------------------------------------
+
+def test_handshake_mismatch_is_refused_with_a_message_naming_it(tmp_path, procs):
+    from robostack.transitions import HandshakeRefused, TransitionSender
+
+    learner = Learner(tmp_path, procs, tmp_path / "run", "--total-steps", "100")
+    learner.wait_for(lambda s: True, STARTUP, "start")
+    good = {"task": "pick_cube", "obs_spec": {"state": [[20], "<f4"]},
+            "action_spec": {"shape": [4], "low": -1.0, "high": 1.0}}
+    cases = [({**good, "task": "reach"}, "task mismatch"),
+             ({**good, "obs_spec": {"state": [[17], "<f4"]}}, "observation spec mismatch"),
+             ({**good, "action_spec": {**good["action_spec"], "shape": [7]}}, "action spec mismatch")]
+    for i, (hello, problem) in enumerate(cases):
+        sender = TransitionSender(learner.endpoint, f"bad-{i}", hello, tmp_path / f"spool{i}")
+        with pytest.raises(HandshakeRefused, match=problem):
+            sender.connect(timeout=10.0)
+        sender.close()
+    sender = TransitionSender(learner.endpoint, "good", good, tmp_path / "spool-good")
+    assert sender.connect(timeout=10.0)["stored"] == 0  # the reference hello is accepted
+    sender.close()
+
+    # A peer speaking another envelope schema is refused by the transport, by name.
+    import msgpack
+    import zmq
+
+    sock = transport.default_context().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(learner.endpoint)
+    sock.send(msgpack.packb({"v": transport.SCHEMA_VERSION + 1, "kind": "hello", "seq": 1}))
+    assert sock.poll(5000), "no reply to a foreign-schema hello"
+    reply = transport.decode(sock.recv_multipart())
+    sock.close()
+    assert reply.kind == "error" and f"schema v{transport.SCHEMA_VERSION + 1}" in reply.meta["error"]
+
+
+def test_actor_process_refused_for_another_task_exits_with_the_reason(tmp_path, procs):
+    learner = Learner(tmp_path, procs, tmp_path / "run", "--total-steps", "100", task="reach")
+    _, (command, _) = robot_server(tmp_path, procs)
+    proc = actor(tmp_path, procs, learner, command)
+    assert proc.wait(STARTUP) == 2
+    assert "task mismatch" in proc.text() and "reach" in proc.text()
+
+
+def test_learner_killed_and_restarted_loses_and_duplicates_nothing(tmp_path, procs):
+    """kill -9 the learner mid-run: the actor acts on with its last weights and spools; the
+    restarted learner resumes from its checkpoint and ends holding each transition once."""
+    run_dir = tmp_path / "run"
+    learner = Learner(tmp_path, procs, run_dir, "--total-steps", "400")
+    _, (command, _) = robot_server(tmp_path, procs)
+    act = actor(tmp_path, procs, learner, command)
+    before = learner.wait_for(lambda s: s["env_steps"] >= 150 and s["critic_updates"] > 0
+                              and load_latest_checkpoint(run_dir) is not None, STARTUP,
+                              "150 env steps and a checkpoint")
+    learner.proc.process.send_signal(signal.SIGKILL)
+    learner.proc.wait(10)
+    version_at_kill = before["weights_version"]
+
+    spool = tmp_path / "spool" / "actor-0"
+    count = len(list(spool.glob("*.npz")))
+    deadline = time.monotonic() + 30
+    while len(list(spool.glob("*.npz"))) < count + 5:  # acting on, spooling
+        assert act.process.poll() is None, act.text()[-3000:]
+        assert time.monotonic() < deadline, "the actor stopped acting when the learner died"
+        time.sleep(0.2)
+
+    restarted = Learner(tmp_path, procs, run_dir, "--total-steps", "400",
+                        endpoints=(learner.endpoint, learner.weights))
+    assert act.wait(STARTUP) == 0
+    assert restarted.proc.wait(60) == 0
+    text = restarted.proc.text()
+    assert "resumed from" in text, text[-3000:]
+    resumed_at = int(text.split("at env step ")[1].split()[0])
+    assert 0 < resumed_at < 400  # from its checkpoint, not from scratch
+
+    steps, last_seq, held = final_line(act)
+    counters, online, demos, ledger = final_state(run_dir)
+    assert held == last_seq == ledger["stored"]["actor-0"]
+    assert ledger["lost"] == {}
+    assert len(online) == counters["env_steps"] == steps == last_seq  # each transition once
+    assert counters["update_calls"] == counters["env_steps"] - 40 + 1  # UTD 1 from step 40
+    # Episodes after the checkpoint (the learner dead or restarting for part of them) were all
+    # acted with trained weights, and each is logged once.
+    episodes = [json.loads(line) for line in (run_dir / "episodes.jsonl").read_text().splitlines()]
+    assert len({e["last_seq"] for e in episodes}) == len(episodes) == counters["episodes"]
+    assert all(e["weights_version"] >= 1 for e in episodes if e["last_seq"] > resumed_at)
+    assert version_at_kill >= 1
+
+
+def test_robot_server_death_truncates_the_episode_and_the_actor_waits(tmp_path, procs):
+    learner = Learner(tmp_path, procs, tmp_path / "run", "--total-steps", "160")
+    server, endpoints = robot_server(tmp_path, procs)
+    act = actor(tmp_path, procs, learner, endpoints[0], "actor-0", "--robot-timeout", "60")
+    learner.wait_for(lambda s: s["env_steps"] >= 60, STARTUP, "60 env steps")
+    server.process.send_signal(signal.SIGKILL)
+    server.wait(10)
+    time.sleep(1.0)
+    robot_server(tmp_path, procs, "robot-server-again", endpoints)  # same ports
+    assert act.wait(STARTUP) == 0
+    assert learner.proc.wait(60) == 0
+    assert "robot server back" in act.text()
+    episodes = [json.loads(line) for line in (tmp_path / "run" / "episodes.jsonl").read_text().splitlines()]
+    lost = [e for e in episodes if e["end"].startswith("robot server lost")]
+    assert len(lost) == 1, episodes
+    counters, online, _, ledger = final_state(tmp_path / "run")
+    # The cut-short episode's last transition is stored as truncated (bootstrapping goes on).
+    assert online._truncations[lost[0]["last_seq"] - 1] == 1.0
+    assert online._terminations[lost[0]["last_seq"] - 1] == 0.0
+    assert len(online) == counters["env_steps"] == ledger["stored"]["actor-0"]
+
+
+def test_train_two_actors_ctrl_c_then_resume_and_eval(tmp_path):
+    """`robostack train --actors 2`: Ctrl-C stops every process with a checkpoint written, the
+    same command resumes, and the run ends with an evaluation; no process outlives it."""
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "robostack.cli", "train", "--run-dir", str(run_dir),
+               "--actors", "2", *TINY, *SHORT, "--checkpoint-every", "1", "--progress-seconds", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    log = tmp_path / "train.log"
+    with open(log, "wb") as out:
+        first = subprocess.Popen([*command, "--total-steps", "100000"], stdout=out,
+                                 stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + STARTUP
+            while not _both_actors_stored(run_dir, 50):
+                assert first.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.3)
+            pids = json.loads((run_dir / "processes.json").read_text())
+            first.send_signal(signal.SIGINT)
+            assert first.wait(120) == 130
+        finally:
+            if first.poll() is None:
+                first.kill()
+    text = log.read_text()
+    assert "Run the same command to resume" in text, text[-3000:]
+    for name, pid in pids.items():
+        assert not _alive(pid), f"{name} (pid {pid}) outlived the launcher"
+    counters, online, _, ledger = final_state(run_dir)
+    assert set(ledger["stored"]) == {"actor-0", "actor-1"}
+    assert len(online) == counters["env_steps"] == sum(ledger["stored"].values())
+    stopped_at = counters["env_steps"]
+
+    resumed = subprocess.run([*command, "--total-steps", str(stopped_at + 60), "--eval-episodes", "1"],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed from" in resumed.stdout
+    assert "final: evaluation success" in resumed.stdout
+    assert json.loads((run_dir / "eval.json").read_text())["episodes"] == 1
+    counters, online, _, ledger = final_state(run_dir)
+    assert counters["env_steps"] >= stopped_at + 60
+    assert len(online) == counters["env_steps"] == sum(ledger["stored"].values())
+    assert ledger["lost"] == {}
+    for name, pid in json.loads((run_dir / "processes.json").read_text()).items():
+        assert not _alive(pid), f"{name} (pid {pid}) outlived the launcher"
+
+
+def _both_actors_stored(run_dir: Path, count: int) -> bool:
+    """Whether the launcher's learner holds `count` transitions from each of its two actors."""
+    try:
+        endpoint = json.loads((run_dir / "config.json").read_text())["endpoints"]["learner"]
+    except (OSError, KeyError, ValueError):
+        return False
+    with transport.RequestClient(endpoint, "test", timeout=1.0) as client:
+        try:
+            stored = client.request("stats").meta["stored"]
+        except transport.TransportError:
+            return False
+    return len(stored) == 2 and min(stored.values()) >= count
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[1].split()[0] != "Z"
+    except OSError:
+        return False
