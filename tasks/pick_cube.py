@@ -29,13 +29,19 @@ LIFT_HEIGHT = 0.10  # m, cube centre above the table top for success
 HOLD_RADIUS = 0.03  # m, cube centre to tcp
 
 
+def default_config() -> TaskConfig:
+    # The scripted expert needs ~25 steps (2.5 s); 50 leaves twice that. Longer episodes only add
+    # steps spent far from the cube after a miss, and fewer resets mean fewer start states seen.
+    return TaskConfig(max_episode_steps=50)
+
+
 class PickCube:
     name = "pick_cube"
     # Task fields of the observation (name -> size), appended to the robot fields by the env.
     state_fields = {"cube_position": 3, "cube_to_tcp": 3}
 
     def __init__(self, config: TaskConfig | None = None):
-        self.config = config or TaskConfig()
+        self.config = config or default_config()
 
     # --- scene (mirror only) ----------------------------------------------------------------
     def build_scene(self) -> mujoco.MjSpec:
