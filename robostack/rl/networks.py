@@ -29,13 +29,41 @@ def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int | None = None,
     return nn.Sequential(*layers)
 
 
+def ensemble_forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor],
+                     ln_weights: Sequence[Tensor], ln_biases: Sequence[Tensor]) -> Tensor:
+    """The ensemble MLP as a pure function of its (E', ...) stacked parameters (see EnsembleMLP);
+    x (B, in) is shared by all members, or (E', B, in). No LayerNorm when ln_weights is empty.
+    Pure so that one torch.compile'd copy serves every ensemble of the same shapes."""
+    h = x if x.dim() == 3 else x.unsqueeze(0).expand(weights[0].shape[0], *x.shape)
+    last = len(weights) - 1
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        if w.shape[-1] == 1:
+            # A scalar head as multiply-and-sum: autograd's bmm backward for it (an outer
+            # product, inner dim 1) is ~10x slower on CPU than this broadcast multiply.
+            h = torch.sum(h * w.transpose(1, 2), -1, keepdim=True) + b
+        else:
+            h = torch.baddbmm(b, h, w)
+        if i < last:
+            if ln_weights:
+                # Per-member affine after a unit-affine layer norm: ATen's CPU kernel is ~2x
+                # faster with an affine than without, and the members' own gains differ.
+                unit = h.new_ones(h.shape[-1])
+                h = F.layer_norm(h, h.shape[-1:], unit, torch.zeros_like(unit))
+                h = torch.addcmul(ln_biases[i], h, ln_weights[i])
+            h = h.relu_()  # in place: one activation-sized allocation fewer per layer
+    return h
+
+
 class EnsembleMLP(nn.Module):
     """E independent MLPs (same layout as `mlp(..., layer_norm=True)`) evaluated as one network.
 
     Every weight has a leading ensemble axis, shape (E, in, out), so the whole ensemble is one
     `baddbmm` per layer instead of a Python loop over members. Member e is numerically the
     nn.Sequential with Linear.weight = weights[l][e].T, Linear.bias = biases[l][e, 0].
+    `forward_fn` computes it; SACAgent(compile=True) swaps in a torch.compile'd ensemble_forward.
     """
+
+    forward_fn = staticmethod(ensemble_forward)
 
     def __init__(self, num_members: int, in_dim: int, hidden_dims: Sequence[int], out_dim: int,
                  layer_norm: bool = True):
@@ -62,26 +90,12 @@ class EnsembleMLP(nn.Module):
         members: optional index tensor selecting E' members (only those are computed).
         detach_params: gradients flow to x but not to the weights (used by the actor loss).
         """
-        def param(p: Tensor) -> Tensor:
-            p = p if members is None else p[members]
-            return p.detach() if detach_params else p
+        def params(ps: nn.ParameterList) -> list[Tensor]:
+            ps = list(ps) if members is None else [p[members] for p in ps]
+            return [p.detach() for p in ps] if detach_params else ps
 
-        n = self.num_members if members is None else members.shape[0]
-        h = x if x.dim() == 3 else x.unsqueeze(0).expand(n, *x.shape)
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            if w.shape[-1] == 1:
-                # A scalar head as multiply-and-sum: autograd's bmm backward for it (an outer
-                # product, inner dim 1) is ~10x slower on CPU than this broadcast multiply.
-                h = torch.sum(h * param(w).transpose(1, 2), -1, keepdim=True) + param(b)
-            else:
-                h = torch.baddbmm(param(b), h, param(w))
-            if i < last:
-                if self.layer_norm:
-                    h = F.layer_norm(h, h.shape[-1:])
-                    h = torch.addcmul(param(self.ln_biases[i]), h, param(self.ln_weights[i]))
-                h = h.relu_()  # in place: one activation-sized allocation fewer per layer
-        return h
+        return self.forward_fn(x, params(self.weights), params(self.biases), params(self.ln_weights),
+                               params(self.ln_biases))
 
 
 class Critic(nn.Module):
@@ -134,28 +148,50 @@ class TanhGaussianActor(nn.Module):
 class ConvEncoder(nn.Module):
     """Small conv net trained from scratch (DrQ/SERL style): convs → linear → LayerNorm → tanh.
 
-    DrQ uses strides (2, 1, 1, 1) at 84 px; the default (2, 2, 2, 1) keeps a 128 px camera
-    affordable on a CPU (5408 conv features instead of 104k). Runs channels-last, which is ~2x
-    faster on CPU (oneDNN) and neutral-to-faster on GPU.
+    The default layout is sized for a CPU learner: a non-overlapping 4x4, stride-4 first conv
+    ("patchify": every pixel is read once, 16 channels) then two 3x3 stride-2 convs, 2.3 M
+    multiply-adds per 128 px image and a 7x7x32 grid (1568 features). DrQ's layout (32 channels,
+    strides 2, 2, 2, 1, `encoder="drq"`) costs 16 M and ~5x the time per update; at batch 256 and
+    two cameras it is what made a pixel update take seconds on a 2-core CPU.
+
+    Pixels enter as uint8 and the DrQ normalisation x / 255 - 0.5 is folded into the first conv
+    (W / 255, b - 0.5 * sum W: exact for an unpadded conv), so the only full-resolution float
+    pass is the uint8 → float conversion itself.
     """
 
+    LAYOUTS = {  # name: channels, kernels, strides, channels-last memory format
+        "conv": ((16, 32, 32), (4, 3, 3), (4, 2, 2), False),
+        "drq": ((32, 32, 32, 32), (3, 3, 3, 3), (2, 2, 2, 1), True),
+    }
+
     def __init__(self, image_shape: Sequence[int], latent_dim: int = 64,
-                 channels: Sequence[int] = (32, 32, 32, 32), strides: Sequence[int] = (2, 2, 2, 1)):
+                 channels: Sequence[int] = (16, 32, 32), kernels: Sequence[int] = (4, 3, 3),
+                 strides: Sequence[int] = (4, 2, 2), channels_last: bool = False):
         super().__init__()
         layers: list[nn.Module] = []
         c = image_shape[0]
-        for ch, s in zip(channels, strides):
-            layers += [nn.Conv2d(c, ch, 3, s), nn.ReLU()]
+        for ch, k, s in zip(channels, kernels, strides, strict=True):
+            layers += [nn.Conv2d(c, ch, k, s), nn.ReLU(inplace=True)]
             c = ch
-        self.convs = nn.Sequential(*layers).to(memory_format=torch.channels_last)
+        # Channels-last (oneDNN's native layout) is ~2x faster for the DrQ layout's wide early
+        # feature maps; the patchify layout is as fast in NCHW, which spares a transposing copy
+        # of the full-resolution input.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.convs = nn.Sequential(*layers).to(memory_format=self.memory_format)
         with torch.no_grad():
-            n = self.convs(torch.zeros(1, *image_shape)).numel()
+            n = self.trunk(torch.zeros(1, *image_shape, dtype=torch.uint8)).numel()
         self.project = nn.Sequential(nn.Linear(n, latent_dim), nn.LayerNorm(latent_dim), nn.Tanh())
         self.out_dim = latent_dim
 
+    def trunk(self, images: Tensor) -> Tensor:
+        """uint8 (B, C, H, W) → conv features (B, C', H', W')."""
+        first = self.convs[0]
+        x = images.to(torch.float32, memory_format=self.memory_format)
+        x = F.conv2d(x, first.weight / 255.0, first.bias - 0.5 * first.weight.sum((1, 2, 3)), first.stride)
+        return self.convs[2:](x.relu_())
+
     def forward(self, images: Tensor) -> Tensor:
-        x = images.to(torch.float32, memory_format=torch.channels_last) / 255.0 - 0.5
-        return self.project(self.convs(x).flatten(1))
+        return self.project(self.trunk(images).flatten(1))
 
 
 class _BasicBlock(nn.Module):
@@ -259,12 +295,12 @@ class ObservationEncoder(nn.Module):
         self.cameras = nn.ModuleDict()
         for key in self.camera_keys:
             shape = image_shapes[key]
-            if encoder == "conv":
-                net: nn.Module = ConvEncoder(shape, latent_dim)
+            if encoder in ConvEncoder.LAYOUTS:
+                net: nn.Module = ConvEncoder(shape, latent_dim, *ConvEncoder.LAYOUTS[encoder])
             elif encoder in ("resnet10", "resnet18"):
                 net = ResNetEncoder(shape, latent_dim, int(encoder[6:]), pretrained_path, frozen)
             else:
-                raise ValueError(f"unknown encoder {encoder!r} (conv, resnet10, resnet18)")
+                raise ValueError(f"unknown encoder {encoder!r} (conv, drq, resnet10, resnet18)")
             self.cameras[_module_name(key)] = net
         self.state_dim = state_dim
         self.proprio = None

@@ -97,6 +97,25 @@ def test_conv_encoder_takes_uint8_chw_and_hwc_views_alike():
     torch.testing.assert_close(out_view, out_contig)
 
 
+@pytest.mark.parametrize("layout", sorted(ConvEncoder.LAYOUTS))
+def test_conv_encoder_equals_plain_normalise_then_conv_stack(layout):
+    """The first conv's folded normalisation (W / 255, b - 0.5 sum W) is x / 255 - 0.5 then the conv."""
+    torch.manual_seed(0)
+    enc = ConvEncoder((3, 48, 48), 12, *ConvEncoder.LAYOUTS[layout])
+    images = torch.randint(0, 256, (4, 3, 48, 48), dtype=torch.uint8)
+    x = images.float() / 255.0 - 0.5
+    for layer in enc.convs:  # nn.Conv2d / nn.ReLU exactly as constructed
+        x = layer(x)
+    ref = enc.project(x.flatten(1))
+    torch.testing.assert_close(enc(images), ref, atol=1e-5, rtol=1e-5)
+    ref.sum().backward()
+    grads = [p.grad.clone() for p in enc.parameters()]
+    enc.zero_grad()
+    enc(images).sum().backward()
+    for g, p in zip(grads, enc.parameters()):
+        torch.testing.assert_close(p.grad, g, atol=1e-4, rtol=1e-4)
+
+
 def test_resnet_loads_local_torchvision_named_weights_and_freezes(tmp_path):
     torch.manual_seed(0)
     source = ResNetEncoder((3, 32, 32), latent_dim=8, depth=10)
