@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robostack.rl.augment import augment_observations
-from robostack.rl.networks import IMAGE_PREFIX, Critic, ObservationEncoder, TanhGaussianActor, mlp
+from robostack.rl.networks import (IMAGE_PREFIX, Critic, ObservationEncoder, TanhGaussianActor,
+                                   ensemble_forward, mlp)
 
 GRIPPER_CHOICES = 3  # open, stay, close
 
@@ -57,22 +58,25 @@ class SACConfig:
     target_entropy: float | None = None   # None: -|A|/2 over the SAC (continuous) dimensions
     backup_entropy: bool = False          # RLPD: no entropy term in the TD target
     # Pixels.
-    encoder: str = "conv"                 # "conv" (from scratch) | "resnet10" | "resnet18"
+    encoder: str = "conv"                 # "conv" (from scratch, CPU-sized) | "drq" (DrQ's heavier
+                                          # conv layout) | "resnet10" | "resnet18"
     latent_dim: int = 64                  # per camera
     proprio_latent_dim: int = 64          # state projection when cameras are present
     pretrained_encoder: str | None = None  # local torchvision-named state_dict for resnet*
     freeze_encoder: bool = False
     image_pad: int = 4                    # random-shift pad; 0 disables augmentation
-    target_encoder: bool = True           # Polyak copy of the encoder for the target critic (DrQ,
-                                          # SERL); False: reuse the online features (DrQ-v2), one
-                                          # encoder pass fewer per update
+    target_encoder: bool = False          # True: Polyak copy of the encoder for the target critic
+                                          # (DrQ, SERL); False: the target critic reads the online
+                                          # encoder's s' features (DrQ-v2), one encoder pass fewer
     # Gripper.
     gripper: str = "continuous"           # "continuous" (or no gripper dim) | "discrete"
     grasp_hidden_dims: tuple[int, ...] = (256, 256)
     grasp_lr: float = 3e-4
     grasp_epsilon: float = 0.0            # act(deterministic=False): random gripper choice rate
     # Runtime.
-    compile: bool = False                 # torch.compile the critic forward/loss (eager fallback)
+    compile: bool = False                 # torch.compile the critic ensemble (+ pixel critic loss),
+                                          # eager fallback; the first updates compile (10-40 s cold,
+                                          # a few s from inductor's on-disk cache)
     device: str = "cpu"
     seed: int = 0
 
@@ -148,7 +152,14 @@ class SACAgent:
             online, target = online + [self.encoder], target + [self.target_encoder]
         self._polyak_pairs = ([p for m in target for p in m.parameters()],
                               [p for m in online for p in m.parameters()])
-        self.critic_loss_fn = _compiled_or_eager(critic_loss) if config.compile else critic_loss
+        self.critic_loss_fn = critic_loss
+        if config.compile:
+            # The critic ensemble is most of a state update: compile it wherever it runs (critic
+            # loss, actor loss, TD target). With cameras also the critic loss, encoder included.
+            ensemble = _compiled_or_eager(ensemble_forward, "critic ensemble")
+            self.critic.net.forward_fn = self.target_critic.net.forward_fn = ensemble
+            if image_shapes:
+                self.critic_loss_fn = _compiled_or_eager(critic_loss, "critic loss")
         self.generator = torch.Generator(self.device).manual_seed(config.seed)
         self.act_generator = torch.Generator(self.device).manual_seed(config.seed + 1)
         self._np_rng = np.random.default_rng(config.seed + 2)
@@ -231,7 +242,8 @@ def critic_target(agent: SACAgent, next_features: Tensor, next_target_features: 
                   rewards: Tensor, terminations: Tensor) -> Tensor:
     """a' ~ π(s'); y = r + γ (1 - term) min over a random subset of target critics of Q'(s', a')."""
     cfg = agent.config
-    next_actions, next_log_probs = agent.actor.sample(next_features, agent.generator)
+    next_actions, next_log_probs = agent.actor.sample(next_features, agent.generator,
+                                                      with_log_prob=cfg.backup_entropy)
     subset = None  # a "subset" of all members is the whole ensemble: skip gathering its weights
     if cfg.critic_subset < cfg.num_critics:
         subset = torch.randperm(cfg.num_critics, generator=agent.generator, device=agent.device)[:cfg.critic_subset]
@@ -246,7 +258,7 @@ def critic_loss(encoder: nn.Module, critic: nn.Module, observations: dict[str, T
     """Mean squared TD error over members and batch; also returns Q (E, B) and the features."""
     features = encoder(observations)
     qs = critic(features, actions)
-    return (qs - target).pow(2).mean(), qs, features
+    return F.mse_loss(qs, target.expand_as(qs)), qs, features
 
 
 def actor_and_temperature_losses(agent: SACAgent, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -315,7 +327,7 @@ def update(agent: SACAgent, batch: dict[str, Any], utd_ratio: int | None = None)
                                     else agent.target_encoder(next_obs))
             target = critic_target(agent, next_features, next_target_features, rewards, terminations)
         loss, qs, features = agent.critic_loss_fn(agent.encoder, agent.critic, obs, sac_actions[mb], target)
-        _step(agent.optimizers["critic"], loss)
+        _step(loss, agent.optimizers["critic"])
         metrics.update(critic_loss=loss, q=qs.mean(), target_q=target.mean())
 
         # Discrete gripper critic (double DQN) on the same features, detached.
@@ -327,7 +339,7 @@ def update(agent: SACAgent, batch: dict[str, Any], utd_ratio: int | None = None)
             choice = gripper_choice(batch["actions"][mb, -1:])
             g_q = agent.grasp_critic(features.detach()).gather(-1, choice).squeeze(-1)
             g_loss = F.mse_loss(g_q, g_target)
-            _step(agent.optimizers["grasp_critic"], g_loss)
+            _step(g_loss, agent.optimizers["grasp_critic"])
             metrics.update(grasp_loss=g_loss, grasp_q=g_q.mean())
 
         polyak_update(agent)
@@ -336,8 +348,8 @@ def update(agent: SACAgent, batch: dict[str, Any], utd_ratio: int | None = None)
         # Actor and temperature, reusing this slice's features (computed before the critic step).
         if agent.critic_updates % actor_every == 0:
             actor_loss, temperature_loss, entropy = actor_and_temperature_losses(agent, features)
-            _step(agent.optimizers["actor"], actor_loss)
-            _step(agent.optimizers["temperature"], temperature_loss)
+            # One backward for both: they share no parameter (α is detached in the actor loss).
+            _step(actor_loss + temperature_loss, agent.optimizers["actor"], agent.optimizers["temperature"])
             agent.actor_updates += 1
             metrics.update(actor_loss=actor_loss.detach(), entropy=entropy,
                            temperature=agent.temperature().detach(),
@@ -348,10 +360,12 @@ def update(agent: SACAgent, batch: dict[str, Any], utd_ratio: int | None = None)
 # ------------------------------------------------------------------------------- plumbing
 
 
-def _step(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
-    optimizer.zero_grad(set_to_none=True)
+def _step(loss: Tensor, *optimizers: torch.optim.Optimizer) -> None:
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    optimizer.step()
+    for optimizer in optimizers:
+        optimizer.step()
 
 
 def _take(observations: dict[str, Tensor], index: slice) -> dict[str, Tensor]:
@@ -366,7 +380,7 @@ def _adam(params, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
-def _compiled_or_eager(fn):
+def _compiled_or_eager(fn, what: str):
     """torch.compile(fn), falling back to eager (with a warning) if compilation fails."""
     compiled = torch.compile(fn)
     current = [compiled]
@@ -376,7 +390,7 @@ def _compiled_or_eager(fn):
             try:
                 return compiled(*args)
             except Exception as e:  # missing C++ compiler, unsupported op, ...
-                warnings.warn(f"torch.compile failed, using eager critic loss: {e!r}", stacklevel=2)
+                warnings.warn(f"torch.compile failed, using the eager {what}: {e!r}", stacklevel=2)
                 current[0] = fn
         return fn(*args)
 
