@@ -57,7 +57,22 @@ def _boolean(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, prefix: str = "") -> None:
+def _field_default(f: dataclasses.Field, defaults=None):
+    """The value a field starts from: the given instance's, else the field's own default."""
+    if defaults is not None:
+        return getattr(defaults, f.name)
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, prefix: str = "",
+                            defaults=None) -> None:
+    """One option per field. A nested dataclass field `sac` gets its own group of `--sac-*`
+    options whose defaults are those of the nested instance the outer default builds (so a
+    `field(default_factory=lambda: SACConfig(init_temperature=0.01))` shows and parses as 0.01)."""
     helps = field_help(cls)
     doc = (cls.__doc__ or "").strip()
     if doc.startswith(cls.__name__ + "("):  # dataclass's generated signature, not a description
@@ -65,10 +80,11 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, prefix: str = 
     group = parser.add_argument_group(cls.__name__, doc.splitlines()[0] if doc else None)
     hints = typing.get_type_hints(cls) if not any(isinstance(f.type, str) for f in dataclasses.fields(cls)) else {}
     for f in dataclasses.fields(cls):
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        default = _field_default(f, defaults)
+        if default is dataclasses.MISSING:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if dataclasses.is_dataclass(default):  # nested config: gets its own option group
+        if dataclasses.is_dataclass(default):  # nested config: its own option group
+            add_dataclass_arguments(parser, type(default), f"{prefix}{f.name.replace('_', '-')}-", default)
             continue
         kind, nargs = _parser_for(hints.get(f.name, f.type))
         help_text = helps.get(f.name, "")
@@ -79,13 +95,21 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, prefix: str = 
         )
 
 
-def dataclass_from_args(cls, args: argparse.Namespace, prefix: str = ""):
+def dataclass_from_args(cls, args: argparse.Namespace, prefix: str = "", defaults=None):
+    """The inverse of `add_dataclass_arguments`. Fields without an option keep their default; a
+    nested dataclass starts from the instance the outer default builds, not its class defaults."""
     values = {}
     for f in dataclasses.fields(cls):
         key = f"{prefix.replace('-', '_')}{f.name}"
-        if hasattr(args, key) and not dataclasses.is_dataclass(getattr(args, key)):
+        default = _field_default(f, defaults)
+        if dataclasses.is_dataclass(default):
+            values[f.name] = dataclass_from_args(type(default), args, f"{prefix}{f.name.replace('_', '-')}-",
+                                                 default)
+        elif hasattr(args, key):
             value = getattr(args, key)
             if isinstance(value, list):
                 value = tuple(value)
             values[f.name] = value
+        elif defaults is not None and default is not dataclasses.MISSING:
+            values[f.name] = default
     return cls(**values)

@@ -5,8 +5,9 @@ The env still talks to its robot server through the usual request contract (in t
 default, or over ZeroMQ with `--transport zmq`). The actor/learner split over processes builds on
 the same pieces (issue 4).
 
-Run directory layout: config.json, metrics.csv (one row per evaluation), progress.csv (one row
-per progress print), checkpoints/, buffers/.
+Run directory layout: config.json, metrics.csv (one row per evaluation: env_steps, wall_seconds
+since online training began, evaluations included, eval_seconds of it spent evaluating,
+success_rate, time_to_success_s), checkpoints/, buffers/.
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ class TrainConfig:
     """What to train, for how long, and how to measure it."""
 
     task: str = "pick_cube"  # task name (pick_cube, reach)
-    seed: int = 0  # seeds env resets, networks, sampling
+    seed: int = 0  # seeds env resets, networks, sampling (overrides --sac-seed)
     total_steps: int = 20_000  # environment steps of online interaction
     demos: int = 20  # successful scripted-expert demonstrations in the demo buffer
     demo_noise: float = 0.1  # action noise of the expert while recording demos (variety)
     learning_starts: int = 256  # env steps before the first update
-    utd_ratio: int = 4  # critic updates per env step (RLPD uses up to 20)
+    utd_ratio: int = 2  # critic updates per env step, overrides --sac-utd-ratio (RLPD: up to 20)
     demo_fraction: float = 0.5  # share of each batch drawn from the demo buffer (RLPD: 0.5)
     buffer_capacity: int = 200_000  # online replay capacity (transitions)
     eval_every: int = 2_000  # env steps between evaluations
@@ -50,7 +51,20 @@ class TrainConfig:
     transport: str = "inprocess"  # inprocess (robot server in this process) or zmq (subprocess)
     resume: bool = True  # continue from run_dir's latest checkpoint if there is one
     threads: int = 1  # torch threads (one per process avoids oversubscribing small machines)
-    sac: SACConfig = field(default_factory=SACConfig)
+    max_episode_steps: int | None = None  # time limit override (None: the task's default)
+    normalize_state: bool = True  # standardise the state vector with the demos' mean/std
+    sac: SACConfig = field(default_factory=lambda: default_sac_config())
+
+
+def default_sac_config() -> SACConfig:
+    """The agent settings this trainer starts from (the CLI's --sac-* defaults come from here).
+
+    init_temperature 0.01 (SERL/HIL-SERL): sparse rewards are at most 1, and the SACConfig default
+    of 1.0 makes the entropy bonus swamp them for thousands of steps. 128x128 MLPs keep RLPD's
+    10-critic ensemble (num_critics None -> 10 on state) affordable on a CPU: 256x256 x 10 costs
+    ~2.5x more per update and pick_cube learns as fast with 128 (docs/learning/).
+    """
+    return SACConfig(hidden_dims=(128, 128), init_temperature=0.01)
 
 
 def collect_demonstrations(env, count: int, seed: int, noise: float, progress=print) -> list[dict]:
@@ -82,13 +96,47 @@ def collect_demonstrations(env, count: int, seed: int, noise: float, progress=pr
     return episodes
 
 
-def evaluate(agent, env, episodes: int, seed: int) -> dict:
+class StateScale:
+    """Fixed affine map of the state vector to roughly unit scale: (state - mean) / std.
+
+    The state mixes metres of workspace position (spread ~0.1), a near-constant quaternion and
+    centimetre offsets that decide a grasp. Adam moves every first-layer weight at about the same
+    rate, so an input spread of 0.01 needs ~100x more steps to matter than one of 1; scaling
+    fixes that. Statistics come from the demonstrations once and never change, so stored
+    transitions keep their meaning. A std below `min_std` (a dimension the demos barely move) is
+    not amplified past 1/min_std.
+    """
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray):
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+
+    @classmethod
+    def identity(cls, size: int) -> "StateScale":
+        return cls(np.zeros(size), np.ones(size))
+
+    @classmethod
+    def from_states(cls, states: np.ndarray, min_std: float = 0.01) -> "StateScale":
+        return cls(states.mean(0), np.maximum(states.std(0), min_std))
+
+    def __call__(self, obs: dict) -> dict:
+        return {**obs, "state": ((obs["state"] - self.mean) / self.std).astype(np.float32)}
+
+    def state_dict(self) -> dict:
+        return {"mean": torch.from_numpy(self.mean), "std": torch.from_numpy(self.std)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "StateScale":
+        return cls(state["mean"].numpy(), state["std"].numpy())
+
+
+def evaluate(agent, env, episodes: int, seed: int, scale=lambda obs: obs) -> dict:
     """Deterministic policy on `episodes` fixed seeds: success rate and mean time to success."""
     successes, times = 0, []
     for i in range(episodes):
         obs, _ = env.reset(seed=2_000_000 + seed * 10_000 + i)
         for t in range(env.config.max_episode_steps):
-            obs, _, terminated, truncated, info = env.step(agent.act(obs, deterministic=True))
+            obs, _, terminated, truncated, info = env.step(agent.act(scale(obs), deterministic=True))
             if terminated or truncated:
                 break
         if info["success"]:
@@ -99,7 +147,11 @@ def evaluate(agent, env, episodes: int, seed: int) -> dict:
 
 
 def train(config: TrainConfig, progress=print) -> list[dict]:
+    """Run (or resume) one training run; returns the evaluation history (metrics.csv's rows).
+    `progress`: where progress lines go (None: nowhere)."""
     from robostack.env import make_env
+
+    progress = progress or (lambda line: None)
 
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -107,7 +159,13 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
-    env = make_env(config.task, transport_kind=config.transport, seed=config.seed)
+    task_config = None
+    if config.max_episode_steps is not None:
+        from tasks import make_task
+
+        task_config = dataclasses.replace(make_task(config.task).config,
+                                          max_episode_steps=config.max_episode_steps)
+    env = make_env(config.task, transport_kind=config.transport, config=task_config, seed=config.seed)
     sac_config = dataclasses.replace(config.sac, seed=config.seed, utd_ratio=config.utd_ratio)
     agent = build_agent(sac_config, env.observation_space, env.action_space)
     action_dim = env.action_space.shape[0]
@@ -122,31 +180,42 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
         online = ReplayBuffer.load(run_dir / "buffers" / "online.npz")
         demos = ReplayBuffer.load(run_dir / "buffers" / "demos.npz")
         progress(f"resumed from {checkpoint.path} at env step {step}")
+        scale = StateScale.from_state_dict(checkpoint.state["state_scale"])
     else:
-        demos = load_demonstrations(
-            collect_demonstrations(env, config.demos, config.seed, config.demo_noise, progress),
-            seed=config.seed)
+        episodes = collect_demonstrations(env, config.demos, config.seed, config.demo_noise, progress)
+        demos = load_demonstrations(episodes, seed=config.seed)
+        # Buffers keep raw observations; the scale is applied wherever the agent sees a state.
+        scale = (StateScale.from_states(np.concatenate([e["observations"]["state"] for e in episodes]))
+                 if config.normalize_state else StateScale.identity(env.observation_space["state"].shape[0]))
+    mean, std = torch.from_numpy(scale.mean), torch.from_numpy(scale.std)
     rng = np.random.default_rng(config.seed)
 
     def save(step: int, wall: float) -> None:
         (run_dir / "buffers").mkdir(exist_ok=True)
         online.save(run_dir / "buffers" / "online.npz")
         demos.save(run_dir / "buffers" / "demos.npz")
-        save_checkpoint(run_dir, step, {"agent": agent.state_dict(), "env_steps": step,
-                                        "wall_seconds": wall, "history": json.dumps(history)})
+        save_checkpoint(run_dir, step, {"agent": agent.state_dict(), "state_scale": scale.state_dict(),
+                                        "env_steps": step, "wall_seconds": wall,
+                                        "history": json.dumps(history)})
 
     metrics_file = run_dir / "metrics.csv"
     started = time.perf_counter() - wall_offset
     obs, _ = env.reset(seed=config.seed)
     episode_return, returns, successes, finished, update_time = 0.0, [], [], 0, 0.0
+    eval_seconds = float(history[-1]["eval_seconds"]) if history else 0.0
     metrics: dict = {}
+    batch = None  # one preallocated CPU batch, refilled in place every step
     if step == 0:
-        history.append({"env_steps": 0, "wall_seconds": 0.0, **evaluate(agent, env, config.eval_episodes, config.seed)})
+        t0 = time.perf_counter()
+        result = evaluate(agent, env, config.eval_episodes, config.seed, scale)
+        eval_seconds += time.perf_counter() - t0
+        history.append({"env_steps": 0, "wall_seconds": round(time.perf_counter() - started, 1),
+                        "eval_seconds": round(eval_seconds, 1), **result})
         _write_metrics(metrics_file, history)
         obs, _ = env.reset(seed=config.seed)
     while step < config.total_steps:
         # --- act and store ---------------------------------------------------------------------
-        action = agent.act(obs, deterministic=False)
+        action = agent.act(scale(obs), deterministic=False)
         next_obs, reward, terminated, truncated, info = env.step(action)
         online.add(obs, action, reward, next_obs, terminated, truncated)
         obs, episode_return, step = next_obs, episode_return + reward, step + 1
@@ -160,12 +229,14 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
         if step >= config.learning_starts:
             t0 = time.perf_counter()
             batch = sample_mixed(online, demos, agent.config.batch_size * config.utd_ratio,
-                                 demo_fraction=config.demo_fraction, generator=rng)
+                                 demo_fraction=config.demo_fraction, generator=rng, out=batch)
+            for key in ("observations", "next_observations"):
+                batch[key]["state"].sub_(mean).div_(std)
             metrics = update(agent, batch)
             update_time += time.perf_counter() - t0
 
         # --- report, evaluate, checkpoint --------------------------------------------------------
-        if step % config.progress_every == 0 and progress:
+        if step % config.progress_every == 0:
             elapsed = time.perf_counter() - started
             recent = successes[-20:]
             progress(f"step {step:>6}/{config.total_steps}  episodes {finished:>4}  "
@@ -176,14 +247,16 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
                      f"updates/s {agent.critic_updates / max(update_time, 1e-9):6.0f}  "
                      f"{step / max(elapsed, 1e-9):5.1f} steps/s")
         if step % config.eval_every == 0 or step == config.total_steps:
-            result = evaluate(agent, env, config.eval_episodes, config.seed)
+            t0 = time.perf_counter()
+            result = evaluate(agent, env, config.eval_episodes, config.seed, scale)
+            eval_seconds += time.perf_counter() - t0
             wall = time.perf_counter() - started
-            history.append({"env_steps": step, "wall_seconds": round(wall, 1), **result})
+            history.append({"env_steps": step, "wall_seconds": round(wall, 1),
+                            "eval_seconds": round(eval_seconds, 1), **result})
             _write_metrics(metrics_file, history)
-            if progress:
-                progress(f"eval @ {step} steps ({wall:.0f} s): success {result['success_rate']:.0%} "
-                         f"over {config.eval_episodes} episodes, time to success "
-                         f"{result['time_to_success_s']:.2f} s")
+            progress(f"eval @ {step} steps ({wall:.0f} s): success {result['success_rate']:.0%} "
+                     f"over {config.eval_episodes} episodes, time to success "
+                     f"{result['time_to_success_s']:.2f} s")
             save(step, wall)
             obs, episode_return = env.reset(seed=int(rng.integers(2**31)))[0], 0.0
     env.close()
@@ -208,11 +281,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="robostack train", description=__doc__.splitlines()[0])
     parser.add_argument("--single-process", action="store_true",
                         help="train in this process (env, agent, buffers in one loop)")
-    add_dataclass_arguments(parser, TrainConfig)
-    add_dataclass_arguments(parser, SACConfig, prefix="sac-")
+    add_dataclass_arguments(parser, TrainConfig)  # --sac-* defaults: default_sac_config()
     args = parser.parse_args(argv)
     config = dataclass_from_args(TrainConfig, args)
-    config.sac = dataclass_from_args(SACConfig, args, prefix="sac-")
     history = train(config)
     final = history[-1]
     print(f"\nfinal: success {final['success_rate']:.0%} after {final['env_steps']} env steps "

@@ -1,0 +1,84 @@
+"""The single-process trainer (robostack/train.py): its CLI, state scaling and resume."""
+
+import argparse
+import math
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from robostack import train as train_module  # noqa: E402
+from robostack.cli_config import add_dataclass_arguments, dataclass_from_args  # noqa: E402
+from robostack.rl.sac import SACConfig  # noqa: E402
+from robostack.train import StateScale, TrainConfig, default_sac_config, train  # noqa: E402
+
+torch.set_num_threads(1)
+
+# --- plumbing ------------------------------------------------------------------------------------
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    add_dataclass_arguments(parser, TrainConfig)
+    return dataclass_from_args(TrainConfig, parser.parse_args(argv))
+
+
+def test_cli_defaults_are_the_train_config_defaults():
+    config = parse([])
+    assert config == TrainConfig()
+    # The nested --sac-* options default to the trainer's SAC settings, not SACConfig's own.
+    assert config.sac == default_sac_config()
+    assert config.sac.init_temperature == 0.01 != SACConfig().init_temperature
+
+
+def test_cli_overrides_reach_nested_config():
+    config = parse(["--sac-hidden-dims", "32", "32", "--sac-init-temperature", "0.1", "--seed", "3",
+                    "--max-episode-steps", "30"])
+    assert config.sac.hidden_dims == (32, 32) and config.sac.init_temperature == 0.1
+    assert config.sac.num_critics == default_sac_config().num_critics  # untouched fields keep defaults
+    assert config.seed == 3 and config.max_episode_steps == 30
+
+
+def test_main_help_shows_trainer_sac_defaults(capsys):
+    with pytest.raises(SystemExit):
+        train_module.main(["--single-process", "--help"])
+    out = capsys.readouterr().out
+    assert "--sac-init-temperature" in out and "(default: 0.01)" in out
+
+
+def test_state_scale_standardises_and_round_trips():
+    rng = np.random.default_rng(0)
+    states = np.column_stack([rng.normal(0.5, 0.1, 1000), np.full(1000, 1.0), rng.normal(0, 0.02, 1000)])
+    scale = StateScale.from_states(states.astype(np.float32), min_std=0.01)
+    out = scale({"state": states.astype(np.float32)})["state"]
+    assert np.allclose(out[:, [0, 2]].mean(0), 0, atol=1e-4) and np.allclose(out[:, [0, 2]].std(0), 1, atol=1e-3)
+    assert np.allclose(out[:, 1], 0) and scale.std[1] == pytest.approx(0.01)  # constant: not amplified
+    again = StateScale.from_state_dict(scale.state_dict())
+    assert np.array_equal(again.mean, scale.mean) and np.array_equal(again.std, scale.std)
+
+
+def test_resume_continues_the_run(tmp_path):
+    tiny = dict(task="reach", demos=2, learning_starts=20, eval_every=50, eval_episodes=2,
+                progress_every=10**9, run_dir=str(tmp_path),
+                sac=SACConfig(hidden_dims=(16, 16), num_critics=2, batch_size=16))
+    first = train(TrainConfig(total_steps=100, **tiny), progress=None)
+    assert [r["env_steps"] for r in first] == [0, 50, 100]
+    lines = []
+    resumed = train(TrainConfig(total_steps=150, **tiny), progress=lines.append)
+    assert any("resumed" in line and "100" in line for line in lines)
+    assert [r["env_steps"] for r in resumed] == [0, 50, 100, 150]
+    # The earlier evaluations come back from the checkpoint as they were (NaN != NaN: compare text).
+    assert [str(r) for r in resumed[:3]] == [str(r) for r in first]
+    assert resumed[-1]["wall_seconds"] >= first[-1]["wall_seconds"]
+    assert all(not math.isnan(r["success_rate"]) for r in resumed)
+    assert (tmp_path / "metrics.csv").read_text().count("\n") == 1 + 4
+
+
+def test_nested_config_without_its_options_keeps_the_outer_default():
+    # A caller that registered only some options still gets the trainer's SAC settings.
+    config = dataclass_from_args(TrainConfig, argparse.Namespace(seed=4, sac_batch_size=64))
+    assert config.seed == 4 and config.sac.batch_size == 64
+    assert config.sac.init_temperature == default_sac_config().init_temperature
