@@ -58,6 +58,7 @@ class ActorConfig:
     connect_timeout: float = 120.0  # s to wait for the first handshake with the learner
     weights_timeout: float = 30.0  # s to wait for first weights before acting with initial ones
     robot_timeout: float = 300.0  # s to wait for a lost (or not yet started) robot server
+    final_eval_timeout: float = 900.0  # s an evaluator waits for the learner's final weights
     max_steps: int = 0  # stop after this many env steps (0: when the learner says done)
 
 
@@ -82,10 +83,11 @@ class Actor:
         if self.sender.pending:
             self.say(f"{cfg.actor_id}: {len(self.sender.pending)} spooled batches in {spool} "
                      f"will be resent")
+        # Subscribed before the handshake: the learner resends its weights when we say hello.
+        self.weights = WeightsSubscriber(cfg.weights, say=self.say, name=cfg.actor_id)
         welcome = self.sender.connect(cfg.connect_timeout)
         self.agent = self.build_agent(welcome["sac"])
         self.policy = ScaledPolicy(self.agent)
-        self.weights = WeightsSubscriber(cfg.weights, say=self.say, name=cfg.actor_id)
         if not self.load_weights(wait=cfg.weights_timeout):
             self.say(f"{cfg.actor_id}: no weights from {cfg.weights} within "
                      f"{cfg.weights_timeout:.0f} s; acting with the initial parameters until some arrive")
@@ -172,6 +174,11 @@ class Actor:
             reply = sender.reply
             if reply.get("done"):
                 self.stop_reason = "the learner reached its step budget"
+                if cfg.evaluator and reply.get("final_eval"):
+                    if episode["length"]:
+                        self.end_episode(episode, "stopped", truncate=True)
+                        episode = self.new_episode()
+                    self.final_evaluation()
                 break
             at_start = episode["length"] == 0
             if reply.get("wait") and sender.connected and (at_start or not self.env.realtime):
@@ -284,6 +291,29 @@ class Actor:
                          f"catch up ({reply.get('owed')} updates owed)")
             time.sleep(0.02)
 
+    def final_evaluation(self) -> None:
+        """The learner finishes its owed updates, then asks for an evaluation of its final
+        weights: send what is unsent, wait for that request (and those weights), run it."""
+        self.sender.flush(timeout=30.0)
+        start = last = time.monotonic()
+        while time.monotonic() - start < self.cfg.final_eval_timeout:
+            reply = self.sender.status()
+            if reply is None or not reply.get("final_eval"):
+                return  # the learner is gone or no longer wants one
+            self.load_weights()
+            request = reply.get("eval")
+            if request and request.get("final"):
+                deadline = time.monotonic() + 10.0
+                while self.weights.version < request["version"] and time.monotonic() < deadline:
+                    self.load_weights(wait=0.5)
+                self.evaluate(request)
+                return
+            if time.monotonic() - last > 30.0:
+                last = time.monotonic()
+                self.say(f"{self.cfg.actor_id}: waiting for the learner's final weights "
+                         f"({reply.get('owed')} updates owed)")
+            time.sleep(0.05)
+
     def evaluate(self, request: dict) -> None:
         from robostack.train import evaluate
 
@@ -295,6 +325,7 @@ class Actor:
         self.last_eval_step = int(request["step"])
         self.sender.request("eval", {**result, "step": self.last_eval_step,
                                      "episodes": int(request["episodes"]),
+                                     "final": bool(request.get("final")),
                                      "weights_version": self.weights.version})
 
     def shutdown(self) -> int:

@@ -39,7 +39,7 @@ class LaunchConfig:
     batch_steps: int = 32  # transitions per actor -> learner batch
     weights_every: float = 0.5  # s between weight broadcasts
     checkpoint_every: float = 30.0  # s between learner checkpoints
-    max_lead: int = 200  # env steps actors may run ahead of the learner's UTD target (0: unlimited)
+    max_lead: int = 64  # env steps actors may run ahead of the learner's UTD target (0: unlimited)
     intervention: str = ""  # "expert": the scripted expert takes over some episodes (simulated human)
     intervention_rate: float = 0.0  # share of episodes with a takeover
     final_eval_episodes: int = -1  # episodes of the final evaluation (-1: --eval-episodes, 0: none)
@@ -122,7 +122,7 @@ class Launcher:
         learner_args = _argv(config, TrainConfig()) + [
             "--endpoint", self.learner_endpoint, "--weights-endpoint", self.weights_endpoint,
             "--weights-every", str(lc.weights_every), "--checkpoint-every", str(lc.checkpoint_every),
-            "--max-lead", str(lc.max_lead)]
+            "--max-lead", str(lc.max_lead), "--final-eval-episodes", str(self.final_episodes())]
         self.learner = Child("learner", "robostack.learner", learner_args, self.log_dir)
         self.actor_children = []
         for i, (command, _) in enumerate(self.servers):
@@ -150,6 +150,7 @@ class Launcher:
 
             archive_previous_run(self.run_dir, self.say)
         self.write_snapshot()
+        (self.run_dir / "eval.json").unlink(missing_ok=True)  # the previous run's result
         self.say(f"robostack train: {self.config.task}, {self.lc.actors} actor(s), learner and "
                  f"{len(self.servers)} robot server(s) as separate processes; run directory "
                  f"{self.run_dir} (logs in {self.log_dir})")
@@ -249,10 +250,19 @@ class Launcher:
                          f"learner finishing; stopping it")
                 child.signal(signal.SIGTERM)
 
+    def final_episodes(self) -> int:
+        n = self.lc.final_eval_episodes
+        return self.config.eval_episodes if n < 0 else n
+
     def final_evaluation(self) -> dict | None:
-        episodes = self.config.eval_episodes if self.lc.final_eval_episodes < 0 else self.lc.final_eval_episodes
+        """The evaluator actor has normally run it (the learner wrote eval.json); if not, run
+        `robostack eval` against robot server 0."""
+        path = self.run_dir / "eval.json"
+        episodes = self.final_episodes()
         if episodes <= 0:
             return None
+        if path.is_file():
+            return json.loads(path.read_text())
         self.say(f"[launcher] final evaluation: {episodes} episodes, deterministic policy")
         child = Child("eval", "robostack.evaluate",
                       ["--run", str(self.run_dir), "--episodes", str(episodes),
@@ -268,7 +278,6 @@ class Launcher:
             self.echo()
             time.sleep(0.2)
         self.echo()
-        path = self.run_dir / "eval.json"
         return json.loads(path.read_text()) if child.poll() == 0 and path.is_file() else None
 
     def stop_all(self) -> None:

@@ -66,10 +66,12 @@ class LearnerConfig:
     weights_endpoint: str = "tcp://*:5601"  # weights broadcast to actors (PUB, bound)
     weights_every: float = 0.5  # s between weight broadcasts while training
     checkpoint_every: float = 60.0  # s between checkpoints; actors spool what none holds yet
-    max_lead: int = 200  # env steps actors may run ahead of the update target (0: never pause them)
+    max_lead: int = 64  # env steps actors may run ahead of the update target (0: never pause them)
     demo_wait: float = 300.0  # s to wait for --demos demonstrations before training without them
     linger: float = 10.0  # s to collect actors' last transitions after the step budget is reached
     intervention_capacity: int = 50_000  # demo-buffer room for intervention transitions
+    final_eval_episodes: int = -1  # final evaluation by the evaluator actor (-1: --eval-episodes, 0: none)
+    final_eval_timeout: float = 900.0  # s to wait for the evaluator actor's final evaluation
 
 
 RUN_STATE = ("checkpoints", "buffers", "spool", "episodes.jsonl", "progress.csv", "metrics.csv",
@@ -163,10 +165,14 @@ class Learner:
         self.actors: dict[str, dict] = {}  # id -> {"seen", "weights_version", "unsent", ...}
         self.stopping = threading.Event()  # SIGTERM / Ctrl-C: checkpoint and leave
         self.done = False  # step budget reached: actors are told to stop
+        self.final_request: dict | None = None  # the final evaluation, once the weights are final
+        self.final_result: dict | None = None
         self.started = time.monotonic()
         self.receiving = True
         self.wall_start = time.perf_counter() - self.wall_offset
         self.metrics: dict = {}
+        self.update_seconds = 0.0  # spent sampling and updating (this process)
+        self.republish = False  # an actor connected: send it the weights without waiting
         self.rates = deque(maxlen=30)  # (time, critic updates, env steps) for recent rates
         self.write_config()
         self.progress_file = self.run_dir / "progress.csv"
@@ -195,6 +201,7 @@ class Learner:
                     self.lock.wait(0.05)  # ahead of the data: wait for transitions
                     target = -1
             if target > self.update_calls:  # one RLPD update: UTD critic steps on one sample
+                t0 = time.perf_counter()
                 if self.scale is None:
                     self.fix_scale()
                 batch = sample_mixed(self.online, self.demos, self.agent.config.batch_size * cfg.utd_ratio,
@@ -203,12 +210,14 @@ class Learner:
                     batch[key]["state"].sub_(self.scale_tensors[0]).div_(self.scale_tensors[1])
                 self.metrics = update(self.agent, batch)
                 self.update_calls += 1
+                self.update_seconds += time.perf_counter() - t0
             now = time.monotonic()
             if now - last_weights > self.lc.weights_every and self.update_calls:
                 self.weights_version += 1
                 self.weights.publish(self.agent, self.weights_version, self.scale_arrays())
                 last_weights = now
-            self.weights.repeat()
+            self.weights.repeat(now=self.republish)  # at once for a newly connected actor
+            self.republish = False
             if now - last_save > self.lc.checkpoint_every:
                 self.save()
                 last_save = now
@@ -257,6 +266,7 @@ class Learner:
         self.weights_version += 1
         self.weights.publish(self.agent, self.weights_version, self.scale_arrays())
         if not self.stopping.is_set():
+            self.final_evaluation()
             # Budget reached: keep answering (with done=True) until every actor said bye.
             deadline = time.monotonic() + self.lc.linger
             while time.monotonic() < deadline and not self.stopping.is_set():
@@ -269,6 +279,9 @@ class Learner:
         receiver.join(timeout=5.0)
         server.close()
         self.save()
+        if self.final_result is not None:
+            result = {**self.final_result, "checkpoint": str(self.last_checkpoint)}
+            (self.run_dir / "eval.json").write_text(json.dumps(result, indent=2))
         self.report()
         self.weights.close()
         if self.tensorboard is not None:
@@ -276,6 +289,31 @@ class Learner:
         why = "stopped by signal" if self.stopping.is_set() else "step budget reached"
         self.say(f"learner: {why} at env step {self.env_steps}; checkpoint written in "
                  f"{self.run_dir / 'checkpoints'}")
+
+    def final_eval_episodes(self) -> int:
+        n = self.lc.final_eval_episodes
+        return self.config.eval_episodes if n < 0 else n
+
+    def final_evaluation(self) -> None:
+        """Ask the evaluator actor (already running, with an env) to evaluate the final weights."""
+        with self.lock:
+            evaluators = [k for k, a in self.actors.items() if a["evaluator"] and a["connected"]]
+            if self.final_eval_episodes() <= 0 or not evaluators:
+                return
+            self.final_request = {"step": self.env_steps, "episodes": self.final_eval_episodes(),
+                                  "final": True, "version": self.weights_version}
+        self.say(f"learner: final evaluation of weights v{self.weights_version} by "
+                 f"{evaluators[0]} ({self.final_eval_episodes()} episodes)")
+        deadline = time.monotonic() + self.lc.final_eval_timeout
+        while self.final_result is None and not self.stopping.is_set():
+            with self.lock:
+                if time.monotonic() > deadline or not self.actors[evaluators[0]]["connected"]:
+                    self.say("learner: no final evaluation came back (the evaluator left or "
+                             f"took over {self.lc.final_eval_timeout:.0f} s)")
+                    break
+                self.lock.wait(0.1)
+            self.weights.repeat()
+        self.final_request = None
 
     # --- the receiver thread -------------------------------------------------------------
     def serve(self, server: transport.RequestServer) -> None:
@@ -311,6 +349,7 @@ class Learner:
         known = actor in self.actors
         self.actors[actor] = {"session": msg.session, "connected": True, "seen": time.monotonic(),
                               "weights_version": -1, "unsent": 0, "evaluator": False}
+        self.republish = True
         self.say(f"learner: {'re' if known else ''}connected {actor} (holding its transitions up "
                  f"to #{self.ledger.stored.get(actor, 0)})")
         return "welcome", {**self.ledger.ack(actor), "run": self.run_id, "demos": self.config.demos,
@@ -349,19 +388,24 @@ class Learner:
     def on_eval(self, msg):
         actor = self._actor(msg)
         step = int(msg.meta["step"])
-        if step >= self.next_eval and self.config.eval_every > 0:
+        final = bool(msg.meta.get("final")) and self.final_request is not None \
+            and step == self.final_request["step"] and self.final_result is None
+        if final or (step >= self.next_eval and self.config.eval_every > 0 and not msg.meta.get("final")):
             row = {"env_steps": step, "wall_seconds": round(self.wall(), 1),
                    "success_rate": float(msg.meta["success_rate"]),
                    "time_to_success_s": float(msg.meta["time_to_success_s"]),
-                   "weights_version": int(msg.meta["weights_version"]), "actor": actor or "?"}
+                   "weights_version": int(msg.meta["weights_version"]), "actor": actor or "?",
+                   "final": final}
+            if final:
+                self.final_result = {**row, "episodes": int(msg.meta["episodes"])}
             self.history.append(row)
             _write_csv(self.run_dir / "metrics.csv", self.history)
             if self.tensorboard is not None:
                 self.tensorboard.add_scalar("eval/success_rate", row["success_rate"], step)
-            self.say(f"eval @ {step} steps ({row['wall_seconds']:.0f} s): success "
+            self.say(f"{'final ' if final else ''}eval @ {step} steps ({row['wall_seconds']:.0f} s): success "
                      f"{row['success_rate']:.0%} over {msg.meta['episodes']} episodes "
                      f"(weights v{row['weights_version']})")
-            while self.next_eval <= max(step, self.env_steps):
+            while self.config.eval_every > 0 and self.next_eval <= max(step, self.env_steps):
                 self.next_eval += self.config.eval_every
         return ("rehello", {}) if actor is None else self._ack(actor)
 
@@ -391,11 +435,14 @@ class Learner:
         owed = self.update_target() - self.update_calls
         wait = (self.lc.max_lead > 0 and owed > self.lc.max_lead
                 and not (self.env_steps >= self.config.total_steps))
-        evaluate = None
-        if self.config.eval_every > 0 and self.env_steps >= self.next_eval and not self.done:
+        done = self.done or self.env_steps >= self.config.total_steps
+        evaluate = self.final_request
+        if self.config.eval_every > 0 and self.env_steps >= self.next_eval and not done:
             evaluate = {"step": self.next_eval, "episodes": self.config.eval_episodes}
+        final_eval = (done and self.final_eval_episodes() > 0 and self.final_result is None
+                      and not self.stopping.is_set())
         return "ack", {**self.ledger.ack(actor), "wait": wait, "owed": owed, "eval": evaluate,
-                       "done": self.done or self.env_steps >= self.config.total_steps,
+                       "done": done, "final_eval": final_eval,
                        "weights_version": self.weights_version, "env_steps": self.env_steps}
 
     # --- bookkeeping ---------------------------------------------------------------------
@@ -448,6 +495,7 @@ class Learner:
                            "connected": v["connected"], "silent_s": round(now - v["seen"], 1)}
                        for k, v in self.actors.items()},
             "wall_seconds": round(self.wall(), 1), "done": self.done,
+            "busy": self.update_seconds / max(1e-9, time.monotonic() - self.started),
             "phase": self.phase(), "run": self.run_id,
         }
 
@@ -494,7 +542,7 @@ class Learner:
                                         "std": torch.from_numpy(self.scale[1].copy())}
         # Numbered by save (the env step is inside): two saves at one env step must not collide,
         # and the two checkpoints kept are exactly those whose buffers are kept.
-        save_checkpoint(self.run_dir, self.saves, state, keep_last=2)
+        self.last_checkpoint = save_checkpoint(self.run_dir, self.saves, state, keep_last=2)
         with self.lock:
             self.ledger.mark_durable(ledger["stored"])
         keep = {f"{kind}_{n:06d}.npz" for kind in ("online", "demos") for n in (self.saves, self.saves - 1)}

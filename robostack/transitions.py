@@ -356,7 +356,7 @@ class TransitionSender:
         return self._request("transitions", meta, arrays) is not None
 
     def _request(self, kind: str, meta: dict, arrays: dict) -> dict | None:
-        meta = dict(meta, actor=self.actor_id, unsent=self.unsent, **self.extra_meta)
+        meta = {**self.extra_meta, "actor": self.actor_id, "unsent": self.unsent, **meta}
         try:
             reply = self.client.request(kind, meta, arrays, timeout=self.timeout)
         except transport.PeerTimeout:

@@ -57,8 +57,9 @@ class WeightsPublisher:
         self._latest = ({"version": version, "sha256": digest(arrays)}, arrays)
         self._send()
 
-    def repeat(self) -> None:
-        if self._latest is not None and time.monotonic() - self._sent_at > self.repeat_every:
+    def repeat(self, now: bool = False) -> None:
+        """Resend the latest weights if `repeat_every` s passed since the last send (or `now`)."""
+        if self._latest is not None and (now or time.monotonic() - self._sent_at > self.repeat_every):
             self._send()
 
     def _send(self) -> None:
@@ -98,6 +99,7 @@ class WeightsSubscriber:
         self.version = -1  # -1: acting with the initial (untrained) parameters
         self.session = ""
         self.received_at: float | None = None
+        self.stamp: float | None = None
         self.rejected = 0
         self.extra: dict[str, np.ndarray] = {}  # arrays beside the parameters (state_scale/...)
 
@@ -145,6 +147,7 @@ class WeightsSubscriber:
                                f"actor build different networks")
         self.version, self.session, self.extra = version, msg.session, extra
         self.received_at = time.monotonic()
+        self.stamp = msg.stamp  # the learner's send time (same-host monotonic clock)
         return True
 
     def close(self) -> None:

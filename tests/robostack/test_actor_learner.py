@@ -250,11 +250,13 @@ def test_actor_process_refused_for_another_task_exits_with_the_reason(tmp_path, 
 
 def test_learner_killed_and_restarted_loses_and_duplicates_nothing(tmp_path, procs):
     """kill -9 the learner mid-run: the actor acts on with its last weights and spools; the
-    restarted learner resumes from its checkpoint and ends holding each transition once."""
+    restarted learner resumes from its checkpoint and ends holding each transition once, the
+    intervention stream's in the demonstration buffer."""
     run_dir = tmp_path / "run"
     learner = Learner(tmp_path, procs, run_dir, "--total-steps", "400")
     _, (command, _) = robot_server(tmp_path, procs)
-    act = actor(tmp_path, procs, learner, command)
+    act = actor(tmp_path, procs, learner, command, "actor-0", "--intervention", "expert",
+                "--intervention-rate", "0.3")
     before = learner.wait_for(lambda s: s["env_steps"] >= 150 and s["critic_updates"] > 0
                               and load_latest_checkpoint(run_dir) is not None, STARTUP,
                               "150 env steps and a checkpoint")
@@ -283,7 +285,8 @@ def test_learner_killed_and_restarted_loses_and_duplicates_nothing(tmp_path, pro
     counters, online, demos, ledger = final_state(run_dir)
     assert held == last_seq == ledger["stored"]["actor-0"]
     assert ledger["lost"] == {}
-    assert len(online) == counters["env_steps"] == steps == last_seq  # each transition once
+    assert 0 < counters["interventions"] == len(demos) < counters["env_steps"]
+    assert len(online) + len(demos) == counters["env_steps"] == steps == last_seq  # each once
     assert counters["update_calls"] == counters["env_steps"] - 40 + 1  # UTD 1 from step 40
     # Episodes after the checkpoint (the learner dead or restarting for part of them) were all
     # acted with trained weights, and each is logged once.
