@@ -3,17 +3,20 @@ baselines measured in the same run on the same machine.
 
   (a) state, 256x256 MLPs, batch 256:
       2 critics  vs stable-baselines3 SAC.train() (same network sizes, batch, obs/action dims);
-      10 critics vs a naive per-critic Python-loop implementation of the same update.
-  (b) pixels, two 128x128 cameras, batch 256: updates/s and where the time goes.
+      10 critics vs a naive per-critic Python-loop implementation of the same update;
+      each eager and with SACConfig(compile=True) (time to compile printed).
+  (b) pixels, two 128x128 cameras, batch 256: updates/s (default encoder, eager and compiled,
+      and the previous default: DrQ's conv layout with a target encoder) and where the time goes.
 
 Every side runs with torch.set_num_threads(1) (and OMP_NUM_THREADS=1). Contenders are timed in
 alternating rounds (A B C A B C ...) so load from other processes hits all alike. Each figure is
 the best round, by wall clock and per CPU-second of this thread (which discounts time the OS gave
-to other processes on a shared machine); ratios compare best rounds.
+to other processes on a shared machine). Ratios: best round against best round, and the median
+over rounds of the ratio within a round (neighbours in time, so a burst of load hits both).
 stable-baselines3 is optional (`pip install stable-baselines3 -c constraints.txt`); without it
 that comparison is skipped.
 
-    python benchmarks/bench_learner.py [--quick] [--skip-pixels] [--compile] [--tune-malloc]
+    python benchmarks/bench_learner.py [--quick] [--skip-pixels] [--no-compile] [--keep-freed-memory]
 """
 
 from __future__ import annotations
@@ -24,21 +27,27 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
+import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch._dynamo  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from robostack.rl.augment import augment_observations  # noqa: E402
 from robostack.rl.networks import TanhGaussianActor, mlp  # noqa: E402
+from robostack.rl.runtime import keep_freed_memory  # noqa: E402
 from robostack.rl.sac import (SACConfig, actor_and_temperature_losses, build_agent, critic_loss,  # noqa: E402
                               critic_target, polyak_update, update)
 
 torch.set_num_threads(1)
+# One process here compiles the ensemble for many agents (2, 10, 64-wide, pixel critics), each with
+# its critic-loss, actor and target variants; a learner process has one agent (3-4 variants).
+torch._dynamo.config.recompile_limit = 64
 S, A, BATCH = 24, 7, 256  # a robot-arm-sized state and a 6-DoF delta + gripper action
 
 
@@ -77,10 +86,12 @@ def rate_text(rates: Rates, name: str) -> str:
 
 
 def ratio_text(rates: Rates, name: str, baseline: str) -> str:
-    """Best round against best round, by wall clock and by CPU time."""
+    """Best round against best round, by wall clock and by CPU time; then the median over rounds
+    of the CPU-time ratio within each round."""
     wall = best(rates, name) / best(rates, baseline)
     cpu = best(rates, name, "cpu") / best(rates, baseline, "cpu")
-    return f"{wall:.2f}x wall, {cpu:.2f}x CPU-time"
+    paired = statistics.median(a / b for a, b in zip(rates[name]["cpu"], rates[baseline]["cpu"]))
+    return f"{wall:.2f}x wall, {cpu:.2f}x CPU-time, {paired:.2f}x median per round"
 
 
 class NumpyBuffer:
@@ -219,30 +230,46 @@ def timed(fn, rounds: int) -> float:
 CAMERAS = ("front", "wrist")
 
 
-def pixel_agent(**overrides):
+def pixel_agent(hw: int = 128, **overrides):
     spaces = {"state": gym.spaces.Box(-1, 1, (S,), np.float32)}
-    spaces.update({f"images/{c}": gym.spaces.Box(0, 255, (128, 128, 3), np.uint8) for c in CAMERAS})
+    spaces.update({f"images/{c}": gym.spaces.Box(0, 255, (hw, hw, 3), np.uint8) for c in CAMERAS})
     return build_agent(SACConfig(**overrides), gym.spaces.Dict(spaces), gym.spaces.Box(-1, 1, (A,), np.float32))
 
 
-def bench_pixels(rounds: int) -> None:
-    agent, lean = pixel_agent(), pixel_agent(target_encoder=False)
+def bench_pixels(rounds: int, compiled: bool = True, old_layout: bool = True) -> None:
+    agent = pixel_agent()
     batch = pixel_batch(BATCH, CAMERAS, 128, torch.Generator().manual_seed(0))
-    r = compare({"default": loop(lambda: update(agent, batch)), "lean": loop(lambda: update(lean, batch))}, 1, rounds)
-    total = 1 / best(r, "default")
-    print(f"(b) pixels: 2 cameras 128x128 + state {S}, conv encoder (from scratch), {agent.config.num_critics} "
-          f"critics, batch {BATCH}: {best(r, 'default'):.2f} updates/s wall ({total:.2f} s/update), "
+    contenders = {"default": loop(lambda: update(agent, batch))}
+    if compiled:
+        fast, seconds = compiled_agent(lambda: pixel_agent(compile=True), lambda a: update(a, batch))
+        contenders["compiled"] = loop(lambda: update(fast, batch))
+    small = pixel_agent(84)  # DrQ's image size: what a mirror camera for vision training can render
+    small_batch = pixel_batch(BATCH, CAMERAS, 84, torch.Generator().manual_seed(0))
+    contenders["84px"] = loop(lambda: update(small, small_batch))
+    if old_layout:  # the previous default: DrQ's conv layout and a Polyak target encoder
+        old = pixel_agent(encoder="drq", target_encoder=True)
+        contenders["drq"] = loop(lambda: update(old, batch))
+    r = compare(contenders, 1, rounds)
+    print(f"(b) pixels: 2 cameras 128x128 + state {S}, '{agent.config.encoder}' encoder (from scratch), "
+          f"{agent.config.num_critics} critics, target_encoder={agent.config.target_encoder}, batch {BATCH}: "
+          f"{best(r, 'default'):.2f} updates/s wall ({1 / best(r, 'default'):.2f} s/update), "
           f"{best(r, 'default', 'cpu'):.2f} per CPU-second")
-    print(f"    target_encoder=False (DrQ-v2: target critic reuses online s' features): "
-          f"{best(r, 'lean'):.2f} updates/s, {ratio_text(r, 'lean', 'default')}")
+    print(f"    same agent, two 84x84 cameras: {rate_text(r, '84px')}")
+    if compiled:
+        print(f"    compile=True ({seconds:.0f} s to compile): {rate_text(r, 'compiled')}; vs eager "
+              f"{ratio_text(r, 'compiled', 'default')}")
+    if old_layout:
+        print(f"    previous default (encoder='drq', target_encoder=True): {best(r, 'drq'):.2f} updates/s wall, "
+              f"{best(r, 'drq', 'cpu'):.2f} per CPU-second; default / previous: {ratio_text(r, 'default', 'drq')}")
 
     # The update's steps, replayed one at a time on the same data (best of `rounds` each).
     obs, nobs = batch["observations"], batch["next_observations"]
     aug, naug = augment_observations(obs, 4, agent.generator), augment_observations(nobs, 4, agent.generator)
     actions, rewards, terms = batch["actions"], batch["rewards"], batch["terminations"]
+    target_encoder = agent.target_encoder or agent.encoder
     with torch.no_grad():
-        nf, ntf = agent.encoder(naug), agent.target_encoder(naug)
-        f = agent.encoder(aug)
+        nf, f = agent.encoder(naug), agent.encoder(aug)
+        ntf = target_encoder(naug)
     parts: dict[str, float] = {}
     parts["augmentation (4 uint8 image tensors)"] = timed(
         lambda: (augment_observations(obs, 4, agent.generator), augment_observations(nobs, 4, agent.generator)),
@@ -250,8 +277,10 @@ def bench_pixels(rounds: int) -> None:
 
     def next_encodes():
         with torch.no_grad():
-            agent.encoder(naug), agent.target_encoder(naug)
-    parts["encoder fwd, s' online + target (no grad)"] = timed(next_encodes, rounds)
+            agent.encoder(naug)
+            if agent.target_encoder is not None:
+                agent.target_encoder(naug)
+    parts["encoder fwd, s' (no grad)"] = timed(next_encodes, rounds)
 
     def target_only():
         with torch.no_grad():
@@ -270,7 +299,7 @@ def bench_pixels(rounds: int) -> None:
         agent.optimizers["critic"].zero_grad(set_to_none=True)
         critic_loss(agent.encoder, agent.critic, aug, actions, rewards)[0].backward()
     full = timed(critic_full, rounds)
-    parts["encoder bwd, s"] = full - enc_fwd - critic_mlp
+    parts["encoder bwd, s"] = max(full - enc_fwd - critic_mlp, 0.0)
     parts["critic ensemble fwd + bwd"] = critic_mlp
     parts["Adam step (critic + encoder)"] = timed(agent.optimizers["critic"].step, rounds)
 
@@ -280,7 +309,7 @@ def bench_pixels(rounds: int) -> None:
         (la + lt).backward()
         agent.optimizers["actor"].step()
     parts["actor + temperature step"] = timed(actor_step, rounds)
-    parts["Polyak (critic + encoder targets)"] = timed(lambda: polyak_update(agent), rounds)
+    parts["Polyak (target critic)"] = timed(lambda: polyak_update(agent), rounds)
     summed = sum(parts.values())
     print(f"    where the time goes (each step replayed alone, CPU time; sum {summed:.2f} s vs "
           f"{1 / best(r, 'default', 'cpu'):.2f} CPU-s per update measured):")
@@ -288,16 +317,14 @@ def bench_pixels(rounds: int) -> None:
         print(f"      {name:44s} {t * 1e3:8.1f} ms  {100 * t / summed:5.1f}%")
 
 
-def tune_malloc() -> bool:
-    """glibc only: stop returning freed memory to the OS after every large tensor. Otherwise each
-    multi-MB activation is page-faulted in afresh (thousands of faults per update)."""
-    import ctypes
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 30))
+def compiled_agent(build: Callable[[], object], first_update: Callable[[object], object]):
+    """An agent built with compile=True and the wall-clock seconds its first two updates took
+    (compilation: cold, or a few seconds when inductor's on-disk cache already has the graphs)."""
+    agent = build()
+    t0 = time.perf_counter()
+    first_update(agent)
+    first_update(agent)
+    return agent, time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------------- main
@@ -307,17 +334,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer steps and rounds (noisier)")
     ap.add_argument("--skip-pixels", action="store_true")
-    ap.add_argument("--compile", action="store_true",
-                    help="also time the 10-critic update with SACConfig(compile=True) (compiles ~10-60 s)")
-    ap.add_argument("--tune-malloc", action="store_true",
-                    help="glibc mallopt: keep freed heap memory (applies to every side, whole process)")
+    ap.add_argument("--no-compile", action="store_true", help="skip the SACConfig(compile=True) contenders")
+    ap.add_argument("--keep-freed-memory", "--tune-malloc", action="store_true",
+                    help="robostack.rl.runtime.keep_freed_memory(): glibc keeps freed heap memory "
+                         "(applies to every side, whole process)")
     args = ap.parse_args()
-    tuned = args.tune_malloc and tune_malloc()
+    kept = args.keep_freed_memory and keep_freed_memory()
     steps, rounds = (20, 3) if args.quick else (50, 7)
+    compiled = not args.no_compile
 
     print(f"torch {torch.__version__}, threads={torch.get_num_threads()} "
           f"(torch.set_num_threads(1) for every side), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
-          f"malloc {'tuned (mallopt)' if tuned else 'default'}")
+          f"malloc {'keeps freed memory (mallopt)' if kept else 'default'}")
     print(f"state dim {S}, action dim {A}, hidden (256, 256), batch {BATCH}; one update = critic step + "
           f"actor step + temperature step + Polyak. {rounds} interleaved rounds of {steps} updates each.")
     rng = np.random.default_rng(0)
@@ -327,6 +355,9 @@ def main() -> None:
     ours2 = state_agent(2)
     contenders = {"ours": loop(lambda: update(ours2, buf.sample(BATCH))),
                   "ours_update_only": loop(lambda: update(ours2, fixed))}
+    if compiled:
+        fast2, seconds = compiled_agent(lambda: state_agent(2, compile=True), lambda a: update(a, fixed))
+        contenders["compiled"] = loop(lambda: update(fast2, buf.sample(BATCH)))
     sb3 = sb3_runner()
     if sb3 is not None:
         contenders["sb3"] = sb3
@@ -334,23 +365,33 @@ def main() -> None:
     print("(a) state, 2 critics")
     print(f"    robostack sample + update      {rate_text(r, 'ours')}")
     print(f"    robostack update alone         {rate_text(r, 'ours_update_only')}")
+    if compiled:
+        print(f"    compile=True, sample + update  {rate_text(r, 'compiled')}  ({seconds:.0f} s to compile)")
     if sb3 is None:
         print("    stable-baselines3              not installed, comparison skipped")
     else:
         print(f"    stable-baselines3 SAC.train    {rate_text(r, 'sb3')}  (samples its buffer too)")
         print(f"    ratio robostack / SB3: {ratio_text(r, 'ours', 'sb3')}  (target >= 1.2x; ours has "
               "LayerNorm critics as RLPD, SB3 plain ones)")
+        if compiled:
+            print(f"    ratio compiled / SB3:  {ratio_text(r, 'compiled', 'sb3')}")
 
     ours10, naive, naive_fused = state_agent(10), NaiveEnsembleSAC(10), NaiveEnsembleSAC(10, fused_adam=True)
-    r = compare({"ours": loop(lambda: update(ours10, fixed)),
-                 "naive": loop(lambda: naive.update(fixed)),
-                 "naive_fused": loop(lambda: naive_fused.update(fixed))},
-                max(4, steps // 4), rounds)
+    contenders = {"ours": loop(lambda: update(ours10, fixed)), "naive": loop(lambda: naive.update(fixed)),
+                  "naive_fused": loop(lambda: naive_fused.update(fixed))}
+    if compiled:
+        fast10, seconds = compiled_agent(lambda: state_agent(10, compile=True), lambda a: update(a, fixed))
+        contenders["compiled"] = loop(lambda: update(fast10, fixed))
+    r = compare(contenders, max(4, steps // 4), rounds)
     print("(a) state, 10 critics (random subset of 2 for the target), same batch every step")
     print(f"    robostack batched ensemble     {rate_text(r, 'ours')}")
+    if compiled:
+        print(f"    compile=True                   {rate_text(r, 'compiled')}  ({seconds:.0f} s to compile)")
     print(f"    naive per-critic loop          {rate_text(r, 'naive')}")
     print(f"    naive loop + fused Adam        {rate_text(r, 'naive_fused')}")
     print(f"    ratio robostack / naive loop: {ratio_text(r, 'ours', 'naive')}  (target >= 1.5x)")
+    if compiled:
+        print(f"    ratio compiled / naive loop:  {ratio_text(r, 'compiled', 'naive')}")
     print(f"    ratio robostack / naive loop + fused Adam (batching alone): {ratio_text(r, 'ours', 'naive_fused')}")
 
     small, naive_small = state_agent(10, hidden=(64, 64)), NaiveEnsembleSAC(10, hidden=(64, 64))
@@ -358,16 +399,6 @@ def main() -> None:
                 steps, rounds)
     print(f"    same with 64x64 MLPs (per-op overhead dominates): robostack {best(r, 'ours'):.1f}/s, naive "
           f"{best(r, 'naive'):.1f}/s, ratio {ratio_text(r, 'ours', 'naive')}")
-
-    if args.compile:
-        compiled = state_agent(10, compile=True)
-        t0 = time.perf_counter()
-        update(compiled, fixed)
-        print(f"    compile=True (critic loss compiled, {time.perf_counter() - t0:.0f} s to compile):")
-        r = compare({"compiled": loop(lambda: update(compiled, fixed)), "ours": loop(lambda: update(ours10, fixed)),
-                     "naive": loop(lambda: naive.update(fixed))}, max(4, steps // 4), rounds)
-        print(f"      compiled {rate_text(r, 'compiled')}; vs eager {ratio_text(r, 'compiled', 'ours')}; "
-              f"vs naive loop {ratio_text(r, 'compiled', 'naive')}")
 
     utd = 20
     big = buf.sample(BATCH * utd)
@@ -377,7 +408,7 @@ def main() -> None:
           f"actor step): {best(r, 'utd') * utd:.1f} critic steps/s")
 
     if not args.skip_pixels:
-        bench_pixels(2 if args.quick else 3)
+        bench_pixels(2 if args.quick else 3, compiled)
 
 
 if __name__ == "__main__":

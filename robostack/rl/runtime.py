@@ -16,9 +16,10 @@ def keep_freed_memory() -> bool:
     A learner update allocates and frees the same multi-MB tensors every step (activations of a
     10-member 256-wide ensemble are 2.6 MB each, a batch of 128 px camera images as float 50 MB).
     By default glibc serves blocks that large with fresh mmap()s and returns freed heap tops to
-    the OS, so every step page-faults all of that memory in again: in a VM that costs ~2 us per
-    4 KiB page, 30-40% of a pixel update and ~20% of a 10-critic state update. With no mmap
-    blocks and no trimming the same memory is reused. The price: the process keeps its peak
+    the OS, so every step page-faults all of that memory in again. In the 2-core VM this was
+    measured in, faults cost ~2 us per 4 KiB page: about a quarter of a pixel update and up to a
+    fifth of a 10-critic state update (benchmarks/bench_learner.py --keep-freed-memory). With no
+    mmap blocks and no trimming the same memory is reused. The price: the process keeps its peak
     heap (a learner's working set is stable, so that is the steady-state size anyway).
 
     Returns False (and changes nothing) where glibc's mallopt is not available.
