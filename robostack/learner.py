@@ -173,7 +173,7 @@ class Learner:
         self.metrics: dict = {}
         self.update_seconds = 0.0  # spent sampling and updating (this process)
         self.republish = False  # an actor connected: send it the weights without waiting
-        self.rates = deque(maxlen=30)  # (time, critic updates, env steps) for recent rates
+        self.rates: deque = deque()  # (time, critic updates, env steps) for recent rates
         self.write_config()
         self.progress_file = self.run_dir / "progress.csv"
         self.progress_rows = _read_csv(self.progress_file) if checkpoint is not None else []
@@ -474,6 +474,8 @@ class Learner:
     def stats(self) -> dict:
         now = time.monotonic()
         self.rates.append((now, self.agent.critic_updates, self.env_steps))
+        while len(self.rates) > 2 and now - self.rates[1][0] > 30.0:  # rates over the last ~30 s
+            self.rates.popleft()
         t0, u0, e0 = self.rates[0]
         learning_steps = max(0, self.env_steps - self.config.learning_starts + 1)
         owed = self.update_target() - self.update_calls
@@ -502,6 +504,8 @@ class Learner:
     def phase(self) -> str:
         if self.done:
             return "done"
+        if not any(a["connected"] for a in self.actors.values()):
+            return "waiting for actors to connect"
         if not self.ready_to_learn() and self.env_steps >= self.config.learning_starts:
             return f"waiting for demonstrations ({self.demo_episodes}/{self.config.demos})"
         if self.env_steps < self.config.learning_starts:
@@ -638,6 +642,9 @@ def main(argv=None) -> int:
     add_dataclass_arguments(parser, LearnerConfig)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    from robostack.rl.runtime import keep_freed_memory
+
+    keep_freed_memory()  # reuse the update's multi-MB buffers instead of page-faulting them in
     learner = Learner(train_config_from_args(args), dataclass_from_args(LearnerConfig, args),
                       say=lambda text: print(text, flush=True))
 

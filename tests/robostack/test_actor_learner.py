@@ -107,8 +107,8 @@ def robot_server(tmp_path, procs, name="robot-server", endpoints=None):
     return proc, (command, state)
 
 
-def actor(tmp_path, procs, learner, server_endpoint, actor_id="actor-0", *extra):
-    proc = Proc(tmp_path, actor_id, "robostack.actor", "--actor-id", actor_id,
+def actor(tmp_path, procs, learner, server_endpoint, actor_id="actor-0", *extra, log_name=None):
+    proc = Proc(tmp_path, log_name or actor_id, "robostack.actor", "--actor-id", actor_id,
                 "--learner", learner.endpoint, "--weights", learner.weights,
                 "--robot-server", server_endpoint, "--max-episode-steps", "20",
                 "--spool-dir", str(tmp_path / "spool" / actor_id), "--batch-steps", "8",
@@ -190,7 +190,7 @@ def test_weights_are_versioned_checksummed_and_loaded_only_when_intact():
         meta = {"version": 5, "sha256": digest(tampered)}
         next(iter(tampered.values()))[...] += 1.0
         publisher.publisher.publish("weights", meta, tampered)
-        assert not subscriber.wait(actor_agent, 2.0)
+        assert not subscriber.wait(actor_agent, 1.0)
         assert subscriber.version == -1 and "SHA-256" in said[0]
         publisher.publish(learner_agent, 7, {"state_scale/mean": np.ones(3, np.float32)})
         assert subscriber.wait(actor_agent, 5.0) and subscriber.version == 7
@@ -296,8 +296,11 @@ def test_learner_killed_and_restarted_loses_and_duplicates_nothing(tmp_path, pro
     assert version_at_kill >= 1
 
 
-def test_robot_server_death_truncates_the_episode_and_the_actor_waits(tmp_path, procs):
-    learner = Learner(tmp_path, procs, tmp_path / "run", "--total-steps", "160")
+def test_robot_server_or_actor_death_and_restart(tmp_path, procs):
+    """Robot server killed: the episode ends as truncated and the actor waits for the restarted
+    server. Then the actor is killed: the learner carries on and takes the restarted actor,
+    whose numbering continues where the learner's holdings end."""
+    learner = Learner(tmp_path, procs, tmp_path / "run", "--total-steps", "240")
     server, endpoints = robot_server(tmp_path, procs)
     act = actor(tmp_path, procs, learner, endpoints[0], "actor-0", "--robot-timeout", "60")
     learner.wait_for(lambda s: s["env_steps"] >= 60, STARTUP, "60 env steps")
@@ -305,9 +308,16 @@ def test_robot_server_death_truncates_the_episode_and_the_actor_waits(tmp_path, 
     server.wait(10)
     time.sleep(1.0)
     robot_server(tmp_path, procs, "robot-server-again", endpoints)  # same ports
-    assert act.wait(STARTUP) == 0
-    assert learner.proc.wait(60) == 0
+    at_kill = learner.wait_for(lambda s: s["env_steps"] >= 120, STARTUP, "120 env steps")
     assert "robot server back" in act.text()
+    act.process.send_signal(signal.SIGKILL)
+    act.wait(10)
+    time.sleep(1.0)
+    assert learner.stats()["critic_updates"] >= at_kill["critic_updates"]  # alive, not stuck
+    again = actor(tmp_path, procs, learner, endpoints[0], "actor-0", log_name="actor-0-again")
+    assert again.wait(STARTUP) == 0
+    assert learner.proc.wait(60) == 0
+
     episodes = [json.loads(line) for line in (tmp_path / "run" / "episodes.jsonl").read_text().splitlines()]
     lost = [e for e in episodes if e["end"].startswith("robot server lost")]
     assert len(lost) == 1, episodes
@@ -315,7 +325,28 @@ def test_robot_server_death_truncates_the_episode_and_the_actor_waits(tmp_path, 
     # The cut-short episode's last transition is stored as truncated (bootstrapping goes on).
     assert online._truncations[lost[0]["last_seq"] - 1] == 1.0
     assert online._terminations[lost[0]["last_seq"] - 1] == 0.0
-    assert len(online) == counters["env_steps"] == ledger["stored"]["actor-0"]
+    # One actor id, numbered without gaps or repeats across its restart.
+    _, last_seq, held = final_line(again)
+    assert len(online) == counters["env_steps"] == ledger["stored"]["actor-0"] == last_seq == held
+    assert ledger["lost"] == {}
+
+
+def test_children_die_with_the_launcher(tmp_path):
+    """`robostack.launcher --child` processes get SIGTERM when the launcher dies, even by -9."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time; p = subprocess.Popen([sys.executable, "
+         "'-m', 'robostack.launcher', '--child', 'http.server', '--bind', '127.0.0.1', '0'], "
+         "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(p.pid, flush=True); "
+         "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(1.0)  # the child is past its prctl
+    assert _alive(child)
+    parent.kill()
+    parent.wait(10)
+    deadline = time.monotonic() + 10
+    while _alive(child):
+        assert time.monotonic() < deadline, "the child outlived its killed launcher"
+        time.sleep(0.1)
 
 
 def test_train_two_actors_ctrl_c_then_resume_and_eval(tmp_path):
