@@ -9,7 +9,6 @@ fresh one on loopback. Writes DIR/eval.json and adds a row to DIR/metrics.csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from robostack.run_dir import read_csv, write_csv
 from robostack.weights import ScaledPolicy
 
 
@@ -86,18 +86,7 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int, robot_server: str = 
 
 
 def _add_metrics_row(path: Path, row: dict) -> None:
-    rows = []
-    if path.is_file():
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    rows.append(row)
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    write_csv(path, [*read_csv(path), row])
 
 
 def main(argv=None) -> int:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from robostack import transport
+from robostack.run_dir import archive_previous_run, format_progress, update_config
 
 
 @dataclass
@@ -146,8 +147,6 @@ class Launcher:
     def run(self) -> int:
         started = time.perf_counter()
         if not self.config.resume:
-            from robostack.learner import archive_previous_run
-
             archive_previous_run(self.run_dir, self.say)
         self.write_snapshot()
         (self.run_dir / "eval.json").unlink(missing_ok=True)  # the previous run's result
@@ -231,8 +230,6 @@ class Launcher:
                 self.say(f"[{child.name}] {line}")
 
     def progress(self, client: transport.RequestClient) -> None:
-        from robostack.learner import format_progress
-
         try:
             stats = client.request("stats").meta
         except transport.TransportError:
@@ -298,12 +295,11 @@ class Launcher:
             child.signal(signal.SIGKILL)
 
     def write_snapshot(self) -> None:
-        path = self.run_dir / "config.json"
-        snapshot = {**dataclasses.asdict(self.config), "mode": "actor-learner",
-                    "launch": dataclasses.asdict(self.lc),
-                    "endpoints": {"learner": self.learner_endpoint, "weights": self.weights_endpoint,
-                                  "robot_servers": [c for c, _ in self.servers]}}
-        path.write_text(json.dumps(snapshot, indent=2))
+        update_config(self.run_dir, {
+            **dataclasses.asdict(self.config), "mode": "actor-learner",
+            "launch": dataclasses.asdict(self.lc),
+            "endpoints": {"learner": self.learner_endpoint, "weights": self.weights_endpoint,
+                          "robot_servers": [c for c, _ in self.servers]}})
 
     def write_pids(self) -> None:
         pids = {c.name: c.process.pid for c in self.children if c.process is not None}

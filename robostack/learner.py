@@ -21,18 +21,15 @@ only then does it tell actors those transitions are durable, and only then do th
 from their spools. A learner killed with -9 therefore resumes from its checkpoint, and the actors
 resend everything after it: nothing lost, nothing counted twice (see transitions.py).
 
-Run directory: config.json, checkpoints/, buffers/, metrics.csv (evaluations), progress.csv,
-episodes.jsonl (one line per finished episode), tensorboard/ (if tensorboard is installed).
+What it writes into the run directory: see robostack/run_dir.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -46,7 +43,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from robostack import transport
+from robostack import run_dir, transport
 from robostack.rl.buffers import ReplayBuffer, sample_mixed
 from robostack.rl.checkpoint import load_latest_checkpoint, save_checkpoint
 from robostack.rl.sac import build_agent, update
@@ -74,23 +71,6 @@ class LearnerConfig:
     final_eval_timeout: float = 900.0  # s to wait for the evaluator actor's final evaluation
 
 
-RUN_STATE = ("checkpoints", "buffers", "spool", "episodes.jsonl", "progress.csv", "metrics.csv",
-             "eval.json", "tensorboard")
-
-
-def archive_previous_run(run_dir: Path, say=print) -> None:
-    """--resume false on a used run directory: move the old run's state aside, never delete it."""
-    run_dir = Path(run_dir)
-    old = [name for name in RUN_STATE if (run_dir / name).exists()]
-    if not old:
-        return
-    target = run_dir / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-    target.mkdir(parents=True, exist_ok=True)
-    for name in old:
-        os.replace(run_dir / name, target / name)
-    say(f"--resume false: moved the previous run's {', '.join(old)} to {target}")
-
-
 def task_spaces(task_name: str, max_episode_steps: int | None = None):
     """(observation space, action space, task config) of a task, without a robot server: the
     env's state vector is the robot fields followed by the task's fields (robostack/env.py)."""
@@ -114,7 +94,7 @@ class Learner:
         torch.manual_seed(config.seed)
         self.run_dir = Path(config.run_dir)
         if not config.resume:
-            archive_previous_run(self.run_dir, say)
+            run_dir.archive_previous_run(self.run_dir, say)
         (self.run_dir / "buffers").mkdir(parents=True, exist_ok=True)
         max_steps = getattr(config, "max_episode_steps", None)
         obs_space, act_space, task_config = task_spaces(config.task, max_steps)
@@ -159,8 +139,8 @@ class Learner:
                 f"({self.agent.critic_updates} critic updates, {len(self.online)} online and "
                 f"{len(self.demos)} demo transitions)")
         self.ledger = Ledger(ledger_state)
-        if checkpoint is not None:
-            self.trim_episode_log()
+        if checkpoint is not None:  # episodes after the checkpoint come again with the resends
+            run_dir.trim_episodes(self.run_dir, self.ledger.stored)
         self.lock = threading.Condition()  # guards buffers' writers, counters and ledger
         self.actors: dict[str, dict] = {}  # id -> {"seen", "weights_version", "unsent", ...}
         self.stopping = threading.Event()  # SIGTERM / Ctrl-C: checkpoint and leave
@@ -176,8 +156,8 @@ class Learner:
         self.rates: deque = deque()  # (time, critic updates, env steps) for recent rates
         self.write_config()
         self.progress_file = self.run_dir / "progress.csv"
-        self.progress_rows = _read_csv(self.progress_file) if checkpoint is not None else []
-        self.tensorboard = _tensorboard(self.run_dir)
+        self.progress_rows = run_dir.read_csv(self.progress_file) if checkpoint is not None else []
+        self.tensorboard = run_dir.tensorboard_writer(self.run_dir)
 
     # --- the update loop -----------------------------------------------------------------
     def run(self) -> None:
@@ -399,7 +379,7 @@ class Learner:
             if final:
                 self.final_result = {**row, "episodes": int(msg.meta["episodes"])}
             self.history.append(row)
-            _write_csv(self.run_dir / "metrics.csv", self.history)
+            run_dir.write_csv(self.run_dir / "metrics.csv", self.history)
             if self.tensorboard is not None:
                 self.tensorboard.add_scalar("eval/success_rate", row["success_rate"], step)
             self.say(f"{'final ' if final else ''}eval @ {step} steps ({row['wall_seconds']:.0f} s): success "
@@ -453,20 +433,7 @@ class Learner:
             self.episodes -= 1
         else:
             self.recent.append((float(episode.get("return", 0.0)), bool(episode.get("success"))))
-        with open(self.run_dir / "episodes.jsonl", "a") as f:
-            f.write(json.dumps({"actor": actor, "env_steps": self.env_steps, **episode}) + "\n")
-
-    def trim_episode_log(self) -> None:
-        """Drop episodes logged after the checkpoint we resume from: actors resend their
-        transitions, and the episodes come again with them."""
-        path = self.run_dir / "episodes.jsonl"
-        if not path.is_file():
-            return
-        kept = [line for line in path.read_text().splitlines() if line.strip()
-                and json.loads(line).get("last_seq", 0) <= self.ledger.stored.get(json.loads(line)["actor"], 0)]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        run_dir.append_episode(self.run_dir, {"actor": actor, "env_steps": self.env_steps, **episode})
 
     def wall(self) -> float:
         return time.perf_counter() - self.wall_start
@@ -519,12 +486,12 @@ class Learner:
                if not isinstance(v, dict)}
         row.update({k: round(float(v), 5) for k, v in self.metrics.items()})
         self.progress_rows.append(row)
-        _write_csv(self.progress_file, self.progress_rows)
+        run_dir.write_csv(self.progress_file, self.progress_rows)
         if self.tensorboard is not None:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     self.tensorboard.add_scalar(f"train/{k}", v, s["env_steps"])
-        self.say(format_progress(s))
+        self.say(run_dir.format_progress(s))
 
     def save(self) -> None:
         """Checkpoint + buffers, consistent with the ledger: then tell actors it is durable."""
@@ -555,27 +522,8 @@ class Learner:
                 path.unlink(missing_ok=True)
 
     def write_config(self) -> None:
-        path = self.run_dir / "config.json"
-        snapshot = {**dataclasses.asdict(self.config), "mode": "actor-learner",
-                    "learner": dataclasses.asdict(self.lc)}
-        if path.is_file():  # keep what a launcher wrote (it knows about the actors too)
-            snapshot = {**snapshot, **{k: v for k, v in json.loads(path.read_text()).items()
-                                       if k not in snapshot}}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(snapshot, indent=2))
-        os.replace(tmp, path)
-
-
-def format_progress(s: dict) -> str:
-    versions = ",".join(f"v{a['weights_version']}" for a in s["actors"].values()) or "-"
-    unsent = sum(a["unsent"] for a in s["actors"].values())
-    return (f"step {s['env_steps']:>6}/{s['total_steps']}  episodes {s['episodes']:>4}  "
-            f"success(last 20) {s['success_rate']:4.0%}  return {s['return']:5.2f}  "
-            f"updates/s {s['updates_per_s']:5.0f}  UTD {s['utd']:.2f}/{s['utd_target']}  "
-            f"interventions {s['interventions']}  weights v{s['weights_version']} "
-            f"(actors {versions})  {s['env_steps_per_s']:5.1f} steps/s"
-            + (f"  unsent {unsent}" if unsent else "") + (f"  LOST {s['lost']}" if s["lost"] else "")
-            + ("" if s["phase"] == "training" else f"  [{s['phase']}]"))
+        run_dir.update_config(self.run_dir, {**dataclasses.asdict(self.config), "mode": "actor-learner",
+                                             "learner": dataclasses.asdict(self.lc)})
 
 
 def _plain(value):
@@ -584,31 +532,6 @@ def _plain(value):
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
-
-
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional: metrics are in the CSV files anyway
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
-def _read_csv(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 # --- command line ------------------------------------------------------------------------------
