@@ -394,6 +394,14 @@ def test_train_two_actors_ctrl_c_then_resume_and_eval(tmp_path):
     for name, pid in json.loads((run_dir / "processes.json").read_text()).items():
         assert not _alive(pid), f"{name} (pid {pid}) outlived the launcher"
 
+    # `robostack eval` on the finished run, with a robot server of its own.
+    evaluated = subprocess.run([sys.executable, "-m", "robostack.cli", "eval", "--run", str(run_dir),
+                                "--episodes", "2"], capture_output=True, text=True, env=env, timeout=120)
+    assert evaluated.returncode == 0, evaluated.stdout[-2000:] + evaluated.stderr[-2000:]
+    assert "success" in evaluated.stdout and "mean time to success" in evaluated.stdout
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert result["episodes"] == 2 and result["env_steps"] == counters["env_steps"]
+
 
 def _both_actors_stored(run_dir: Path, count: int) -> bool:
     """Whether the launcher's learner holds `count` transitions from each of its two actors."""
