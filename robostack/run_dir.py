@@ -96,7 +96,7 @@ def format_progress(s: dict) -> str:
             f"updates/s {s['updates_per_s']:5.0f}  UTD {s['utd']:.2f}/{s['utd_target']}  "
             f"interventions {s['interventions']}  weights v{s['weights_version']} "
             f"(actors {versions})  {s['env_steps_per_s']:5.1f} steps/s"
-            + (f"  unsent {unsent}" if unsent else "") + (f"  LOST {s['lost']}" if s["lost"] else "")
+            + (f"  spooled {unsent}" if unsent else "") + (f"  LOST {s['lost']}" if s["lost"] else "")
             + ("" if s["phase"] == "training" else f"  [{s['phase']}]"))
 
 

@@ -302,9 +302,10 @@ class TransitionSender:
     # --- sending --------------------------------------------------------------------------
     @property
     def unsent(self) -> int:
-        """Transitions produced but not held by the current learner session (open batch too)."""
+        """Spooled transitions the current learner session does not hold yet (the batch being
+        filled, at most batch_steps + 1 transitions, is not counted)."""
         return sum(b.last_seq - max(b.first_seq - 1, self.stored) for b in self.pending
-                   if b.last_seq > self.stored) + len(self._open)
+                   if b.last_seq > self.stored)
 
     def pump(self, budget: float = 0.5, force: bool = False) -> bool:
         """Send due batches for up to `budget` s. Returns True if the learner answered."""
