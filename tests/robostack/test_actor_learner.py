@@ -257,9 +257,8 @@ def test_learner_killed_and_restarted_loses_and_duplicates_nothing(tmp_path, pro
     _, (command, _) = robot_server(tmp_path, procs)
     act = actor(tmp_path, procs, learner, command, "actor-0", "--intervention", "expert",
                 "--intervention-rate", "0.3")
-    before = learner.wait_for(lambda s: s["env_steps"] >= 150 and s["critic_updates"] > 0
-                              and load_latest_checkpoint(run_dir) is not None, STARTUP,
-                              "150 env steps and a checkpoint")
+    before = learner.wait_for(lambda s: s["env_steps"] >= 150 and _checkpointed_steps(run_dir) >= 100,
+                              STARTUP, "150 env steps and a checkpoint holding 100")
     learner.proc.process.send_signal(signal.SIGKILL)
     learner.proc.wait(10)
     version_at_kill = before["weights_version"]
@@ -279,7 +278,7 @@ def test_learner_killed_and_restarted_loses_and_duplicates_nothing(tmp_path, pro
     text = restarted.proc.text()
     assert "resumed from" in text, text[-3000:]
     resumed_at = int(text.split("at env step ")[1].split()[0])
-    assert 0 < resumed_at < 400  # from its checkpoint, not from scratch
+    assert 100 <= resumed_at < 400  # from its checkpoint, not from scratch
 
     steps, last_seq, held = final_line(act)
     counters, online, demos, ledger = final_state(run_dir)
@@ -415,6 +414,11 @@ def _both_actors_stored(run_dir: Path, count: int) -> bool:
         except transport.TransportError:
             return False
     return len(stored) == 2 and min(stored.values()) >= count
+
+
+def _checkpointed_steps(run_dir: Path) -> int:
+    checkpoint = load_latest_checkpoint(run_dir)
+    return -1 if checkpoint is None else int(checkpoint.state["env_steps"])
 
 
 def _alive(pid: int) -> bool:
