@@ -143,7 +143,7 @@ def evaluate(agent, env, episodes: int, seed: int, scale=lambda obs: obs) -> dic
             successes += 1
             times.append((t + 1) / env.config.policy_hz)
     return {"success_rate": successes / episodes,
-            "time_to_success_s": float(np.mean(times)) if times else float("nan")}
+            "time_to_success_s": round(float(np.mean(times)), 3) if times else float("nan")}
 
 
 def train(config: TrainConfig, progress=print) -> list[dict]:
