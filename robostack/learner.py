@@ -21,6 +21,13 @@ only then does it tell actors those transitions are durable, and only then do th
 from their spools. A learner killed with -9 therefore resumes from its checkpoint, and the actors
 resend everything after it: nothing lost, nothing counted twice (see transitions.py).
 
+Actors come and go. An actor that dies leaves the learner finishing the updates it owes and then
+waiting for data (the UTD target holds); a restarted actor with the same id is welcomed with
+the highest seq the learner holds, and numbers on from there. At the end of the step budget the
+learner finishes its owed updates, publishes the final weights, has the evaluator actor (the
+one started with --evaluator true) evaluate them, waits for the actors' last transitions, and
+writes the final checkpoint.
+
 What it writes into the run directory: see robostack/run_dir.py.
 """
 
