@@ -1,8 +1,16 @@
-"""The single-process trainer (robostack/train.py): its CLI, state scaling and resume."""
+"""The single-process trainer learns: a seeded reach run must reach a stated success rate.
+
+The learning test is the end-to-end check that demos, buffers, symmetric sampling, the SAC
+update, state scaling and evaluation fit together: a bug in any of them (a sign, a detached
+gradient, a terminal flag, a dropped update) shows up as a policy that no longer reaches the
+goal. With update() disabled it ends at 0-5 %. The rest are fast checks of the trainer's
+plumbing (CLI defaults, state scaling, resume).
+"""
 
 import argparse
 import math
 import os
+import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -16,6 +24,30 @@ from robostack.rl.sac import SACConfig  # noqa: E402
 from robostack.train import StateScale, TrainConfig, default_sac_config, train  # noqa: E402
 
 torch.set_num_threads(1)
+
+# reach: sparse reward, 50-step episodes, 3-D action. Tiny networks but RLPD's 10-critic
+# ensemble (with 2 critics the same run ended at 75-90 % across seeds; with 10 at 95-100 %) and a
+# 1e-3 learning rate (3e-4 needs ~2x the steps). Final success over 20 deterministic episodes with
+# exactly these settings: seed 0 100 %, seed 1 100 %, seed 2 95 %. About 60-80 s on 2 cores.
+REACH = dict(task="reach", demos=50, total_steps=4_000, learning_starts=100, utd_ratio=2,
+             eval_every=4_000, eval_episodes=20, progress_every=10**9,
+             sac=SACConfig(hidden_dims=(64, 64), num_critics=10, critic_subset=2,
+                           init_temperature=0.01, actor_lr=1e-3, critic_lr=1e-3))
+REACH_SUCCESS = 0.8
+
+
+def test_reach_learns_to_stated_success_rate(tmp_path):
+    started = time.perf_counter()
+    history = train(TrainConfig(seed=0, run_dir=str(tmp_path), resume=False, **REACH), progress=None)
+    elapsed = time.perf_counter() - started
+    first, final = history[0], history[-1]
+    assert first["env_steps"] == 0 and first["success_rate"] <= 0.2  # there was something to learn
+    assert final["env_steps"] == REACH["total_steps"]
+    assert final["success_rate"] >= REACH_SUCCESS, (
+        f"reach success {final['success_rate']:.0%} < {REACH_SUCCESS:.0%} after "
+        f"{final['env_steps']} env steps ({elapsed:.0f} s): learning is broken")
+    assert final["time_to_success_s"] < 2.0  # heads for the goal (~0.6-1 s), not stumbling into it
+
 
 # --- plumbing ------------------------------------------------------------------------------------
 
