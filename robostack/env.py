@@ -23,11 +23,12 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 
 import gymnasium as gym
 import numpy as np
 
-from robostack import transport
+from robostack import cpu_affinity, transport
 from robostack.geometry import quat_multiply, rotvec_to_quat
 from tasks import TaskConfig, make_task
 from tasks.common import gripper_command
@@ -89,10 +90,15 @@ class ZmqConnection:
 
 
 def spawn_robot_server(task: str, backend: str = "mujoco", clock: str = "lockstep",
-                       extra_args: tuple = (), startup_timeout: float = 30.0) -> ZmqConnection:
-    """Start `robostack robot-server` as a subprocess on free loopback ports and connect."""
-    command_endpoint = transport.free_tcp_endpoint()
-    state_endpoint = transport.free_tcp_endpoint()
+                       extra_args: tuple = (), startup_timeout: float = 30.0,
+                       cpus: list[int] | None = None) -> ZmqConnection:
+    """Start `robostack robot-server` as a subprocess on unix-socket endpoints and connect.
+    `cpus`: cores the server may run on (see robostack/cpu_affinity.py); None: any."""
+    # ipc rather than loopback tcp: both ends are on this host, and a unix socket skips the
+    # TCP stack on every message (a lock-step env sends one round trip per step).
+    name = f"server-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    command_endpoint = transport.ipc_endpoint(f"{name}-command")
+    state_endpoint = transport.ipc_endpoint(f"{name}-state")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     process = subprocess.Popen(
         [sys.executable, "-m", "robostack.robot_server", "--task", task, "--backend", backend,
@@ -100,6 +106,8 @@ def spawn_robot_server(task: str, backend: str = "mujoco", clock: str = "lockste
          "--state-endpoint", state_endpoint, "--log-level", "WARNING", *extra_args],
         env=env,
     )
+    if cpus:
+        cpu_affinity.pin(process.pid, cpus)
     connection = ZmqConnection(command_endpoint, process=process)
     connection.state_endpoint = state_endpoint
     deadline = time.monotonic() + startup_timeout

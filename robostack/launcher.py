@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from robostack import transport
+from robostack import cpu_affinity, transport
 from robostack.run_dir import archive_previous_run, format_progress, update_config
 
 
@@ -46,13 +46,16 @@ class LaunchConfig:
     final_eval_episodes: int = -1  # episodes of the final evaluation (-1: --eval-episodes, 0: none)
     progress_seconds: float = 10.0  # s between progress lines
     restarts: int = 3  # times a crashed process is restarted before the run is abandoned
+    pin_cpus: bool = True  # each actor shares a core with its robot server, the learner gets the rest (Linux, needs actors + 1 cores)
 
 
 class Child:
     """One supervised process; output appended to its log file."""
 
-    def __init__(self, name: str, module: str, args: list[str], log_dir: Path):
+    def __init__(self, name: str, module: str, args: list[str], log_dir: Path,
+                 cpus: list[int] | None = None):
         self.name, self.module, self.args = name, module, args
+        self.cpus = cpus  # cores it may run on (None: any); see robostack/cpu_affinity.py
         self.log_path = log_dir / f"{name}.log"
         self.process: subprocess.Popen | None = None
         self.restarts = 0
@@ -69,6 +72,8 @@ class Child:
                 start_new_session=True,  # Ctrl-C reaches the launcher only; it stops us in order
                 env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
                          ROBOSTACK_PARENT=str(os.getpid())))
+        if self.cpus:
+            cpu_affinity.pin(self.process.pid, self.cpus)
 
     def poll(self) -> int | None:
         return None if self.process is None else self.process.poll()
@@ -142,6 +147,9 @@ class Launcher:
                          "--intervention-rate", str(lc.intervention_rate)]
             self.actor_children.append(Child(f"actor-{i}", "robostack.actor", args, self.log_dir))
         self.children = [*self.server_children, self.learner, *self.actor_children]
+        self.cpu_plan = cpu_affinity.plan_training(lc.actors) if lc.pin_cpus else None
+        for child in self.children:
+            child.cpus = (self.cpu_plan or {}).get(child.name)
 
     # --- the run -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -153,6 +161,9 @@ class Launcher:
         self.say(f"robostack train: {self.config.task}, {self.lc.actors} actor(s), learner and "
                  f"{len(self.servers)} robot server(s) as separate processes; run directory "
                  f"{self.run_dir} (logs in {self.log_dir})")
+        if self.cpu_plan:
+            self.say("cores: " + ", ".join(f"{name} {','.join(map(str, cpus))}"
+                                           for name, cpus in self.cpu_plan.items()))
         for child in self.children:
             child.start()
         self.write_pids()
