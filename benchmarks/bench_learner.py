@@ -355,6 +355,8 @@ def main() -> None:
     ours2 = state_agent(2)
     contenders = {"ours": loop(lambda: update(ours2, buf.sample(BATCH))),
                   "ours_update_only": loop(lambda: update(ours2, fixed))}
+    plain2 = state_agent(2, critic_layer_norm=False)  # SB3's critic layout: no LayerNorm
+    contenders["ours_plain"] = loop(lambda: update(plain2, buf.sample(BATCH)))
     if compiled:
         fast2, seconds = compiled_agent(lambda: state_agent(2, compile=True), lambda a: update(a, fixed))
         contenders["compiled"] = loop(lambda: update(fast2, buf.sample(BATCH)))
@@ -365,6 +367,7 @@ def main() -> None:
     print("(a) state, 2 critics")
     print(f"    robostack sample + update      {rate_text(r, 'ours')}")
     print(f"    robostack update alone         {rate_text(r, 'ours_update_only')}")
+    print(f"    robostack, critics without LN  {rate_text(r, 'ours_plain')}")
     if compiled:
         print(f"    compile=True, sample + update  {rate_text(r, 'compiled')}  ({seconds:.0f} s to compile)")
     if sb3 is None:
@@ -373,6 +376,8 @@ def main() -> None:
         print(f"    stable-baselines3 SAC.train    {rate_text(r, 'sb3')}  (samples its buffer too)")
         print(f"    ratio robostack / SB3: {ratio_text(r, 'ours', 'sb3')}  (target >= 1.2x; ours has "
               "LayerNorm critics as RLPD, SB3 plain ones)")
+        print(f"    ratio robostack without LayerNorm (SB3's networks exactly) / SB3: "
+              f"{ratio_text(r, 'ours_plain', 'sb3')}")
         if compiled:
             print(f"    ratio compiled / SB3:  {ratio_text(r, 'compiled', 'sb3')}")
 
