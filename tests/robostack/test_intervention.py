@@ -1,0 +1,90 @@
+"""InterventionWrapper on the real in-process mirror, with a scripted operator."""
+
+import numpy as np
+import pytest
+
+from hardware.teleop.base import TeleopReading
+from robostack.env import make_env
+from robostack.intervention import InterventionWrapper
+
+
+class ScriptedOperator:
+    """A TeleopDevice that replays a fixed list of readings (one per step), then lets go."""
+
+    name = "scripted"
+
+    def __init__(self, readings):
+        self.readings = list(readings)
+
+    def read(self) -> TeleopReading:
+        return self.readings.pop(0) if self.readings else TeleopReading()
+
+    def close(self) -> None:
+        pass
+
+
+def held(x=1.0, **events):
+    return TeleopReading(translation=np.array([x, 0.0, 0.0]), intervene=True, **events)
+
+
+def to_action(reading):  # reach: xyz delta only, base frame = action frame
+    return reading.translation
+
+
+@pytest.fixture
+def env():
+    env = make_env("reach", transport_kind="inprocess")
+    yield env
+    env.close()
+
+
+def test_policy_acts_until_the_deadman_is_held_then_the_device_does(env):
+    operator = ScriptedOperator([TeleopReading(), held(), held(), TeleopReading(), held()])
+    wrapped = InterventionWrapper(env, operator, to_action)
+    wrapped.reset(seed=0)
+    policy = np.array([0.0, 0.5, 0.0], np.float32)
+    infos = [wrapped.step(policy)[4] for _ in range(6)]
+    assert [i["intervention"] for i in infos] == [False, True, True, False, True, False]
+    assert [i["takeover"] for i in infos] == [False, True, False, False, True, False]
+    for info in infos:
+        np.testing.assert_array_equal(info["policy_action"], policy)  # logged either way
+        expected = [1.0, 0.0, 0.0] if info["intervention"] else policy
+        np.testing.assert_array_equal(info["executed_action"], expected)
+    stats = wrapped.episode_stats()
+    assert stats == {"steps": 6, "intervention_steps": 3, "takeovers": 2, "rate": 0.5,
+                     "mean_length": 1.5}
+
+
+def test_the_executed_device_action_moves_the_arm(env):
+    wrapped = InterventionWrapper(env, ScriptedOperator([held()] * 5), to_action)
+    wrapped.reset(seed=1)
+    x0 = env.fields()["tcp_position"][0]
+    for _ in range(5):
+        wrapped.step(np.zeros(3, np.float32))  # the policy asks for nothing
+    assert env.fields()["tcp_position"][0] - x0 > 0.05  # the operator pushed +x
+
+
+def test_takeover_penalty_applies_once_per_takeover(env):
+    wrapped = InterventionWrapper(env, ScriptedOperator([held(), held(), TeleopReading(), held()]),
+                                  to_action, takeover_penalty=1.0)
+    wrapped.reset(seed=0)
+    rewards = [wrapped.step(np.zeros(3, np.float32))[1] for _ in range(4)]
+    assert rewards == [-1.0, 0.0, 0.0, -1.0]  # sparse reach reward is 0 away from the goal
+
+
+def test_operator_success_label_ends_the_episode_with_reward_one(env):
+    wrapped = InterventionWrapper(env, ScriptedOperator([TeleopReading(), TeleopReading(success=True)]),
+                                  to_action)
+    wrapped.reset(seed=0)
+    assert not wrapped.step(np.zeros(3, np.float32))[2]
+    _, reward, terminated, truncated, info = wrapped.step(np.zeros(3, np.float32))
+    assert terminated and not truncated and reward == 1.0
+    assert info["human_label"] == "success" and info["success"]
+    assert info["episode_interventions"]["steps"] == 2
+
+
+def test_a_device_action_of_the_wrong_shape_is_refused_before_the_env_moves(env):
+    wrapped = InterventionWrapper(env, ScriptedOperator([held()]), lambda r: np.zeros(7))
+    wrapped.reset(seed=0)
+    with pytest.raises(ValueError, match="base_to_policy_action"):
+        wrapped.step(np.zeros(3, np.float32))
