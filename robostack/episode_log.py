@@ -259,7 +259,7 @@ class EpisodeWriter:
             raise EpisodeLogError(f"{self.root}: another EpisodeWriter has this log open. Fix: "
                                   "close it, or write to another folder.") from None
         self.info = self._open_info(robot_type)
-        self._tasks = EpisodeLog._read_tasks(self.root) if self.info["total_episodes"] else []
+        self._tasks = []
         self._recover()
         self._next_episode = self.info["total_episodes"]
         self._frames_in_episode = 0
@@ -379,6 +379,14 @@ class EpisodeWriter:
         committed = self.info["total_episodes"]
         for path in (self.root / "meta").glob("*.tmp"):
             path.unlink()
+        if self.info["total_tasks"]:
+            # A crash inside a commit can leave tasks.parquet with the uncommitted episode's task.
+            tasks = EpisodeLog._read_tasks(self.root)
+            self._tasks = tasks[:self.info["total_tasks"]]
+            if len(tasks) > len(self._tasks):
+                path = self.root / TASKS_PATH
+                os.replace(_write_parquet(_tasks_table(self._tasks), path), path)
+                fsync_dir(path.parent)
         for top in ("data", "videos", "meta/episodes"):
             for path in (self.root / top).rglob("*") if (self.root / top).exists() else ():
                 if not path.is_file():
@@ -517,7 +525,9 @@ class EpisodeLog:
         self.fps = self.info["fps"]
         self.features = self.info["features"]
         self.video_keys = [k for k, f in self.features.items() if f["dtype"] == "video"]
-        self.tasks = self._read_tasks(self.root) if self.info["total_episodes"] else []
+        # Rows past total_tasks belong to an episode whose commit a crash interrupted.
+        self.tasks = self._read_tasks(self.root)[:self.info["total_tasks"]] \
+            if self.info["total_tasks"] else []
         self._episodes: list[dict] | None = None
 
     def __len__(self) -> int:

@@ -1,0 +1,335 @@
+"""Episode log: round trip, LeRobot v3 layout, crash safety (real SIGKILL), append, errors, no torch."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from robostack.episode_log import (EpisodeLog, EpisodeLogError, EpisodeWriter, env_key,
+                                   feature_key, features_from_spaces, load_into_buffer)
+
+REPO = Path(__file__).resolve().parents[2]
+H = W = 32
+STATE, ACTION = 5, 4
+
+
+def spaces():
+    import gymnasium as gym
+
+    obs = gym.spaces.Dict({"state": gym.spaces.Box(-np.inf, np.inf, (STATE,), np.float32),
+                           "images/front": gym.spaces.Box(0, 255, (H, W, 3), np.uint8),
+                           "images/wrist": gym.spaces.Box(0, 255, (H, W, 3), np.uint8)})
+    return obs, gym.spaces.Box(-1, 1, (ACTION,), np.float32)
+
+
+def features():
+    obs, act = spaces()
+    return features_from_spaces(obs, act, state_names=[f"s{i}" for i in range(STATE)],
+                                action_names=["dx", "dy", "dz", "grip"])
+
+
+def make_episode(seed: int, length: int, takeover: int | None = None, truncate=False) -> dict:
+    """Synthetic episode: smooth images (mp4v is lossy, smooth content survives it well)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:H, 0:W]
+    obs = []
+    for t in range(length + 1):
+        base = (xx * 4 + yy * 2 + 8 * t + 40 * seed) % 200 + 20
+        obs.append({"state": rng.standard_normal(STATE).astype(np.float32),
+                    "images/front": np.stack([base, base // 2 + 30, 255 - base], -1).astype(np.uint8),
+                    "images/wrist": np.full((H, W, 3), (10 * t + 40) % 220, np.uint8)})
+    actions = rng.uniform(-1, 1, (length, ACTION)).astype(np.float32)
+    policy = actions.copy()
+    intervention = np.zeros(length, bool)
+    if takeover is not None:
+        intervention[takeover:takeover + 3] = True
+        policy[intervention] = rng.uniform(-1, 1, (int(intervention.sum()), ACTION))
+    done = np.zeros(length, bool)
+    trunc = np.zeros(length, bool)
+    (trunc if truncate else done)[-1] = True
+    return {"obs": obs, "actions": actions, "policy": policy, "intervention": intervention,
+            "rewards": rng.uniform(0, 1, length).astype(np.float32), "done": done, "trunc": trunc,
+            "success": done.copy(), "t_state": 100.0 + np.arange(length) * 0.1}
+
+
+def write_episode(writer: EpisodeWriter, ep: dict, task: str | None = None) -> int:
+    for t in range(len(ep["actions"])):
+        writer.add_frame(ep["obs"][t], ep["actions"][t], ep["rewards"][t], ep["done"][t],
+                         ep["trunc"][t], success=ep["success"][t],
+                         intervention=ep["intervention"][t], policy_action=ep["policy"][t],
+                         timestamps={"state": ep["t_state"][t]})
+    return writer.end_episode(ep["obs"][-1], task=task)
+
+
+def test_round_trip_frames_and_rl_fields(tmp_path):
+    eps = [make_episode(0, 7, takeover=2), make_episode(1, 5, truncate=True)]
+    with EpisodeWriter(tmp_path, 10, features(), task="pick the cube") as writer:
+        assert [write_episode(writer, ep) for ep in eps] == [0, 1]
+    log = EpisodeLog(tmp_path)
+    assert len(log) == 2 and log.tasks == ["pick the cube"]
+    for i, ep in enumerate(eps):
+        got = log.episode(i, video=True)
+        n = len(ep["actions"])
+        np.testing.assert_array_equal(got["observation.state"], np.stack([o["state"] for o in ep["obs"][:-1]]))
+        np.testing.assert_array_equal(got["final/observation.state"], ep["obs"][-1]["state"])
+        np.testing.assert_array_equal(got["action"], ep["actions"])
+        np.testing.assert_array_equal(got["policy_action"], ep["policy"])
+        np.testing.assert_array_equal(got["next.reward"], ep["rewards"])
+        np.testing.assert_array_equal(got["next.done"], ep["done"])
+        np.testing.assert_array_equal(got["next.truncated"], ep["trunc"])
+        np.testing.assert_array_equal(got["next.success"], ep["success"])
+        np.testing.assert_array_equal(got["intervention"], ep["intervention"])
+        np.testing.assert_array_equal(got["timestamp.state"], ep["t_state"])
+        assert np.isnan(got["timestamp.action"]).all()  # not given: NaN, never invented
+        np.testing.assert_array_equal(got["frame_index"], np.arange(n))
+        np.testing.assert_allclose(got["timestamp"], np.arange(n) / 10, atol=1e-6)
+        assert (got["episode_index"] == i).all() and got["task"] == "pick the cube"
+        for cam in ("front", "wrist"):
+            key = f"observation.images.{cam}"
+            frames = np.concatenate([got[key], got[f"final/{key}"][None]])
+            truth = np.stack([o[f"images/{cam}"] for o in ep["obs"]])
+            assert frames.shape == truth.shape and frames.dtype == np.uint8
+            # mp4v is lossy (mean error ~5 on these patterns); what must hold exactly is that
+            # every decoded frame is nearest to its own source frame (no offset, no reorder).
+            err = np.abs(frames[:, None].astype(int) - truth[None]).mean(axis=(2, 3, 4))
+            assert err.diagonal().max() < 8.0, cam
+            np.testing.assert_array_equal(err.argmin(axis=1), np.arange(n + 1))
+    np.testing.assert_array_equal(log.episode(1)["index"], np.arange(7, 12))
+    meta = log.episodes[0]
+    assert meta["rl/intervention_steps"] == 3 and meta["rl/success"] and meta["rl/terminated"]
+    assert log.episodes[1]["rl/truncated"] and not log.episodes[1]["rl/terminated"]
+
+
+def test_metadata_and_parquet_schema_follow_lerobot_v3(tmp_path):
+    with EpisodeWriter(tmp_path, 10, features(), task="pick", robot_type="panda") as writer:
+        write_episode(writer, make_episode(0, 4))
+        write_episode(writer, make_episode(1, 3), task="place")
+    info = json.loads((tmp_path / "meta/info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["fps"] == 10 and info["robot_type"] == "panda"
+    assert (info["total_episodes"], info["total_frames"], info["total_tasks"]) == (2, 7, 2)
+    assert info["data_path"] == "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+    assert info["video_path"] == "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+    assert info["chunks_size"] == 1000 and "data_files_size_in_mb" in info
+    ft = info["features"]
+    for key, dtype in [("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
+                       ("index", "int64"), ("task_index", "int64"), ("next.reward", "float32"),
+                       ("next.done", "bool"), ("next.truncated", "bool"), ("next.success", "bool"),
+                       ("intervention", "bool"), ("timestamp.state", "float64")]:
+        assert ft[key] == {"dtype": dtype, "shape": [1], "names": None}, key
+    assert ft["observation.state"] == {"dtype": "float32", "shape": [STATE],
+                                       "names": [f"s{i}" for i in range(STATE)]}
+    assert ft["action"]["names"] == ["dx", "dy", "dz", "grip"] and ft["policy_action"] == ft["action"]
+    cam = ft["observation.images.front"]
+    assert cam["dtype"] == "video" and cam["shape"] == [H, W, 3]
+    assert cam["names"] == ["height", "width", "channels"] and cam["info"]["video.fps"] == 10
+    assert not any("/" in k for k in ft)
+
+    data = pq.read_table(tmp_path / "data/chunk-000/file-001.parquet")
+    non_video = [k for k, f in ft.items() if f["dtype"] != "video"]
+    assert sorted(data.column_names) == sorted(non_video)
+    schema = data.schema
+    for key, size in [("observation.state", STATE), ("action", ACTION), ("policy_action", ACTION)]:
+        typ = schema.field(key).type  # what HF datasets' Sequence(length=n) maps to
+        assert pa.types.is_fixed_size_list(typ) and typ.list_size == size, key
+        assert typ.value_type == pa.float32(), key
+    for key, f in ft.items():
+        if f["dtype"] != "video" and f["shape"] == [1]:
+            assert str(schema.field(key).type) == {"float32": "float", "float64": "double",
+                                                   "int64": "int64", "bool": "bool"}[f["dtype"]]
+    assert data.column("task_index").to_pylist() == [1, 1, 1]
+
+    tasks = pq.read_table(tmp_path / "meta/tasks.parquet")
+    assert tasks.column("task").to_pylist() == ["pick", "place"]
+    assert tasks.column("task_index").to_pylist() == [0, 1]
+    assert json.loads(tasks.schema.metadata[b"pandas"])["index_columns"] == ["task"]
+
+    row = pq.read_table(tmp_path / "meta/episodes/chunk-000/file-001.parquet").to_pylist()[0]
+    assert row["episode_index"] == 1 and row["tasks"] == ["place"] and row["length"] == 3
+    assert (row["dataset_from_index"], row["dataset_to_index"]) == (4, 7)
+    assert (row["data/chunk_index"], row["data/file_index"]) == (0, 1)
+    for cam in ("front", "wrist"):
+        key = f"videos/observation.images.{cam}"
+        assert (row[f"{key}/chunk_index"], row[f"{key}/file_index"]) == (0, 1)
+        assert (row[f"{key}/from_timestamp"], row[f"{key}/to_timestamp"]) == (0.0, 0.3)
+        assert (tmp_path / f"videos/observation.images.{cam}/chunk-000/file-001.mp4").is_file()
+
+
+CRASH_CHILD = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from test_episode_log import EpisodeWriter, features, make_episode, write_episode
+    writer = EpisodeWriter({root!r}, 10, features(), task="pick")
+    for i in range(2):
+        write_episode(writer, make_episode(i, 6))
+    writer.flush()
+    ep = make_episode(2, 50)
+    for t in range(20):  # the third episode is in flight: frames queued and encoded, not ended
+        writer.add_frame(ep["obs"][t], ep["actions"][t], 0.0, False, False)
+    time.sleep(0.3)
+    print("in flight", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_sigkill_mid_episode_keeps_earlier_episodes_and_reopen_appends(tmp_path):
+    root = tmp_path / "log"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CRASH_CHILD.format(tests=str(Path(__file__).parent), root=str(root))],
+        stdout=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    try:
+        assert child.stdout.readline().strip() == "in flight"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(10)
+    leftovers = [p for p in root.rglob("*") if ".tmp" in p.name]
+    assert leftovers, "the in-flight episode should have left temporary files"
+
+    log = EpisodeLog(root)
+    assert len(log) == 2 and log.info["total_frames"] == 12
+    for i in range(2):
+        ep = log.episode(i, video=True)
+        np.testing.assert_array_equal(ep["action"], make_episode(i, 6)["actions"])
+        assert ep["observation.images.front"].shape == (6, H, W, 3)
+
+    with EpisodeWriter(root, 10, features(), task="pick") as writer:  # the lock died with the child
+        assert not [p for p in root.rglob("*") if ".tmp" in p.name]
+        assert write_episode(writer, make_episode(3, 4)) == 2
+    log = EpisodeLog(root)
+    assert len(log) == 3 and log.info["total_frames"] == 16
+    np.testing.assert_array_equal(log.episode(2)["index"], np.arange(12, 16))
+    np.testing.assert_array_equal(log.episode(2)["action"], make_episode(3, 4)["actions"])
+
+
+COMMIT_CRASH_CHILD = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    import robostack.episode_log as episode_log
+    from test_episode_log import EpisodeWriter, features, make_episode, write_episode
+    writer = EpisodeWriter({root!r}, 10, features(), task="pick")
+    write_episode(writer, make_episode(0, 5))
+    writer.flush()
+    # Die inside the commit: every file of episode 1 renamed into place, info.json not yet.
+    episode_log._write_json_atomic = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+    write_episode(writer, make_episode(1, 5), task="new task")
+    writer.flush()
+""")
+
+
+def test_sigkill_inside_the_commit_leaves_the_previous_state(tmp_path):
+    root = tmp_path / "log"
+    child = subprocess.run(
+        [sys.executable, "-c", COMMIT_CRASH_CHILD.format(tests=str(Path(__file__).parent), root=str(root))],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert (root / "data/chunk-000/file-001.parquet").exists()  # renamed, but not committed
+    log = EpisodeLog(root)
+    assert len(log) == 1 and len(log.episodes) == 1 and log.tasks == ["pick"]
+    assert log.episode(0, video=True)["action"].shape == (5, ACTION)
+    with EpisodeWriter(root, 10, features(), task="pick") as writer:
+        assert write_episode(writer, make_episode(2, 3)) == 1
+    log = EpisodeLog(root)
+    assert len(log) == 2 and log.tasks == ["pick"]
+    np.testing.assert_array_equal(log.episode(1)["action"], make_episode(2, 3)["actions"])
+
+
+def test_reopen_appends_and_rejects_other_features(tmp_path):
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        write_episode(writer, make_episode(0, 3))
+    with EpisodeWriter(tmp_path, 10, features(), task="b") as writer:
+        write_episode(writer, make_episode(1, 2))
+        with pytest.raises(EpisodeLogError, match="another EpisodeWriter"):
+            EpisodeWriter(tmp_path, 10, features())
+    log = EpisodeLog(tmp_path)
+    assert len(log) == 2 and log.tasks == ["a", "b"] and log.episode(1)["task"] == "b"
+    with pytest.raises(EpisodeLogError, match="fps 10"):
+        EpisodeWriter(tmp_path, 20, features())
+
+
+def test_discard_and_unfinished_episode_are_not_written(tmp_path):
+    ep = make_episode(0, 3)
+    with EpisodeWriter(tmp_path, 10, features()) as writer:
+        writer.add_frame(ep["obs"][0], ep["actions"][0])
+        writer.discard_episode()
+        write_episode(writer, ep)
+        writer.add_frame(ep["obs"][0], ep["actions"][0])  # never ended: dropped on close
+    assert len(EpisodeLog(tmp_path)) == 1
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+
+
+def test_corrupt_or_missing_files_give_clear_errors(tmp_path):
+    with pytest.raises(EpisodeLogError, match="not an episode log"):
+        EpisodeLog(tmp_path)
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        write_episode(writer, make_episode(0, 3))
+        write_episode(writer, make_episode(1, 3))
+    data = tmp_path / "data/chunk-000/file-001.parquet"
+    data.write_bytes(data.read_bytes()[:100])
+    log = EpisodeLog(tmp_path)
+    log.episode(0)  # the others stay readable
+    with pytest.raises(EpisodeLogError, match=r"file-001\.parquet: corrupt.*Fix"):
+        log.episode(1)
+    (tmp_path / "videos/observation.images.wrist/chunk-000/file-000.mp4").unlink()
+    with pytest.raises(EpisodeLogError, match=r"file-000\.mp4: missing.*Fix"):
+        log.episode(0, video=True)
+
+
+def test_reader_needs_no_torch(tmp_path):
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        write_episode(writer, make_episode(0, 3))
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # any `import torch` now raises ImportError
+        from robostack.episode_log import EpisodeLog
+        log = EpisodeLog({str(tmp_path)!r})
+        ep = log.episode(0, video=True)
+        pieces = log.transitions(0)
+        print(len(log), ep["action"].shape, pieces[0]["observations"]["images/front"].shape)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == f"1 (3, {ACTION}) (4, {H}, {W}, 3)"
+
+
+def test_load_into_buffer_gives_the_logged_transitions(tmp_path):
+    eps = [make_episode(0, 6, takeover=1), make_episode(1, 4, truncate=True)]
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        for ep in eps:
+            write_episode(writer, ep)
+    buf = load_into_buffer(tmp_path, images=False, seed=0)
+    assert len(buf) == 10
+    batch = buf.sample(64)
+    states = {tuple(np.round(o["state"], 5)): (e, t) for e, ep in enumerate(eps)
+              for t, o in enumerate(ep["obs"][:-1])}
+    for k in range(64):
+        e, t = states[tuple(np.round(batch["observations"]["state"][k].numpy(), 5))]
+        ep = eps[e]
+        np.testing.assert_allclose(batch["next_observations"]["state"][k].numpy(), ep["obs"][t + 1]["state"])
+        np.testing.assert_allclose(batch["actions"][k].numpy(), ep["actions"][t])
+        assert batch["rewards"][k] == pytest.approx(ep["rewards"][t])
+        assert batch["terminations"][k] == ep["done"][t] and batch["truncations"][k] == ep["trunc"][t]
+
+    pieces = EpisodeLog(tmp_path).transitions(0, select="intervention")
+    assert len(pieces) == 1 and len(pieces[0]["actions"]) == 3
+    np.testing.assert_array_equal(pieces[0]["actions"], eps[0]["actions"][1:4])
+    np.testing.assert_array_equal(pieces[0]["observations"]["state"],
+                                  np.stack([o["state"] for o in eps[0]["obs"][1:5]]))
+    pixels = load_into_buffer(tmp_path, select="intervention")
+    assert len(pixels) == 3 and pixels.image_keys == ["images/front", "images/wrist"]
+
+
+def test_key_mapping_round_trips():
+    for key in ("state", "images/front", "observation.state"):
+        assert feature_key(env_key(feature_key(key))) == feature_key(key)
+    assert env_key(feature_key("images/wrist")) == "images/wrist"
