@@ -18,6 +18,7 @@ COMMANDS = {
     "actor": ("robostack.actor", "one actor process alone: acts with the learner's weights"),
     "eval": ("robostack.evaluate", "success rate and time to success of a run's latest policy"),
     "expert": ("robostack.expert", "run a task's scripted expert through the env and report success"),
+    "teleop": ("robostack.teleop", "teleop devices (keyboard, gamepad, spacemouse, autopilot): --selftest"),
 }
 
 
