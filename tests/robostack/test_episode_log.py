@@ -213,7 +213,7 @@ def test_sigkill_mid_episode_keeps_earlier_episodes_and_reopen_appends(tmp_path)
 COMMIT_CRASH_CHILD = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})
-    import robostack.episode_log as episode_log
+    import robostack.episode_log.writer as episode_log
     from test_episode_log import EpisodeWriter, features, make_episode, write_episode
     writer = EpisodeWriter({root!r}, 10, features(), task="pick")
     write_episode(writer, make_episode(0, 5))

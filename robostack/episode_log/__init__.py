@@ -1,0 +1,43 @@
+"""The episode log: one on-disk format for demos, interventions, classifier labels and rollouts.
+
+Layout (LeRobotDataset v3.0, readable by LeRobot; templates as in lerobot.datasets.utils):
+
+    meta/info.json                                codebase_version "v3.0", fps, features, totals
+    meta/tasks.parquet                            task_index, task (pandas reads task as index)
+    meta/episodes/chunk-CCC/file-FFF.parquet      one row per episode: length, tasks, file
+                                                  indices, dataset_from/to_index, video
+                                                  from/to timestamps, rl/* summary, final/*
+    data/chunk-CCC/file-FFF.parquet               one row per step
+    videos/<video key>/chunk-CCC/file-FFF.mp4     one per camera (mp4v, RGB in and out)
+
+Frame t holds the observation at which action t was taken, the executed `action`, what the
+policy proposed (`policy_action`, equal to `action` unless `intervention`), and the outcome of
+the step: `next.reward`, `next.done` (termination: no bootstrapping past it), `next.truncated`
+(time limit: bootstrapping continues), `next.success`. `timestamp` is frame_index / fps as in
+LeRobot; `timestamp.<source>` (float64 s, NaN when not given) is when each source was measured,
+on the clock of whoever stamped it (the robot server's monotonic clock for `state`).
+LeRobot drops an episode's last next-observation; RL needs it to bootstrap a truncated episode,
+so it is kept: vector observations as `final/<key>` columns of the episode row, images as one
+extra trailing video frame after `to_timestamp` (outside the episode's time range, so LeRobot
+never decodes it).
+
+Crash safety: one data file (and one video file per camera, one episodes-metadata file) per
+episode. Everything of an episode is written under temporary names, fsynced and renamed into
+place; `meta/info.json` is rewritten last, atomically, and is the commit point: an episode
+exists when `total_episodes` counts it. A crash (kill -9 included) loses at most the episode in
+flight; reopening the log removes its leftovers and appends after the last committed episode.
+
+Writes happen on a background thread behind a bounded queue: `add_frame` copies the arrays and
+enqueues them (microseconds); video encoding and parquet writing never run on the control loop.
+The reader needs numpy, pyarrow and OpenCV only (no torch).
+"""
+
+from robostack.episode_log.layout import (CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, INFO_PATH,
+                                          TASKS_PATH, VIDEO_PATH, EpisodeLogError, env_key,
+                                          feature_key, features_from_spaces, state_names)
+from robostack.episode_log.reader import EpisodeLog, load_into_buffer
+from robostack.episode_log.writer import EpisodeWriter
+
+__all__ = ["CODEBASE_VERSION", "DATA_PATH", "EPISODES_PATH", "INFO_PATH", "TASKS_PATH", "VIDEO_PATH",
+           "EpisodeLog", "EpisodeLogError", "EpisodeWriter", "env_key", "feature_key",
+           "features_from_spaces", "load_into_buffer", "state_names"]

@@ -1,0 +1,192 @@
+"""Names, features and file helpers of the episode log layout (LeRobotDataset v3.0 + RL fields)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from robostack.files import fsync_dir
+
+CODEBASE_VERSION = "v3.0"
+FORMAT_VERSION = 1  # robostack's extension of the layout (RL fields, final observations)
+CHUNKS_SIZE = 1000  # files per chunk directory (LeRobot's DEFAULT_CHUNK_SIZE)
+INFO_PATH = "meta/info.json"
+TASKS_PATH = "meta/tasks.parquet"
+EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+_FILE_RE = re.compile(r"chunk-(\d+)/file-(\d+)\.(parquet|mp4)$")
+
+DEFAULT_FEATURES = {
+    "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+    "frame_index": {"dtype": "int64", "shape": [1], "names": None},
+    "episode_index": {"dtype": "int64", "shape": [1], "names": None},
+    "index": {"dtype": "int64", "shape": [1], "names": None},
+    "task_index": {"dtype": "int64", "shape": [1], "names": None},
+}
+RL_FEATURES = {
+    "next.reward": {"dtype": "float32", "shape": [1], "names": None},
+    "next.done": {"dtype": "bool", "shape": [1], "names": None},
+    "next.truncated": {"dtype": "bool", "shape": [1], "names": None},
+    "next.success": {"dtype": "bool", "shape": [1], "names": None},
+    "intervention": {"dtype": "bool", "shape": [1], "names": None},
+}
+_ARROW = {"float32": pa.float32(), "float64": pa.float64(), "int64": pa.int64(),
+          "int32": pa.int32(), "bool": pa.bool_(), "uint8": pa.uint8()}
+
+
+class EpisodeLogError(RuntimeError):
+    """A log file is missing, corrupt or does not match the log's metadata."""
+
+
+# --------------------------------------------------------------------------- keys and features
+def feature_key(env_key: str) -> str:
+    """Env observation key -> feature name: "state" -> "observation.state",
+    "images/wrist" -> "observation.images.wrist" (LeRobot forbids "/" in feature names)."""
+    return env_key if env_key.startswith("observation.") else "observation." + env_key.replace("/", ".")
+
+
+def env_key(feature: str) -> str:
+    """Inverse of `feature_key`."""
+    key = feature.removeprefix("observation.")
+    return "images/" + key.removeprefix("images.") if key.startswith("images.") else key
+
+
+def state_names(state_fields: Mapping[str, slice]) -> list[str]:
+    """Per-element names from `env.state_fields` (name -> slice): tcp_position.0, ..."""
+    names = []
+    for name, where in state_fields.items():
+        size = where.stop - where.start
+        names += [name] if size == 1 else [f"{name}.{i}" for i in range(size)]
+    return names
+
+
+def features_from_spaces(observation_space: Any, action_space: Any, *,
+                         state_names: Sequence[str] | None = None,
+                         action_names: Sequence[str] | None = None) -> dict:
+    """LeRobot features for a robostack env: "observation.state", one "video" feature per
+    "images/<camera>" key (uint8 HWC), "action"."""
+    items = observation_space.spaces.items() if hasattr(observation_space, "spaces") \
+        else dict(observation_space).items()
+    features = {}
+    for key, space in items:
+        shape = [int(s) for s in space.shape]
+        if key.startswith("images/"):
+            features[feature_key(key)] = {"dtype": "video", "shape": shape,
+                                          "names": ["height", "width", "channels"]}
+        else:
+            names = list(state_names) if key == "state" and state_names else None
+            features[feature_key(key)] = {"dtype": "float32", "shape": shape, "names": names}
+    features["action"] = {"dtype": "float32", "shape": [int(action_space.shape[0])],
+                          "names": list(action_names) if action_names else None}
+    return features
+
+
+def _full_features(features: Mapping[str, Mapping], fps: float,
+                   timestamp_sources: Sequence[str]) -> dict:
+    if "action" not in features or not any(k.startswith("observation.") for k in features):
+        raise ValueError("features need 'action' and at least one 'observation.*' entry")
+    out = {}
+    for key, ft in features.items():
+        if "/" in key:
+            raise ValueError(f"feature name {key!r} contains '/' (LeRobot forbids it); "
+                             "use feature_key() to name env keys")
+        ft = {"dtype": ft["dtype"], "shape": [int(s) for s in ft["shape"]], "names": ft.get("names")}
+        if ft["dtype"] == "video":
+            if len(ft["shape"]) != 3 or ft["shape"][2] != 3:
+                raise ValueError(f"{key}: video features are (height, width, 3), got {ft['shape']}")
+            h, w, c = ft["shape"]
+            ft["info"] = {"video.height": h, "video.width": w, "video.codec": "mpeg4",
+                          "video.pix_fmt": "yuv420p", "video.is_depth_map": False,
+                          "video.fps": fps, "video.channels": c, "has_audio": False}
+        elif ft["dtype"] not in _ARROW or len(ft["shape"]) != 1:
+            raise ValueError(f"{key}: supported are 'video' (H, W, 3) and 1-d {sorted(_ARROW)}, "
+                             f"got {ft['dtype']} {ft['shape']}")
+        out[key] = ft
+    out["policy_action"] = {**out["action"]}
+    out.update({k: dict(v) for k, v in RL_FEATURES.items()})
+    for source in timestamp_sources:
+        out[f"timestamp.{source}"] = {"dtype": "float64", "shape": [1], "names": None}
+    out.update({k: dict(v) for k, v in DEFAULT_FEATURES.items()})
+    return out
+
+
+def _arrow_type(ft: Mapping) -> pa.DataType:
+    t = _ARROW[ft["dtype"]]
+    return t if ft["shape"] == [1] else pa.list_(t, ft["shape"][0])
+
+
+# --------------------------------------------------------------------------- file helpers
+def _chunk_file(episode: int) -> dict:
+    return {"chunk_index": episode // CHUNKS_SIZE, "file_index": episode % CHUNKS_SIZE}
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_parquet(table: pa.Table, path: Path) -> Path:
+    """Write to `path`.tmp and fsync; the caller renames it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    _fsync_file(tmp)
+    return tmp
+
+
+def _write_json_atomic(data: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=4)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def _tasks_table(tasks: Sequence[str]) -> pa.Table:
+    # LeRobot writes tasks with pandas, the task string as the index; the pandas metadata below
+    # makes pandas.read_parquet give that same frame, while pyarrow readers see two columns.
+    pandas_meta = {"index_columns": ["task"], "column_indexes": [], "columns": [
+        {"name": "task_index", "field_name": "task_index", "pandas_type": "int64",
+         "numpy_type": "int64", "metadata": None},
+        {"name": "task", "field_name": "task", "pandas_type": "unicode",
+         "numpy_type": "object", "metadata": None}]}
+    return pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()),
+                     "task": pa.array(list(tasks), pa.string())},
+                    ).replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
+
+
+def _read_table(path: Path, what: str) -> pa.Table:
+    if not path.is_file():
+        raise EpisodeLogError(f"{path}: missing ({what}). Fix: restore the file, or copy the log "
+                              "again; a log is only complete with every file info.json counts.")
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise EpisodeLogError(
+            f"{path}: corrupt or truncated parquet ({what}): {exc}. Fix: restore it from a copy; "
+            "if only this episode is damaged, read the others (EpisodeLog(...).episode(i) for "
+            "the rest still works).") from exc
+
+
+def _column(table: pa.Table, name: str) -> np.ndarray:
+    col = table.column(name).combine_chunks()
+    if pa.types.is_fixed_size_list(col.type):
+        return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
+    if pa.types.is_list(col.type):
+        return np.array(col.to_pylist())
+    return col.to_numpy(zero_copy_only=False)
+

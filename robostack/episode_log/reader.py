@@ -1,0 +1,182 @@
+"""EpisodeLog: the torch-free reader, and loading logged episodes into a replay buffer."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from robostack.episode_log.layout import (INFO_PATH, TASKS_PATH, EpisodeLogError, _column,
+                                          _read_table, env_key)
+
+
+class EpisodeLog:
+    """Read-only view of a log (ours, or any LeRobot v3.0 dataset on disk). No torch."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.info = self._read_info(self.root)
+        self.fps = self.info["fps"]
+        self.features = self.info["features"]
+        self.video_keys = [k for k, f in self.features.items() if f["dtype"] == "video"]
+        # Rows past total_tasks belong to an episode whose commit a crash interrupted.
+        self.tasks = self._read_tasks(self.root)[:self.info["total_tasks"]] \
+            if self.info["total_tasks"] else []
+        self._episodes: list[dict] | None = None
+
+    def __len__(self) -> int:
+        return int(self.info["total_episodes"])
+
+    @staticmethod
+    def _read_info(root: Path) -> dict:
+        path = root / INFO_PATH
+        if not path.is_file():
+            raise EpisodeLogError(f"{path}: missing; {root} is not an episode log. Fix: pass the "
+                                  "log's root folder (the one holding meta/, data/, videos/).")
+        try:
+            info = json.loads(path.read_text())
+            info["features"], info["total_episodes"]  # noqa: B018 (presence check)
+        except (ValueError, KeyError) as exc:
+            raise EpisodeLogError(f"{path}: unreadable ({exc!r}). Fix: restore it from a copy; "
+                                  "it is always replaced atomically, so damage came from "
+                                  "outside the writer.") from exc
+        if not str(info.get("codebase_version", "")).startswith("v3."):
+            raise EpisodeLogError(f"{path}: codebase_version {info.get('codebase_version')!r}; "
+                                  "this reader needs v3.x. Fix: convert it with LeRobot's "
+                                  "convert_dataset_v21_to_v30 script.")
+        return info
+
+    @staticmethod
+    def _read_tasks(root: Path) -> list[str]:
+        table = _read_table(root / TASKS_PATH, "task list")
+        if "task" in table.column_names:
+            by_index = dict(zip(_column(table, "task_index").tolist(), table.column("task").to_pylist()))
+        else:  # pandas index stored under its own name
+            name = [c for c in table.column_names if c != "task_index"][0]
+            by_index = dict(zip(_column(table, "task_index").tolist(), table.column(name).to_pylist()))
+        return [by_index[i] for i in sorted(by_index)]
+
+    @property
+    def episodes(self) -> list[dict]:
+        """Per-episode metadata rows (committed episodes only), in episode order."""
+        if self._episodes is None:
+            rows = {}
+            for path in sorted((self.root / "meta/episodes").glob("*/*.parquet")):
+                for row in _read_table(path, "episode metadata").to_pylist():
+                    if row["episode_index"] < len(self):
+                        rows[row["episode_index"]] = row
+            missing = sorted(set(range(len(self))) - set(rows))
+            if missing:
+                raise EpisodeLogError(
+                    f"{self.root / 'meta/episodes'}: no metadata for episodes {missing[:10]} that "
+                    f"{self.root / INFO_PATH} counts. Fix: restore the missing meta/episodes "
+                    "files, or lower total_episodes/total_frames in info.json to drop them.")
+            self._episodes = [rows[i] for i in range(len(self))]
+        return self._episodes
+
+    def episode(self, i: int, *, video: bool = False) -> dict:
+        """Episode i: one numpy array per feature (T rows; vectors (T, n)), "task", and the final
+        observation as "final/<key>". With `video`, camera frames are decoded: (T, H, W, 3)
+        uint8 RGB under the feature key and the final frame under "final/<key>"."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"episode {i} out of range: the log has {len(self)}")
+        meta = self.episodes[i]
+        path = self.root / self.info["data_path"].format(
+            chunk_index=meta["data/chunk_index"], file_index=meta["data/file_index"])
+        table = _read_table(path, f"frames of episode {i}")
+        if table.num_rows != meta["length"]:
+            import pyarrow.compute as pc
+
+            table = table.filter(pc.equal(table.column("episode_index"), i))
+        if table.num_rows != meta["length"]:
+            raise EpisodeLogError(f"{path}: {table.num_rows} rows for episode {i}, its metadata "
+                                  f"says {meta['length']}. Fix: restore the file from a copy.")
+        out = {k: _column(table, k) for k in table.column_names}
+        out["task"] = self.tasks[int(out["task_index"][0])] if self.tasks else meta["tasks"][0]
+        out.update({k: np.asarray(v, np.float32) for k, v in meta.items() if k.startswith("final/")})
+        if video:
+            for key in self.video_keys:
+                frames = self.frames(i, key)
+                out[key] = frames[:meta["length"]]
+                if len(frames) > meta["length"]:
+                    out[f"final/{key}"] = frames[meta["length"]]
+        return out
+
+    def frames(self, i: int, key: str) -> np.ndarray:
+        """Decoded frames of camera `key` in episode i, (N, H, W, 3) uint8 RGB; N is the length
+        plus the trailing final-observation frame where the log has one."""
+        import cv2
+
+        meta = self.episodes[i]
+        path = self.root / self.info["video_path"].format(
+            video_key=key, chunk_index=meta[f"videos/{key}/chunk_index"],
+            file_index=meta[f"videos/{key}/file_index"])
+        if not path.is_file():
+            raise EpisodeLogError(f"{path}: missing (video of episode {i}). Fix: restore it, or "
+                                  "read the episode without video=True.")
+        start = round(meta[f"videos/{key}/from_timestamp"] * self.fps)
+        count = meta["length"] + (1 if "rl/return" in meta else 0)
+        cap = cv2.VideoCapture(str(path))
+        if start:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+        frames = []
+        while len(frames) < count:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            frames.append(bgr[..., ::-1])
+        cap.release()
+        if len(frames) < meta["length"]:
+            raise EpisodeLogError(f"{path}: decoded {len(frames)} frames, episode {i} needs "
+                                  f"{meta['length']}: the video is corrupt or truncated. Fix: "
+                                  "restore it from a copy, or read without video=True.")
+        return np.stack(frames)
+
+    def transitions(self, i: int, *, select: str = "all", images: bool = True) -> list[dict]:
+        """Episode i as replay-buffer episodes (the `load_demonstrations` format): observations
+        {env key: (T+1, ...)}, actions, rewards, terminations, truncations. select="intervention"
+        keeps only the human's steps, one segment per take-over (the HIL-SERL demo-buffer rule)."""
+        ep = self.episode(i, video=images and bool(self.video_keys))
+        keys = [k for k in self.features if k.startswith("observation.")
+                and (images or k not in self.video_keys)]
+        obs = {env_key(k): np.concatenate([ep[k], ep[f"final/{k}"][None]]) for k in keys}
+        length = len(ep["action"])
+        if select == "all":
+            spans = [(0, length)]
+        elif select == "intervention":
+            flag = np.concatenate([[False], ep["intervention"].astype(bool), [False]])
+            edges = np.flatnonzero(np.diff(flag.astype(np.int8)))
+            spans = list(zip(edges[::2], edges[1::2]))
+        else:
+            raise ValueError(f"select must be 'all' or 'intervention', got {select!r}")
+        return [{"observations": {k: v[a:b + 1] for k, v in obs.items()},
+                 "actions": ep["action"][a:b].astype(np.float32),
+                 "rewards": ep["next.reward"][a:b].astype(np.float32),
+                 "terminations": ep["next.done"][a:b], "truncations": ep["next.truncated"][a:b]}
+                for a, b in spans]
+
+
+def load_into_buffer(log: EpisodeLog | str | os.PathLike, *, episodes: Sequence[int] | None = None,
+                     select: str = "all", successful_only: bool = False, images: bool = True,
+                     extra_capacity: int = 0, seed: int | None = None, device: str = "cpu"):
+    """A demonstration ReplayBuffer (robostack.rl.buffers) holding the logged transitions:
+    the same (obs, action, reward, next obs, termination, truncation) as scripted-expert demos.
+    `select="intervention"` loads only intervention segments; `successful_only` skips episodes
+    that never reported success. Imports torch (through the buffer), unlike the reader."""
+    from robostack.rl.buffers import load_demonstrations
+
+    log = log if isinstance(log, EpisodeLog) else EpisodeLog(log)
+    chosen = range(len(log)) if episodes is None else episodes
+    pieces = []
+    for i in chosen:
+        if successful_only and not log.episodes[i].get("rl/success", True):
+            continue
+        pieces += log.transitions(i, select=select, images=images)
+    if not pieces:
+        raise ValueError(f"{log.root}: no episodes to load (select={select!r}, "
+                         f"successful_only={successful_only})")
+    return load_demonstrations(pieces, extra_capacity=extra_capacity, seed=seed, device=device)
+

@@ -1,0 +1,311 @@
+"""EpisodeWriter: appends episodes from the control loop; encodes and commits on its own thread."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from robostack.episode_log.layout import (_FILE_RE, CHUNKS_SIZE, CODEBASE_VERSION, DATA_PATH,
+                                          EPISODES_PATH, FORMAT_VERSION, INFO_PATH, TASKS_PATH,
+                                          VIDEO_PATH, EpisodeLogError, _arrow_type, _chunk_file,
+                                          _fsync_file, _full_features, _tasks_table,
+                                          _write_json_atomic, _write_parquet, feature_key)
+from robostack.episode_log.reader import EpisodeLog
+from robostack.files import fsync_dir
+
+
+class EpisodeWriter:
+    """Appends episodes to a log at `root` (created if absent; reopened logs must match `fps`
+    and `features`). One writer per log at a time (a lock file enforces it).
+
+        writer = EpisodeWriter(root, fps=10, features=features_from_spaces(...), task="pick_cube")
+        writer.add_frame(obs, action, reward, terminated, truncated, success=..., ...)
+        writer.end_episode(final_obs)        # commits in the background; returns the index
+        writer.close()                       # waits for every committed episode to be on disk
+    """
+
+    def __init__(self, root: str | os.PathLike, fps: float, features: Mapping[str, Mapping], *,
+                 task: str = "", robot_type: str | None = None,
+                 timestamp_sources: Sequence[str] = ("state", "action"), queue_size: int = 1024):
+        self.root = Path(root)
+        self.fps = fps
+        self.task = task
+        self.features = _full_features(features, fps, timestamp_sources)
+        self.obs_keys = [k for k in self.features if k.startswith("observation.")]
+        self.video_keys = [k for k in self.obs_keys if self.features[k]["dtype"] == "video"]
+        self.sources = list(timestamp_sources)
+        self.stall_seconds = 0.0  # time add_frame spent waiting on a full queue
+        (self.root / "meta").mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.root / "meta" / ".writer.lock", "w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            raise EpisodeLogError(f"{self.root}: another EpisodeWriter has this log open. Fix: "
+                                  "close it, or write to another folder.") from None
+        self.info = self._open_info(robot_type)
+        self._tasks = []
+        self._recover()
+        self._next_episode = self.info["total_episodes"]
+        self._frames_in_episode = 0
+        self._error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._run, name="episode-writer", daemon=True)
+        self._thread.start()
+
+    # --- caller side (control loop) ------------------------------------------------------
+    def add_frame(self, obs: Mapping[str, np.ndarray], action, reward: float = 0.0,
+                  terminated: bool = False, truncated: bool = False, *, success: bool = False,
+                  intervention: bool = False, policy_action=None,
+                  timestamps: Mapping[str, float] | None = None) -> None:
+        """Log one step: `obs` (env or feature keys) is where `action` was taken; reward,
+        terminated, truncated, success are its outcome. Copies the arrays; never writes."""
+        self._raise_pending()
+        frame = {}
+        for key, value in obs.items():
+            name = feature_key(key)
+            ft = self.features.get(name)
+            arr = np.array(value, dtype=np.uint8 if ft and ft["dtype"] == "video" else None)
+            if ft is None or list(arr.shape) != ft["shape"]:
+                raise ValueError(f"obs[{key!r}]: expected feature {name} of shape "
+                                 f"{ft and ft['shape']}, got {arr.shape}")
+            frame[name] = arr
+        if len(frame) != len(self.obs_keys):
+            raise ValueError(f"obs keys {sorted(frame)} differ from {self.obs_keys}")
+        frame["action"] = np.array(action, np.float32)
+        frame["policy_action"] = frame["action"] if policy_action is None \
+            else np.array(policy_action, np.float32)
+        frame["next.reward"] = float(reward)
+        frame["next.done"] = bool(terminated)
+        frame["next.truncated"] = bool(truncated)
+        frame["next.success"] = bool(success)
+        frame["intervention"] = bool(intervention)
+        for source in self.sources:
+            frame[f"timestamp.{source}"] = float(timestamps.get(source, math.nan)) \
+                if timestamps else math.nan
+        self._frames_in_episode += 1
+        self._put(("frame", frame))
+
+    def end_episode(self, final_obs: Mapping[str, np.ndarray], *, task: str | None = None) -> int:
+        """Close the episode in flight; `final_obs` is the observation after its last step.
+        The commit runs in the background; returns the episode's index in the log."""
+        self._raise_pending()
+        if self._frames_in_episode == 0:
+            raise ValueError("end_episode without any add_frame")
+        final = {feature_key(k): np.array(v) for k, v in final_obs.items()}
+        if sorted(final) != sorted(self.obs_keys):
+            raise ValueError(f"final_obs keys {sorted(final)} differ from {self.obs_keys}")
+        index = self._next_episode
+        self._next_episode += 1
+        self._frames_in_episode = 0
+        self._put(("end", {"final": final, "task": self.task if task is None else task}))
+        return index
+
+    def discard_episode(self) -> None:
+        """Drop the episode in flight (a re-recorded demo, an aborted rollout)."""
+        self._frames_in_episode = 0
+        self._put(("discard", None))
+
+    def flush(self) -> None:
+        """Block until every ended episode is committed."""
+        self._queue.join()
+        self._raise_pending()
+
+    def close(self) -> None:
+        """Commit what was ended, drop an unfinished episode, release the log."""
+        if self._thread.is_alive():
+            self._put(("close", None))
+            self._thread.join()
+        self._lock_file.close()
+        self._raise_pending()
+
+    def __enter__(self) -> "EpisodeWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _put(self, item) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:  # back-pressure rather than losing data; counted for the report
+            t0 = time.perf_counter()
+            self._queue.put(item)
+            self.stall_seconds += time.perf_counter() - t0
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            raise EpisodeLogError(f"{self.root}: the background writer failed: "
+                                  f"{self._error!r}") from self._error
+
+    # --- opening an existing log -------------------------------------------------------------
+    def _open_info(self, robot_type: str | None) -> dict:
+        path = self.root / INFO_PATH
+        if not path.exists():
+            info = {"codebase_version": CODEBASE_VERSION, "robot_type": robot_type,
+                    "total_episodes": 0, "total_frames": 0, "total_tasks": 0,
+                    "chunks_size": CHUNKS_SIZE, "data_files_size_in_mb": 100,
+                    "video_files_size_in_mb": 500, "fps": self.fps, "splits": {},
+                    "data_path": DATA_PATH, "video_path": VIDEO_PATH if self.video_keys else None,
+                    "features": self.features,
+                    "robostack": {"format_version": FORMAT_VERSION, "files_per_episode": 1}}
+            _write_json_atomic(info, path)
+            return info
+        info = EpisodeLog._read_info(self.root)
+        if info["fps"] != self.fps or info["features"] != json.loads(json.dumps(self.features)):
+            raise EpisodeLogError(
+                f"{path}: this log was written with fps {info['fps']} and features "
+                f"{sorted(info['features'])}; the writer has fps {self.fps} and features "
+                f"{sorted(self.features)} (or shapes/names differ). Fix: write to a new folder.")
+        return info
+
+    def _recover(self) -> None:
+        """Remove what a crash left: temporary files and files of uncommitted episodes."""
+        committed = self.info["total_episodes"]
+        for path in (self.root / "meta").glob("*.tmp"):
+            path.unlink()
+        if self.info["total_tasks"]:
+            # A crash inside a commit can leave tasks.parquet with the uncommitted episode's task.
+            tasks = EpisodeLog._read_tasks(self.root)
+            self._tasks = tasks[:self.info["total_tasks"]]
+            if len(tasks) > len(self._tasks):
+                path = self.root / TASKS_PATH
+                os.replace(_write_parquet(_tasks_table(self._tasks), path), path)
+                fsync_dir(path.parent)
+        for top in ("data", "videos", "meta/episodes"):
+            for path in (self.root / top).rglob("*") if (self.root / top).exists() else ():
+                if not path.is_file():
+                    continue
+                m = _FILE_RE.search(path.as_posix())
+                if ".tmp" in path.name or (m and int(m[1]) * CHUNKS_SIZE + int(m[2]) >= committed):
+                    path.unlink()
+
+    # --- background thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        episode = None
+        while True:
+            kind, payload = self._queue.get()
+            try:
+                if self._error is not None or kind == "close":
+                    if episode is not None:
+                        self._abort(episode)
+                    return
+                if kind == "frame":
+                    episode = episode or self._start(self.info["total_episodes"])
+                    self._append(episode, payload)
+                elif kind == "end":
+                    self._commit(episode, payload)
+                    episode = None
+                elif kind == "discard" and episode is not None:
+                    self._abort(episode)
+                    episode = None
+            except BaseException as exc:  # surfaced to the caller on its next call
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _start(self, index: int) -> dict:
+        import cv2
+
+        episode = {"index": index, "columns": {k: [] for k in self.features}, "videos": {}}
+        for key in self.video_keys:
+            final = self.root / VIDEO_PATH.format(video_key=key, **_chunk_file(index))
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.with_name(final.stem + ".tmp.mp4")  # the extension picks the container
+            h, w, _ = self.features[key]["shape"]
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(self.fps), (w, h))
+            if not writer.isOpened():
+                raise EpisodeLogError(f"{tmp}: OpenCV cannot write mp4v video. Fix: install "
+                                      "opencv-python-headless from PyPI (its wheels include FFmpeg).")
+            episode["videos"][key] = (writer, tmp, final)
+        return episode
+
+    def _append(self, episode: dict, frame: dict) -> None:
+        cols = episode["columns"]
+        for key, value in frame.items():
+            if key in episode["videos"]:
+                episode["videos"][key][0].write(np.ascontiguousarray(value[..., ::-1]))  # RGB->BGR
+            else:
+                cols[key].append(value)
+
+    def _abort(self, episode: dict) -> None:
+        for writer, tmp, _ in episode["videos"].values():
+            writer.release()
+            tmp.unlink(missing_ok=True)
+
+    def _commit(self, episode: dict, end: dict) -> None:
+        index, cols = episode["index"], episode["columns"]
+        length = len(cols["action"])
+        if end["task"] not in self._tasks:
+            self._tasks.append(end["task"])
+            new_task = True
+        else:
+            new_task = False
+        task_index = self._tasks.index(end["task"])
+        first = self.info["total_frames"]
+        cols["timestamp"] = np.arange(length, dtype=np.float32) / np.float32(self.fps)
+        cols["frame_index"] = np.arange(length, dtype=np.int64)
+        cols["episode_index"] = np.full(length, index, np.int64)
+        cols["index"] = np.arange(first, first + length, dtype=np.int64)
+        cols["task_index"] = np.full(length, task_index, np.int64)
+        arrays, fields = [], []
+        for key, ft in self.features.items():
+            if ft["dtype"] == "video":
+                continue
+            values = np.asarray(cols[key], dtype=ft["dtype"])
+            typ = _arrow_type(ft)
+            arr = pa.array(values, typ) if values.ndim == 1 else pa.FixedSizeListArray.from_arrays(
+                pa.array(values.reshape(-1), typ.value_type), ft["shape"][0])
+            arrays.append(arr), fields.append(pa.field(key, typ))
+        renames = []
+        for key, (writer, tmp, final) in episode["videos"].items():
+            writer.write(np.ascontiguousarray(end["final"][key].astype(np.uint8)[..., ::-1]))
+            writer.release()
+            _fsync_file(tmp)
+            renames.append((tmp, final))
+        where = _chunk_file(index)
+        data_path = self.root / DATA_PATH.format(**where)
+        renames.append((_write_parquet(pa.Table.from_arrays(arrays, schema=pa.schema(fields)),
+                                       data_path), data_path))
+        rewards = np.asarray(cols["next.reward"], np.float64)
+        row = {"episode_index": index, "tasks": [end["task"]], "length": length,
+               "data/chunk_index": where["chunk_index"], "data/file_index": where["file_index"],
+               "dataset_from_index": first, "dataset_to_index": first + length}
+        for key in self.video_keys:
+            row.update({f"videos/{key}/chunk_index": where["chunk_index"],
+                        f"videos/{key}/file_index": where["file_index"],
+                        f"videos/{key}/from_timestamp": 0.0,
+                        f"videos/{key}/to_timestamp": length / self.fps})
+        row.update({"meta/episodes/chunk_index": where["chunk_index"],
+                    "meta/episodes/file_index": where["file_index"],
+                    "rl/return": float(rewards.sum()), "rl/success": bool(any(cols["next.success"])),
+                    "rl/terminated": bool(cols["next.done"][-1]),
+                    "rl/truncated": bool(cols["next.truncated"][-1]),
+                    "rl/intervention_steps": int(sum(cols["intervention"]))})
+        for key in self.obs_keys:
+            if key not in self.video_keys:
+                row[f"final/{key}"] = end["final"][key].astype(np.float32).tolist()
+        meta_path = self.root / EPISODES_PATH.format(**where)
+        renames.append((_write_parquet(pa.Table.from_pylist([row]), meta_path), meta_path))
+        if new_task:
+            tasks_path = self.root / TASKS_PATH
+            renames.append((_write_parquet(_tasks_table(self._tasks), tasks_path), tasks_path))
+        for tmp, final in renames:
+            os.replace(tmp, final)
+        for directory in {final.parent for _, final in renames}:
+            fsync_dir(directory)
+        # The commit point: until info.json counts it, the episode does not exist.
+        self.info.update(total_episodes=index + 1, total_frames=first + length,
+                         total_tasks=len(self._tasks))
+        _write_json_atomic(self.info, self.root / INFO_PATH)
+
