@@ -48,16 +48,21 @@ def parse_keys(data: bytes) -> list[str]:
     keys, i = [], 0
     while i < len(data):
         if data[i:i + 1] == b"\x1b":
-            sequence = data[i:i + 3]
-            if sequence in _ESCAPES:
-                keys.append(_ESCAPES[sequence])
-                i += 3
-                continue
-            if data[i + 1:i + 2] in (b"[", b"O"):  # another sequence (F-keys...): skip it
-                i += 3
+            introducer = data[i + 1:i + 2]
+            if introducer == b"[":  # CSI: parameters, then one final byte in 0x40..0x7e
+                end = i + 2
+                while end < len(data) and not 0x40 <= data[end] <= 0x7E:
+                    end += 1
+                end += 1
+            elif introducer == b"O":  # SS3: one byte
+                end = i + 3
             else:  # the esc key itself
                 keys.append("esc")
                 i += 1
+                continue
+            if data[i:end] in _ESCAPES:  # arrows; other sequences (F-keys, ...) are dropped
+                keys.append(_ESCAPES[data[i:end]])
+            i = end
             continue
         char = chr(data[i]).lower()
         i += 1
