@@ -92,8 +92,11 @@ class KeyboardMapping:
     def press(self, key: str, t: float) -> None:
         self.last_input = t
         if key in MOTION_KEYS:
-            repeating = self.held_until.get(key, -1.0) >= t
-            self.held_until[key] = t + (self.repeat_hold if repeating else self.initial_hold)
+            until = self.held_until.get(key, -1.0)
+            repeating = until >= t
+            # max: a repeat never shortens the hold a press already earned (several presses
+            # can arrive in one read)
+            self.held_until[key] = max(until, t + (self.repeat_hold if repeating else self.initial_hold))
         elif key == "c":
             self.gripper = 1.0
         elif key == "v":

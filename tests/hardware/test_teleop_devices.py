@@ -65,6 +65,9 @@ def test_keyboard_keys_act_held_for_a_short_time_without_release_events():
     m.press("w", 0.0)  # a tap
     assert m.reading(0.2).translation[0] == 1.0
     assert m.reading(0.26).translation[0] == 0.0  # stops by itself
+    m.press("a", 0.5)
+    m.press("a", 0.5)  # two presses in one read: still a tap's hold, not a repeat's
+    assert m.reading(0.7).translation[1] == 1.0
     # A held key: first press, auto-repeat after 0.2 s, then every 0.03 s; released at 0.5 s.
     m.press("s", 1.0)
     repeats = [1.2 + 0.03 * i for i in range(10)]
