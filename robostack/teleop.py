@@ -123,6 +123,15 @@ class InterventionProtocol:
     stuck_distance: float = 0.01  # m: moving less than this in stuck_steps steps is stuck
     noise: float = 0.0  # Gaussian noise on the expert's actions (action units)
 
+    def __post_init__(self):
+        for name in ("start", "duration"):
+            value = tuple(getattr(self, name))
+            if len(value) != 2 or value[0] > value[1] or value[0] < 0:
+                raise ValueError(f"InterventionProtocol.{name} must be two steps lo <= hi (>= 0), got {value}")
+            setattr(self, name, value)
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"InterventionProtocol.probability must be in [0, 1], got {self.probability}")
+
     def schedule(self, seed: int, episode: int) -> tuple[int, int] | None:
         """The (first, last+1) steps of the scheduled takeover of `episode`, or None. A pure
         function of (seed, episode): the same run replays the same interventions."""
@@ -166,7 +175,8 @@ class Autopilot:
         if p.when_stuck and self.t >= self.stuck_until:
             self.positions.append(np.array(fields["tcp_position"], dtype=float))
             full = len(self.positions) == self.positions.maxlen
-            if full and max(np.linalg.norm(x - self.positions[-1]) for x in self.positions) < p.stuck_distance:
+            moved = max(np.linalg.norm(x - self.positions[-1]) for x in self.positions) if full else np.inf
+            if moved < p.stuck_distance:
                 self.stuck_until = self.t + int(self._rng.integers(p.duration[0], p.duration[1] + 1))
                 self.positions.clear()
 
@@ -207,7 +217,8 @@ def make_device(name: str, task=None, protocol: InterventionProtocol | None = No
     `options` go to the driver (operator_yaw, speed, ...)."""
     if name == "autopilot":
         if task is None:
-            raise ValueError("the autopilot needs the task it acts in: make_device('autopilot', task=env.task)")
+            raise ValueError("the autopilot needs the task it acts in: "
+                             "make_device('autopilot', task=env.task)")
         return Autopilot(task, protocol, seed=seed)
     if name == "keyboard":
         from hardware.teleop.keyboard import KeyboardDevice

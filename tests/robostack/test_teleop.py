@@ -44,6 +44,8 @@ def test_protocol_is_reproducible_from_a_seed_and_differs_across_seeds():
     assert 8 <= len(taken) <= 32  # about half the episodes
     assert all(0 <= start <= 20 and 5 <= end - start <= 15 for start, end in taken)
     assert all(InterventionProtocol(probability=0.0).schedule(1, e) is None for e in range(20))
+    with pytest.raises(ValueError, match="two steps lo <= hi"):
+        InterventionProtocol(start=(5,))
 
 
 def run_episodes(env, autopilot: Autopilot, seeds, policy):
