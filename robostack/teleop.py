@@ -343,7 +343,10 @@ def main(argv=None) -> int:
                         help="show the device's live readings (the autopilot acts in the mirror)")
     add_dataclass_arguments(parser, TeleopConfig)
     args = parser.parse_args(argv)
-    config = dataclass_from_args(TeleopConfig, args)
+    try:
+        config = dataclass_from_args(TeleopConfig, args)
+    except ValueError as exc:
+        parser.error(str(exc))
     if config.device not in DEVICES:
         parser.error(f"--device must be one of {', '.join(DEVICES)}, got {config.device!r}")
     return run(config, args.selftest)
