@@ -31,13 +31,22 @@ import numpy as np
 
 
 class InterventionWrapper(gym.Wrapper):
-    def __init__(self, env: gym.Env, device, to_action: Callable, takeover_penalty: float = 0.0,
-                 end_on_labels: bool = True):
+    def __init__(self, env: gym.Env, device, to_action: Callable | None = None,
+                 takeover_penalty: float = 0.0, end_on_labels: bool = True):
         super().__init__(env)
-        self.device, self.to_action = device, to_action
+        self.device = device
+        self.to_action = to_action or self._base_to_policy_action
         self.takeover_penalty = float(takeover_penalty)
         self.end_on_labels = end_on_labels
+        self.episode_index = -1
         self._reset_stats()
+
+    def _base_to_policy_action(self, reading) -> np.ndarray:
+        from robostack.teleop import base_to_policy_action
+
+        env = self.env.unwrapped
+        return base_to_policy_action(reading, env.config, env.fields()["tcp_quaternion"],
+                                     getattr(env, "action_frame", "base"))
 
     def _reset_stats(self) -> None:
         self.steps = self.intervention_steps = self.takeovers = 0
@@ -45,8 +54,9 @@ class InterventionWrapper(gym.Wrapper):
 
     def reset(self, **kwargs):
         self._reset_stats()
-        if hasattr(self.device, "reset_episode"):  # the autopilot draws this episode's takeover
-            self.device.reset_episode()
+        self.episode_index += 1
+        if hasattr(self.device, "reset"):  # the autopilot draws this episode's takeover
+            self.device.reset(episode=self.episode_index)
         return self.env.reset(**kwargs)
 
     def step(self, policy_action):

@@ -88,3 +88,23 @@ def test_a_device_action_of_the_wrong_shape_is_refused_before_the_env_moves(env)
     wrapped.reset(seed=0)
     with pytest.raises(ValueError, match="base_to_policy_action"):
         wrapped.step(np.zeros(3, np.float32))
+
+
+def test_autopilot_takes_over_per_its_protocol_and_finishes_the_task(env):
+    from robostack.teleop import Autopilot, InterventionProtocol
+
+    pick = make_env("pick_cube", transport_kind="inprocess")
+    try:
+        protocol = InterventionProtocol(probability=1.0, start=(3, 3), duration=(100, 100))
+        wrapped = InterventionWrapper(pick, Autopilot(pick.task, protocol, seed=0))
+        wrapped.reset(seed=0)
+        idle = np.zeros(pick.action_space.shape, np.float32)  # a policy that does nothing
+        for _ in range(pick.config.max_episode_steps):
+            _, reward, terminated, truncated, info = wrapped.step(idle)
+            if terminated or truncated:
+                break
+        assert info["success"] and terminated
+        stats = info["episode_interventions"]
+        assert stats["takeovers"] == 1 and stats["steps"] - stats["intervention_steps"] == 3
+    finally:
+        pick.close()
