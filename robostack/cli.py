@@ -17,6 +17,9 @@ COMMANDS = {
     "learner": ("robostack.learner", "the learner process alone: replay buffers, updates, weights"),
     "actor": ("robostack.actor", "one actor process alone: acts with the learner's weights"),
     "eval": ("robostack.evaluate", "success rate and time to success of a run's latest policy"),
+    "record-demos": ("robostack.record", "drive the arm with a teleop device and log demonstrations"),
+    "replay": ("robostack.replay", "re-execute a logged episode in the mirror, report tracking error"),
+    "view": ("robostack.replay:view_main", "video with overlays and a plot of a logged episode"),
     "expert": ("robostack.expert", "run a task's scripted expert through the env and report success"),
     "teleop": ("robostack.teleop", "teleop devices (keyboard, gamepad, spacemouse, autopilot): --selftest"),
 }
@@ -38,8 +41,9 @@ def main(argv=None) -> int:
     if name not in COMMANDS:
         print(f"robostack: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    module_name, _, function = COMMANDS[name][0].partition(":")
+    module = importlib.import_module(module_name)
+    return int(getattr(module, function or "main")(rest) or 0)
 
 
 if __name__ == "__main__":

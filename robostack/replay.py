@@ -138,7 +138,7 @@ def plot_episode(series: dict[str, np.ndarray], path: Path, width: int = 900,
         for d in range(values.shape[1]):
             ys = top + panel_height - pad - (values[:, d] - lo) / (hi - lo) * (panel_height - 2 * pad)
             points = np.stack([xs, ys], 1).astype(np.int32)
-            cv2.polylines(image, [points], False, colors[d % len(colors)][::-1], 1, cv2.LINE_AA)
+            cv2.polylines(image, [points], False, colors[d % len(colors)], 1, cv2.LINE_AA)  # RGB image
     if not cv2.imwrite(str(path), image[..., ::-1].copy()):
         raise OSError(f"could not write {path}")
 

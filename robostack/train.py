@@ -40,6 +40,7 @@ class TrainConfig:
     total_steps: int = 20_000  # environment steps of online interaction
     demos: int = 20  # successful scripted-expert demonstrations in the demo buffer
     demo_noise: float = 0.1  # action noise of the expert while recording demos (variety)
+    demo_log: str = ""  # episode log (robostack record-demos) to take the demos from instead of the scripted expert; its successful episodes are used, --demos caps how many
     learning_starts: int = 256  # env steps before the first update
     utd_ratio: int = 2  # critic updates per env step, overrides --sac-utd-ratio (RLPD: up to 20)
     demo_fraction: float = 0.5  # share of each batch drawn from the demo buffer (RLPD: 0.5)
@@ -93,6 +94,20 @@ def collect_demonstrations(env, count: int, seed: int, noise: float, progress=pr
             })
     if progress:
         progress(f"demonstrations: {count} successful of {attempts} expert episodes")
+    return episodes
+
+
+def logged_demonstrations(log_dir: str, count: int, progress=print) -> list[dict]:
+    """Up to `count` successful episodes of an episode log, as replay-buffer episodes."""
+    from robostack.episode_log import EpisodeLog
+
+    log = EpisodeLog(log_dir)
+    chosen = [i for i in range(len(log)) if log.episodes[i].get("rl/success", True)][:count]
+    if not chosen:
+        raise SystemExit(f"{log_dir}: no successful episodes to use as demonstrations (the log "
+                         f"has {len(log)}); record some with `robostack record-demos`")
+    episodes = [piece for i in chosen for piece in log.transitions(i, images=False)]
+    progress(f"demonstrations: {len(chosen)} successful episodes from {log_dir}")
     return episodes
 
 
@@ -182,7 +197,10 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
         progress(f"resumed from {checkpoint.path} at env step {step}")
         scale = StateScale.from_state_dict(checkpoint.state["state_scale"])
     else:
-        episodes = collect_demonstrations(env, config.demos, config.seed, config.demo_noise, progress)
+        if config.demo_log:
+            episodes = logged_demonstrations(config.demo_log, config.demos, progress)
+        else:
+            episodes = collect_demonstrations(env, config.demos, config.seed, config.demo_noise, progress)
         demos = load_demonstrations(episodes, seed=config.seed)
         # Buffers keep raw observations; the scale is applied wherever the agent sees a state.
         scale = (StateScale.from_states(np.concatenate([e["observations"]["state"] for e in episodes]))

@@ -96,9 +96,16 @@ class EpisodeWriter:
         self._frames_in_episode += 1
         self._put(("frame", frame))
 
-    def end_episode(self, final_obs: Mapping[str, np.ndarray], *, task: str | None = None) -> int:
+    def end_episode(self, final_obs: Mapping[str, np.ndarray], *, task: str | None = None,
+                    metadata: Mapping[str, float | int | bool | str] | None = None) -> int:
         """Close the episode in flight; `final_obs` is the observation after its last step.
+        `metadata`: scalars stored in the episode's row as rl/<name> (e.g. reset_seed, which
+        `robostack replay` uses to reset the mirror the same way).
         The commit runs in the background; returns the episode's index in the log."""
+        for name, value in (metadata or {}).items():
+            if not isinstance(value, (bool, int, float, str)):
+                raise TypeError(f"episode metadata {name!r} must be a scalar (bool, int, float, "
+                                f"str), got {type(value).__name__}")
         self._raise_pending()
         if self._frames_in_episode == 0:
             raise ValueError("end_episode without any add_frame")
@@ -108,7 +115,8 @@ class EpisodeWriter:
         index = self._next_episode
         self._next_episode += 1
         self._frames_in_episode = 0
-        self._put(("end", {"final": final, "task": self.task if task is None else task}))
+        self._put(("end", {"final": final, "task": self.task if task is None else task,
+                           "metadata": dict(metadata or {})}))
         return index
 
     def discard_episode(self) -> None:
@@ -292,6 +300,7 @@ class EpisodeWriter:
                     "rl/terminated": bool(cols["next.done"][-1]),
                     "rl/truncated": bool(cols["next.truncated"][-1]),
                     "rl/intervention_steps": int(sum(cols["intervention"]))})
+        row.update({f"rl/{name}": value for name, value in end.get("metadata", {}).items()})
         for key in self.obs_keys:
             if key not in self.video_keys:
                 row[f"final/{key}"] = end["final"][key].astype(np.float32).tolist()
