@@ -269,6 +269,7 @@ class Learner:
         if self.final_result is not None:
             result = {**self.final_result, "checkpoint": str(self.last_checkpoint)}
             (self.run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+        self.write_metrics()  # also when no evaluation ran: the file is always there
         self.report()
         self.weights.close()
         if self.tensorboard is not None:
@@ -386,9 +387,12 @@ class Learner:
             if final:
                 self.final_result = {**row, "episodes": int(msg.meta["episodes"])}
             self.history.append(row)
-            run_dir.write_csv(self.run_dir / "metrics.csv", self.history)
+            self.write_metrics()
             if self.tensorboard is not None:
                 self.tensorboard.add_scalar("eval/success_rate", row["success_rate"], step)
+                if row["time_to_success_s"] == row["time_to_success_s"]:  # not NaN
+                    self.tensorboard.add_scalar("eval/time_to_success_s", row["time_to_success_s"], step)
+                self.tensorboard.flush()
             self.say(f"{'final ' if final else ''}eval @ {step} steps ({row['wall_seconds']:.0f} s): success "
                      f"{row['success_rate']:.0%} over {msg.meta['episodes']} episodes "
                      f"(weights v{row['weights_version']})")
@@ -498,7 +502,12 @@ class Learner:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     self.tensorboard.add_scalar(f"train/{k}", v, s["env_steps"])
+            self.tensorboard.flush()  # on disk now, not after the writer's 2-minute timer
         self.say(run_dir.format_progress(s))
+
+    def write_metrics(self) -> None:
+        """metrics.csv: one row per evaluation (periodic and final); the header alone before any."""
+        run_dir.write_csv(self.run_dir / "metrics.csv", self.history, run_dir.METRICS_FIELDS)
 
     def save(self) -> None:
         """Checkpoint + buffers, consistent with the ledger: then tell actors it is durable."""

@@ -1,11 +1,13 @@
 """What an actor/learner training run writes into its run directory, besides checkpoints:
 
     config.json       snapshot of every option (train, learner, launcher, endpoints)
-    metrics.csv       one row per evaluation (periodic and final)
+    metrics.csv       one row per evaluation (periodic and final); always written, header only
+                      when no evaluation ran
     progress.csv      one row per learner progress report (counters, rates, losses)
     episodes.jsonl    one line per finished episode (actor, return, success, why it ended ...)
     eval.json         the final evaluation
-    tensorboard/      the progress scalars, if the tensorboard package is installed
+    tensorboard/      progress (train/*) and evaluation (eval/*) scalars, flushed at every
+                      report, if the tensorboard package is installed (not a dependency)
     logs/, spool/     each process's output; actors' unacknowledged transitions
     checkpoints/, buffers/   the learner's state (robostack/rl/checkpoint.py, buffers.py)
 """
@@ -60,10 +62,16 @@ def trim_episodes(run_dir: Path, stored: dict[str, int]) -> None:
     _write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """All rows, header = the union of their keys in order of appearance (atomic replace)."""
+# metrics.csv's columns, also written (header only) by a run that made no evaluation.
+METRICS_FIELDS = ["env_steps", "wall_seconds", "success_rate", "time_to_success_s",
+                  "weights_version", "actor", "final"]
+
+
+def write_csv(path: Path, rows: list[dict], fields: list[str] = ()) -> None:
+    """All rows, header = `fields`, then the other keys of the rows in order of appearance
+    (atomic replace)."""
     tmp = path.with_suffix(".tmp")
-    fields = list(dict.fromkeys(k for row in rows for k in row))
+    fields = list(dict.fromkeys([*fields, *(k for row in rows for k in row)]))
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()

@@ -169,6 +169,52 @@ def test_spool_keeps_whole_batches_across_a_restart(tmp_path):
     assert not list((tmp_path / "spool").glob("*.tmp"))
 
 
+def test_spool_fsyncs_each_batch_and_the_directory_before_it_counts(tmp_path, monkeypatch):
+    from robostack import transitions
+    from robostack.transitions import Batch, Spool, stack_transitions
+
+    synced, dirs = [], []
+    real_fsync = os.fsync
+    monkeypatch.setattr(transitions.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    monkeypatch.setattr(transitions, "fsync_dir", lambda d: dirs.append(Path(d)))
+    spool = Spool(tmp_path / "spool")
+    obs = {"state": np.zeros(3, np.float32)}
+    batch = Batch("online", 1, stack_transitions([(obs, [0.0], 0.0, obs, False, False)] * 2), [])
+    spool.write(batch)
+    assert len(synced) == 1 and dirs == [tmp_path / "spool"] and batch.path.is_file()
+    spool.write_meta({"run": "r"})
+    assert len(synced) == 2 and dirs == [tmp_path / "spool"] * 2
+
+
+def test_learner_writes_tensorboard_scalars_and_metrics_csv(tmp_path):
+    """Skipped only without the tensorboard package (an optional extra)."""
+    pytest.importorskip("tensorboard")
+    import dataclasses
+    from types import SimpleNamespace
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from robostack.learner import Learner as InProcessLearner, LearnerConfig
+
+    config = TrainConfig(task="pick_cube", run_dir=str(tmp_path / "run"), demos=0, eval_every=100)
+    config.sac = dataclasses.replace(config.sac, hidden_dims=(16, 16), num_critics=2)
+    learner = InProcessLearner(config, LearnerConfig(), say=lambda text: None)
+    assert learner.tensorboard is not None
+    with learner.lock:
+        learner.on_eval(SimpleNamespace(session="s", meta={
+            "actor": "actor-0", "step": 100, "success_rate": 0.5, "time_to_success_s": 2.5,
+            "weights_version": 3, "episodes": 4}))
+    learner.report()
+    learner.tensorboard.close()
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"eval/success_rate", "eval/time_to_success_s", "train/env_steps", "train/utd"} <= set(tags)
+    assert [(e.step, e.value) for e in events.Scalars("eval/success_rate")] == [(100, 0.5)]
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("env_steps,wall_seconds,success_rate") and len(rows) == 2
+
+
 def test_weights_are_versioned_checksummed_and_loaded_only_when_intact():
     from robostack.learner import task_spaces
     from robostack.rl.sac import SACConfig, build_agent
@@ -328,6 +374,24 @@ def test_robot_server_or_actor_death_and_restart(tmp_path, procs):
     _, last_seq, held = final_line(again)
     assert len(online) == counters["env_steps"] == ledger["stored"]["actor-0"] == last_seq == held
     assert ledger["lost"] == {}
+
+
+def test_learner_stopped_before_any_evaluation_leaves_metrics_csv(tmp_path, procs):
+    """metrics.csv (its header) and progress.csv are always written; with the tensorboard
+    package installed, event files too."""
+    run_dir = tmp_path / "run"
+    learner = Learner(tmp_path, procs, run_dir)
+    learner.wait_for(lambda stats: True, STARTUP, "an answer to stats")
+    learner.proc.process.send_signal(signal.SIGTERM)
+    assert learner.proc.wait(60) == 0, learner.proc.text()[-3000:]
+    header = (run_dir / "metrics.csv").read_text().splitlines()
+    assert header[0].startswith("env_steps,wall_seconds,success_rate") and len(header) == 1
+    assert (run_dir / "progress.csv").is_file()
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_children_die_with_the_launcher(tmp_path):
