@@ -29,6 +29,7 @@ from robostack.cli_config import add_dataclass_arguments, dataclass_from_args
 from robostack.rl.buffers import ReplayBuffer, load_demonstrations, sample_mixed
 from robostack.rl.checkpoint import load_latest_checkpoint, save_checkpoint
 from robostack.rl.sac import SACConfig, build_agent, update
+from robostack.teleop import InterventionProtocol
 
 
 @dataclass
@@ -54,6 +55,9 @@ class TrainConfig:
     threads: int = 1  # torch threads (one per process avoids oversubscribing small machines)
     max_episode_steps: int | None = None  # time limit override (None: the task's default)
     normalize_state: bool = True  # standardise the state vector with the demos' mean/std
+    autopilot_interventions: bool = False  # the scripted expert takes over per --autopilot-* (a simulated human, HIL-SERL); its steps go to the demo buffer too
+    takeover_penalty: float = 0.0  # RLIF-style: reward minus this on the step a takeover starts (0: off)
+    autopilot: InterventionProtocol = field(default_factory=InterventionProtocol)
     sac: SACConfig = field(default_factory=lambda: default_sac_config())
 
 
@@ -201,11 +205,21 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
             episodes = logged_demonstrations(config.demo_log, config.demos, progress)
         else:
             episodes = collect_demonstrations(env, config.demos, config.seed, config.demo_noise, progress)
-        demos = load_demonstrations(episodes, seed=config.seed)
+        # Room for intervention steps: the HIL-SERL rule puts them in the demo buffer as well.
+        extra = min(config.total_steps, config.buffer_capacity) if config.autopilot_interventions else 0
+        demos = load_demonstrations(episodes, seed=config.seed, extra_capacity=extra)
         # Buffers keep raw observations; the scale is applied wherever the agent sees a state.
         scale = (StateScale.from_states(np.concatenate([e["observations"]["state"] for e in episodes]))
                  if config.normalize_state else StateScale.identity(env.observation_space["state"].shape[0]))
     mean, std = torch.from_numpy(scale.mean), torch.from_numpy(scale.std)
+    acting = env  # what the training loop steps; evaluation always uses `env`, no operator
+    if config.autopilot_interventions:
+        from robostack.intervention import InterventionWrapper
+        from robostack.teleop import Autopilot
+
+        acting = InterventionWrapper(env, Autopilot(env.task, config.autopilot, seed=config.seed),
+                                     takeover_penalty=config.takeover_penalty)
+    intervention_steps = int(history[-1].get("intervention_steps", 0)) if history else 0
     rng = np.random.default_rng(config.seed)
 
     def save(step: int, wall: float) -> None:
@@ -218,7 +232,7 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
 
     metrics_file = run_dir / "metrics.csv"
     started = time.perf_counter() - wall_offset
-    obs, _ = env.reset(seed=config.seed)
+    obs, _ = acting.reset(seed=config.seed)
     episode_return, returns, successes, finished, update_time = 0.0, [], [], 0, 0.0
     eval_seconds = float(history[-1]["eval_seconds"]) if history else 0.0
     metrics: dict = {}
@@ -228,20 +242,25 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
         result = evaluate(agent, env, config.eval_episodes, config.seed, scale)
         eval_seconds += time.perf_counter() - t0
         history.append({"env_steps": 0, "wall_seconds": round(time.perf_counter() - started, 1),
-                        "eval_seconds": round(eval_seconds, 1), **result})
+                        "eval_seconds": round(eval_seconds, 1), **result,
+                        "intervention_steps": 0})
         _write_metrics(metrics_file, history)
-        obs, _ = env.reset(seed=config.seed)
+        obs, _ = acting.reset(seed=config.seed)
     while step < config.total_steps:
         # --- act and store ---------------------------------------------------------------------
         action = agent.act(scale(obs), deterministic=False)
-        next_obs, reward, terminated, truncated, info = env.step(action)
+        next_obs, reward, terminated, truncated, info = acting.step(action)
+        if info.get("intervention"):  # the operator's action, in the policy's action space
+            action = info["executed_action"]
+            demos.add(obs, action, reward, next_obs, terminated, truncated)
+            intervention_steps += 1
         online.add(obs, action, reward, next_obs, terminated, truncated)
         obs, episode_return, step = next_obs, episode_return + reward, step + 1
         if terminated or truncated:
             returns.append(episode_return)
             successes.append(info["success"])
             finished += 1
-            obs, episode_return = env.reset(seed=int(rng.integers(2**31)))[0], 0.0
+            obs, episode_return = acting.reset(seed=int(rng.integers(2**31)))[0], 0.0
 
         # --- learn: UTD critic updates on one 50/50 demo/online sample ---------------------------
         if step >= config.learning_starts:
@@ -263,20 +282,23 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
                      f"critic {float(metrics.get('critic_loss', float('nan'))):7.4f}  "
                      f"alpha {float(metrics.get('temperature', float('nan'))):.3f}  "
                      f"updates/s {agent.critic_updates / max(update_time, 1e-9):6.0f}  "
-                     f"{step / max(elapsed, 1e-9):5.1f} steps/s")
+                     f"{step / max(elapsed, 1e-9):5.1f} steps/s"
+                     + (f"  interventions {intervention_steps / step:4.0%} of steps"
+                        if config.autopilot_interventions else ""))
         if step % config.eval_every == 0 or step == config.total_steps:
             t0 = time.perf_counter()
             result = evaluate(agent, env, config.eval_episodes, config.seed, scale)
             eval_seconds += time.perf_counter() - t0
             wall = time.perf_counter() - started
             history.append({"env_steps": step, "wall_seconds": round(wall, 1),
-                            "eval_seconds": round(eval_seconds, 1), **result})
+                            "eval_seconds": round(eval_seconds, 1), **result,
+                            "intervention_steps": intervention_steps})
             _write_metrics(metrics_file, history)
             progress(f"eval @ {step} steps ({wall:.0f} s): success {result['success_rate']:.0%} "
                      f"over {config.eval_episodes} episodes, time to success "
                      f"{result['time_to_success_s']:.2f} s")
             save(step, wall)
-            obs, episode_return = env.reset(seed=int(rng.integers(2**31)))[0], 0.0
+            obs, episode_return = acting.reset(seed=int(rng.integers(2**31)))[0], 0.0
     env.close()
     return history
 

@@ -108,3 +108,28 @@ def test_autopilot_takes_over_per_its_protocol_and_finishes_the_task(env):
         assert stats["takeovers"] == 1 and stats["steps"] - stats["intervention_steps"] == 3
     finally:
         pick.close()
+
+
+def test_single_process_training_with_autopilot_interventions_feeds_both_buffers(tmp_path):
+    from robostack.rl.buffers import ReplayBuffer
+    from robostack.teleop import InterventionProtocol
+    from robostack.train import TrainConfig, collect_demonstrations, default_sac_config, train
+
+    sac = default_sac_config()
+    sac.hidden_dims, sac.num_critics = (32, 32), 2
+    config = TrainConfig(task="reach", demos=2, total_steps=60, learning_starts=30, eval_every=60,
+                         eval_episodes=1, run_dir=str(tmp_path), sac=sac, progress_every=10_000,
+                         autopilot_interventions=True,
+                         autopilot=InterventionProtocol(probability=1.0, start=(0, 0), duration=(3, 3)))
+    history = train(config, progress=None)
+    steps = history[-1]["intervention_steps"]
+    assert 3 <= steps < 60  # three steps at the start of every episode, the policy the rest
+    online = ReplayBuffer.load(tmp_path / "buffers" / "online.npz")
+    demos = ReplayBuffer.load(tmp_path / "buffers" / "demos.npz")
+    assert len(online) == 60
+    scripted = make_env("reach", transport_kind="inprocess")
+    try:  # the same two demonstrations the run collected (same seed and noise)
+        episodes = collect_demonstrations(scripted, 2, config.seed, config.demo_noise, progress=None)
+    finally:
+        scripted.close()
+    assert len(demos) == sum(len(e["actions"]) for e in episodes) + steps
