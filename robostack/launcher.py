@@ -200,9 +200,11 @@ class Launcher:
             self.say(f"\nrun abandoned: {outcome}")
             return 1
         if result is not None:
+            tts = float(result["time_to_success_s"])
             self.say(f"\nfinal: evaluation success {result['success_rate']:.0%} over "
-                     f"{result['episodes']} episodes (mean time to success "
-                     f"{result['time_to_success_s']:.2f} s) after {result['env_steps']} env steps; "
+                     f"{result['episodes']} episodes ("
+                     + (f"mean time to success {tts:.2f} s" if tts == tts else "no success")
+                     + f") after {result['env_steps']} env steps; "
                      f"wall time {wall:.0f} s; run directory {self.run_dir}")
         else:
             self.say(f"\nfinished in {wall:.0f} s; run directory {self.run_dir}")
