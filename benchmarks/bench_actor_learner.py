@@ -15,6 +15,8 @@ same run.
 3. --training N: wall-clock of `robostack train --single-process` and `robostack train`
    (robot server, actor, learner processes) with the same config and N env steps on pick_cube
    (state), each a whole command: start-up, demonstrations, training, final evaluation.
+   benchmarks/bench_train_overhead.py measures this in more detail (training phase apart,
+   pinned and unpinned, repeats): the issue 4 figure.
 
 Senders and receivers are separate processes (spawned), so they do not share a GIL. On a loaded
 machine absolute numbers move; the ratios, measured back to back, are the figures to watch.
