@@ -354,10 +354,13 @@ class Learner:
         got = self.ledger.accept(actor, int(m["first_seq"]), int(m["count"]), m.get("episodes", []))
         if got.count:
             a, s = msg.arrays, got.skip
-            buffer = self.online if stream == "online" else self.demos
-            buffer.add_batch(split_observations(a, "obs/", s), a["actions"][s:], a["rewards"][s:],
-                             split_observations(a, "next_obs/", s), a["terminations"][s:],
-                             a["truncations"][s:])
+            # HIL-SERL: an intervention step is a demonstration and also online experience.
+            buffers = {"online": [self.online], "demo": [self.demos],
+                       "intervention": [self.demos, self.online]}[stream]
+            for buffer in buffers:
+                buffer.add_batch(split_observations(a, "obs/", s), a["actions"][s:], a["rewards"][s:],
+                                 split_observations(a, "next_obs/", s), a["terminations"][s:],
+                                 a["truncations"][s:])
             if stream == "demo" and self.scale is None:
                 done = a["terminations"][s:] | a["truncations"][s:]
                 self.demo_states += [a["obs/state"][s:].copy(), a["next_obs/state"][s:][done].copy()]

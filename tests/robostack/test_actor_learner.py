@@ -297,7 +297,7 @@ def test_actor_process_refused_for_another_task_exits_with_the_reason(tmp_path, 
 def test_learner_killed_and_restarted_loses_and_duplicates_nothing(tmp_path, procs):
     """kill -9 the learner mid-run: the actor acts on with its last weights and spools; the
     restarted learner resumes from its checkpoint and ends holding each transition once, the
-    intervention stream's in the demonstration buffer."""
+    intervention stream's in the demonstration buffer as well as the online one."""
     run_dir = tmp_path / "run"
     learner = Learner(tmp_path, procs, run_dir, "--total-steps", "400")
     _, (command, _) = robot_server(tmp_path, procs)
@@ -331,7 +331,8 @@ def test_learner_killed_and_restarted_loses_and_duplicates_nothing(tmp_path, pro
     assert held == last_seq == ledger["stored"]["actor-0"]
     assert ledger["lost"] == {}
     assert 0 < counters["interventions"] == len(demos) < counters["env_steps"]
-    assert len(online) + len(demos) == counters["env_steps"] == steps == last_seq  # each once
+    # Each transition stored once; intervention steps in both buffers (HIL-SERL).
+    assert len(online) == counters["env_steps"] == steps == last_seq
     assert counters["update_calls"] == counters["env_steps"] - 40 + 1  # UTD 1 from step 40
     # Episodes after the checkpoint (the learner dead or restarting for part of them) were all
     # acted with trained weights, and each is logged once.
