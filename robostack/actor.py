@@ -60,6 +60,7 @@ class ActorConfig:
     robot_timeout: float = 300.0  # s to wait for a lost (or not yet started) robot server
     final_eval_timeout: float = 900.0  # s an evaluator waits for the learner's final weights
     max_steps: int = 0  # stop after this many env steps (0: when the learner says done)
+    episode_log: str = ""  # episode log folder (LeRobot v3 layout) for the training rollouts ("": none)
 
 
 class Actor:
@@ -75,6 +76,14 @@ class Actor:
         cfg = self.cfg
         torch.set_num_threads(1)
         self.env = self.connect_env()
+        self.log = None
+        if cfg.episode_log:
+            from robostack.episode_log import EpisodeWriter, features_from_spaces, state_names
+
+            features = features_from_spaces(self.env.observation_space, self.env.action_space,
+                                            state_names=state_names(self.env.state_fields))
+            self.log = EpisodeWriter(cfg.episode_log, fps=self.env.config.policy_hz,
+                                     features=features, task=cfg.task)
         hello = {"task": cfg.task, "obs_spec": observation_spec(self.env.observation_space),
                  "action_spec": action_spec(self.env.action_space)}
         spool = cfg.spool_dir or str(Path("spool") / cfg.actor_id)
@@ -190,12 +199,13 @@ class Actor:
             # One step: the policy acts, unless the intervener has taken over.
             intervening = expert is not None and episode["takeover"] is not None \
                 and episode["length"] >= episode["takeover"]
+            policy_action = self.policy.act(obs, deterministic=False)  # logged even when overridden
             if intervening:
                 if episode["interventions"] == 0:
                     expert.reset()
                 action = np.asarray(expert(self.env.fields()), np.float32)
             else:
-                action = self.policy.act(obs, deterministic=False)
+                action = policy_action
             try:
                 next_obs, reward, terminated, truncated, info = self.env.step(action)
             except transport.TransportError as exc:
@@ -205,6 +215,12 @@ class Actor:
                 continue
             sender.add(obs, action, reward, next_obs, terminated, truncated,
                        stream="intervention" if intervening else "online")
+            if self.log is not None:
+                self.log.add_frame(obs, action, reward, terminated, truncated,
+                                   success=bool(info["success"]), intervention=intervening,
+                                   policy_action=policy_action,
+                                   timestamps={"state": np.nan if info.get("time") is None
+                                               else float(info["time"])})
             self.steps += 1
             episode["length"] += 1
             episode["return"] += float(reward)
@@ -212,6 +228,9 @@ class Actor:
             episode["success"] = bool(info["success"])
             obs = next_obs
             if terminated or truncated:
+                if self.log is not None:
+                    self.log.end_episode(next_obs, metadata={"reset_seed": self.reset_seed,
+                                                             "weights_version": self.weights.version})
                 self.end_episode(episode, "terminated" if terminated else "truncated")
                 obs = self.reset()
                 episode = self.new_episode()
@@ -236,6 +255,8 @@ class Actor:
     def end_episode(self, episode: dict, end: str, truncate: bool = False) -> None:
         if truncate:
             self.sender.truncate_last()
+            if self.log is not None:  # its last logged step says "not truncated": drop it
+                self.log.discard_episode()
         self.episodes += 1
         summary = {k: episode[k] for k in ("length", "return", "success", "interventions")}
         self.sender.end_episode({**summary, "end": end, "weights_version": self.weights.version})
@@ -246,7 +267,8 @@ class Actor:
     def reset(self):
         while self.stop_reason is None:
             try:
-                return self.env.reset(seed=int(self.rng.integers(2**31)))[0]
+                self.reset_seed = int(self.rng.integers(2**31))
+                return self.env.reset(seed=self.reset_seed)[0]
             except transport.TransportError as exc:
                 self.recover_robot(exc, reset=False)
 
@@ -340,7 +362,7 @@ class Actor:
         return 0
 
     def close(self) -> None:
-        for name in ("weights", "sender", "env"):
+        for name in ("log", "weights", "sender", "env"):
             part = getattr(self, name, None)
             if part is not None:
                 setattr(self, name, None)

@@ -137,6 +137,7 @@ class Launcher:
                     "--task", config.task, "--seed", str(config.seed + i),
                     "--batch-steps", str(lc.batch_steps),
                     "--spool-dir", str(self.run_dir / "spool" / f"actor-{i}"),
+                    "--episode-log", str(self.run_dir / "episodes" / f"actor-{i}"),
                     "--evaluator", str(i == 0).lower(),
                     "--demos", str(config.demos if i == 0 else 0),
                     "--demo-noise", str(config.demo_noise)]

@@ -458,6 +458,17 @@ def test_train_two_actors_ctrl_c_then_resume_and_eval(tmp_path):
     for name, pid in json.loads((run_dir / "processes.json").read_text()).items():
         assert not _alive(pid), f"{name} (pid {pid}) outlived the launcher"
 
+    # Every finished training episode of both runs is in the actors' episode logs (episodes cut
+    # short by Ctrl-C or the end of the budget are dropped, not logged as if they had ended).
+    from robostack.episode_log import EpisodeLog
+
+    logs = [EpisodeLog(run_dir / "episodes" / f"actor-{i}") for i in (0, 1)]
+    assert all(len(log) >= 1 for log in logs)
+    assert sum(len(log) for log in logs) <= counters["episodes"]
+    first = logs[0].episode(0)
+    assert first["action"].shape[1] == 4 and (first["next.done"][-1] or first["next.truncated"][-1])
+    assert logs[0].episodes[0]["rl/reset_seed"] >= 0
+
     # `robostack eval` on the finished run, with a robot server of its own.
     evaluated = subprocess.run([sys.executable, "-m", "robostack.cli", "eval", "--run", str(run_dir),
                                 "--episodes", "2"], capture_output=True, text=True, env=env, timeout=120)
