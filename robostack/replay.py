@@ -203,8 +203,8 @@ def main(argv=None) -> int:
     parser.add_argument("log", help="episode log folder (the one holding meta/ and data/)")
     add_dataclass_arguments(parser, ReplayConfig)
     args = parser.parse_args(argv)
-    result = replay(args.log, dataclass_from_args(ReplayConfig, args))
     config = dataclass_from_args(ReplayConfig, args)
+    result = replay(args.log, config)
     if result["max_error"] > config.tolerance:
         print(f"max error {1e3 * result['max_error']:.1f} mm exceeds --tolerance "
               f"{1e3 * config.tolerance:.1f} mm")
