@@ -52,8 +52,8 @@ class ActorConfig:
     batch_steps: int = 32  # transitions per batch (a batch also closes at every episode end)
     spool_dir: str = ""  # where unacknowledged batches wait on disk ("": spool/<actor-id>)
     evaluator: bool = False  # run the learner's periodic evaluations (deterministic policy)
-    intervention: str = ""  # "": none; "expert": the scripted expert takes over (a simulated human)
-    intervention_rate: float = 0.0  # share of episodes in which the intervener takes over
+    intervention: str = ""  # "": none; "autopilot" (or "expert"): the scripted expert takes over per robostack.teleop.InterventionProtocol (a simulated human); keyboard, gamepad, spacemouse: a person, while the deadman is held
+    intervention_rate: float = 0.0  # autopilot: share of episodes with a scheduled takeover
     request_timeout: float = 2.0  # s, each request to the learner
     connect_timeout: float = 120.0  # s to wait for the first handshake with the learner
     weights_timeout: float = 30.0  # s to wait for first weights before acting with initial ones
@@ -171,7 +171,13 @@ class Actor:
     # --- the loop --------------------------------------------------------------------------
     def run(self) -> int:
         cfg, sender = self.cfg, self.sender
-        expert = self.env.task.expert(seed=cfg.seed, noise=0.0) if cfg.intervention == "expert" else None
+        self.device = None
+        if cfg.intervention:
+            from robostack.teleop import InterventionProtocol, make_device
+
+            name = "autopilot" if cfg.intervention == "expert" else cfg.intervention
+            self.device = make_device(name, task=self.env.task, seed=cfg.seed,
+                                      protocol=InterventionProtocol(probability=cfg.intervention_rate))
         obs = self.reset()
         episode = self.new_episode()
         last_note = time.monotonic()
@@ -196,16 +202,11 @@ class Actor:
                 self.evaluate(reply["eval"])
                 obs = self.reset()
 
-            # One step: the policy acts, unless the intervener has taken over.
-            intervening = expert is not None and episode["takeover"] is not None \
-                and episode["length"] >= episode["takeover"]
+            # One step: the policy acts, unless the operator holds the deadman (HIL-SERL).
             policy_action = self.policy.act(obs, deterministic=False)  # logged even when overridden
-            if intervening:
-                if episode["interventions"] == 0:
-                    expert.reset()
-                action = np.asarray(expert(self.env.fields()), np.float32)
-            else:
-                action = policy_action
+            action, intervening = policy_action, False
+            if self.device is not None:
+                action, intervening = self.operator_action(policy_action)
             try:
                 next_obs, reward, terminated, truncated, info = self.env.step(action)
             except transport.TransportError as exc:
@@ -245,12 +246,25 @@ class Actor:
             self.end_episode(episode, "stopped", truncate=True)
         return self.shutdown()
 
+    def operator_action(self, policy_action: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The device's command in the policy's action space while its deadman is held."""
+        from robostack.teleop import base_to_policy_action
+
+        fields = self.env.fields()
+        if hasattr(self.device, "observe"):  # the autopilot looks at the true state
+            self.device.observe(fields)
+        reading = self.device.read()
+        if reading.stop:
+            self.stop_reason = "the operator pressed stop"
+        if not reading.intervene:
+            return policy_action, False
+        return base_to_policy_action(reading, self.env.config, fields["tcp_quaternion"],
+                                     getattr(self.env, "action_frame", "base")), True
+
     def new_episode(self) -> dict:
-        takeover = None
-        if self.cfg.intervention and self.rng.random() < self.cfg.intervention_rate:
-            takeover = int(self.rng.integers(0, max(1, self.env.config.max_episode_steps // 2)))
-        return {"length": 0, "return": 0.0, "success": False, "interventions": 0,
-                "takeover": takeover}
+        if getattr(self, "device", None) is not None and hasattr(self.device, "reset"):
+            self.device.reset(episode=self.episodes)  # the autopilot draws this episode's takeover
+        return {"length": 0, "return": 0.0, "success": False, "interventions": 0}
 
     def end_episode(self, episode: dict, end: str, truncate: bool = False) -> None:
         if truncate:
@@ -362,7 +376,7 @@ class Actor:
         return 0
 
     def close(self) -> None:
-        for name in ("log", "weights", "sender", "env"):
+        for name in ("device", "log", "weights", "sender", "env"):
             part = getattr(self, name, None)
             if part is not None:
                 setattr(self, name, None)

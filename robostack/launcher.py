@@ -41,7 +41,7 @@ class LaunchConfig:
     weights_every: float = 0.5  # s between weight broadcasts
     checkpoint_every: float = 30.0  # s between learner checkpoints
     max_lead: int = 64  # env steps actors may run ahead of the learner's UTD target (0: unlimited)
-    intervention: str = ""  # "expert": the scripted expert takes over some episodes (simulated human)
+    intervention: str = ""  # "autopilot": the scripted expert takes over some episodes (a simulated human, robostack.teleop)
     intervention_rate: float = 0.0  # share of episodes with a takeover
     final_eval_episodes: int = -1  # episodes of the final evaluation (-1: --eval-episodes, 0: none)
     progress_seconds: float = 10.0  # s between progress lines
