@@ -74,3 +74,30 @@ def test_view_writes_a_plot(log_dir, tmp_path):
 def test_replay_of_a_missing_episode_says_how_many_there_are(log_dir):
     with pytest.raises(SystemExit, match="has 1 episodes"):
         replay(str(log_dir), ReplayConfig(episode=5, transport="inprocess"), say=lambda s: None)
+
+
+def test_view_writes_a_video_with_overlays_for_camera_streams(tmp_path):
+    import cv2
+    import gymnasium as gym
+
+    obs_space = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (3,), np.float32),
+                                 "images/wrist": gym.spaces.Box(0, 255, (32, 32, 3), np.uint8)})
+    features = features_from_spaces(obs_space, gym.spaces.Box(-1, 1, (2,), np.float32))
+    frame = lambda v: {"state": np.full(3, v, np.float32),  # noqa: E731
+                       "images/wrist": np.full((32, 32, 3), 40 * v, np.uint8)}
+    with EpisodeWriter(tmp_path / "log", fps=10, features=features, task="synthetic") as writer:
+        for t in range(5):
+            writer.add_frame(frame(t), np.zeros(2), reward=float(t == 4), terminated=t == 4,
+                             success=t == 4, intervention=t in (1, 2))
+        writer.end_episode(frame(5))
+    written = view(str(tmp_path / "log"), ViewConfig(out=str(tmp_path / "views")), say=lambda s: None)
+    video = cv2.VideoCapture(written["observation.images.wrist"])
+    frames = []
+    while True:
+        ok, image = video.read()
+        if not ok:
+            break
+        frames.append(image)
+    assert len(frames) == 5 and frames[0].shape[:2] == (256, 256)  # enlarged 8x for the text
+    red = lambda image: image[:3, :, 2].mean() - image[:3, :, 1].mean()  # noqa: E731 (BGR top rows)
+    assert red(frames[1]) > 100 and red(frames[0]) < 30  # intervention steps get a red border
