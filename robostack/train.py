@@ -220,6 +220,7 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
         acting = InterventionWrapper(env, Autopilot(env.task, config.autopilot, seed=config.seed),
                                      takeover_penalty=config.takeover_penalty)
     intervention_steps = int(history[-1].get("intervention_steps", 0)) if history else 0
+    takeovers = 0  # since this process started (progress only)
     rng = np.random.default_rng(config.seed)
 
     def save(step: int, wall: float) -> None:
@@ -254,6 +255,7 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
             action = info["executed_action"]
             demos.add(obs, action, reward, next_obs, terminated, truncated)
             intervention_steps += 1
+        takeovers += int(info.get("takeover", False))
         online.add(obs, action, reward, next_obs, terminated, truncated)
         obs, episode_return, step = next_obs, episode_return + reward, step + 1
         if terminated or truncated:
@@ -283,8 +285,8 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
                      f"alpha {float(metrics.get('temperature', float('nan'))):.3f}  "
                      f"updates/s {agent.critic_updates / max(update_time, 1e-9):6.0f}  "
                      f"{step / max(elapsed, 1e-9):5.1f} steps/s"
-                     + (f"  interventions {intervention_steps / step:4.0%} of steps"
-                        if config.autopilot_interventions else ""))
+                     + (f"  interventions {intervention_steps / step:4.0%} of steps, "
+                        f"{takeovers} takeovers" if config.autopilot_interventions else ""))
         if step % config.eval_every == 0 or step == config.total_steps:
             t0 = time.perf_counter()
             result = evaluate(agent, env, config.eval_episodes, config.seed, scale)
