@@ -248,18 +248,14 @@ class Actor:
 
     def operator_action(self, policy_action: np.ndarray) -> tuple[np.ndarray, bool]:
         """The device's command in the policy's action space while its deadman is held."""
-        from robostack.teleop import base_to_policy_action
+        from robostack.intervention import operator_action, read_operator
 
-        fields = self.env.fields()
-        if hasattr(self.device, "observe"):  # the autopilot looks at the true state
-            self.device.observe(fields)
-        reading = self.device.read()
+        reading = read_operator(self.device, self.env)
         if reading.stop:
             self.stop_reason = "the operator pressed stop"
         if not reading.intervene:
             return policy_action, False
-        return base_to_policy_action(reading, self.env.config, fields["tcp_quaternion"],
-                                     getattr(self.env, "action_frame", "base")), True
+        return operator_action(reading, self.env), True
 
     def new_episode(self) -> dict:
         if getattr(self, "device", None) is not None and hasattr(self.device, "reset"):

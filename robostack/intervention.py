@@ -30,23 +30,33 @@ import gymnasium as gym
 import numpy as np
 
 
+def read_operator(device, env):
+    """One reading of `device`; the autopilot first observes the env's true state (as a person
+    would look at the scene). `env` is a RobotEnv or a wrapper of one."""
+    if hasattr(device, "observe"):
+        device.observe(env.unwrapped.fields())
+    return device.read()
+
+
+def operator_action(reading, env) -> np.ndarray:
+    """A base-frame device reading as an action in the env's (the policy's) action space."""
+    from robostack.teleop import base_to_policy_action
+
+    env = env.unwrapped
+    return base_to_policy_action(reading, env.config, env.fields()["tcp_quaternion"],
+                                 getattr(env, "action_frame", "base"))
+
+
 class InterventionWrapper(gym.Wrapper):
     def __init__(self, env: gym.Env, device, to_action: Callable | None = None,
                  takeover_penalty: float = 0.0, end_on_labels: bool = True):
         super().__init__(env)
         self.device = device
-        self.to_action = to_action or self._base_to_policy_action
+        self.to_action = to_action or (lambda reading: operator_action(reading, self.env))
         self.takeover_penalty = float(takeover_penalty)
         self.end_on_labels = end_on_labels
         self.episode_index = -1
         self._reset_stats()
-
-    def _base_to_policy_action(self, reading) -> np.ndarray:
-        from robostack.teleop import base_to_policy_action
-
-        env = self.env.unwrapped
-        return base_to_policy_action(reading, env.config, env.fields()["tcp_quaternion"],
-                                     getattr(env, "action_frame", "base"))
 
     def _reset_stats(self) -> None:
         self.steps = self.intervention_steps = self.takeovers = 0
@@ -61,9 +71,7 @@ class InterventionWrapper(gym.Wrapper):
 
     def step(self, policy_action):
         policy_action = np.asarray(policy_action, dtype=np.float32)
-        if hasattr(self.device, "observe"):  # the autopilot acts on the true state, like a person looking
-            self.device.observe(self.env.unwrapped.fields())
-        reading = self.device.read()
+        reading = read_operator(self.device, self.env)
         intervening = bool(reading.intervene)
         if intervening:
             action = np.asarray(self.to_action(reading), dtype=np.float32)

@@ -51,7 +51,8 @@ class RecordConfig:
 def record(config: RecordConfig, say=print) -> dict:
     from robostack.env import make_env
     from robostack.episode_log import EpisodeWriter, features_from_spaces, state_names
-    from robostack.teleop import InterventionProtocol, base_to_policy_action, make_device
+    from robostack.intervention import operator_action, read_operator
+    from robostack.teleop import InterventionProtocol, make_device
 
     if config.keep == "ask" and not sys.stdin.isatty():
         raise SystemExit("robostack record-demos: --keep ask needs a terminal to ask in; use "
@@ -80,10 +81,7 @@ def record(config: RecordConfig, say=print) -> dict:
             outcome, steps, success = "time limit", 0, False
             next_tick = time.monotonic()
             while True:
-                fields = env.fields()
-                if autopilot:
-                    device.observe(fields)
-                reading = device.read()
+                reading = read_operator(device, env)
                 if reading.stop:
                     stop, outcome = True, "stopped"
                     break
@@ -91,8 +89,7 @@ def record(config: RecordConfig, say=print) -> dict:
                     outcome = "re-record"
                     break
                 if reading.intervene:
-                    action = base_to_policy_action(reading, env.config, fields["tcp_quaternion"],
-                                                   getattr(env, "action_frame", "base"))
+                    action = operator_action(reading, env)
                 else:  # deadman released: hold still (zero delta, gripper kept)
                     action = np.zeros(env.action_space.shape, np.float32)
                 next_obs, reward, terminated, truncated, info = env.step(action)
