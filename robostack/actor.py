@@ -33,7 +33,7 @@ import torch
 from robostack import transport
 from robostack.transitions import (HandshakeRefused, TransitionSender, action_spec,
                                    observation_spec)
-from robostack.weights import ScaledPolicy, WeightsSubscriber
+from robostack.weights import WeightsSubscriber
 
 
 @dataclass
@@ -96,7 +96,6 @@ class Actor:
         self.weights = WeightsSubscriber(cfg.weights, say=self.say, name=cfg.actor_id)
         welcome = self.sender.connect(cfg.connect_timeout)
         self.agent = self.build_agent(welcome["sac"])
-        self.policy = ScaledPolicy(self.agent)
         if not self.load_weights(wait=cfg.weights_timeout):
             self.say(f"{cfg.actor_id}: no weights from {cfg.weights} within "
                      f"{cfg.weights_timeout:.0f} s; acting with the initial parameters until some arrive")
@@ -105,15 +104,10 @@ class Actor:
         self.record_demonstrations(welcome)
 
     def load_weights(self, wait: float = 0.0) -> bool:
-        """Newer verified weights (and the state scaling that goes with them), between steps."""
+        """Newer verified weights (state scaling included), between steps."""
         if wait > 0:
-            loaded = self.weights.wait(self.agent, wait)
-        else:
-            loaded = self.weights.poll(self.agent)
-        if loaded:
-            self.policy.set_scale(self.weights.extra.get("state_scale/mean"),
-                                  self.weights.extra.get("state_scale/std"))
-        return loaded
+            return self.weights.wait(self.agent, wait)
+        return self.weights.poll(self.agent)
 
     def connect_env(self):
         from robostack.env import RobotEnv, ZmqConnection, make_env
@@ -203,7 +197,7 @@ class Actor:
                 obs = self.reset()
 
             # One step: the policy acts, unless the operator holds the deadman (HIL-SERL).
-            policy_action = self.policy.act(obs, deterministic=False)  # logged even when overridden
+            policy_action = self.agent.act(obs, deterministic=False)  # logged even when overridden
             action, intervening = policy_action, False
             if self.device is not None:
                 action, intervening = self.operator_action(policy_action)
@@ -350,7 +344,7 @@ class Actor:
         from robostack.train import evaluate
 
         try:
-            result = evaluate(self.policy, self.env, int(request["episodes"]), self.cfg.seed)
+            result = evaluate(self.agent, self.env, int(request["episodes"]), self.cfg.seed)
         except transport.TransportError as exc:
             self.say(f"{self.cfg.actor_id}: evaluation @ {request['step']} abandoned: {exc}")
             return

@@ -19,11 +19,10 @@ from pathlib import Path
 import torch
 
 from robostack.run_dir import read_csv, write_csv
-from robostack.weights import ScaledPolicy
 
 
 def load_policy(run_dir: Path, observation_space, action_space):
-    """(policy, checkpoint) from the run's newest checkpoint that verifies."""
+    """(agent, checkpoint) from the run's newest checkpoint that verifies."""
     from robostack.rl.checkpoint import load_latest_checkpoint
     from robostack.rl.sac import SACConfig, build_agent
 
@@ -37,12 +36,8 @@ def load_policy(run_dir: Path, observation_space, action_space):
               if k in names}
     agent = build_agent(dataclasses.replace(SACConfig(**values), compile=False, device="cpu"),
                         observation_space, action_space)
-    agent.load_state_dict(state)
-    policy = ScaledPolicy(agent)
-    scale = checkpoint.state.get("state_scale")
-    if scale is not None:  # the fixed state scaling the agent was trained with
-        policy.set_scale(scale["mean"].numpy(), scale["std"].numpy())
-    return policy, checkpoint
+    agent.load_state_dict(state, checkpoint.state.get("state_scale"))
+    return agent, checkpoint
 
 
 def evaluate_run(run_dir: str | os.PathLike, episodes: int, robot_server: str = "",

@@ -53,6 +53,7 @@ import torch
 from robostack import run_dir, transport
 from robostack.rl.buffers import ReplayBuffer, sample_mixed
 from robostack.rl.checkpoint import load_latest_checkpoint, save_checkpoint
+from robostack.rl.networks import state_statistics
 from robostack.rl.sac import build_agent, update
 from robostack.train import TrainConfig
 from robostack.transitions import (TO_DEMO_BUFFER, Ledger, action_spec, hello_mismatch,
@@ -114,10 +115,10 @@ class Learner:
         demo_capacity = config.demos * (task_config.max_episode_steps + 1) + lc.intervention_capacity
         self.demos = ReplayBuffer(max(2, demo_capacity), obs_space, action_dim, seed=config.seed + 1)
         self.rng = np.random.default_rng(config.seed)
-        # Fixed state scaling, as the single-process trainer does (train.StateScale): computed
-        # once from the demonstrations before the first update, then never changed.
+        # Fixed state scaling in the agent's encoder, as the single-process trainer does:
+        # set once from the demonstrations before the first update, then never changed.
         self.normalize = bool(getattr(config, "normalize_state", False))
-        self.scale: tuple[np.ndarray, np.ndarray] | None = None
+        self.scale_fixed = False
         self.demo_states: list[np.ndarray] = []
 
         # Counters (checkpointed). env_steps: online + intervention transitions received.
@@ -132,16 +133,15 @@ class Learner:
         ledger_state = None
         if checkpoint is not None:
             s = checkpoint.state
-            self.agent.load_state_dict(s["agent"])
+            self.agent.load_state_dict(s["agent"], s.get("state_scale"))
             counters = json.loads(s["counters"])
+            self.scale_fixed = "state_scale" in s  # checkpoints from before the scale was counted
             for name, value in counters.items():
                 setattr(self, name, value)
             self.recent = deque(map(tuple, counters["recent"]), maxlen=20)
             ledger_state = json.loads(s["ledger"])
             self.online = ReplayBuffer.load(self.run_dir / "buffers" / s["online_buffer"])
             self.demos = ReplayBuffer.load(self.run_dir / "buffers" / s["demo_buffer"])
-            if "state_scale" in s:
-                self.scale = (s["state_scale"]["mean"].numpy(), s["state_scale"]["std"].numpy())
             say(f"learner: resumed from {checkpoint.path} at env step {self.env_steps} "
                 f"({self.agent.critic_updates} critic updates, {len(self.online)} online and "
                 f"{len(self.demos)} demo transitions)")
@@ -171,7 +171,7 @@ class Learner:
         cfg = self.config
         server = transport.RequestServer(self.lc.endpoint, source="learner")
         self.weights = WeightsPublisher(self.lc.weights_endpoint)
-        self.weights.publish(self.agent, self.weights_version, self.scale_arrays())
+        self.weights.publish(self.agent, self.weights_version)
         receiver = threading.Thread(target=self.serve, args=(server,), name="receiver", daemon=True)
         receiver.start()
         self.say(f"learner: run {self.run_id} in {self.run_dir}; actors -> {self.lc.endpoint}, "
@@ -189,19 +189,17 @@ class Learner:
                     target = -1
             if target > self.update_calls:  # one RLPD update: UTD critic steps on one sample
                 t0 = time.perf_counter()
-                if self.scale is None:
+                if not self.scale_fixed:
                     self.fix_scale()
                 batch = sample_mixed(self.online, self.demos, self.agent.config.batch_size * cfg.utd_ratio,
                                      demo_fraction=cfg.demo_fraction, generator=self.rng, out=batch)
-                for key in ("observations", "next_observations"):
-                    batch[key]["state"].sub_(self.scale_tensors[0]).div_(self.scale_tensors[1])
                 self.metrics = update(self.agent, batch)
                 self.update_calls += 1
                 self.update_seconds += time.perf_counter() - t0
             now = time.monotonic()
             if now - last_weights > self.lc.weights_every and self.update_calls:
                 self.weights_version += 1
-                self.weights.publish(self.agent, self.weights_version, self.scale_arrays())
+                self.weights.publish(self.agent, self.weights_version)
                 last_weights = now
             self.weights.repeat(now=self.republish)  # at once for a newly connected actor
             self.republish = False
@@ -214,28 +212,14 @@ class Learner:
         self.finish(server, receiver)
 
     def fix_scale(self) -> None:
-        """(state - mean) / std with the demonstrations' statistics (identity without them)."""
+        """The encoder's (state - mean) / std from the demonstrations (identity without them)."""
         states = self.demo_states
         if not states and len(self.demos):  # resumed before the first update: sample them back
             b = self.demos.sample(min(len(self.demos), 8192), generator=np.random.default_rng(0))
             states = [b["observations"]["state"].numpy(), b["next_observations"]["state"].numpy()]
-        size = self.online.spec["state"][0][0]
-        mean, std = np.zeros(size, np.float32), np.ones(size, np.float32)
         if self.normalize and states:
-            from robostack.train import StateScale  # the same statistics as --single-process
-
-            scale = StateScale.from_states(np.concatenate(states))
-            mean, std = scale.mean, scale.std
-        self.scale, self.demo_states = (mean, std), []
-
-    @property
-    def scale_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(self.scale[0]), torch.from_numpy(self.scale[1])
-
-    def scale_arrays(self) -> dict[str, np.ndarray]:
-        if self.scale is None:
-            return {}
-        return {"state_scale/mean": self.scale[0], "state_scale/std": self.scale[1]}
+            self.agent.set_state_scale(*state_statistics(np.concatenate(states)))
+        self.scale_fixed, self.demo_states = True, []
 
     def update_target(self) -> int:
         """update() calls owed for the env steps received so far (one per step from learning_starts)."""
@@ -251,7 +235,7 @@ class Learner:
     def finish(self, server, receiver) -> None:
         self.done = True
         self.weights_version += 1
-        self.weights.publish(self.agent, self.weights_version, self.scale_arrays())
+        self.weights.publish(self.agent, self.weights_version)
         if not self.stopping.is_set():
             self.final_evaluation()
             # Budget reached: keep answering (with done=True) until every actor said bye.
@@ -361,7 +345,7 @@ class Learner:
                 buffer.add_batch(split_observations(a, "obs/", s), a["actions"][s:], a["rewards"][s:],
                                  split_observations(a, "next_obs/", s), a["terminations"][s:],
                                  a["truncations"][s:])
-            if stream == "demo" and self.scale is None:
+            if stream == "demo" and not self.scale_fixed:
                 done = a["terminations"][s:] | a["truncations"][s:]
                 self.demo_states += [a["obs/state"][s:].copy(), a["next_obs/state"][s:][done].copy()]
             if stream != "demo":
@@ -521,15 +505,12 @@ class Learner:
             self.demos.save(self.run_dir / "buffers" / names[1])
             counters = {k: getattr(self, k) for k in (
                 "env_steps", "update_calls", "episodes", "interventions", "demo_episodes",
-                "weights_version", "saves", "history", "next_eval", "run_id")}
+                "weights_version", "saves", "history", "next_eval", "run_id", "scale_fixed")}
             counters.update(recent=list(self.recent), wall_offset=self.wall())
             ledger = self.ledger.state_dict()
             state = {"agent": self.agent.state_dict(), "env_steps": self.env_steps,
                      "counters": json.dumps(counters), "ledger": json.dumps(ledger),
                      "online_buffer": names[0], "demo_buffer": names[1]}
-            if self.scale is not None:
-                state["state_scale"] = {"mean": torch.from_numpy(self.scale[0].copy()),
-                                        "std": torch.from_numpy(self.scale[1].copy())}
         # Numbered by save (the env step is inside): two saves at one env step must not collide,
         # and the two checkpoints kept are exactly those whose buffers are kept.
         self.last_checkpoint = save_checkpoint(self.run_dir, self.saves, state, keep_last=2)

@@ -28,6 +28,7 @@ import torch
 from robostack.cli_config import add_dataclass_arguments, dataclass_from_args
 from robostack.rl.buffers import ReplayBuffer, load_demonstrations, sample_mixed
 from robostack.rl.checkpoint import load_latest_checkpoint, save_checkpoint
+from robostack.rl.networks import state_statistics
 from robostack.rl.sac import SACConfig, build_agent, update
 from robostack.teleop import InterventionProtocol
 
@@ -115,47 +116,13 @@ def logged_demonstrations(log_dir: str, count: int, progress=print) -> list[dict
     return episodes
 
 
-class StateScale:
-    """Fixed affine map of the state vector to roughly unit scale: (state - mean) / std.
-
-    The state mixes metres of workspace position (spread ~0.1), a near-constant quaternion and
-    centimetre offsets that decide a grasp. Adam moves every first-layer weight at about the same
-    rate, so an input spread of 0.01 needs ~100x more steps to matter than one of 1; scaling
-    fixes that. Statistics come from the demonstrations once and never change, so stored
-    transitions keep their meaning. A std below `min_std` (a dimension the demos barely move) is
-    not amplified past 1/min_std.
-    """
-
-    def __init__(self, mean: np.ndarray, std: np.ndarray):
-        self.mean = np.asarray(mean, np.float32)
-        self.std = np.asarray(std, np.float32)
-
-    @classmethod
-    def identity(cls, size: int) -> "StateScale":
-        return cls(np.zeros(size), np.ones(size))
-
-    @classmethod
-    def from_states(cls, states: np.ndarray, min_std: float = 0.01) -> "StateScale":
-        return cls(states.mean(0), np.maximum(states.std(0), min_std))
-
-    def __call__(self, obs: dict) -> dict:
-        return {**obs, "state": ((obs["state"] - self.mean) / self.std).astype(np.float32)}
-
-    def state_dict(self) -> dict:
-        return {"mean": torch.from_numpy(self.mean), "std": torch.from_numpy(self.std)}
-
-    @classmethod
-    def from_state_dict(cls, state: dict) -> "StateScale":
-        return cls(state["mean"].numpy(), state["std"].numpy())
-
-
-def evaluate(agent, env, episodes: int, seed: int, scale=lambda obs: obs) -> dict:
+def evaluate(agent, env, episodes: int, seed: int) -> dict:
     """Deterministic policy on `episodes` fixed seeds: success rate and mean time to success."""
     successes, times = 0, []
     for i in range(episodes):
         obs, _ = env.reset(seed=2_000_000 + seed * 10_000 + i)
         for t in range(env.config.max_episode_steps):
-            obs, _, terminated, truncated, info = env.step(agent.act(scale(obs), deterministic=True))
+            obs, _, terminated, truncated, info = env.step(agent.act(obs, deterministic=True))
             if terminated or truncated:
                 break
         if info["success"]:
@@ -193,13 +160,12 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
     online = ReplayBuffer(config.buffer_capacity, env.observation_space, action_dim, seed=config.seed)
     checkpoint = load_latest_checkpoint(run_dir) if config.resume else None
     if checkpoint is not None:
-        agent.load_state_dict(checkpoint.state["agent"])
+        agent.load_state_dict(checkpoint.state["agent"], checkpoint.state.get("state_scale"))
         step, wall_offset = int(checkpoint.state["env_steps"]), float(checkpoint.state["wall_seconds"])
         history = json.loads(checkpoint.state["history"])
         online = ReplayBuffer.load(run_dir / "buffers" / "online.npz")
         demos = ReplayBuffer.load(run_dir / "buffers" / "demos.npz")
         progress(f"resumed from {checkpoint.path} at env step {step}")
-        scale = StateScale.from_state_dict(checkpoint.state["state_scale"])
     else:
         if config.demo_log:
             episodes = logged_demonstrations(config.demo_log, config.demos, progress)
@@ -208,10 +174,10 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
         # Room for intervention steps: the HIL-SERL rule puts them in the demo buffer as well.
         extra = min(config.total_steps, config.buffer_capacity) if config.autopilot_interventions else 0
         demos = load_demonstrations(episodes, seed=config.seed, extra_capacity=extra)
-        # Buffers keep raw observations; the scale is applied wherever the agent sees a state.
-        scale = (StateScale.from_states(np.concatenate([e["observations"]["state"] for e in episodes]))
-                 if config.normalize_state else StateScale.identity(env.observation_space["state"].shape[0]))
-    mean, std = torch.from_numpy(scale.mean), torch.from_numpy(scale.std)
+        # Buffers keep raw observations; the agent's encoder standardises states itself.
+        if config.normalize_state:
+            agent.set_state_scale(*state_statistics(np.concatenate([e["observations"]["state"]
+                                                                    for e in episodes])))
     acting = env  # what the training loop steps; evaluation always uses `env`, no operator
     if config.autopilot_interventions:
         from robostack.intervention import InterventionWrapper
@@ -227,8 +193,7 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
         (run_dir / "buffers").mkdir(exist_ok=True)
         online.save(run_dir / "buffers" / "online.npz")
         demos.save(run_dir / "buffers" / "demos.npz")
-        save_checkpoint(run_dir, step, {"agent": agent.state_dict(), "state_scale": scale.state_dict(),
-                                        "env_steps": step, "wall_seconds": wall,
+        save_checkpoint(run_dir, step, {"agent": agent.state_dict(), "env_steps": step, "wall_seconds": wall,
                                         "history": json.dumps(history)})
 
     metrics_file = run_dir / "metrics.csv"
@@ -240,7 +205,7 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
     batch = None  # one preallocated CPU batch, refilled in place every step
     if step == 0:
         t0 = time.perf_counter()
-        result = evaluate(agent, env, config.eval_episodes, config.seed, scale)
+        result = evaluate(agent, env, config.eval_episodes, config.seed)
         eval_seconds += time.perf_counter() - t0
         history.append({"env_steps": 0, "wall_seconds": round(time.perf_counter() - started, 1),
                         "eval_seconds": round(eval_seconds, 1), **result,
@@ -249,7 +214,7 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
         obs, _ = acting.reset(seed=config.seed)
     while step < config.total_steps:
         # --- act and store ---------------------------------------------------------------------
-        action = agent.act(scale(obs), deterministic=False)
+        action = agent.act(obs, deterministic=False)
         next_obs, reward, terminated, truncated, info = acting.step(action)
         if info.get("intervention"):  # the operator's action, in the policy's action space
             action = info["executed_action"]
@@ -269,8 +234,6 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
             t0 = time.perf_counter()
             batch = sample_mixed(online, demos, agent.config.batch_size * config.utd_ratio,
                                  demo_fraction=config.demo_fraction, generator=rng, out=batch)
-            for key in ("observations", "next_observations"):
-                batch[key]["state"].sub_(mean).div_(std)
             metrics = update(agent, batch)
             update_time += time.perf_counter() - t0
 
@@ -289,7 +252,7 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
                         f"{takeovers} takeovers" if config.autopilot_interventions else ""))
         if step % config.eval_every == 0 or step == config.total_steps:
             t0 = time.perf_counter()
-            result = evaluate(agent, env, config.eval_episodes, config.seed, scale)
+            result = evaluate(agent, env, config.eval_episodes, config.seed)
             eval_seconds += time.perf_counter() - t0
             wall = time.perf_counter() - started
             history.append({"env_steps": step, "wall_seconds": round(wall, 1),

@@ -1,8 +1,8 @@
 """Policy weights learner -> actors: a latest-only PUB/SUB stream, versioned and checksummed.
 
-One "weights" message carries the parameters the actor needs to act (encoder, actor and, with
-a discrete gripper, the grasp critic) as raw float arrays, plus the fixed observation scaling
-the learner trains with ("state_scale/mean", "state_scale/std"), with meta {version, sha256}.
+One "weights" message carries the parameters and buffers the actor needs to act (encoder, with
+its fixed state scaling, actor and, with a discrete gripper, the grasp critic) as raw float
+arrays, optionally extra named arrays beside them, with meta {version, sha256}.
 The SHA-256 runs over names, dtypes, shapes and bytes in order; an actor loads a message only
 if the digest matches, and only between env steps. Versions count publications of one learner
 run and continue across learner restarts (they are checkpointed); an actor accepts a message
@@ -71,23 +71,6 @@ class WeightsPublisher:
         self.publisher.close()
 
 
-class ScaledPolicy:
-    """An agent seen through the learner's fixed state scaling: act() takes raw env observations."""
-
-    def __init__(self, agent, mean: np.ndarray | None = None, std: np.ndarray | None = None):
-        self.agent, self.mean, self.std = agent, mean, std
-
-    def set_scale(self, mean, std) -> None:
-        self.mean = None if mean is None else np.asarray(mean, np.float32)
-        self.std = None if std is None else np.asarray(std, np.float32)
-
-    def act(self, observation: dict, deterministic: bool = False) -> np.ndarray:
-        if self.mean is not None:
-            observation = {**observation,
-                           "state": ((observation["state"] - self.mean) / self.std).astype(np.float32)}
-        return self.agent.act(observation, deterministic=deterministic)
-
-
 class WeightsSubscriber:
     """Actor side: `poll(agent)` between steps loads the newest verified weights, if any."""
 
@@ -101,7 +84,7 @@ class WeightsSubscriber:
         self.received_at: float | None = None
         self.stamp: float | None = None
         self.rejected = 0
-        self.extra: dict[str, np.ndarray] = {}  # arrays beside the parameters (state_scale/...)
+        self.extra: dict[str, np.ndarray] = {}  # arrays sent beside the parameters, if any
 
     def poll(self, agent) -> bool:
         """Load the newest weights message if it is newer and intact. Never waits."""

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -285,6 +286,14 @@ class ObservationEncoder(nn.Module):
 
     State only: the state vector itself (RLPD). With cameras: one encoder per camera, plus the
     state projected to a small latent (SERL), all concatenated.
+
+    The state is first standardised with a fixed affine map, (state - state_mean) / state_std
+    (buffers: identity until `set_state_scale`). The state mixes metres of workspace position
+    (spread ~0.1), a near-constant quaternion and centimetre offsets that decide a grasp; Adam
+    moves every first-layer weight at about the same rate, so an input spread of 0.01 needs
+    ~100x more steps to matter than one of 1. The trainers set the statistics once, from the
+    demonstrations, before the first update. Living here, the scale travels with the agent:
+    in its checkpoints and in the weights actors receive, and replay buffers keep raw states.
     """
 
     def __init__(self, state_dim: int, image_shapes: dict[str, Sequence[int]], encoder: str = "conv",
@@ -303,6 +312,8 @@ class ObservationEncoder(nn.Module):
                 raise ValueError(f"unknown encoder {encoder!r} (conv, drq, resnet10, resnet18)")
             self.cameras[_module_name(key)] = net
         self.state_dim = state_dim
+        self.register_buffer("state_mean", torch.zeros(state_dim))
+        self.register_buffer("state_std", torch.ones(state_dim))
         self.proprio = None
         if self.camera_keys and state_dim:
             self.proprio = nn.Sequential(nn.Linear(state_dim, proprio_latent_dim),
@@ -313,9 +324,32 @@ class ObservationEncoder(nn.Module):
     def forward(self, observations: dict[str, Tensor]) -> Tensor:
         parts = [self.cameras[_module_name(k)](observations[k]) for k in self.camera_keys]
         if self.state_dim:
-            state = observations["state"]
+            state = (observations["state"] - self.state_mean) / self.state_std
             parts.append(state if self.proprio is None else self.proprio(state))
         return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+
+
+    @torch.no_grad()
+    def set_state_scale(self, mean, std) -> None:
+        """Standardise states as (state - mean) / std from now on (arrays or tensors of shape (S,))."""
+        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+        std = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
+        if mean.shape != self.state_mean.shape or std.shape != self.state_std.shape:
+            raise ValueError(f"state scale must have shape ({self.state_dim},), got mean {tuple(mean.shape)}, "
+                             f"std {tuple(std.shape)}")
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+            raise ValueError("state scale must be finite with std > 0")
+        self.state_mean.copy_(mean)
+        self.state_std.copy_(std)
+
+
+def state_statistics(states, min_std: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) per dimension of states (N, S) for `set_state_scale`. A std below `min_std`
+    (a dimension the demonstrations barely move) is raised to it, so that dimension is not
+    amplified past 1/min_std."""
+    states = np.asarray(states)
+    return (np.asarray(states.mean(0), np.float32),
+            np.asarray(np.maximum(states.std(0), min_std), np.float32))
 
 
 def _module_name(key: str) -> str:

@@ -200,8 +200,25 @@ class SACAgent:
             "config": dataclasses.asdict(self.config),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.nets.load_state_dict(state["networks"])
+    def set_state_scale(self, mean, std) -> None:
+        """Fixed state standardisation, (state - mean) / std, for every encoder of this agent
+        (see ObservationEncoder): set once before the first update, then part of the agent."""
+        for encoder in (self.encoder, self.target_encoder):
+            if encoder is not None:
+                encoder.set_state_scale(mean, std)
+
+    def load_state_dict(self, state: dict[str, Any], legacy_state_scale: dict | None = None) -> None:
+        """legacy_state_scale: a checkpoint's "state_scale" {"mean", "std"} entry. Checkpoints
+        written before the scale moved into the encoder kept it there, beside the agent."""
+        networks = dict(state["networks"])
+        for name in ("encoder", "target_encoder"):
+            if name in self.nets and f"{name}.state_mean" not in networks:
+                mean, std = self.nets[name].state_mean, self.nets[name].state_std
+                if legacy_state_scale is not None:
+                    mean, std = legacy_state_scale["mean"], legacy_state_scale["std"]
+                networks[f"{name}.state_mean"] = torch.as_tensor(mean)
+                networks[f"{name}.state_std"] = torch.as_tensor(std)
+        self.nets.load_state_dict(networks)
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         self.critic_updates = int(state["critic_updates"])

@@ -21,7 +21,8 @@ import torch  # noqa: E402
 from robostack import train as train_module  # noqa: E402
 from robostack.cli_config import add_dataclass_arguments, dataclass_from_args  # noqa: E402
 from robostack.rl.sac import SACConfig  # noqa: E402
-from robostack.train import StateScale, TrainConfig, default_sac_config, train  # noqa: E402
+from robostack.rl.networks import ObservationEncoder, state_statistics  # noqa: E402
+from robostack.train import TrainConfig, default_sac_config, train  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -81,15 +82,23 @@ def test_main_help_shows_trainer_sac_defaults(capsys):
     assert "--sac-init-temperature" in out and "(default: 0.01)" in out
 
 
-def test_state_scale_standardises_and_round_trips():
+def test_state_scale_standardises_in_the_encoder_and_round_trips():
     rng = np.random.default_rng(0)
-    states = np.column_stack([rng.normal(0.5, 0.1, 1000), np.full(1000, 1.0), rng.normal(0, 0.02, 1000)])
-    scale = StateScale.from_states(states.astype(np.float32), min_std=0.01)
-    out = scale({"state": states.astype(np.float32)})["state"]
+    states = np.column_stack([rng.normal(0.5, 0.1, 1000), np.full(1000, 1.0),
+                              rng.normal(0, 0.02, 1000)]).astype(np.float32)
+    mean, std = state_statistics(states, min_std=0.01)
+    encoder = ObservationEncoder(3, {})
+    encoder.set_state_scale(mean, std)
+    out = encoder({"state": torch.from_numpy(states)}).numpy()
     assert np.allclose(out[:, [0, 2]].mean(0), 0, atol=1e-4) and np.allclose(out[:, [0, 2]].std(0), 1, atol=1e-3)
-    assert np.allclose(out[:, 1], 0) and scale.std[1] == pytest.approx(0.01)  # constant: not amplified
-    again = StateScale.from_state_dict(scale.state_dict())
-    assert np.array_equal(again.mean, scale.mean) and np.array_equal(again.std, scale.std)
+    assert np.allclose(out[:, 1], 0) and std[1] == pytest.approx(0.01)  # constant: not amplified
+    again = ObservationEncoder(3, {})
+    again.load_state_dict(encoder.state_dict())  # the scale is part of the encoder's state
+    assert torch.equal(again({"state": torch.from_numpy(states)}), torch.from_numpy(out))
+    with pytest.raises(ValueError, match="std > 0"):
+        encoder.set_state_scale(mean, np.zeros(3))
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        encoder.set_state_scale(mean[:2], std[:2])
 
 
 def test_resume_continues_the_run(tmp_path):

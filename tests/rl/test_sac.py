@@ -337,6 +337,37 @@ def test_state_dict_round_trip_reproduces_actions_and_training():
     assert torch.equal(agent.temperature.log_alpha, restored.temperature.log_alpha)
 
 
+def test_state_scale_is_applied_by_the_agent_and_survives_checkpoints():
+    agent = make_agent()
+    obs = env_obs()
+    before = agent.act(obs, True)
+    mean, std = np.full(S, 0.5, np.float32), np.full(S, 2.0, np.float32)
+    agent.set_state_scale(mean, std)
+    scaled = {**obs, "state": (obs["state"] - mean) / std}
+    restored = make_agent(seed=9)
+    restored.load_state_dict(agent.state_dict())
+    agent.set_state_scale(np.zeros(S), np.ones(S))
+    assert np.array_equal(agent.act(scaled, True), restored.act(obs, True))
+    assert not np.array_equal(before, restored.act(obs, True))
+
+
+def test_legacy_checkpoint_keeps_its_state_scale_beside_the_agent():
+    agent = make_agent()
+    mean, std = torch.full((S,), 0.5), torch.full((S,), 2.0)
+    agent.set_state_scale(mean, std)
+    state = agent.state_dict()
+    # Written before the scale moved into the encoder: no encoder buffers, a "state_scale" entry.
+    state["networks"] = {k: v for k, v in state["networks"].items() if "state_" not in k}
+    legacy = make_agent(seed=9)
+    legacy.load_state_dict(state, {"mean": mean, "std": std})
+    assert torch.equal(legacy.encoder.state_std, std)
+    obs = env_obs()
+    assert np.array_equal(agent.act(obs, True), legacy.act(obs, True))
+    plain = make_agent(seed=9)
+    plain.load_state_dict(state)  # no scale anywhere: identity
+    assert torch.equal(plain.encoder.state_std, torch.ones(S))
+
+
 def test_compile_falls_back_to_eager_when_compilation_fails(monkeypatch):
     def broken_compile(fn, **kwargs):
         def call(*args):

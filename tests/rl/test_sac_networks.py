@@ -157,7 +157,7 @@ def test_trainable_resnet18_gets_gradients():
 def test_observation_encoder_state_only_is_identity_and_cameras_are_fused():
     enc = ObservationEncoder(4, {})
     state = torch.randn(3, 4)
-    assert enc({"state": state}) is state and enc.out_dim == 4
+    assert torch.equal(enc({"state": state}), state) and enc.out_dim == 4  # identity until set_state_scale
     enc = ObservationEncoder(4, {"images/wrist": (3, 32, 32), "images/front": (3, 32, 32)}, latent_dim=5,
                              proprio_latent_dim=6)
     obs = {"state": state, "images/front": torch.zeros(3, 3, 32, 32, dtype=torch.uint8),

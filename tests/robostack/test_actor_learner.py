@@ -238,11 +238,17 @@ def test_weights_are_versioned_checksummed_and_loaded_only_when_intact():
         publisher.publisher.publish("weights", meta, tampered)
         assert not subscriber.wait(actor_agent, 1.0)
         assert subscriber.version == -1 and "SHA-256" in said[0]
-        publisher.publish(learner_agent, 7, {"state_scale/mean": np.ones(3, np.float32)})
+        # The state scaling lives in the encoder: it travels with the weights.
+        state_dim = learner_agent.state_dim
+        learner_agent.set_state_scale(np.linspace(-1, 1, state_dim), np.linspace(0.1, 2, state_dim))
+        publisher.publish(learner_agent, 7, {"extra/x": np.ones(3, np.float32)})
         assert subscriber.wait(actor_agent, 5.0) and subscriber.version == 7
-        np.testing.assert_array_equal(subscriber.extra["state_scale/mean"], np.ones(3))
+        np.testing.assert_array_equal(subscriber.extra["extra/x"], np.ones(3))
         for a, b in zip(learner_agent.actor.parameters(), actor_agent.actor.parameters()):
             torch.testing.assert_close(a, b)
+        torch.testing.assert_close(actor_agent.encoder.state_std, learner_agent.encoder.state_std)
+        raw = {"state": np.random.default_rng(0).standard_normal(state_dim).astype(np.float32)}
+        np.testing.assert_array_equal(actor_agent.act(raw, True), learner_agent.act(raw, True))
         publisher.publish(learner_agent, 6)  # older version, same learner session: ignored
         time.sleep(0.2)
         assert not subscriber.poll(actor_agent) and subscriber.version == 7
