@@ -6,7 +6,8 @@ steps, ~4-7 min): a robot server, an actor and a learner as separate processes o
 and it ends with that measured success rate, saying so plainly when it is under 80 %.
 
 Each demo starts a fresh run in --run-dir (runs/demo; a previous run there is moved aside into
-runs/demo/replaced-<time>/, never resumed). Options it does not know go to `robostack train`
+runs/demo/replaced-<time>/, never resumed; the demo keeps the newest --keep-replaced of those,
+~10 MB each, so repeated demos do not fill the disk). Options it does not know go to `robostack train`
 unchanged, e.g. `robostack demo --seed 1 --sac-num-critics 2`.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,8 +35,12 @@ def main(argv=None) -> int:
                         help="episodes of each evaluation every 2,000 steps (default 20)")
     parser.add_argument("--final-eval-episodes", type=int, default=50,
                         help="episodes of the final evaluation (default 50)")
+    parser.add_argument("--keep-replaced", type=int, default=3,
+                        help="earlier demo runs kept in RUN_DIR/replaced-* (default 3; older "
+                             "ones are deleted)")
     args, rest = parser.parse_known_args(argv)
     run_dir = Path(args.run_dir)
+    prune_replaced_runs(run_dir, args.keep_replaced)
     train_argv = ["--task", "pick_cube", "--total-steps", str(args.total_steps),
                   "--seed", str(args.seed), "--run-dir", str(run_dir), "--resume", "false",
                   "--eval-every", "2000", "--eval-episodes", str(args.eval_episodes),
@@ -63,6 +69,20 @@ def main(argv=None) -> int:
           f"episodes after {result['env_steps']} env steps, {wall / 60:.1f} min wall time; "
           f"{verdict}. Run directory {run_dir}.", flush=True)
     return 0
+
+
+def prune_replaced_runs(run_dir: Path, keep: int) -> None:
+    """Before a demo: delete the oldest replaced-<time> folders of its run directory (names sort
+    by time) so that, once the run there now is moved aside too, `keep` remain. Only the demo
+    does this: `robostack train` never deletes a run."""
+    from robostack.run_dir import RUN_STATE
+
+    if any((run_dir / name).exists() for name in RUN_STATE):
+        keep -= 1  # the current run becomes one more
+    old = sorted(p for p in run_dir.glob("replaced-*") if p.is_dir())
+    for path in old[:max(0, len(old) - keep)]:
+        shutil.rmtree(path, ignore_errors=True)
+        print(f"robostack demo: deleted an old demo run, {path}", flush=True)
 
 
 if __name__ == "__main__":
