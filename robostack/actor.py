@@ -24,7 +24,7 @@ import logging
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ import torch
 from robostack import transport
 from robostack.transitions import (HandshakeRefused, TransitionSender, action_spec,
                                    observation_spec)
+from robostack.teleop import InterventionProtocol
 from robostack.weights import WeightsSubscriber
 
 
@@ -52,8 +53,9 @@ class ActorConfig:
     batch_steps: int = 32  # transitions per batch (a batch also closes at every episode end)
     spool_dir: str = ""  # where unacknowledged batches wait on disk ("": spool/<actor-id>)
     evaluator: bool = False  # run the learner's periodic evaluations (deterministic policy)
-    intervention: str = ""  # "": none; "autopilot" (or "expert"): the scripted expert takes over per robostack.teleop.InterventionProtocol (a simulated human); keyboard, gamepad, spacemouse: a person, while the deadman is held
-    intervention_rate: float = 0.0  # autopilot: share of episodes with a scheduled takeover
+    intervention: str = ""  # who may take over mid-episode: "" nobody; "autopilot" (or "expert"): the scripted expert, per --autopilot-* (a simulated human); keyboard, gamepad, spacemouse: a person, while the deadman is held
+    takeover_penalty: float = 0.0  # RLIF-style: reward minus this on the step a takeover starts (0: off)
+    autopilot: InterventionProtocol = field(default_factory=InterventionProtocol)
     request_timeout: float = 2.0  # s, each request to the learner
     connect_timeout: float = 120.0  # s to wait for the first handshake with the learner
     weights_timeout: float = 30.0  # s to wait for first weights before acting with initial ones
@@ -76,6 +78,7 @@ class Actor:
         cfg = self.cfg
         torch.set_num_threads(1)
         self.env = self.connect_env()
+        self.acting = self.env  # what training episodes step: the env, or the operator's wrapper
         self.log = None
         if cfg.episode_log:
             from robostack.episode_log import EpisodeWriter, features_from_spaces, state_names
@@ -165,13 +168,13 @@ class Actor:
     # --- the loop --------------------------------------------------------------------------
     def run(self) -> int:
         cfg, sender = self.cfg, self.sender
-        self.device = None
-        if cfg.intervention:
-            from robostack.teleop import InterventionProtocol, make_device
+        if cfg.intervention:  # the operator reads and may override every step (HIL-SERL)
+            from robostack.intervention import InterventionWrapper
+            from robostack.teleop import make_device
 
             name = "autopilot" if cfg.intervention == "expert" else cfg.intervention
-            self.device = make_device(name, task=self.env.task, seed=cfg.seed,
-                                      protocol=InterventionProtocol(probability=cfg.intervention_rate))
+            device = make_device(name, task=self.env.task, seed=cfg.seed, protocol=cfg.autopilot)
+            self.acting = InterventionWrapper(self.env, device, takeover_penalty=cfg.takeover_penalty)
         obs = self.reset()
         episode = self.new_episode()
         last_note = time.monotonic()
@@ -198,16 +201,17 @@ class Actor:
 
             # One step: the policy acts, unless the operator holds the deadman (HIL-SERL).
             policy_action = self.agent.act(obs, deterministic=False)  # logged even when overridden
-            action, intervening = policy_action, False
-            if self.device is not None:
-                action, intervening = self.operator_action(policy_action)
             try:
-                next_obs, reward, terminated, truncated, info = self.env.step(action)
+                next_obs, reward, terminated, truncated, info = self.acting.step(policy_action)
             except transport.TransportError as exc:
                 self.end_episode(episode, f"robot server lost ({exc})", truncate=True)
                 obs = self.recover_robot(exc)
                 episode = self.new_episode()
                 continue
+            intervening = bool(info.get("intervention", False))
+            action = info.get("executed_action", policy_action)
+            if "stop" in info.get("teleop_events", ()):
+                self.stop_reason = "the operator pressed stop"
             sender.add(obs, action, reward, next_obs, terminated, truncated,
                        stream="intervention" if intervening else "online")
             if self.log is not None:
@@ -240,20 +244,7 @@ class Actor:
             self.end_episode(episode, "stopped", truncate=True)
         return self.shutdown()
 
-    def operator_action(self, policy_action: np.ndarray) -> tuple[np.ndarray, bool]:
-        """The device's command in the policy's action space while its deadman is held."""
-        from robostack.intervention import operator_action, read_operator
-
-        reading = read_operator(self.device, self.env)
-        if reading.stop:
-            self.stop_reason = "the operator pressed stop"
-        if not reading.intervene:
-            return policy_action, False
-        return operator_action(reading, self.env), True
-
     def new_episode(self) -> dict:
-        if getattr(self, "device", None) is not None and hasattr(self.device, "reset"):
-            self.device.reset(episode=self.episodes)  # the autopilot draws this episode's takeover
         return {"length": 0, "return": 0.0, "success": False, "interventions": 0}
 
     def end_episode(self, episode: dict, end: str, truncate: bool = False) -> None:
@@ -272,7 +263,7 @@ class Actor:
         while self.stop_reason is None:
             try:
                 self.reset_seed = int(self.rng.integers(2**31))
-                return self.env.reset(seed=self.reset_seed)[0]
+                return self.acting.reset(seed=self.reset_seed)[0]  # the operator's too
             except transport.TransportError as exc:
                 self.recover_robot(exc, reset=False)
 

@@ -41,8 +41,6 @@ class LaunchConfig:
     weights_every: float = 0.5  # s between weight broadcasts
     checkpoint_every: float = 30.0  # s between learner checkpoints
     max_lead: int = 64  # env steps actors may run ahead of the learner's UTD target (0: unlimited)
-    intervention: str = ""  # "autopilot": the scripted expert takes over some episodes (a simulated human, robostack.teleop)
-    intervention_rate: float = 0.0  # share of episodes with a takeover
     final_eval_episodes: int = -1  # episodes of the final evaluation (-1: --eval-episodes, 0: none)
     progress_seconds: float = 10.0  # s between progress lines
     restarts: int = 3  # times a crashed process is restarted before the run is abandoned
@@ -106,6 +104,7 @@ class Child:
 
 class Launcher:
     def __init__(self, config, lc: LaunchConfig, say=print):
+        from robostack.teleop import InterventionProtocol
         from robostack.train import TrainConfig
 
         self.config, self.lc, self.say = config, lc, say
@@ -143,9 +142,10 @@ class Launcher:
                     "--demo-noise", str(config.demo_noise)]
             if max_steps is not None:
                 args += ["--max-episode-steps", str(max_steps)]
-            if lc.intervention:
-                args += ["--intervention", lc.intervention,
-                         "--intervention-rate", str(lc.intervention_rate)]
+            if config.intervention:  # the same options as --single-process: device, protocol, penalty
+                args += ["--intervention", config.intervention,
+                         "--takeover-penalty", str(config.takeover_penalty),
+                         *_argv(config.autopilot, InterventionProtocol(), "autopilot-")]
             self.actor_children.append(Child(f"actor-{i}", "robostack.actor", args, self.log_dir))
         self.children = [*self.server_children, self.learner, *self.actor_children]
         self.cpu_plan = cpu_affinity.plan_training(lc.actors) if lc.pin_cpus else None
@@ -373,7 +373,15 @@ def main(argv=None) -> int:
     add_train_arguments(parser)
     add_dataclass_arguments(parser, LaunchConfig)
     args = parser.parse_args(argv)
-    launcher = Launcher(train_config_from_args(args), dataclass_from_args(LaunchConfig, args),
+    config = train_config_from_args(args)
+    if config.intervention:
+        from robostack.teleop import intervention_device
+
+        try:
+            config.intervention = intervention_device(config.intervention)
+        except ValueError as exc:
+            parser.error(str(exc))
+    launcher = Launcher(config, dataclass_from_args(LaunchConfig, args),
                         say=lambda text: print(text, flush=True))
 
     def stop(signum, frame):

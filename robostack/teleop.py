@@ -232,6 +232,16 @@ def make_device(name: str, task=None, protocol: InterventionProtocol | None = No
     raise ValueError(f"unknown teleop device {name!r}: choose one of {', '.join(DEVICES)}")
 
 
+def intervention_device(name: str) -> str:
+    """A --intervention value as a device name ("expert": the autopilot's older name). Raises
+    ValueError naming the choices for anything else, before any process or env starts."""
+    name = "autopilot" if name == "expert" else name
+    if name not in DEVICES:
+        raise ValueError(f"--intervention {name!r}: choose one of {', '.join(DEVICES)} "
+                         f"(or leave it empty for no interventions)")
+    return name
+
+
 # --- the command --------------------------------------------------------------------------------
 @dataclass
 class TeleopConfig:

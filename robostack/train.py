@@ -30,7 +30,7 @@ from robostack.rl.buffers import ReplayBuffer, load_demonstrations, sample_mixed
 from robostack.rl.checkpoint import load_latest_checkpoint, save_checkpoint
 from robostack.rl.networks import state_statistics
 from robostack.rl.sac import SACConfig, build_agent, update
-from robostack.teleop import InterventionProtocol
+from robostack.teleop import InterventionProtocol, intervention_device
 
 
 @dataclass
@@ -56,7 +56,7 @@ class TrainConfig:
     threads: int = 1  # torch threads (one per process avoids oversubscribing small machines)
     max_episode_steps: int | None = None  # time limit override (None: the task's default)
     normalize_state: bool = True  # standardise the state vector with the demos' mean/std
-    autopilot_interventions: bool = False  # the scripted expert takes over per --autopilot-* (a simulated human, HIL-SERL); its steps go to the demo buffer too
+    intervention: str = ""  # who may take over mid-episode (HIL-SERL; their steps go to the demo buffer too): "" nobody; "autopilot": the scripted expert, per --autopilot-* (a simulated human); keyboard, gamepad, spacemouse: a person, while the deadman is held
     takeover_penalty: float = 0.0  # RLIF-style: reward minus this on the step a takeover starts (0: off)
     autopilot: InterventionProtocol = field(default_factory=InterventionProtocol)
     sac: SACConfig = field(default_factory=lambda: default_sac_config())
@@ -138,6 +138,8 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
     from robostack.env import make_env
 
     progress = progress or (lambda line: None)
+    if config.intervention:
+        config = dataclasses.replace(config, intervention=intervention_device(config.intervention))
 
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -172,19 +174,20 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
         else:
             episodes = collect_demonstrations(env, config.demos, config.seed, config.demo_noise, progress)
         # Room for intervention steps: the HIL-SERL rule puts them in the demo buffer as well.
-        extra = min(config.total_steps, config.buffer_capacity) if config.autopilot_interventions else 0
+        extra = min(config.total_steps, config.buffer_capacity) if config.intervention else 0
         demos = load_demonstrations(episodes, seed=config.seed, extra_capacity=extra)
         # Buffers keep raw observations; the agent's encoder standardises states itself.
         if config.normalize_state:
             agent.set_state_scale(*state_statistics(np.concatenate([e["observations"]["state"]
                                                                     for e in episodes])))
     acting = env  # what the training loop steps; evaluation always uses `env`, no operator
-    if config.autopilot_interventions:
+    if config.intervention:
         from robostack.intervention import InterventionWrapper
-        from robostack.teleop import Autopilot
+        from robostack.teleop import make_device
 
-        acting = InterventionWrapper(env, Autopilot(env.task, config.autopilot, seed=config.seed),
-                                     takeover_penalty=config.takeover_penalty)
+        device = make_device(config.intervention, task=env.task,
+                             protocol=config.autopilot, seed=config.seed)
+        acting = InterventionWrapper(env, device, takeover_penalty=config.takeover_penalty)
     intervention_steps = int(history[-1].get("intervention_steps", 0)) if history else 0
     takeovers = 0  # since this process started (progress only)
     rng = np.random.default_rng(config.seed)
@@ -249,7 +252,7 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
                      f"updates/s {agent.critic_updates / max(update_time, 1e-9):6.0f}  "
                      f"{step / max(elapsed, 1e-9):5.1f} steps/s"
                      + (f"  interventions {intervention_steps / step:4.0%} of steps, "
-                        f"{takeovers} takeovers" if config.autopilot_interventions else ""))
+                        f"{takeovers} takeovers" if config.intervention else ""))
         if step % config.eval_every == 0 or step == config.total_steps:
             t0 = time.perf_counter()
             result = evaluate(agent, env, config.eval_episodes, config.seed)
@@ -289,6 +292,11 @@ def main(argv=None) -> int:
     add_dataclass_arguments(parser, TrainConfig)  # --sac-* defaults: default_sac_config()
     args = parser.parse_args(argv)
     config = dataclass_from_args(TrainConfig, args)
+    if config.intervention:
+        try:
+            intervention_device(config.intervention)
+        except ValueError as exc:
+            parser.error(str(exc))
     history = train(config)
     final = history[-1]
     print(f"\nfinal: success {final['success_rate']:.0%} after {final['env_steps']} env steps "

@@ -119,7 +119,7 @@ def test_single_process_training_with_autopilot_interventions_feeds_both_buffers
     sac.hidden_dims, sac.num_critics = (32, 32), 2
     config = TrainConfig(task="reach", demos=2, total_steps=60, learning_starts=30, eval_every=60,
                          eval_episodes=1, run_dir=str(tmp_path), sac=sac, progress_every=10_000,
-                         autopilot_interventions=True,
+                         intervention="autopilot",
                          autopilot=InterventionProtocol(probability=1.0, start=(0, 0), duration=(3, 3)))
     history = train(config, progress=None)
     steps = history[-1]["intervention_steps"]
@@ -133,3 +133,42 @@ def test_single_process_training_with_autopilot_interventions_feeds_both_buffers
     finally:
         scripted.close()
     assert len(demos) == sum(len(e["actions"]) for e in episodes) + steps
+
+
+def test_multi_process_actors_get_the_same_intervention_options_as_single_process(tmp_path):
+    """One option set for both modes: `robostack train --intervention autopilot --autopilot-*
+    --takeover-penalty` reaches every actor, which parses it back to the same protocol."""
+    import argparse
+
+    from robostack.actor import ActorConfig
+    from robostack.cli_config import add_dataclass_arguments, dataclass_from_args
+    from robostack.launcher import LaunchConfig, Launcher
+    from robostack.teleop import InterventionProtocol
+    from robostack.train import TrainConfig
+
+    protocol = InterventionProtocol(probability=0.3, start=(2, 5), duration=(4, 9), when_stuck=True)
+    config = TrainConfig(task="reach", run_dir=str(tmp_path), intervention="autopilot",
+                         takeover_penalty=0.25, autopilot=protocol)
+    launcher = Launcher(config, LaunchConfig(actors=2, pin_cpus=False), say=lambda _: None)
+    for child in launcher.actor_children:
+        parser = argparse.ArgumentParser()
+        add_dataclass_arguments(parser, ActorConfig)
+        actor_config = dataclass_from_args(ActorConfig, parser.parse_args(child.args))
+        assert actor_config.intervention == "autopilot"
+        assert actor_config.takeover_penalty == 0.25 and actor_config.autopilot == protocol
+    plain = Launcher(TrainConfig(task="reach", run_dir=str(tmp_path)), LaunchConfig(pin_cpus=False),
+                     say=lambda _: None)
+    assert "--intervention" not in plain.actor_children[0].args
+
+
+@pytest.mark.parametrize("single", [True, False])
+def test_an_unknown_intervention_device_is_refused_before_anything_starts(tmp_path, capsys, single):
+    from robostack.train import main
+
+    argv = ["--task", "reach", "--run-dir", str(tmp_path / "run"), "--intervention", "joystick"]
+    with pytest.raises(SystemExit) as exc:
+        main(argv + (["--single-process"] if single else []))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "'joystick'" in err and "keyboard, gamepad, spacemouse, autopilot" in err
+    assert not (tmp_path / "run" / "logs").exists()
