@@ -308,7 +308,7 @@ def test_learner_killed_and_restarted_loses_and_duplicates_nothing(tmp_path, pro
     learner = Learner(tmp_path, procs, run_dir, "--total-steps", "400")
     _, (command, _) = robot_server(tmp_path, procs)
     act = actor(tmp_path, procs, learner, command, "actor-0", "--intervention", "expert",
-                "--intervention-rate", "0.3")
+                "--autopilot-probability", "0.3")
     before = learner.wait_for(lambda s: s["env_steps"] >= 150 and _checkpointed_steps(run_dir) >= 100,
                               STARTUP, "150 env steps and a checkpoint holding 100")
     learner.proc.process.send_signal(signal.SIGKILL)
@@ -360,8 +360,13 @@ def test_robot_server_or_actor_death_and_restart(tmp_path, procs):
     server.wait(10)
     time.sleep(1.0)
     robot_server(tmp_path, procs, "robot-server-again", endpoints)  # same ports
+    # The actor may be up to --max-lead steps ahead of what the learner has received: it meets
+    # the dead server only at its next step, so wait for its own word, not for a step count.
+    deadline = time.monotonic() + STARTUP
+    while "robot server back" not in act.text():
+        assert time.monotonic() < deadline, act.text()[-3000:]
+        time.sleep(0.2)
     at_kill = learner.wait_for(lambda s: s["env_steps"] >= 120, STARTUP, "120 env steps")
-    assert "robot server back" in act.text()
     act.process.send_signal(signal.SIGKILL)
     act.wait(10)
     time.sleep(1.0)

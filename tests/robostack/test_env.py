@@ -155,3 +155,49 @@ def test_scripted_expert_succeeds_over_zmq(task, episodes):
     assert result.episodes == episodes
     assert result.success_rate >= 0.9, (
         f"{task}: {result.successes}/{episodes} successes, lengths {result.episode_lengths}")
+
+
+def test_a_robot_server_restarted_on_the_same_endpoint_refuses_to_step_on():
+    """A server that died and came back on the same port has lost the episode: it is disarmed,
+    so the env's next step is refused with the fix named (reset) instead of moving the arm of a
+    fresh world, and after a reset the episode runs again."""
+    import subprocess
+    import sys
+
+    from robostack import transport
+    from robostack.env import RobotEnv, ZmqConnection
+
+    command, state = transport.free_tcp_endpoint(), transport.free_tcp_endpoint()
+
+    def start_server():
+        return subprocess.Popen([sys.executable, "-m", "robostack.robot_server", "--task", "reach",
+                                 "--command-endpoint", command, "--state-endpoint", state,
+                                 "--log-level", "WARNING"])
+
+    server = start_server()
+    connection = ZmqConnection(command, timeout=2.0)
+    for _ in range(30):  # the server's start-up
+        try:
+            connection.request("hello", timeout=1.0)
+            break
+        except transport.PeerTimeout:
+            pass
+    env = RobotEnv(connection, task="reach")
+    try:
+        env.reset(seed=0)
+        env.step(np.zeros(env.action_space.shape, np.float32))
+        server.kill()
+        server.wait(10)
+        server = start_server()
+        with pytest.raises(transport.RemoteError, match="disarmed: send 'reset'"):
+            for _ in range(60):
+                try:
+                    env.step(np.zeros(env.action_space.shape, np.float32))
+                except transport.PeerTimeout:
+                    continue  # not up yet
+        env.reset(seed=0)
+        env.step(np.zeros(env.action_space.shape, np.float32))
+    finally:
+        env.close()
+        server.kill()
+        server.wait(10)
