@@ -10,6 +10,7 @@ merged into docs/learning/pick_cube_state.csv and drawn as docs/learning/pick_cu
     python benchmarks/learning_curve.py                      # seeds 0 1 2, one at a time (~45 min)
     python benchmarks/learning_curve.py --parallel 2         # only on an otherwise idle machine
     python benchmarks/learning_curve.py --plot-only          # redraw from the CSV
+    python benchmarks/learning_curve.py --multi-process      # the actor/learner processes instead
     python benchmarks/learning_curve.py --seeds 0 --total-steps 6000 --eval-episodes 10 \
         --out /tmp/lc -- --sac-num-critics 2                 # quick look; options after -- go to train
 
@@ -41,7 +42,8 @@ def run_seeds(args, extra: list[str]) -> None:
             seed = pending.pop(0)
             run_dir = Path(args.runs) / f"seed_{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, "-m", "robostack.train", "--single-process", "--task", args.task,
+            mode = [] if args.multi_process else ["--single-process"]
+            cmd = [sys.executable, "-m", "robostack.train", *mode, "--task", args.task,
                    "--seed", str(seed), "--total-steps", str(args.total_steps),
                    "--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
                    "--demos", str(args.demos), "--threads", "1", "--resume", "false",
@@ -174,6 +176,10 @@ def main() -> int:
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--demos", type=int, default=20)
     p.add_argument("--parallel", type=int, default=1, help="runs at once (one CPU core each)")
+    p.add_argument("--multi-process", action="store_true",
+                   help="train with robot server, actor and learner processes (`robostack train` "
+                        "without --single-process; two cores per run): evaluations are the "
+                        "evaluator actor's, plus the final one")
     p.add_argument("--runs", default="runs/learning_curve", help="run directories (seed_<n>/)")
     p.add_argument("--out", default="docs/learning", help="where the CSV and PNG go")
     p.add_argument("--plot-only", action="store_true", help="redraw from the CSV in --out")

@@ -170,10 +170,10 @@ class Actor:
         cfg, sender = self.cfg, self.sender
         if cfg.intervention:  # the operator reads and may override every step (HIL-SERL)
             from robostack.intervention import InterventionWrapper
-            from robostack.teleop import make_device
+            from robostack.teleop import intervention_device, make_device
 
-            name = "autopilot" if cfg.intervention == "expert" else cfg.intervention
-            device = make_device(name, task=self.env.task, seed=cfg.seed, protocol=cfg.autopilot)
+            device = make_device(intervention_device(cfg.intervention), task=self.env.task,
+                                 seed=cfg.seed, protocol=cfg.autopilot)
             self.acting = InterventionWrapper(self.env, device, takeover_penalty=cfg.takeover_penalty)
         obs = self.reset()
         episode = self.new_episode()

@@ -373,14 +373,10 @@ def main(argv=None) -> int:
     add_train_arguments(parser)
     add_dataclass_arguments(parser, LaunchConfig)
     args = parser.parse_args(argv)
-    config = train_config_from_args(args)
-    if config.intervention:
-        from robostack.teleop import intervention_device
-
-        try:
-            config.intervention = intervention_device(config.intervention)
-        except ValueError as exc:
-            parser.error(str(exc))
+    try:
+        config = train_config_from_args(args)
+    except ValueError as exc:  # e.g. an unknown --intervention, --autopilot-start 5 2
+        parser.error(str(exc))
     launcher = Launcher(config, dataclass_from_args(LaunchConfig, args),
                         say=lambda text: print(text, flush=True))
 

@@ -61,6 +61,10 @@ class TrainConfig:
     autopilot: InterventionProtocol = field(default_factory=InterventionProtocol)
     sac: SACConfig = field(default_factory=lambda: default_sac_config())
 
+    def __post_init__(self):
+        if self.intervention:  # a clear error before any process or env starts
+            self.intervention = intervention_device(self.intervention)
+
 
 def default_sac_config() -> SACConfig:
     """The agent settings this trainer starts from (the CLI's --sac-* defaults come from here).
@@ -138,8 +142,6 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
     from robostack.env import make_env
 
     progress = progress or (lambda line: None)
-    if config.intervention:
-        config = dataclasses.replace(config, intervention=intervention_device(config.intervention))
 
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -291,12 +293,10 @@ def main(argv=None) -> int:
                         help="train in this process (env, agent, buffers in one loop)")
     add_dataclass_arguments(parser, TrainConfig)  # --sac-* defaults: default_sac_config()
     args = parser.parse_args(argv)
-    config = dataclass_from_args(TrainConfig, args)
-    if config.intervention:
-        try:
-            intervention_device(config.intervention)
-        except ValueError as exc:
-            parser.error(str(exc))
+    try:
+        config = dataclass_from_args(TrainConfig, args)
+    except ValueError as exc:  # e.g. an unknown --intervention, --autopilot-start 5 2
+        parser.error(str(exc))
     history = train(config)
     final = history[-1]
     print(f"\nfinal: success {final['success_rate']:.0%} after {final['env_steps']} env steps "

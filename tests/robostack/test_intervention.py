@@ -172,3 +172,12 @@ def test_an_unknown_intervention_device_is_refused_before_anything_starts(tmp_pa
     err = capsys.readouterr().err
     assert "'joystick'" in err and "keyboard, gamepad, spacemouse, autopilot" in err
     assert not (tmp_path / "run" / "logs").exists()
+
+
+def test_a_bad_autopilot_protocol_is_a_usage_error_not_a_traceback(tmp_path, capsys):
+    from robostack.train import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--task", "reach", "--run-dir", str(tmp_path / "run"), "--intervention", "expert",
+              "--autopilot-start", "5", "2"])
+    assert exc.value.code == 2 and "must be two steps lo <= hi" in capsys.readouterr().err
