@@ -128,7 +128,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         axes[0].plot(c["steps"], c["success"], marker="o", ms=3, label=f"seed {seed}")
         axes[1].plot([w / 60 for w in c["wall"]], c["success"], marker="o", ms=3, label=f"seed {seed}")
     axes[0].set_xlabel("environment steps")
-    axes[1].set_xlabel("wall-clock (min, 1 CPU thread, evaluations included)")
+    axes[1].set_xlabel("wall-clock (min, evaluations included)")
     axes[0].set_ylabel("eval success (%)")
     for ax in axes:
         ax.axhline(100 * TARGET, color="grey", lw=0.8, ls="--")
@@ -192,8 +192,10 @@ def main() -> int:
         run_seeds(args, extra)
         rows = collect(args)
         write_csv(rows, csv_path)
+    mode = ("robot server, actor, learner processes on 2 cores" if args.multi_process
+            else "single process, 1 CPU thread")
     title = (f"{args.task} (state, {args.demos} scripted demos, sparse reward): deterministic eval "
-             f"success over {args.eval_episodes} episodes")
+             f"success over {args.eval_episodes} episodes\n{mode}")
     plot(rows, png_path, title)
     print(f"\n{csv_path}\n{png_path}\n\n{summary(rows)}")
     return 0
