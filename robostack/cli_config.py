@@ -8,6 +8,7 @@ Every config is a dataclass whose fields carry defaults that work; each field be
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
 import re
@@ -113,3 +114,13 @@ def dataclass_from_args(cls, args: argparse.Namespace, prefix: str = "", default
         elif defaults is not None and default is not dataclasses.MISSING:
             values[f.name] = default
     return cls(**values)
+
+
+@contextlib.contextmanager
+def usage_errors(parser: argparse.ArgumentParser):
+    """A ValueError raised while building a config from the command line (a dataclass's
+    __post_init__ check) becomes a usage error: the message and exit code 2, no traceback."""
+    try:
+        yield
+    except ValueError as exc:
+        parser.error(str(exc))

@@ -361,7 +361,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["--child"]:  # before importing anything the child module might be
         _run_child(argv[1:])
         return 0
-    from robostack.cli_config import add_dataclass_arguments, dataclass_from_args
+    from robostack.cli_config import add_dataclass_arguments, dataclass_from_args, usage_errors
     from robostack.learner import add_train_arguments, train_config_from_args
     parser = argparse.ArgumentParser(
         prog="robostack train",
@@ -373,10 +373,8 @@ def main(argv=None) -> int:
     add_train_arguments(parser)
     add_dataclass_arguments(parser, LaunchConfig)
     args = parser.parse_args(argv)
-    try:
+    with usage_errors(parser):  # e.g. an unknown --intervention, --autopilot-start 5 2
         config = train_config_from_args(args)
-    except ValueError as exc:  # e.g. an unknown --intervention, --autopilot-start 5 2
-        parser.error(str(exc))
     launcher = Launcher(config, dataclass_from_args(LaunchConfig, args),
                         say=lambda text: print(text, flush=True))
 

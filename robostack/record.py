@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robostack.cli_config import add_dataclass_arguments, dataclass_from_args
+from robostack.cli_config import add_dataclass_arguments, dataclass_from_args, usage_errors
 
 KEEP = ("success", "all", "ask")
 
@@ -46,6 +46,9 @@ class RecordConfig:
     def __post_init__(self):
         if self.keep not in KEEP:
             raise ValueError(f"--keep must be one of {KEEP}, got {self.keep!r}")
+        if self.episodes < 1 or self.max_attempts < 0:
+            raise ValueError(f"--episodes must be >= 1 and --max-attempts >= 0 (0: 3x --episodes), "
+                             f"got {self.episodes} and {self.max_attempts}")
 
 
 def record(config: RecordConfig, say=print) -> dict:
@@ -139,10 +142,8 @@ def main(argv=None) -> int:
                                      description=__doc__.splitlines()[0])
     add_dataclass_arguments(parser, RecordConfig)
     args = parser.parse_args(argv)
-    try:
+    with usage_errors(parser):
         config = dataclass_from_args(RecordConfig, args)
-    except ValueError as exc:
-        parser.error(str(exc))
     result = record(config)
     print(f"\n{result['kept']} episodes kept of {result['attempts']} attempts, in {result['log']}")
     return 0 if result["kept"] else 1

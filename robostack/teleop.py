@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hardware.teleop.base import DeviceUnavailable, TeleopReading
-from robostack.cli_config import add_dataclass_arguments, dataclass_from_args
+from robostack.cli_config import add_dataclass_arguments, dataclass_from_args, usage_errors
 from robostack.geometry import quat_multiply, rotvec_to_quat
 from tasks import TaskConfig
 
@@ -353,10 +353,8 @@ def main(argv=None) -> int:
                         help="show the device's live readings (the autopilot acts in the mirror)")
     add_dataclass_arguments(parser, TeleopConfig)
     args = parser.parse_args(argv)
-    try:
+    with usage_errors(parser):
         config = dataclass_from_args(TeleopConfig, args)
-    except ValueError as exc:
-        parser.error(str(exc))
     if config.device not in DEVICES:
         parser.error(f"--device must be one of {', '.join(DEVICES)}, got {config.device!r}")
     return run(config, args.selftest)

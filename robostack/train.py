@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robostack.cli_config import add_dataclass_arguments, dataclass_from_args
+from robostack.cli_config import add_dataclass_arguments, dataclass_from_args, usage_errors
 from robostack.rl.buffers import ReplayBuffer, load_demonstrations, sample_mixed
 from robostack.rl.checkpoint import load_latest_checkpoint, save_checkpoint
 from robostack.rl.networks import state_statistics
@@ -293,10 +293,8 @@ def main(argv=None) -> int:
                         help="train in this process (env, agent, buffers in one loop)")
     add_dataclass_arguments(parser, TrainConfig)  # --sac-* defaults: default_sac_config()
     args = parser.parse_args(argv)
-    try:
+    with usage_errors(parser):  # e.g. an unknown --intervention, --autopilot-start 5 2
         config = dataclass_from_args(TrainConfig, args)
-    except ValueError as exc:  # e.g. an unknown --intervention, --autopilot-start 5 2
-        parser.error(str(exc))
     history = train(config)
     final = history[-1]
     print(f"\nfinal: success {final['success_rate']:.0%} after {final['env_steps']} env steps "

@@ -58,3 +58,11 @@ def test_keep_ask_without_a_terminal_says_what_to_use(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     with pytest.raises(SystemExit, match="--keep success"):
         record(RecordConfig(device="autopilot", keep="ask", log=str(tmp_path), transport="inprocess"))
+
+
+def test_bad_counts_are_usage_errors(capsys):
+    from robostack.record import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--device", "autopilot", "--episodes", "0", "--log", "unused"])
+    assert exc.value.code == 2 and "--episodes must be >= 1" in capsys.readouterr().err
