@@ -77,7 +77,7 @@ def learner_receiver(endpoint, pixels, ready):
 
     torch.set_num_threads(1)
     from robostack.rl.buffers import ReplayBuffer
-    from robostack.transitions import Ledger, split_observations
+    from robostack.training.transitions import Ledger, split_observations
     from robostack.transport import RequestServer
 
     server = RequestServer(endpoint, "bench-learner")
@@ -116,8 +116,8 @@ def weights_publisher(endpoint, pixels, rounds, go, out, ready):
 
     torch.set_num_threads(1)
     from robostack.rl.sac import build_agent
-    from robostack.train import TrainConfig
-    from robostack.weights import WeightsPublisher
+    from robostack.training.config import TrainConfig
+    from robostack.training.weights import WeightsPublisher
 
     agent = build_agent(TrainConfig().sac, *spaces(pixels))
     publisher = WeightsPublisher(endpoint, repeat_every=1e9)
@@ -158,7 +158,7 @@ def start(target, *args):
 # --- 1. transitions ------------------------------------------------------------------------------
 
 def bench_transitions(pixels: bool, count: int) -> dict:
-    from robostack.transitions import TransitionSender, action_spec, observation_spec, stack_transitions
+    from robostack.training.transitions import TransitionSender, action_spec, observation_spec, stack_transitions
 
     rng = np.random.default_rng(0)
     obs_space, act_space = spaces(pixels)
@@ -211,8 +211,8 @@ def bench_weights(pixels: bool, rounds: int) -> dict:
 
     torch.set_num_threads(1)
     from robostack.rl.sac import build_agent
-    from robostack.train import TrainConfig
-    from robostack.weights import WeightsSubscriber, acting_state
+    from robostack.training.config import TrainConfig
+    from robostack.training.weights import WeightsSubscriber, acting_state
 
     ctx = mp.get_context("spawn")
     agent = build_agent(TrainConfig().sac, *spaces(pixels))

@@ -7,7 +7,7 @@ Every variant: state observations, the task's scripted expert choosing actions (
 when they end, and resets are counted in the time: that is what training sees), lock-step clock,
 one env step = 100 physics ticks with the 1 kHz impedance controller evaluated every tick.
 
-  (a) zmq          `python -m robostack.robot_server` subprocess, RobotEnv over a unix socket (ipc),
+  (a) zmq          `python -m robostack.robot.server` subprocess, RobotEnv over a unix socket (ipc),
                    server and this process pinned to one core, as `robostack train` runs an
                    actor and its server (robostack/cpu_affinity.py)
   (a') zmq, unpinned  the same with the server free to run on any core
@@ -34,9 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from robostack import cpu_affinity  # noqa: E402
-from robostack.env import InProcessConnection, RobotEnv, spawn_robot_server  # noqa: E402
-from robostack.robot_server import RobotServer, RobotServerConfig  # noqa: E402
+from robostack import cpu_affinity# noqa: E402
+from robostack.robot.client import InProcessConnection, spawn_robot_server# noqa: E402
+from robostack.env import RobotEnv# noqa: E402
+from robostack.robot.server import RobotServer, RobotServerConfig# noqa: E402
 
 TASK = "pick_cube"
 

@@ -4,7 +4,7 @@
 
 1. Idle baseline: a bare Python loop in this process, paced at 1 kHz with the server's own
    sleep-then-spin (robot_server.wait_until) and doing no work, for --seconds.
-2. The robot server (`python -m robostack.robot_server --clock realtime`, MuJoCo mirror,
+2. The robot server (`python -m robostack.robot.server --clock realtime`, MuJoCo mirror,
    pick_cube) in its own process: reset (which arms it), then commands at 10 Hz for --seconds,
    each followed by a `state` request (what RobotEnv does in real time), while this process also
    reads the 100 Hz state stream. The loop's statistics window is restarted just before the
@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from robostack import transport  # noqa: E402
-from robostack.env import spawn_robot_server  # noqa: E402
-from robostack.robot_server import TickStats, wait_until  # noqa: E402
+from robostack import transport# noqa: E402
+from robostack.robot.client import spawn_robot_server# noqa: E402
+from robostack.robot.server import TickStats, wait_until# noqa: E402
 
 PERIOD = 0.001  # s, the server's control period (the mirror's physics step)
 

@@ -11,17 +11,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 COMMANDS = {
-    "demo": ("robostack.demo", "the main job in the MuJoCo mirror, multi-process, with a success rate"),
-    "robot-server": ("robostack.robot_server", "run an arm (MuJoCo mirror) behind ZeroMQ at 1 kHz"),
-    "train": ("robostack.train", "train a policy with SAC/RLPD: robot server, actor(s), learner as processes"),
-    "learner": ("robostack.learner", "the learner process alone: replay buffers, updates, weights"),
-    "actor": ("robostack.actor", "one actor process alone: acts with the learner's weights"),
-    "eval": ("robostack.evaluate", "success rate and time to success of a run's latest policy"),
-    "record-demos": ("robostack.record", "drive the arm with a teleop device and log demonstrations"),
-    "replay": ("robostack.replay", "re-execute a logged episode in the mirror, report tracking error"),
-    "view": ("robostack.replay:view_main", "video with overlays and a plot of a logged episode"),
-    "expert": ("robostack.expert", "run a task's scripted expert through the env and report success"),
-    "teleop": ("robostack.teleop", "teleop devices (keyboard, gamepad, spacemouse, autopilot): --selftest"),
+    "demo": ("robostack.commands.demo", "the main job in the MuJoCo mirror, multi-process, with a success rate"),
+    "robot-server": ("robostack.robot.server", "run an arm (MuJoCo mirror) behind ZeroMQ at 1 kHz"),
+    "train": ("robostack.training.train", "train a policy with SAC/RLPD: robot server, actor(s), learner as processes"),
+    "learner": ("robostack.training.learner", "the learner process alone: replay buffers, updates, weights"),
+    "actor": ("robostack.training.actor", "one actor process alone: acts with the learner's weights"),
+    "eval": ("robostack.commands.evaluate", "success rate and time to success of a run's latest policy"),
+    "record-demos": ("robostack.commands.record", "drive the arm with a teleop device and log demonstrations"),
+    "replay": ("robostack.commands.replay", "re-execute a logged episode in the mirror, report tracking error"),
+    "view": ("robostack.commands.replay:view_main", "video with overlays and a plot of a logged episode"),
+    "expert": ("robostack.commands.expert", "run a task's scripted expert through the env and report success"),
+    "teleop": ("robostack.commands.teleop", "teleop devices (keyboard, gamepad, spacemouse, autopilot): --selftest"),
 }
 
 

@@ -18,11 +18,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from robostack import train as train_module  # noqa: E402
-from robostack.cli_config import add_dataclass_arguments, dataclass_from_args  # noqa: E402
+from robostack.training import train as train_module# noqa: E402
+from robostack.config import add_dataclass_arguments, dataclass_from_args# noqa: E402
 from robostack.rl.sac import SACConfig  # noqa: E402
 from robostack.rl.networks import ObservationEncoder, state_statistics  # noqa: E402
-from robostack.train import TrainConfig, default_sac_config, train  # noqa: E402
+from robostack.training.config import TrainConfig, default_sac_config# noqa: E402
+from robostack.training.train import train# noqa: E402
 
 torch.set_num_threads(1)
 

@@ -24,7 +24,7 @@ from robostack import transport
 from robostack.rl.buffers import ReplayBuffer
 from robostack.rl.checkpoint import load_latest_checkpoint
 
-from robostack.train import TrainConfig  # noqa: E402
+from robostack.training.config import TrainConfig# noqa: E402
 
 TINY = ["--sac-hidden-dims", "16", "16", "--sac-num-critics", "2", "--sac-batch-size", "16",
         "--utd-ratio", "1", "--learning-starts", "40", "--eval-every", "0",
@@ -74,7 +74,7 @@ class Learner:
         self.endpoint, self.weights = endpoints or (transport.free_tcp_endpoint(),
                                                     transport.free_tcp_endpoint())
         self.run_dir = run_dir
-        self.proc = Proc(tmp_path, f"learner-{len(procs)}", "robostack.learner", "--task", task,
+        self.proc = Proc(tmp_path, f"learner-{len(procs)}", "robostack.training.learner", "--task", task,
                          "--run-dir", str(run_dir), "--endpoint", self.endpoint,
                          "--weights-endpoint", self.weights, "--checkpoint-every", "1.0",
                          "--weights-every", "0.3", *TINY, *extra)
@@ -101,14 +101,14 @@ class Learner:
 
 def robot_server(tmp_path, procs, name="robot-server", endpoints=None):
     command, state = endpoints or (transport.free_tcp_endpoint(), transport.free_tcp_endpoint())
-    proc = Proc(tmp_path, name, "robostack.robot_server", "--task", "pick_cube",
+    proc = Proc(tmp_path, name, "robostack.robot.server", "--task", "pick_cube",
                 "--command-endpoint", command, "--state-endpoint", state, "--log-level", "WARNING")
     procs.append(proc)
     return proc, (command, state)
 
 
 def actor(tmp_path, procs, learner, server_endpoint, actor_id="actor-0", *extra, log_name=None):
-    proc = Proc(tmp_path, log_name or actor_id, "robostack.actor", "--actor-id", actor_id,
+    proc = Proc(tmp_path, log_name or actor_id, "robostack.training.actor", "--actor-id", actor_id,
                 "--learner", learner.endpoint, "--weights", learner.weights,
                 "--robot-server", server_endpoint, "--max-episode-steps", "20",
                 "--spool-dir", str(tmp_path / "spool" / actor_id), "--batch-steps", "8",
@@ -139,7 +139,7 @@ def final_state(run_dir: Path) -> tuple[dict, ReplayBuffer, ReplayBuffer, dict]:
 # --- the stream pieces, in this process ------------------------------------------------------
 
 def test_ledger_drops_resent_prefix_and_counts_gaps():
-    from robostack.transitions import Ledger
+    from robostack.training.transitions import Ledger
 
     ledger = Ledger()
     assert ledger.accept("a", 1, 8, []).count == 8
@@ -155,7 +155,7 @@ def test_ledger_drops_resent_prefix_and_counts_gaps():
 
 
 def test_spool_keeps_whole_batches_across_a_restart(tmp_path):
-    from robostack.transitions import Batch, Spool, stack_transitions
+    from robostack.training.transitions import Batch, Spool, stack_transitions
 
     spool = Spool(tmp_path / "spool")
     obs = {"state": np.arange(3, dtype=np.float32)}
@@ -170,8 +170,8 @@ def test_spool_keeps_whole_batches_across_a_restart(tmp_path):
 
 
 def test_spool_fsyncs_each_batch_and_the_directory_before_it_counts(tmp_path, monkeypatch):
-    from robostack import transitions
-    from robostack.transitions import Batch, Spool, stack_transitions
+    from robostack.training import transitions
+    from robostack.training.transitions import Batch, Spool, stack_transitions
 
     synced, dirs = [], []
     real_fsync = os.fsync
@@ -194,7 +194,7 @@ def test_learner_writes_tensorboard_scalars_and_metrics_csv(tmp_path):
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from robostack.learner import Learner as InProcessLearner, LearnerConfig
+    from robostack.training.learner import Learner as InProcessLearner, LearnerConfig
 
     config = TrainConfig(task="pick_cube", run_dir=str(tmp_path / "run"), demos=0, eval_every=100)
     config.sac = dataclasses.replace(config.sac, hidden_dims=(16, 16), num_critics=2)
@@ -216,9 +216,9 @@ def test_learner_writes_tensorboard_scalars_and_metrics_csv(tmp_path):
 
 
 def test_weights_are_versioned_checksummed_and_loaded_only_when_intact():
-    from robostack.learner import task_spaces
+    from robostack.training.learner import task_spaces
     from robostack.rl.sac import SACConfig, build_agent
-    from robostack.weights import WeightsPublisher, WeightsSubscriber, acting_state, digest
+    from robostack.training.weights import WeightsPublisher, WeightsSubscriber, acting_state, digest
 
     obs_space, act_space, _ = task_spaces("pick_cube")
     config = SACConfig(hidden_dims=(8, 8), num_critics=2)
@@ -260,7 +260,7 @@ def test_weights_are_versioned_checksummed_and_loaded_only_when_intact():
 # --- real processes --------------------------------------------------------------------------
 
 def test_handshake_mismatch_is_refused_with_a_message_naming_it(tmp_path, procs):
-    from robostack.transitions import HandshakeRefused, TransitionSender
+    from robostack.training.transitions import HandshakeRefused, TransitionSender
 
     learner = Learner(tmp_path, procs, tmp_path / "run", "--total-steps", "100")
     learner.wait_for(lambda s: True, STARTUP, "start")
@@ -407,10 +407,10 @@ def test_learner_stopped_before_any_evaluation_leaves_metrics_csv(tmp_path, proc
 
 
 def test_children_die_with_the_launcher(tmp_path):
-    """`robostack.launcher --child` processes get SIGTERM when the launcher dies, even by -9."""
+    """`robostack.training.launcher --child` processes get SIGTERM when the launcher dies, even by -9."""
     parent = subprocess.Popen(
         [sys.executable, "-c", "import subprocess, sys, time; p = subprocess.Popen([sys.executable, "
-         "'-m', 'robostack.launcher', '--child', 'http.server', '--bind', '127.0.0.1', '0'], "
+         "'-m', 'robostack.training.launcher', '--child', 'http.server', '--bind', '127.0.0.1', '0'], "
          "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(p.pid, flush=True); "
          "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
@@ -471,7 +471,7 @@ def test_train_two_actors_ctrl_c_then_resume_and_eval(tmp_path):
 
     # Every finished training episode of both runs is in the actors' episode logs (episodes cut
     # short by Ctrl-C or the end of the budget are dropped, not logged as if they had ended).
-    from robostack.episode_log import EpisodeLog
+    from robostack.data.episode_log import EpisodeLog
 
     logs = [EpisodeLog(run_dir / "episodes" / f"actor-{i}") for i in (0, 1)]
     assert all(len(log) >= 1 for log in logs)

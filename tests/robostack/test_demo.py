@@ -1,6 +1,6 @@
 """`robostack demo` housekeeping: repeated demos keep a bounded number of replaced runs."""
 
-from robostack.demo import prune_replaced_runs
+from robostack.commands.demo import prune_replaced_runs
 
 
 def test_demo_keeps_the_newest_replaced_runs_counting_the_one_it_replaces(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from robostack.env import make_env
-from robostack.expert import ExpertConfig, run_expert
+from robostack.commands.expert import ExpertConfig, run_expert
 from tasks import make_task
 
 # The observation is unbounded by nature (positions, velocities): these two warnings are expected.
@@ -165,12 +165,13 @@ def test_a_robot_server_restarted_on_the_same_endpoint_refuses_to_step_on():
     import sys
 
     from robostack import transport
-    from robostack.env import RobotEnv, ZmqConnection
+    from robostack.env import RobotEnv
+    from robostack.robot.client import ZmqConnection
 
     command, state = transport.free_tcp_endpoint(), transport.free_tcp_endpoint()
 
     def start_server():
-        return subprocess.Popen([sys.executable, "-m", "robostack.robot_server", "--task", "reach",
+        return subprocess.Popen([sys.executable, "-m", "robostack.robot.server", "--task", "reach",
                                  "--command-endpoint", command, "--state-endpoint", state,
                                  "--log-level", "WARNING"])
 

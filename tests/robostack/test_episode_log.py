@@ -13,8 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from robostack.episode_log import (EpisodeLog, EpisodeLogError, EpisodeWriter, env_key,
-                                   feature_key, features_from_spaces, load_into_buffer)
+from robostack.data.episode_log import EpisodeLog, EpisodeLogError, EpisodeWriter, env_key, feature_key, features_from_spaces, load_into_buffer
 
 REPO = Path(__file__).resolve().parents[2]
 H = W = 32
@@ -213,7 +212,7 @@ def test_sigkill_mid_episode_keeps_earlier_episodes_and_reopen_appends(tmp_path)
 COMMIT_CRASH_CHILD = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})
-    import robostack.episode_log.writer as episode_log
+    import robostack.data.episode_log.writer as episode_log
     from test_episode_log import EpisodeWriter, features, make_episode, write_episode
     writer = EpisodeWriter({root!r}, 10, features(), task="pick")
     write_episode(writer, make_episode(0, 5))
@@ -290,7 +289,7 @@ def test_reader_needs_no_torch(tmp_path):
     code = textwrap.dedent(f"""
         import sys
         sys.modules["torch"] = None  # any `import torch` now raises ImportError
-        from robostack.episode_log import EpisodeLog
+        from robostack.data.episode_log import EpisodeLog
         log = EpisodeLog({str(tmp_path)!r})
         ep = log.episode(0, video=True)
         pieces = log.transitions(0)

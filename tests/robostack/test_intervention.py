@@ -5,7 +5,7 @@ import pytest
 
 from hardware.teleop.base import TeleopReading
 from robostack.env import make_env
-from robostack.intervention import InterventionWrapper
+from robostack.env.wrappers import InterventionWrapper
 
 
 class ScriptedOperator:
@@ -91,7 +91,7 @@ def test_a_device_action_of_the_wrong_shape_is_refused_before_the_env_moves(env)
 
 
 def test_autopilot_takes_over_per_its_protocol_and_finishes_the_task(env):
-    from robostack.teleop import Autopilot, InterventionProtocol
+    from robostack.env.teleop import Autopilot, InterventionProtocol
 
     pick = make_env("pick_cube", transport_kind="inprocess")
     try:
@@ -112,8 +112,10 @@ def test_autopilot_takes_over_per_its_protocol_and_finishes_the_task(env):
 
 def test_single_process_training_with_autopilot_interventions_feeds_both_buffers(tmp_path):
     from robostack.rl.buffers import ReplayBuffer
-    from robostack.teleop import InterventionProtocol
-    from robostack.train import TrainConfig, collect_demonstrations, default_sac_config, train
+    from robostack.env.teleop import InterventionProtocol
+    from robostack.training.config import TrainConfig, default_sac_config
+    from robostack.training.rollouts import collect_demonstrations
+    from robostack.training.train import train
 
     sac = default_sac_config()
     sac.hidden_dims, sac.num_critics = (32, 32), 2
@@ -140,11 +142,11 @@ def test_multi_process_actors_get_the_same_intervention_options_as_single_proces
     --takeover-penalty` reaches every actor, which parses it back to the same protocol."""
     import argparse
 
-    from robostack.actor import ActorConfig
-    from robostack.cli_config import add_dataclass_arguments, dataclass_from_args
-    from robostack.launcher import LaunchConfig, Launcher
-    from robostack.teleop import InterventionProtocol
-    from robostack.train import TrainConfig
+    from robostack.training.actor import ActorConfig
+    from robostack.config import add_dataclass_arguments, dataclass_from_args
+    from robostack.training.launcher import LaunchConfig, Launcher
+    from robostack.env.teleop import InterventionProtocol
+    from robostack.training.config import TrainConfig
 
     protocol = InterventionProtocol(probability=0.3, start=(2, 5), duration=(4, 9), when_stuck=True)
     config = TrainConfig(task="reach", run_dir=str(tmp_path), intervention="autopilot",
@@ -163,7 +165,7 @@ def test_multi_process_actors_get_the_same_intervention_options_as_single_proces
 
 @pytest.mark.parametrize("single", [True, False])
 def test_an_unknown_intervention_device_is_refused_before_anything_starts(tmp_path, capsys, single):
-    from robostack.train import main
+    from robostack.training.train import main
 
     argv = ["--task", "reach", "--run-dir", str(tmp_path / "run"), "--intervention", "joystick"]
     with pytest.raises(SystemExit) as exc:
@@ -175,7 +177,7 @@ def test_an_unknown_intervention_device_is_refused_before_anything_starts(tmp_pa
 
 
 def test_a_bad_autopilot_protocol_is_a_usage_error_not_a_traceback(tmp_path, capsys):
-    from robostack.train import main
+    from robostack.training.train import main
 
     with pytest.raises(SystemExit) as exc:
         main(["--task", "reach", "--run-dir", str(tmp_path / "run"), "--intervention", "expert",

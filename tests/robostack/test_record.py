@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from robostack.episode_log import EpisodeLog
-from robostack.record import RecordConfig, record
-from robostack.replay import ReplayConfig, replay
+from robostack.data.episode_log import EpisodeLog
+from robostack.commands.record import RecordConfig, record
+from robostack.commands.replay import ReplayConfig, replay
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,8 @@ def test_recording_appends_to_an_existing_log(demo_log):
 
 
 def test_recorded_demos_train_a_short_single_process_run(demo_log, tmp_path):
-    from robostack.train import TrainConfig, default_sac_config, train
+    from robostack.training.config import TrainConfig, default_sac_config
+    from robostack.training.train import train
 
     sac = default_sac_config()
     sac.hidden_dims, sac.num_critics = (32, 32), 2
@@ -61,7 +62,7 @@ def test_keep_ask_without_a_terminal_says_what_to_use(tmp_path, monkeypatch):
 
 
 def test_bad_counts_are_usage_errors(capsys):
-    from robostack.record import main
+    from robostack.commands.record import main
 
     with pytest.raises(SystemExit) as exc:
         main(["--device", "autopilot", "--episodes", "0", "--log", "unused"])

@@ -10,8 +10,8 @@ import mujoco
 import numpy as np
 import pytest
 
-from robostack.geometry import matrix_to_quat, quat_angle, quat_multiply, rotvec_to_quat
-from robostack.robot_server import RobotServer, RobotServerConfig
+from controllers.rotations import matrix_to_quat, quat_angle, quat_multiply, rotvec_to_quat
+from robostack.robot.server import RobotServer, RobotServerConfig
 from tasks import TaskConfig, make_task
 
 TRACKING_TOLERANCE = 0.005  # m

@@ -1,4 +1,4 @@
-"""The robot server as the product runs it: its own process (`python -m robostack.robot_server`),
+"""The robot server as the product runs it: its own process (`python -m robostack.robot.server`),
 real ZeroMQ sockets on loopback, the 1 kHz real-time clock.
 
 Every wait here is bounded, and every server process is killed in fixture teardown, whatever
@@ -19,7 +19,8 @@ import pytest
 import zmq
 
 from robostack import transport
-from robostack.env import RobotEnv, ZmqConnection
+from robostack.env import RobotEnv
+from robostack.robot.client import ZmqConnection
 
 STARTUP_TIMEOUT = 60.0  # s; ~3 s on an idle machine (imports, numba cache, scene compile)
 REPLY_TIMEOUT = 5.0  # s, per request; replies take < 50 ms, the margin is for a loaded machine
@@ -27,13 +28,13 @@ STREAM_TIMEOUT = 2.0  # s; the state stream publishes at 100 Hz
 
 
 class ServerProcess:
-    """`python -m robostack.robot_server` on free loopback ports, plus a client for it."""
+    """`python -m robostack.robot.server` on free loopback ports, plus a client for it."""
 
     def __init__(self, *args: str):
         self.command_endpoint = transport.free_tcp_endpoint()
         self.state_endpoint = transport.free_tcp_endpoint()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "robostack.robot_server", "--task", "pick_cube",
+            [sys.executable, "-m", "robostack.robot.server", "--task", "pick_cube",
              "--command-endpoint", self.command_endpoint, "--state-endpoint", self.state_endpoint,
              "--log-level", "ERROR", *args],
             env=dict(os.environ, OMP_NUM_THREADS="1"),

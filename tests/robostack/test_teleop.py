@@ -14,9 +14,9 @@ import pytest
 
 from hardware.teleop.base import TeleopDevice, TeleopReading
 from robostack.env import make_env
-from robostack.geometry import quat_angle, quat_multiply, rotvec_to_quat
-from robostack.teleop import (Autopilot, InterventionProtocol, action_to_target, base_to_policy_action,
-                              make_device, policy_to_base, quat_to_matrix)
+from controllers.rotations import quat_angle, quat_multiply, rotvec_to_quat
+from robostack.env.teleop import Autopilot, InterventionProtocol, make_device
+from robostack.env.actions import action_to_target, base_to_policy_action, policy_to_base, quat_to_matrix
 from tasks import TaskConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -13,7 +13,9 @@ import zmq
 from robostack.transport import (
     SCHEMA_VERSION, Message, PeerTimeout, ProtocolError, Publisher, RemoteError, RequestClient,
     RequestServer, StaleMessage, Subscriber, TransportError, decode, default_context, encode,
-    free_tcp_endpoint, ipc_endpoint, _is_same_host, _topic)
+    free_tcp_endpoint, ipc_endpoint)
+from robostack.transport.envelope import _topic
+from robostack.transport.sockets import _is_same_host
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from robostack.robot_server import RobotServer, RobotServerConfig
+from robostack.robot.server import RobotServer, RobotServerConfig
 from sim import mujoco_backend
 
 

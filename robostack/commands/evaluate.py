@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from robostack.run_dir import read_csv, write_csv
+from robostack.training.run_dir import read_csv, write_csv
 
 
 def load_policy(run_dir: Path, observation_space, action_space):
@@ -42,8 +42,9 @@ def load_policy(run_dir: Path, observation_space, action_space):
 
 def evaluate_run(run_dir: str | os.PathLike, episodes: int, robot_server: str = "",
                  seed: int | None = None, say=print) -> dict:
-    from robostack.env import RobotEnv, ZmqConnection, make_env
-    from robostack.train import evaluate
+    from robostack.env import RobotEnv, make_env
+    from robostack.robot.client import ZmqConnection
+    from robostack.training.rollouts import evaluate
     from tasks import make_task
 
     torch.set_num_threads(1)

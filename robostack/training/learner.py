@@ -28,7 +28,7 @@ learner finishes its owed updates, publishes the final weights, has the evaluato
 one started with --evaluator true) evaluate them, waits for the actors' last transitions, and
 writes the final checkpoint.
 
-What it writes into the run directory: see robostack/run_dir.py.
+What it writes into the run directory: see robostack/training/run_dir.py.
 """
 
 from __future__ import annotations
@@ -50,17 +50,24 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from robostack import run_dir, transport
+from robostack import transport
 from robostack.rl.buffers import ReplayBuffer, sample_mixed
 from robostack.rl.checkpoint import load_latest_checkpoint, save_checkpoint
 from robostack.rl.networks import state_statistics
 from robostack.rl.sac import build_agent, update
-from robostack.train import TrainConfig
-from robostack.transitions import (TO_DEMO_BUFFER, Ledger, action_spec, hello_mismatch,
-                                   observation_spec, split_observations)
-from robostack.weights import WeightsPublisher
+from robostack.training import run_dir
+from robostack.training.config import TrainConfig
+from robostack.training.transitions import (
+    TO_DEMO_BUFFER,
+    Ledger,
+    action_spec,
+    hello_mismatch,
+    observation_spec,
+    split_observations,
+)
+from robostack.training.weights import WeightsPublisher
 
-log = logging.getLogger("robostack.learner")
+log = logging.getLogger("robostack.training.learner")
 
 
 @dataclass
@@ -81,7 +88,7 @@ class LearnerConfig:
 
 def task_spaces(task_name: str, max_episode_steps: int | None = None):
     """(observation space, action space, task config) of a task, without a robot server: the
-    env's state vector is the robot fields followed by the task's fields (robostack/env.py)."""
+    env's state vector is the robot fields followed by the task's fields (robostack/env/env.py)."""
     from robostack.env import ROBOT_FIELDS
     from tasks import make_task
 
@@ -538,7 +545,7 @@ def _plain(value):
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """TrainConfig's options (with its nested --sac-* options), as `robostack train` has them."""
-    from robostack.cli_config import add_dataclass_arguments
+    from robostack.config import add_dataclass_arguments
     from robostack.rl.sac import SACConfig
 
     add_dataclass_arguments(parser, TrainConfig)
@@ -548,7 +555,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_config_from_args(args) -> TrainConfig:
-    from robostack.cli_config import dataclass_from_args
+    from robostack.config import dataclass_from_args
     from robostack.rl.sac import SACConfig
 
     config = dataclass_from_args(TrainConfig, args)
@@ -558,7 +565,7 @@ def train_config_from_args(args) -> TrainConfig:
 
 
 def main(argv=None) -> int:
-    from robostack.cli_config import add_dataclass_arguments, dataclass_from_args
+    from robostack.config import add_dataclass_arguments, dataclass_from_args
 
     parser = argparse.ArgumentParser(prog="robostack learner", description=__doc__.splitlines()[0])
     add_train_arguments(parser)

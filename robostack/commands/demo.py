@@ -2,7 +2,7 @@
 
 It runs `robostack train --task pick_cube` with a budget sized for a 2-core laptop (6,000 env
 steps, ~4-7 min): a robot server, an actor and a learner as separate processes over ZeroMQ
-(robostack/launcher.py), live progress lines, then a final evaluation of the learned policy,
+(robostack/training/launcher.py), live progress lines, then a final evaluation of the learned policy,
 and it ends with that measured success rate, saying so plainly when it is under 80 %.
 
 Each demo starts a fresh run in --run-dir (runs/demo; a previous run there is moved aside into
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
           f"and learner as separate processes over ZeroMQ. A progress line every 10 s; a final "
           f"evaluation of {args.final_eval_episodes} episodes at the end.\n"
           f"  = robostack train {' '.join(train_argv)}\n", flush=True)
-    from robostack.launcher import main as train
+    from robostack.training.launcher import main as train
 
     started = time.perf_counter()
     code = train(train_argv)
@@ -75,7 +75,7 @@ def prune_replaced_runs(run_dir: Path, keep: int) -> None:
     """Before a demo: delete the oldest replaced-<time> folders of its run directory (names sort
     by time) so that, once the run there now is moved aside too, `keep` remain. Only the demo
     does this: `robostack train` never deletes a run."""
-    from robostack.run_dir import RUN_STATE
+    from robostack.training.run_dir import RUN_STATE
 
     if any((run_dir / name).exists() for name in RUN_STATE):
         keep -= 1  # the current run becomes one more

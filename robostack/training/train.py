@@ -19,121 +19,18 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from robostack.cli_config import add_dataclass_arguments, dataclass_from_args, usage_errors
+from robostack.config import add_dataclass_arguments, dataclass_from_args, usage_errors
 from robostack.rl.buffers import ReplayBuffer, load_demonstrations, sample_mixed
 from robostack.rl.checkpoint import load_latest_checkpoint, save_checkpoint
 from robostack.rl.networks import state_statistics
-from robostack.rl.sac import SACConfig, build_agent, update
-from robostack.teleop import InterventionProtocol, intervention_device
-
-
-@dataclass
-class TrainConfig:
-    """What to train, for how long, and how to measure it."""
-
-    task: str = "pick_cube"  # task name (pick_cube, reach)
-    seed: int = 0  # seeds env resets, networks, sampling (overrides --sac-seed)
-    total_steps: int = 20_000  # environment steps of online interaction
-    demos: int = 20  # successful scripted-expert demonstrations in the demo buffer
-    demo_noise: float = 0.1  # action noise of the expert while recording demos (variety)
-    demo_log: str = ""  # episode log (robostack record-demos) to take the demos from instead of the scripted expert; its successful episodes are used, --demos caps how many
-    learning_starts: int = 256  # env steps before the first update
-    utd_ratio: int = 2  # critic updates per env step, overrides --sac-utd-ratio (RLPD: up to 20)
-    demo_fraction: float = 0.5  # share of each batch drawn from the demo buffer (RLPD: 0.5)
-    buffer_capacity: int = 200_000  # online replay capacity (transitions)
-    eval_every: int = 2_000  # env steps between evaluations
-    eval_episodes: int = 50  # episodes per evaluation (deterministic policy)
-    progress_every: int = 500  # env steps between progress lines
-    run_dir: str = "runs/train"  # where config, metrics, checkpoints and buffers go
-    transport: str = "inprocess"  # inprocess (robot server in this process) or zmq (subprocess)
-    resume: bool = True  # continue from run_dir's latest checkpoint if there is one
-    threads: int = 1  # torch threads (one per process avoids oversubscribing small machines)
-    max_episode_steps: int | None = None  # time limit override (None: the task's default)
-    normalize_state: bool = True  # standardise the state vector with the demos' mean/std
-    intervention: str = ""  # who may take over mid-episode (HIL-SERL; their steps go to the demo buffer too): "" nobody; "autopilot": the scripted expert, per --autopilot-* (a simulated human); keyboard, gamepad, spacemouse: a person, while the deadman is held
-    takeover_penalty: float = 0.0  # RLIF-style: reward minus this on the step a takeover starts (0: off)
-    autopilot: InterventionProtocol = field(default_factory=InterventionProtocol)
-    sac: SACConfig = field(default_factory=lambda: default_sac_config())
-
-    def __post_init__(self):
-        if self.intervention:  # a clear error before any process or env starts
-            self.intervention = intervention_device(self.intervention)
-
-
-def default_sac_config() -> SACConfig:
-    """The agent settings this trainer starts from (the CLI's --sac-* defaults come from here).
-
-    init_temperature 0.01 (SERL/HIL-SERL): sparse rewards are at most 1, and the SACConfig default
-    of 1.0 makes the entropy bonus swamp them for thousands of steps. 128x128 MLPs keep RLPD's
-    10-critic ensemble (num_critics None -> 10 on state) affordable on a CPU: 256x256 x 10 costs
-    ~2.5x more per update and pick_cube learns as fast with 128 (docs/learning/).
-    """
-    return SACConfig(hidden_dims=(128, 128), init_temperature=0.01)
-
-
-def collect_demonstrations(env, count: int, seed: int, noise: float, progress=print) -> list[dict]:
-    """Run the task's scripted expert until `count` successful episodes are recorded."""
-    expert = env.task.expert(seed=seed, noise=noise)
-    episodes, attempts = [], 0
-    while len(episodes) < count:
-        if attempts >= 5 * count:
-            raise RuntimeError(f"scripted expert succeeded only {len(episodes)}/{attempts} times")
-        obs, _ = env.reset(seed=1_000_000 + seed * 10_000 + attempts)
-        attempts += 1
-        expert.reset()
-        states, actions, rewards, terms, truncs = [obs["state"]], [], [], [], []
-        while True:
-            action = expert(env.fields())
-            obs, reward, terminated, truncated, info = env.step(action)
-            states.append(obs["state"]), actions.append(action), rewards.append(reward)
-            terms.append(terminated), truncs.append(truncated)
-            if terminated or truncated:
-                break
-        if info["success"]:
-            episodes.append({
-                "observations": {"state": np.stack(states)}, "actions": np.stack(actions),
-                "rewards": np.array(rewards, np.float32), "terminations": np.array(terms),
-                "truncations": np.array(truncs),
-            })
-    if progress:
-        progress(f"demonstrations: {count} successful of {attempts} expert episodes")
-    return episodes
-
-
-def logged_demonstrations(log_dir: str, count: int, progress=print) -> list[dict]:
-    """Up to `count` successful episodes of an episode log, as replay-buffer episodes."""
-    from robostack.episode_log import EpisodeLog
-
-    log = EpisodeLog(log_dir)
-    chosen = [i for i in range(len(log)) if log.episodes[i].get("rl/success", True)][:count]
-    if not chosen:
-        raise SystemExit(f"{log_dir}: no successful episodes to use as demonstrations (the log "
-                         f"has {len(log)}); record some with `robostack record-demos`")
-    episodes = [piece for i in chosen for piece in log.transitions(i, images=False)]
-    progress(f"demonstrations: {len(chosen)} successful episodes from {log_dir}")
-    return episodes
-
-
-def evaluate(agent, env, episodes: int, seed: int) -> dict:
-    """Deterministic policy on `episodes` fixed seeds: success rate and mean time to success."""
-    successes, times = 0, []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=2_000_000 + seed * 10_000 + i)
-        for t in range(env.config.max_episode_steps):
-            obs, _, terminated, truncated, info = env.step(agent.act(obs, deterministic=True))
-            if terminated or truncated:
-                break
-        if info["success"]:
-            successes += 1
-            times.append((t + 1) / env.config.policy_hz)
-    return {"success_rate": successes / episodes,
-            "time_to_success_s": round(float(np.mean(times)), 3) if times else float("nan")}
+from robostack.rl.sac import build_agent, update
+from robostack.training.config import TrainConfig
+from robostack.training.rollouts import collect_demonstrations, evaluate, logged_demonstrations
 
 
 def train(config: TrainConfig, progress=print) -> list[dict]:
@@ -184,8 +81,8 @@ def train(config: TrainConfig, progress=print) -> list[dict]:
                                                                     for e in episodes])))
     acting = env  # what the training loop steps; evaluation always uses `env`, no operator
     if config.intervention:
-        from robostack.intervention import InterventionWrapper
-        from robostack.teleop import make_device
+        from robostack.env.teleop import make_device
+        from robostack.env.wrappers import InterventionWrapper
 
         device = make_device(config.intervention, task=env.task,
                              protocol=config.autopilot, seed=config.seed)
@@ -285,7 +182,7 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--single-process" not in argv:  # the product path: separate processes over ZeroMQ
-        from robostack.launcher import main as launch
+        from robostack.training.launcher import main as launch
 
         return launch(argv)
     parser = argparse.ArgumentParser(prog="robostack train", description=__doc__.splitlines()[0])

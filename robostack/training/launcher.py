@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from robostack import cpu_affinity, transport
-from robostack.run_dir import archive_previous_run, format_progress, update_config
+from robostack.training.run_dir import archive_previous_run, format_progress, update_config
 
 
 @dataclass
@@ -63,9 +63,9 @@ class Child:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self._offset = log.tell()
-            # `-m robostack.launcher --child MODULE ...`: die with the launcher, then run MODULE.
+            # `-m robostack.training.launcher --child MODULE ...`: die with the launcher, then run MODULE.
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "robostack.launcher", "--child", self.module, *self.args],
+                [sys.executable, "-m", "robostack.training.launcher", "--child", self.module, *self.args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches the launcher only; it stops us in order
                 env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
@@ -104,8 +104,8 @@ class Child:
 
 class Launcher:
     def __init__(self, config, lc: LaunchConfig, say=print):
-        from robostack.teleop import InterventionProtocol
-        from robostack.train import TrainConfig
+        from robostack.env.teleop import InterventionProtocol
+        from robostack.training.config import TrainConfig
 
         self.config, self.lc, self.say = config, lc, say
         self.run_dir = Path(config.run_dir)
@@ -119,7 +119,7 @@ class Launcher:
                         for _ in range(lc.actors)]
         max_steps = getattr(config, "max_episode_steps", None)
         self.server_children = [
-            Child(f"robot-server-{i}", "robostack.robot_server",
+            Child(f"robot-server-{i}", "robostack.robot.server",
                   ["--task", config.task, "--clock", "lockstep", "--command-endpoint", command,
                    "--state-endpoint", state, "--seed", str(config.seed + i), "--log-level", "WARNING"],
                   self.log_dir)
@@ -128,7 +128,7 @@ class Launcher:
             "--endpoint", self.learner_endpoint, "--weights-endpoint", self.weights_endpoint,
             "--weights-every", str(lc.weights_every), "--checkpoint-every", str(lc.checkpoint_every),
             "--max-lead", str(lc.max_lead), "--final-eval-episodes", str(self.final_episodes())]
-        self.learner = Child("learner", "robostack.learner", learner_args, self.log_dir)
+        self.learner = Child("learner", "robostack.training.learner", learner_args, self.log_dir)
         self.actor_children = []
         for i, (command, _) in enumerate(self.servers):
             args = ["--actor-id", f"actor-{i}", "--learner", self.learner_endpoint,
@@ -146,7 +146,7 @@ class Launcher:
                 args += ["--intervention", config.intervention,
                          "--takeover-penalty", str(config.takeover_penalty),
                          *_argv(config.autopilot, InterventionProtocol(), "autopilot-")]
-            self.actor_children.append(Child(f"actor-{i}", "robostack.actor", args, self.log_dir))
+            self.actor_children.append(Child(f"actor-{i}", "robostack.training.actor", args, self.log_dir))
         self.children = [*self.server_children, self.learner, *self.actor_children]
         self.cpu_plan = cpu_affinity.plan_training(lc.actors) if lc.pin_cpus else None
         for child in self.children:
@@ -275,7 +275,7 @@ class Launcher:
         if path.is_file():
             return json.loads(path.read_text())
         self.say(f"[launcher] final evaluation: {episodes} episodes, deterministic policy")
-        child = Child("eval", "robostack.evaluate",
+        child = Child("eval", "robostack.commands.evaluate",
                       ["--run", str(self.run_dir), "--episodes", str(episodes),
                        "--robot-server", self.servers[0][0], "--seed", str(self.config.seed)],
                       self.log_dir)
@@ -361,8 +361,8 @@ def main(argv=None) -> int:
     if argv[:1] == ["--child"]:  # before importing anything the child module might be
         _run_child(argv[1:])
         return 0
-    from robostack.cli_config import add_dataclass_arguments, dataclass_from_args, usage_errors
-    from robostack.learner import add_train_arguments, train_config_from_args
+    from robostack.config import add_dataclass_arguments, dataclass_from_args, usage_errors
+    from robostack.training.learner import add_train_arguments, train_config_from_args
     parser = argparse.ArgumentParser(
         prog="robostack train",
         description="Train a policy with SAC/RLPD: robot server(s), actor(s) and a learner as "

@@ -7,7 +7,7 @@ the device is read; while its deadman is held its command moves the arm, otherwi
 holds still. The episode ends when the task reports success or failure, at the time limit, or
 when the operator presses success / failure (labels) or re-record (the episode is dropped and
 recorded again). `--keep success` (default) logs successful episodes only, `all` logs every one,
-`ask` asks after each. The log is the episode log (robostack/episode_log.py: LeRobot v3 layout),
+`ask` asks after each. The log is the episode log (robostack/data/episode_log/: LeRobot v3 layout),
 written in the background and crash-safe; `robostack train --single-process --demo-log DIR`
 trains from it and `robostack replay DIR --episode N` re-executes an episode.
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robostack.cli_config import add_dataclass_arguments, dataclass_from_args, usage_errors
+from robostack.config import add_dataclass_arguments, dataclass_from_args, usage_errors
 
 KEEP = ("success", "all", "ask")
 
@@ -52,10 +52,10 @@ class RecordConfig:
 
 
 def record(config: RecordConfig, say=print) -> dict:
+    from robostack.data.episode_log import EpisodeWriter, features_from_spaces, state_names
     from robostack.env import make_env
-    from robostack.episode_log import EpisodeWriter, features_from_spaces, state_names
-    from robostack.intervention import operator_action, read_operator
-    from robostack.teleop import InterventionProtocol, make_device
+    from robostack.env.teleop import InterventionProtocol, make_device
+    from robostack.env.wrappers import operator_action, read_operator
 
     if config.keep == "ask" and not sys.stdin.isatty():
         raise SystemExit("robostack record-demos: --keep ask needs a terminal to ask in; use "

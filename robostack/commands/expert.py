@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robostack.cli_config import add_dataclass_arguments, dataclass_from_args
+from robostack.config import add_dataclass_arguments, dataclass_from_args
 
 
 @dataclass

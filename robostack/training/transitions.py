@@ -50,7 +50,7 @@ PROTOCOL = 1  # the hello/transitions/ack contract; bump when it changes shape
 STREAMS = ("online", "intervention", "demo")
 TO_DEMO_BUFFER = ("intervention", "demo")
 
-log = logging.getLogger("robostack.transitions")
+log = logging.getLogger("robostack.training.transitions")
 
 
 class HandshakeRefused(RuntimeError):

@@ -8,7 +8,7 @@ device's action replaces the policy's (HIL-SERL).
     info["executed_action"]  what the env executed, in the POLICY's action space: store this one
 
 The device speaks the robot base frame (hardware/teleop/base.py); `to_action` converts a reading
-into the env's action space (robostack.teleop.base_to_policy_action), so a stored intervention
+into the env's action space (robostack.env.actions.base_to_policy_action), so a stored intervention
 action means the same thing as a policy action. The learner puts intervention transitions in the
 demonstration buffer as well as the online one (the actor sends them on the "intervention"
 stream).
@@ -40,7 +40,7 @@ def read_operator(device, env):
 
 def operator_action(reading, env) -> np.ndarray:
     """A base-frame device reading as an action in the env's (the policy's) action space."""
-    from robostack.teleop import base_to_policy_action
+    from robostack.env.actions import base_to_policy_action
 
     env = env.unwrapped
     return base_to_policy_action(reading, env.config, env.fields()["tcp_quaternion"],
@@ -78,7 +78,7 @@ class InterventionWrapper(gym.Wrapper):
             if action.shape != policy_action.shape:
                 raise ValueError(f"to_action gave shape {action.shape}, the env takes "
                                  f"{policy_action.shape}: convert device readings with "
-                                 "robostack.teleop.base_to_policy_action for this env")
+                                 "robostack.env.actions.base_to_policy_action for this env")
         else:
             action = policy_action
         obs, reward, terminated, truncated, info = self.env.step(action)

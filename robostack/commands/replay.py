@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robostack.cli_config import add_dataclass_arguments, dataclass_from_args
+from robostack.config import add_dataclass_arguments, dataclass_from_args
 
 
 @dataclass
@@ -55,8 +55,8 @@ def state_field(log, episode: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
+    from robostack.data.episode_log import EpisodeLog
     from robostack.env import make_env
-    from robostack.episode_log import EpisodeLog
 
     log = EpisodeLog(log_path)
     if not 0 <= config.episode < len(log):
@@ -146,7 +146,7 @@ def plot_episode(series: dict[str, np.ndarray], path: Path, width: int = 900,
 def view(log_path: str, config: ViewConfig, say=print) -> dict:
     import cv2
 
-    from robostack.episode_log import EpisodeLog
+    from robostack.data.episode_log import EpisodeLog
 
     log = EpisodeLog(log_path)
     if not 0 <= config.episode < len(log):

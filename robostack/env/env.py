@@ -19,108 +19,24 @@ directly (`InProcessConnection`, for tests and for measuring the transport's cos
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-import uuid
 
 import gymnasium as gym
 import numpy as np
 
-from robostack import cpu_affinity, transport
-from robostack.geometry import quat_multiply, rotvec_to_quat
+from controllers.rotations import quat_multiply, rotvec_to_quat
+from robostack import transport
+from robostack.robot.client import InProcessConnection, ZmqConnection, spawn_robot_server
 from tasks import TaskConfig, make_task
 from tasks.common import gripper_command
 
 ROBOT_FIELDS = {"tcp_position": 3, "tcp_quaternion": 4, "tcp_velocity": 6, "gripper_width": 1}
 
 
-class InProcessConnection:
-    """Calls a RobotServer living in this process: no sockets, same request/reply contract."""
-
-    def __init__(self, server):
-        self.server = server
-        self.endpoint = "in-process"
-
-    def request(self, kind, meta=None, arrays=None, timeout=None) -> transport.Message:
-        reply_kind, reply_meta, reply_arrays = self.server.handle(kind, meta or {}, arrays or {})
-        if reply_kind == "error":
-            raise transport.RemoteError(reply_meta["error"], self.endpoint, kind)
-        return transport.Message(kind=reply_kind, meta=reply_meta, arrays=reply_arrays)
-
-    def close(self) -> None:
-        pass
 
 
-class ZmqConnection:
-    """A robot server in another process (or machine), over a DEALER socket with timeouts."""
-
-    def __init__(self, endpoint: str, timeout: float = 5.0, process: subprocess.Popen | None = None):
-        self.endpoint = endpoint
-        self.client = transport.RequestClient(
-            endpoint, source="env", timeout=timeout,
-            peer="the robot server (`robostack robot-server`)")  # named in timeout errors
-        self.process = process
-
-    def request(self, kind, meta=None, arrays=None, timeout=None) -> transport.Message:
-        try:
-            return self.client.request(kind, meta or {}, arrays or {}, timeout=timeout)
-        except transport.PeerTimeout:
-            if self.process is not None and self.process.poll() is not None:
-                raise transport.TransportError(
-                    f"the robot server process exited with code {self.process.returncode}; "
-                    "see its log above") from None
-            raise
-
-    def close(self) -> None:
-        try:
-            if self.process is not None and self.process.poll() is None:
-                try:
-                    self.client.request("shutdown", timeout=1.0)
-                except transport.TransportError:
-                    pass
-                try:
-                    self.process.wait(timeout=3.0)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
-        finally:
-            self.client.close()
 
 
-def spawn_robot_server(task: str, backend: str = "mujoco", clock: str = "lockstep",
-                       extra_args: tuple = (), startup_timeout: float = 30.0,
-                       cpus: list[int] | None = None) -> ZmqConnection:
-    """Start `robostack robot-server` as a subprocess on unix-socket endpoints and connect.
-    `cpus`: cores the server may run on (see robostack/cpu_affinity.py); None: any."""
-    # ipc rather than loopback tcp: both ends are on this host, and a unix socket skips the
-    # TCP stack on every message (a lock-step env sends one round trip per step).
-    name = f"server-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    command_endpoint = transport.ipc_endpoint(f"{name}-command")
-    state_endpoint = transport.ipc_endpoint(f"{name}-state")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "robostack.robot_server", "--task", task, "--backend", backend,
-         "--clock", clock, "--command-endpoint", command_endpoint,
-         "--state-endpoint", state_endpoint, "--log-level", "WARNING", *extra_args],
-        env=env,
-    )
-    if cpus:
-        cpu_affinity.pin(process.pid, cpus)
-    connection = ZmqConnection(command_endpoint, process=process)
-    connection.state_endpoint = state_endpoint
-    deadline = time.monotonic() + startup_timeout
-    while True:
-        try:
-            connection.request("hello", timeout=1.0)
-            return connection
-        except transport.PeerTimeout:
-            if process.poll() is not None or time.monotonic() > deadline:
-                connection.close()
-                raise transport.TransportError(
-                    f"robot server did not come up within {startup_timeout} s "
-                    f"(exit code {process.poll()})") from None
 
 
 class RobotEnv(gym.Env):
@@ -258,7 +174,7 @@ def make_env(task: str = "pick_cube", backend: str = "mujoco", transport_kind: s
     transport_kind="inprocess" runs the server in this process (lock-step, no sockets).
     """
     if transport_kind == "inprocess":
-        from robostack.robot_server import RobotServer, RobotServerConfig
+        from robostack.robot.server import RobotServer, RobotServerConfig
 
         task_object = make_task(task, config)
         server = RobotServer(RobotServerConfig(task=task, backend=backend, seed=seed), task=task_object)

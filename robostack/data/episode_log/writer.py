@@ -16,12 +16,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from robostack.episode_log.layout import (_FILE_RE, CHUNKS_SIZE, CODEBASE_VERSION, DATA_PATH,
-                                          EPISODES_PATH, FORMAT_VERSION, INFO_PATH, TASKS_PATH,
-                                          VIDEO_PATH, EpisodeLogError, _arrow_type, _chunk_file,
-                                          _fsync_file, _full_features, _tasks_table,
-                                          _write_json_atomic, _write_parquet, feature_key)
-from robostack.episode_log.reader import EpisodeLog
+from robostack.data.episode_log.layout import _FILE_RE, CHUNKS_SIZE, CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, FORMAT_VERSION, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, _arrow_type, _chunk_file, _fsync_file, _full_features, _tasks_table, _write_json_atomic, _write_parquet, feature_key
+from robostack.data.episode_log.reader import EpisodeLog
 from robostack.files import fsync_dir
 
 

@@ -31,10 +31,9 @@ import numpy as np
 import torch
 
 from robostack import transport
-from robostack.transitions import (HandshakeRefused, TransitionSender, action_spec,
-                                   observation_spec)
-from robostack.teleop import InterventionProtocol
-from robostack.weights import WeightsSubscriber
+from robostack.env.teleop import InterventionProtocol
+from robostack.training.transitions import HandshakeRefused, TransitionSender, action_spec, observation_spec
+from robostack.training.weights import WeightsSubscriber
 
 
 @dataclass
@@ -81,7 +80,7 @@ class Actor:
         self.acting = self.env  # what training episodes step: the env, or the operator's wrapper
         self.log = None
         if cfg.episode_log:
-            from robostack.episode_log import EpisodeWriter, features_from_spaces, state_names
+            from robostack.data.episode_log import EpisodeWriter, features_from_spaces, state_names
 
             features = features_from_spaces(self.env.observation_space, self.env.action_space,
                                             state_names=state_names(self.env.state_fields))
@@ -113,7 +112,8 @@ class Actor:
         return self.weights.poll(self.agent)
 
     def connect_env(self):
-        from robostack.env import RobotEnv, ZmqConnection, make_env
+        from robostack.env import RobotEnv, make_env
+        from robostack.robot.client import ZmqConnection
 
         cfg = self.cfg
         task_config = None
@@ -146,7 +146,7 @@ class Actor:
     def record_demonstrations(self, welcome: dict) -> None:
         """Record the expert demonstrations the learner still lacks (those already in this
         actor's spool count as delivered)."""
-        from robostack.train import collect_demonstrations
+        from robostack.training.rollouts import collect_demonstrations
 
         spooled = sum(len(b.episodes) for b in self.sender.pending
                       if b.stream == "demo" and b.last_seq > self.sender.stored)
@@ -169,8 +169,8 @@ class Actor:
     def run(self) -> int:
         cfg, sender = self.cfg, self.sender
         if cfg.intervention:  # the operator reads and may override every step (HIL-SERL)
-            from robostack.intervention import InterventionWrapper
-            from robostack.teleop import intervention_device, make_device
+            from robostack.env.teleop import intervention_device, make_device
+            from robostack.env.wrappers import InterventionWrapper
 
             device = make_device(intervention_device(cfg.intervention), task=self.env.task,
                                  seed=cfg.seed, protocol=cfg.autopilot)
@@ -332,7 +332,7 @@ class Actor:
             time.sleep(0.05)
 
     def evaluate(self, request: dict) -> None:
-        from robostack.train import evaluate
+        from robostack.training.rollouts import evaluate
 
         try:
             result = evaluate(self.agent, self.env, int(request["episodes"]), self.cfg.seed)
@@ -365,7 +365,7 @@ class Actor:
 
 
 def main(argv=None) -> int:
-    from robostack.cli_config import add_dataclass_arguments, dataclass_from_args
+    from robostack.config import add_dataclass_arguments, dataclass_from_args
 
     parser = argparse.ArgumentParser(prog="robostack actor", description=__doc__.splitlines()[0])
     add_dataclass_arguments(parser, ActorConfig)

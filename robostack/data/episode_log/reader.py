@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robostack.episode_log.layout import (INFO_PATH, TASKS_PATH, EpisodeLogError, _column,
-                                          _read_table, env_key)
+from robostack.data.episode_log.layout import INFO_PATH, TASKS_PATH, EpisodeLogError, _column, _read_table, env_key
 
 
 class EpisodeLog:

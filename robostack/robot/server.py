@@ -35,14 +35,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from controllers import safety
 from controllers.cartesian_impedance import CartesianImpedanceController, CartesianImpedanceGains
 from controllers.joint_impedance import JointImpedanceController
-from controllers import safety
+from controllers.rotations import matrix_to_quat
 from robostack import transport
-from robostack.geometry import matrix_to_quat
+from robostack.robot.backends import make_backend
 from tasks import make_task
 
-log = logging.getLogger("robostack.robot_server")
+log = logging.getLogger("robostack.robot.server")
 
 MODES = ("disarmed", "armed", "hold", "stopped")
 STOP_DAMPING = np.array([20.0, 20.0, 20.0, 20.0, 5.0, 5.0, 5.0])  # Nms/rad, damped stop
@@ -74,15 +75,6 @@ class RobotServerConfig:
             raise ValueError(f"clock must be 'lockstep' or 'realtime', got {self.clock!r}")
 
 
-def make_backend(name: str, task):
-    """The robot backend for `name`; the mirror builds the task's scene."""
-    if name == "mujoco":
-        from sim.mujoco_backend import MujocoBackend
-
-        return MujocoBackend(task.build_scene().compile())
-    raise ValueError(
-        f"unknown backend {name!r}: this build offers 'mujoco' (real arms: see hardware/)"
-    )
 
 
 def wait_until(deadline: float) -> None:
@@ -506,7 +498,7 @@ def main(argv=None) -> int:
         description="Run an arm (the MuJoCo mirror by default) behind ZeroMQ: 1 kHz impedance "
                     "control, safety filter, state stream and request socket.",
     )
-    from robostack.cli_config import add_dataclass_arguments, dataclass_from_args
+    from robostack.config import add_dataclass_arguments, dataclass_from_args
 
     add_dataclass_arguments(parser, RobotServerConfig)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default: INFO)")
