@@ -4,7 +4,7 @@ read the same way, `device.read() -> TeleopReading`, and released with `device.c
 Frame: a reading is a command in the robot BASE frame (x forward from the base, y left, z up),
 whatever the device's own axes are; each driver owns the rotation from its axes to the base
 frame (`operator_yaw`: where the operator stands). Converting it into an env's action space
-(which may be tool-relative) is robostack.teleop.base_to_policy_action's job, not the driver's.
+(which may be tool-relative) is robostack.env.actions.base_to_policy_action's job, not the driver's.
 
 Units: normalised. translation and rotation in [-1, 1]^3 are fractions of the env's largest
 step per policy period (TaskConfig.max_translation_step / max_rotation_step); rotation is a
