@@ -15,10 +15,14 @@ import re
 import typing
 
 _FIELD_COMMENT = re.compile(r"^\s*(\w+)\s*:[^#]*#\s*(.+)$")
+_CONTINUATION = re.compile(r"^(\s+)#\s*(.+)$")  # a comment-only line under a field's comment
 
 
 def field_help(cls) -> dict[str, str]:
-    """Field name -> the comment on its line in the class source (empty if none)."""
+    """Field name -> the comment on its line in the class source (empty if none), with the
+    comment-only lines right below it that are indented deeper than the field (a comment too long
+    for one line; a comment at the field's own indent starts a new section instead).
+    """
     helps: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
@@ -27,10 +31,18 @@ def field_help(cls) -> dict[str, str]:
             source = inspect.getsource(klass)
         except (OSError, TypeError):
             continue
+        name, column = None, -1
         for line in source.splitlines():
             match = _FIELD_COMMENT.match(line)
             if match:
-                helps[match.group(1)] = match.group(2).strip()
+                name, column = match.group(1), len(line) - len(line.lstrip())
+                helps[name] = match.group(2).strip()
+                continue
+            more = _CONTINUATION.match(line)
+            if name is not None and more and len(more.group(1)) > column:
+                helps[name] += " " + more.group(2).strip()
+            else:
+                name = None
     return helps
 
 

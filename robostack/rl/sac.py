@@ -40,21 +40,24 @@ GRIPPER_CHOICES = 3  # open, stay, close
 @dataclass
 class SACConfig:
     # Networks.
-    hidden_dims: tuple[int, ...] = (256, 256)
+    hidden_dims: tuple[int, ...] = (256, 256)  # units of each hidden layer of the actor and
+                                          # critic MLPs
     num_critics: int | None = None        # None: 10 for state observations, 2 with cameras
     critic_subset: int = 2                # target = min over a random subset of this many critics
-    critic_layer_norm: bool = True
-    actor_layer_norm: bool = False
+    critic_layer_norm: bool = True        # LayerNorm after each critic hidden layer (RLPD:
+                                      # keeps Q bounded at a high UTD)
+    actor_layer_norm: bool = False        # LayerNorm after each actor hidden layer
     # Optimisation.
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    temperature_lr: float = 3e-4
+    actor_lr: float = 3e-4                # Adam learning rate of the actor
+    critic_lr: float = 3e-4               # Adam learning rate of the critic ensemble (and the encoder)
+    temperature_lr: float = 3e-4          # Adam learning rate of the entropy temperature alpha
     batch_size: int = 256                 # per minibatch: one update() consumes batch_size * utd_ratio
     utd_ratio: int = 1                    # critic updates per update() call (RLPD uses 20 on state)
     critic_actor_ratio: int | None = None  # critic updates per actor update; None: = utd_ratio
-    discount: float = 0.99
-    tau: float = 0.005
-    init_temperature: float = 1.0
+    discount: float = 0.99                # gamma, per env step
+    tau: float = 0.005                    # Polyak rate of the target critics: target <-
+                                      # tau * online + (1 - tau) * target
+    init_temperature: float = 1.0         # entropy temperature alpha at the start
     target_entropy: float | None = None   # None: -|A|/2 over the SAC (continuous) dimensions
     backup_entropy: bool = False          # RLPD: no entropy term in the TD target
     # Pixels.
@@ -63,22 +66,23 @@ class SACConfig:
     latent_dim: int = 64                  # per camera
     proprio_latent_dim: int = 64          # state projection when cameras are present
     pretrained_encoder: str | None = None  # local torchvision-named state_dict for resnet*
-    freeze_encoder: bool = False
+    freeze_encoder: bool = False          # keep the (pretrained) image encoder's weights fixed
     image_pad: int = 4                    # random-shift pad; 0 disables augmentation
     target_encoder: bool = False          # True: Polyak copy of the encoder for the target critic
                                           # (DrQ, SERL); False: the target critic reads the online
                                           # encoder's s' features (DrQ-v2), one encoder pass fewer
     # Gripper.
     gripper: str = "continuous"           # "continuous" (or no gripper dim) | "discrete"
-    grasp_hidden_dims: tuple[int, ...] = (256, 256)
-    grasp_lr: float = 3e-4
+    grasp_hidden_dims: tuple[int, ...] = (256, 256)  # hidden layers of the discrete gripper
+                                                     # critic (--sac-gripper discrete)
+    grasp_lr: float = 3e-4                # Adam learning rate of the discrete gripper critic
     grasp_epsilon: float = 0.0            # act(deterministic=False): random gripper choice rate
     # Runtime.
     compile: bool = False                 # torch.compile the critic ensemble (+ pixel critic loss),
                                           # eager fallback; the first updates compile (10-40 s cold,
                                           # a few s from inductor's on-disk cache)
-    device: str = "cpu"
-    seed: int = 0
+    device: str = "cpu"                   # torch device: cpu, cuda, cuda:1, ...
+    seed: int = 0                         # seeds network initialisation and the agent's sampling
 
 
 class Temperature(nn.Module):
