@@ -26,6 +26,7 @@ if "--uncompiled" in sys.argv:
 
 from controllers import CartesianImpedanceController, CartesianImpedanceGains, NUMBA_AVAILABLE  # noqa: E402
 from controllers.franka import JOINT_LOWER, JOINT_UPPER, TORQUE_LIMITS  # noqa: E402
+from controllers.rotations import matrix_to_quat  # noqa: E402
 
 # Panda modified-DH rows (a, d, alpha) for joints 1-7, then the flange (0.107 m) and the Franka
 # Hand's tcp (0.1034 m further along the flange z axis).
@@ -56,11 +57,6 @@ def panda_kinematics(q):
     return p.copy(), t[:3, :3].copy(), jac
 
 
-def quat_from_matrix(r):
-    w = math.sqrt(max(1.0 + r[0, 0] + r[1, 1] + r[2, 2], 1e-12)) / 2
-    return np.array([w, (r[2, 1] - r[1, 2]) / (4 * w), (r[0, 2] - r[2, 0]) / (4 * w), (r[1, 0] - r[0, 1]) / (4 * w)])
-
-
 def make_states(n, seed=0):
     rng = np.random.default_rng(seed)
     lo, hi = np.array(JOINT_LOWER), np.array(JOINT_UPPER)
@@ -69,7 +65,7 @@ def make_states(n, seed=0):
         q = rng.uniform(lo + 0.3, hi - 0.3)
         p, r, jac = panda_kinematics(q)
         states.append(dict(q=q, dq=rng.normal(0, 0.2, 7), tcp_position=p, tcp_rotation=r,
-                           tcp_quaternion=quat_from_matrix(r), jacobian=jac, coriolis=rng.normal(0, 0.3, 7)))
+                           tcp_quaternion=matrix_to_quat(r), jacobian=jac, coriolis=rng.normal(0, 0.3, 7)))
     return states
 
 

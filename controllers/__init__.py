@@ -15,6 +15,7 @@ Modules:
 - joint_impedance: joint-space impedance for resets.
 - safety: validation and filtering of incoming Cartesian commands, joint-limit guard.
 - franka: the Panda's joint, torque and torque-rate limits.
+- rotations: every quaternion / matrix / rotation-vector conversion (the one copy).
 
 The laws are compiled with numba when it is installed and run uncompiled (same results, ~100x
 slower) when it is not.
@@ -26,7 +27,6 @@ from controllers.cartesian_impedance import (
     CartesianImpedanceController,
     CartesianImpedanceGains,
     impedance_torque,
-    matrix_to_quaternion,
     orientation_error,
 )
 from controllers.joint_impedance import (
@@ -35,6 +35,7 @@ from controllers.joint_impedance import (
     JointImpedanceGains,
     joint_impedance_torque,
 )
+from controllers.rotations import matrix_to_quaternion
 from controllers.safety import (
     CommandRejected,
     SafeCommand,

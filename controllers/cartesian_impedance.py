@@ -39,6 +39,7 @@ import numpy as np
 
 from controllers._kernels import all_finite, jit, lerp_toward, limit_torque, per_axis
 from controllers.franka import MAX_TORQUE_RATE, TORQUE_LIMITS
+from controllers.rotations import matrix_to_quaternion, quaternion_to_rotvec
 
 # What `flags` reports, one bool each, in this order. Indices are compile-time constants in numba.
 CARTESIAN_FLAGS = (
@@ -118,38 +119,6 @@ class CartesianImpedanceGains:
 
 
 @jit
-def matrix_to_quaternion(rotation, out):
-    """out <- unit quaternion (w, x, y, z) of a 3x3 rotation matrix (Shepperd's method: divide by
-    the largest of the four candidates so no branch loses precision near 180°)."""
-    r = rotation
-    trace = r[0, 0] + r[1, 1] + r[2, 2]
-    if trace > 0.0:
-        s = 2.0 * math.sqrt(trace + 1.0)
-        out[0] = 0.25 * s
-        out[1] = (r[2, 1] - r[1, 2]) / s
-        out[2] = (r[0, 2] - r[2, 0]) / s
-        out[3] = (r[1, 0] - r[0, 1]) / s
-    elif r[0, 0] > r[1, 1] and r[0, 0] > r[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + r[0, 0] - r[1, 1] - r[2, 2])
-        out[0] = (r[2, 1] - r[1, 2]) / s
-        out[1] = 0.25 * s
-        out[2] = (r[0, 1] + r[1, 0]) / s
-        out[3] = (r[0, 2] + r[2, 0]) / s
-    elif r[1, 1] > r[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + r[1, 1] - r[0, 0] - r[2, 2])
-        out[0] = (r[0, 2] - r[2, 0]) / s
-        out[1] = (r[0, 1] + r[1, 0]) / s
-        out[2] = 0.25 * s
-        out[3] = (r[1, 2] + r[2, 1]) / s
-    else:
-        s = 2.0 * math.sqrt(1.0 + r[2, 2] - r[0, 0] - r[1, 1])
-        out[0] = (r[1, 0] - r[0, 1]) / s
-        out[1] = (r[0, 2] + r[2, 0]) / s
-        out[2] = (r[1, 2] + r[2, 1]) / s
-        out[3] = 0.25 * s
-
-
-@jit
 def orientation_error(quaternion, ref_quaternion, out):
     """out <- rotation vector (rad, base frame) of the rotation taking the reference orientation
     to the current one, i.e. θ·axis of q ⊗ q_ref*, the shorter way round (|θ| <= π).
@@ -166,14 +135,7 @@ def orientation_error(quaternion, ref_quaternion, out):
     x = (-w1 * x2 + x1 * w2 - y1 * z2 + z1 * y2) / norm
     y = (-w1 * y2 + x1 * z2 + y1 * w2 - z1 * x2) / norm
     z = (-w1 * z2 - x1 * y2 + y1 * x2 + z1 * w2) / norm
-    if w < 0.0:  # q and -q are the same rotation; take the one with the smaller angle
-        w, x, y, z = -w, -x, -y, -z
-    s = math.sqrt(x * x + y * y + z * z)
-    # θ/sin(θ/2) -> 2 as θ -> 0; below 1e-9 the series is exact in double precision.
-    scale = 2.0 * math.atan2(s, w) / s if s > 1e-9 else 2.0
-    out[0] = scale * x
-    out[1] = scale * y
-    out[2] = scale * z
+    quaternion_to_rotvec(w, x, y, z, out)
     return True
 
 

@@ -174,7 +174,8 @@ def _mujoco_functions():
 def _build_impedance_loop():
     import numba
 
-    from controllers.cartesian_impedance import matrix_to_quaternion, tick_kernel
+    from controllers.cartesian_impedance import tick_kernel
+    from controllers.rotations import matrix_to_quaternion
 
     lib = _mujoco_functions()
     step1, step2, jac_site = lib.mj_step1, lib.mj_step2, lib.mj_jacSite

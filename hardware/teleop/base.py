@@ -18,12 +18,13 @@ per press, so a caller polling at 10 Hz never sees one press twice.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from controllers.rotations import rotvec_to_matrix
 
 
 class DeviceUnavailable(RuntimeError):
@@ -78,8 +79,7 @@ def deadzone(value: np.ndarray, zone: float) -> np.ndarray:
 def yaw_matrix(yaw: float) -> np.ndarray:
     """Rotation about base z by `yaw` (rad): device axes (operator frame) -> base frame.
     yaw=0: the operator stands behind the robot, facing the way base +x points."""
-    c, s = math.cos(yaw), math.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    return rotvec_to_matrix((0.0, 0.0, float(yaw)))
 
 
 class EdgeDetector:

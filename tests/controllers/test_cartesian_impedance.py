@@ -11,34 +11,18 @@ from controllers.cartesian_impedance import (
     CartesianImpedanceController,
     CartesianImpedanceGains,
     impedance_torque,
-    matrix_to_quaternion,
     orientation_error,
     project_nullspace,
     tick_kernel,
 )
+from controllers.rotations import quat_multiply, quat_to_matrix, rotvec_to_quat
 
 FLAG = {name: i for i, name in enumerate(CARTESIAN_FLAGS)}
 
 
-def quat_mul(a, b):
-    w1, x1, y1, z1 = a
-    w2, x2, y2, z2 = b
-    return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-                     w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-                     w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
-
-
 def axis_angle(axis, angle):
-    axis = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
-    return np.concatenate([[math.cos(angle / 2)], math.sin(angle / 2) * axis])
-
-
-def quat_to_matrix(q):
-    w, x, y, z = q / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+    axis = np.asarray(axis, dtype=float)
+    return rotvec_to_quat(axis / np.linalg.norm(axis) * angle)
 
 
 def random_quat(rng):
@@ -76,7 +60,7 @@ def run_law(fn=impedance_torque, **kw):
 def numpy_reference(kw):
     """The law written the obvious way with numpy, for the error-free (no NaN) case."""
     p_err = kw["position"] - kw["ref_position"]
-    qe = quat_mul(kw["quaternion"], kw["ref_quaternion"] * [1, -1, -1, -1])
+    qe = quat_multiply(kw["quaternion"], kw["ref_quaternion"] * [1, -1, -1, -1])
     qe = qe / np.linalg.norm(qe) * np.sign(qe[0])
     angle = 2 * math.atan2(np.linalg.norm(qe[1:]), qe[0])
     r_err = qe[1:] / np.linalg.norm(qe[1:]) * angle
@@ -95,7 +79,7 @@ def test_orientation_error_is_base_frame_rotation_vector():
         ref = random_quat(rng)
         for angle in (0.02, -0.02, 1.0, 3.0):
             # Current = reference turned by `angle` about *base* z: left multiplication.
-            current = quat_mul(axis_angle([0, 0, 1], angle), ref)
+            current = quat_multiply(axis_angle([0, 0, 1], angle), ref)
             assert orientation_error(current, ref, out)
             np.testing.assert_allclose(out, [0, 0, angle], atol=1e-12)
             # q and -q are one orientation: same error.
@@ -110,7 +94,7 @@ def test_orientation_error_is_base_frame_rotation_vector():
 def test_small_rotation_about_z_gives_restoring_torque_about_z():
     rng = np.random.default_rng(0)
     ref = random_quat(rng)
-    kw = run_law(**law_inputs(rng, quaternion=quat_mul(axis_angle([0, 0, 1], 0.02), ref), ref_quaternion=ref,
+    kw = run_law(**law_inputs(rng, quaternion=quat_multiply(axis_angle([0, 0, 1], 0.02), ref), ref_quaternion=ref,
                               dq=np.zeros(7)))
     kw["position"][:] = kw["ref_position"]
     run_law(**kw)
@@ -123,7 +107,7 @@ def test_error_clip_bounds_the_wrench_for_any_reference_offset():
     for _ in range(50):
         kw = law_inputs(rng, dq=np.zeros(7))
         kw["ref_position"] = kw["position"] + rng.choice([-1, 1], 3) * rng.uniform(0.05, 10.0, 3)
-        kw["ref_quaternion"] = quat_mul(axis_angle(rng.normal(size=3), 2.0), kw["quaternion"])
+        kw["ref_quaternion"] = quat_multiply(axis_angle(rng.normal(size=3), 2.0), kw["quaternion"])
         run_law(**kw)
         e = kw["error_out"]
         # At rest the wrench is exactly the spring at the clip, whatever the offset.
@@ -236,15 +220,6 @@ def test_compiled_law_matches_uncompiled_law():
         np.testing.assert_allclose(out_c, out_p, atol=1e-12)
 
 
-def test_matrix_to_quaternion_roundtrip():
-    rng = np.random.default_rng(0)
-    out = np.zeros(4)
-    quats = [random_quat(rng) for _ in range(50)] + [axis_angle(ax, math.pi) for ax in np.eye(3)]
-    for q in quats:
-        matrix_to_quaternion(quat_to_matrix(q), out)
-        np.testing.assert_allclose(out * np.sign(out @ q), q, atol=1e-12)
-
-
 # --- the stateful controller -------------------------------------------------------------------
 
 def make_state(rng):
@@ -309,7 +284,7 @@ def test_reference_change_is_smoothed_and_quaternion_stays_unit():
     s = make_state(rng)
     ctrl.reset(s["q"], s["tcp_position"], s["tcp_orientation"])
     target_p = s["tcp_position"] + [0.1, -0.05, 0.02]
-    target_q = quat_mul(axis_angle([1, 1, 0], 0.8), s["tcp_orientation"])
+    target_q = quat_multiply(axis_angle([1, 1, 0], 0.8), s["tcp_orientation"])
     ctrl.set_reference(target_p, -target_q)  # the sign flip must not send it the long way round
     out = np.zeros(3)
     angles = []
@@ -334,7 +309,7 @@ def test_rotation_matrix_and_quaternion_inputs_agree():
     a, b = CartesianImpedanceController(), CartesianImpedanceController()
     for ctrl in (a, b):
         ctrl.reset(s["q"], s["tcp_position"], quat)
-        ctrl.set_reference(s["tcp_position"] + 0.003, quat_mul(axis_angle([0, 1, 0], 0.01), quat))
+        ctrl.set_reference(s["tcp_position"] + 0.003, quat_multiply(axis_angle([0, 1, 0], 0.01), quat))
     for _ in range(5):
         ta = a.compute(**{**s, "tcp_orientation": quat}).copy()
         tb = b.compute(**{**s, "tcp_orientation": quat_to_matrix(quat)}).copy()
