@@ -1,28 +1,75 @@
-"""Action <-> target mapping and base/tool frame conversions: the one copy the env, teleop and replay use."""
+"""Action <-> target mapping and base/tool frame conversions: the one copy the env, teleop and
+replay use.
+
+An env action (float32, TaskConfig.action_dim()) is an end-effector delta per policy step:
+xyz in [-1, 1]^3 scaled by max_translation_step (m); with control_rotation, a rotation vector in
+[-1, 1]^3 scaled by max_rotation_step (rad); with control_gripper, a last component with
+tasks.common.gripper_command's meaning (> 0.5 close, < -0.5 open, else keep). Components
+outside [-1, 1] are clipped. In the `base` frame (what RobotEnv does) the delta is along and
+about the base axes; in the `tool` frame along and about the tcp's own axes.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from controllers.rotations import quat_multiply, rotvec_to_quat
+from controllers.rotations import quat_multiply, quat_to_matrix, rotvec_to_quat
 from hardware.teleop.base import TeleopReading
 from tasks import TaskConfig
+from tasks.common import gripper_command
 
 FRAMES = ("base", "tool")
 
 
-# --- frames -------------------------------------------------------------------------------------
-def quat_to_matrix(q: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w, x, y, z), as everywhere in controllers/rotations.py -> rotation matrix.
-    For the tcp quaternion this maps tool-frame vectors to base-frame vectors."""
-    w, x, y, z = np.asarray(q, dtype=float) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
+def action_frame_to_base(frame: str, tcp_quaternion: np.ndarray | None) -> np.ndarray:
+    """The rotation (3, 3) taking an action's xyz and rotation-vector parts into the base frame:
+    the identity for a base-frame env, the rotation of the measured `tcp_quaternion` (w, x, y,
+    z; tcp in base) for a tool-frame env. Its transpose goes the other way."""
+    if frame not in FRAMES:
+        raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
+    if frame == "base":
+        return np.eye(3)
+    if tcp_quaternion is None:
+        raise ValueError("a tool-frame action needs the current tcp_quaternion (w, x, y, z)")
+    return quat_to_matrix(tcp_quaternion)
 
 
+# --- the action -> target mapping ---------------------------------------------------------------
+def action_to_target(action: np.ndarray, tcp_position: np.ndarray, tcp_quaternion: np.ndarray,
+                     config: TaskConfig, frame: str = "base",
+                     held_quaternion: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Where `action` sends the tcp from its measured pose: (position m, quaternion w x y z),
+    both in the base frame. RobotEnv steps with exactly this (frame="base").
+
+    position = tcp_position + R @ xyz * max_translation_step, R = I in the base frame, the tcp's
+    rotation in the tool frame. With control_rotation, delta = exp(rotvec * max_rotation_step)
+    turns the measured orientation about the base axes (delta ⊗ q) or the tool axes (q ⊗ delta).
+    Without it the orientation is not the policy's to change: the target keeps
+    `held_quaternion` (the env passes the orientation its reset left, so tracking errors never
+    accumulate into a drift), or the measured orientation when None.
+    """
+    action = np.clip(np.asarray(action, dtype=float), -1.0, 1.0)
+    tcp_quaternion = np.asarray(tcp_quaternion, dtype=float)
+    to_base = action_frame_to_base(frame, tcp_quaternion)
+    position = np.asarray(tcp_position, dtype=float) + to_base @ action[:3] * config.max_translation_step
+    if config.control_rotation:
+        delta = rotvec_to_quat(action[3:6] * config.max_rotation_step)
+        quaternion = (quat_multiply(tcp_quaternion, delta) if frame == "tool"
+                      else quat_multiply(delta, tcp_quaternion))
+    else:
+        quaternion = tcp_quaternion if held_quaternion is None else np.asarray(held_quaternion, dtype=float)
+    return position, quaternion
+
+
+def gripper_target(action: np.ndarray, config: TaskConfig, last_width: float, max_width: float) -> float:
+    """The gripper width command (m) after `action`: with control_gripper its last component
+    closes (> 0.5), opens (< -0.5) or keeps `last_width`; without, `last_width` is kept."""
+    if not config.control_gripper:
+        return float(last_width)
+    return gripper_command(float(action[-1]), last_width, max_width)
+
+
+# --- base <-> tool frame conversion of teleop commands ------------------------------------------
 def _fit_unit_box(vector: np.ndarray) -> np.ndarray:
     """Rotating a vector of [-1, 1]^3 can push a component past 1 (up to sqrt 3). Shrink the whole
     vector instead of clipping components, so the direction the human asked for is kept."""
@@ -41,15 +88,9 @@ def base_to_policy_action(reading: TeleopReading, config: TaskConfig,
     unconverted in a tool-frame env is the classic bug: the learner then sees actions that
     moved the arm somewhere else.
     """
-    if frame not in FRAMES:
-        raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
-    translation = np.asarray(reading.translation, dtype=float)
-    rotation = np.asarray(reading.rotation, dtype=float)
-    if frame == "tool":
-        if tcp_quaternion is None:
-            raise ValueError("a tool-frame action needs the current tcp_quaternion (w, x, y, z)")
-        to_tool = quat_to_matrix(tcp_quaternion).T
-        translation, rotation = to_tool @ translation, to_tool @ rotation
+    to_action_frame = action_frame_to_base(frame, tcp_quaternion).T
+    translation = to_action_frame @ np.asarray(reading.translation, dtype=float)
+    rotation = to_action_frame @ np.asarray(reading.rotation, dtype=float)
     action = list(_fit_unit_box(translation))
     if config.control_rotation:
         action += list(_fit_unit_box(rotation))
@@ -61,26 +102,10 @@ def base_to_policy_action(reading: TeleopReading, config: TaskConfig,
 def policy_to_base(action: np.ndarray, config: TaskConfig, tcp_quaternion: np.ndarray | None = None,
                    frame: str = "base") -> TeleopReading:
     """The inverse of base_to_policy_action: an env action as a base-frame command."""
+    to_base = action_frame_to_base(frame, tcp_quaternion)
     action = np.asarray(action, dtype=float)
-    translation = action[:3]
-    rotation = action[3:6] if config.control_rotation else np.zeros(3)
-    if frame == "tool":
-        to_base = quat_to_matrix(tcp_quaternion)
-        translation, rotation = to_base @ translation, to_base @ rotation
+    translation = to_base @ action[:3]
+    rotation = to_base @ action[3:6] if config.control_rotation else np.zeros(3)
     gripper = float(action[-1]) if config.control_gripper else 0.0
     return TeleopReading(translation=translation, rotation=rotation, gripper=gripper)
 
-
-def action_to_target(action: np.ndarray, tcp_position: np.ndarray, tcp_quaternion: np.ndarray,
-                     config: TaskConfig, frame: str = "base") -> tuple[np.ndarray, np.ndarray]:
-    """Where an env acting in `frame` sends the tcp for `action` (position m, quaternion w x y z).
-    frame="base" is exactly RobotEnv._target's pose (tested against it); "tool" is the tool-
-    relative variant. Used to check what a stored action would make the arm do."""
-    action = np.asarray(action, dtype=float)
-    R = quat_to_matrix(tcp_quaternion) if frame == "tool" else np.eye(3)
-    position = np.asarray(tcp_position, dtype=float) + R @ action[:3] * config.max_translation_step
-    quaternion = np.asarray(tcp_quaternion, dtype=float)
-    if config.control_rotation:
-        delta = rotvec_to_quat(action[3:6] * config.max_rotation_step)
-        quaternion = quat_multiply(quaternion, delta) if frame == "tool" else quat_multiply(delta, quaternion)
-    return position, quaternion

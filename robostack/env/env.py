@@ -8,7 +8,8 @@ Observation (a dict):
 Action (float32 in [-1, 1]): end-effector delta in the base frame, scaled by the task config:
   xyz * max_translation_step (m) from the measured tcp position; with control_rotation, a
   rotation vector * max_rotation_step (rad) applied to the measured orientation (base frame);
-  with control_gripper, a last component: > 0.5 close, < -0.5 open, else keep.
+  with control_gripper, a last component: > 0.5 close, < -0.5 open, else keep. The mapping is
+  robostack.env.actions.action_to_target / gripper_target, the one copy teleop and replay use.
 Episode end: `terminated` when the task reports success or failure (no bootstrapping past it),
 `truncated` at the time limit (bootstrapping continues). They are never conflated.
 
@@ -24,11 +25,10 @@ import time
 import gymnasium as gym
 import numpy as np
 
-from controllers.rotations import quat_multiply, rotvec_to_quat
 from robostack import transport
+from robostack.env.actions import action_to_target, gripper_target
 from robostack.robot.client import InProcessConnection, ZmqConnection, spawn_robot_server
 from tasks import TaskConfig, make_task
-from tasks.common import gripper_command
 
 ROBOT_FIELDS = {"tcp_position": 3, "tcp_quaternion": 4, "tcp_velocity": 6, "gripper_width": 1}
 
@@ -99,10 +99,12 @@ class RobotEnv(gym.Env):
         if not np.isfinite(action).all():
             raise ValueError(f"action contains non-finite values {action.tolist()}: the policy "
                              "produced NaN/inf; nothing was sent to the robot")
-        action = np.clip(action, -1.0, 1.0)
-        position, quaternion, gripper = self._target(action)
+        position, quaternion = action_to_target(action, self._fields["tcp_position"],
+                                                self._fields["tcp_quaternion"], self.config,
+                                                held_quaternion=self._home_quaternion)
+        self._gripper = gripper_target(action, self.config, self._gripper, self.max_width)
         self._seq += 1
-        meta = {"gripper": gripper, "seq": self._seq}
+        meta = {"gripper": self._gripper, "seq": self._seq}
         arrays = {"target_position": position, "target_quaternion": quaternion}
         if self.realtime:
             reply = self._step_realtime(meta, arrays)
@@ -119,19 +121,6 @@ class RobotEnv(gym.Env):
         self.connection.close()
 
     # --- helpers ----------------------------------------------------------------------------
-    def _target(self, action: np.ndarray):
-        c = self.config
-        tcp = self._fields["tcp_position"]
-        position = tcp + action[:3] * c.max_translation_step
-        if c.control_rotation:
-            delta = rotvec_to_quat(action[3:6] * c.max_rotation_step)
-            quaternion = quat_multiply(delta, self._fields["tcp_quaternion"])  # base frame delta
-        else:
-            quaternion = self._home_quaternion  # orientation held where the reset left it
-        if c.control_gripper:
-            self._gripper = gripper_command(float(action[-1]), self._gripper, self.max_width)
-        return position, quaternion, self._gripper
-
     def _step_realtime(self, meta, arrays):
         period = 1.0 / self.config.policy_hz
         meta["deadline"] = 3.0 * period

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from controllers.rotations import quat_multiply, quat_to_matrix, rotvec_to_matrix, rotvec_to_quat
 from robostack.env import make_env
+from robostack.env.actions import action_to_target, gripper_target
 from robostack.commands.expert import ExpertConfig, run_expert
-from tasks import make_task
+from tasks import TaskConfig, make_task
 
 # The observation is unbounded by nature (positions, velocities): these two warnings are expected.
 EXPECTED_WARNINGS = ("minimum value is -infinity", "maximum value is infinity")
@@ -124,6 +126,117 @@ def test_bad_action_raises_value_error_and_sends_nothing(action, expected):
         assert server.backend.time > robot_time
     finally:
         env.close()
+
+
+# --- the action -> target mapping (robostack.env.actions, the one copy) ---------------------------
+
+TURNING = TaskConfig(control_rotation=True, control_gripper=True)
+MAX_WIDTH = 0.08
+
+
+def recorded_steps(env) -> list[tuple[dict, dict]]:
+    """What the env sends the server with each step (meta, arrays), recorded on the way."""
+    sent = []
+    request = env.connection.request
+
+    def record(kind, meta=None, arrays=None, timeout=None):
+        if kind == "step":
+            sent.append((dict(meta), {k: np.array(v) for k, v in arrays.items()}))
+        return request(kind, meta, arrays, timeout)
+
+    env.connection.request = record
+    return sent
+
+
+def test_env_sends_the_clipped_scaled_base_frame_target_from_the_measured_pose():
+    env = make_env("reach", transport_kind="inprocess", config=TURNING)
+    try:
+        sent = recorded_steps(env)
+        env.reset(seed=0)
+        rng = np.random.default_rng(2)
+        for _ in range(6):
+            action = rng.uniform(-2.0, 2.0, 7).astype(np.float32)  # some components out of range
+            fields = {k: np.array(v) for k, v in env.fields().items()}
+            env.step(action)
+            _, arrays = sent[-1]
+            clipped = np.clip(action.astype(float), -1.0, 1.0)
+            np.testing.assert_allclose(arrays["target_position"],
+                                       fields["tcp_position"] + clipped[:3] * TURNING.max_translation_step,
+                                       atol=1e-12)
+            # Turned about the BASE axes: R_target = R(delta) @ R_measured (a tool-frame turn
+            # would be R_measured @ R(delta)).
+            delta = rotvec_to_matrix(clipped[3:6] * TURNING.max_rotation_step)
+            np.testing.assert_allclose(quat_to_matrix(arrays["target_quaternion"]),
+                                       delta @ quat_to_matrix(fields["tcp_quaternion"]), atol=1e-12)
+    finally:
+        env.close()
+
+
+def test_env_without_rotation_control_holds_the_orientation_the_reset_left():
+    env = make_env("reach", transport_kind="inprocess")  # xyz only
+    try:
+        sent = recorded_steps(env)
+        env.reset(seed=0)
+        home = np.array(env.fields()["tcp_quaternion"])
+        for _ in range(4):
+            env.step(np.array([1.0, -1.0, 0.5], np.float32))
+        measured = env.fields()["tcp_quaternion"]
+        assert not np.array_equal(measured, home)  # moving fast, the arm's orientation wobbles
+        for _, arrays in sent:  # ... but the target never follows the wobble
+            np.testing.assert_array_equal(arrays["target_quaternion"], home)
+    finally:
+        env.close()
+
+
+def test_env_gripper_component_closes_opens_and_keeps():
+    env = make_env("pick_cube", transport_kind="inprocess")
+    try:
+        sent = recorded_steps(env)
+        env.reset(seed=0)
+        width = env.max_width
+        # > 0.5 closes (width 0), < -0.5 opens (max width), anything in between keeps the last.
+        for grip, expected in [(0.3, width), (0.51, 0.0), (0.5, 0.0), (-0.5, 0.0), (-0.51, width),
+                               (0.0, width), (1.0, 0.0), (-1.0, width)]:
+            env.step(np.array([0.0, 0.0, 0.0, grip], np.float32))
+            assert sent[-1][0]["gripper"] == expected, grip
+    finally:
+        env.close()
+
+
+def test_action_to_target_scaling_clipping_and_frames():
+    tcp = np.array([0.5, 0.1, 0.3])
+    q = quat_multiply(rotvec_to_quat([0.0, 0.0, np.pi / 2]), [0.0, 1.0, 0.0, 0.0])  # down, turned 90 deg
+    step, turn = TURNING.max_translation_step, TURNING.max_rotation_step
+    action = np.array([0.5, -1.0, 3.0, 0.0, 0.0, -0.25, 1.0])
+    position, quaternion = action_to_target(action, tcp, q, TURNING, "base")
+    np.testing.assert_allclose(position, tcp + [0.5 * step, -step, step])  # 3.0 clipped to 1
+    np.testing.assert_allclose(quat_to_matrix(quaternion),
+                               rotvec_to_matrix([0.0, 0.0, -0.25 * turn]) @ quat_to_matrix(q), atol=1e-12)
+    # The tool frame: xyz along the tcp's axes, rotation about them.
+    position, quaternion = action_to_target(action, tcp, q, TURNING, "tool")
+    np.testing.assert_allclose(position, tcp + quat_to_matrix(q) @ [0.5 * step, -step, step], atol=1e-12)
+    np.testing.assert_allclose(quat_to_matrix(quaternion),
+                               quat_to_matrix(q) @ rotvec_to_matrix([0.0, 0.0, -0.25 * turn]), atol=1e-12)
+    # Down, turned 90 deg about base z: the tool's +x is base +y, so a tool-frame +x step moves +y.
+    position, _ = action_to_target([1.0, 0, 0, 0, 0, 0, 0], tcp, q, TURNING, "tool")
+    np.testing.assert_allclose(position - tcp, [0.0, step, 0.0], atol=1e-12)
+    # Without rotation control the orientation is held (given) or the measured one (not given).
+    xyz_only = TaskConfig(control_rotation=False, control_gripper=False)
+    held = np.array([0.0, 1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(action_to_target([0, 0, 0], tcp, q, xyz_only, held_quaternion=held)[1], held)
+    np.testing.assert_array_equal(action_to_target([0, 0, 0], tcp, q, xyz_only)[1], q)
+    with pytest.raises(ValueError, match="frame must be one of"):
+        action_to_target(action, tcp, q, TURNING, "world")
+
+
+def test_gripper_target_semantics():
+    with_gripper = TaskConfig(control_gripper=True)
+    assert gripper_target([0, 0, 0, 0.9], with_gripper, MAX_WIDTH, MAX_WIDTH) == 0.0
+    assert gripper_target([0, 0, 0, -0.9], with_gripper, 0.0, MAX_WIDTH) == MAX_WIDTH
+    assert gripper_target([0, 0, 0, 0.2], with_gripper, 0.03, MAX_WIDTH) == 0.03
+    assert gripper_target([0, 0, 0, 0.2], with_gripper, 0.5, MAX_WIDTH) == MAX_WIDTH  # kept, within range
+    without = TaskConfig(control_gripper=False)
+    assert gripper_target([0, 0, 0.9], without, 0.03, MAX_WIDTH) == 0.03  # last xyz is no gripper
 
 
 # --- seeding ----------------------------------------------------------------------------------
