@@ -3,6 +3,9 @@
 One class, `ReplayBuffer`, holds both online and demonstration data; RLPD's symmetric sampling
 is `sample_mixed(online, demos, ...)`.
 
+One thing: the pixel ring's slot invariant below is kept jointly by writing, sampling, saving
+and loading; split across modules, no one file would show that it holds.
+
 Pixel storage keeps every frame once. The ring is a sequence of *slots*; slot i holds the
 camera frames of one observation and, when `valid[i]` is set, the transition that starts there.
 Its next-observation frames are always in slot i+1 (mod capacity). When a transition does not
@@ -41,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robostack.files import fsync_dir
+from robostack.files import atomic_write
 
 IMAGE_PREFIX = "images/"
 FORMAT_VERSION = 1
@@ -322,7 +325,7 @@ class ReplayBuffer:
                 "action_dim": self.action_dim}
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the whole buffer to one .npz file atomically (temp file, fsync, os.replace)."""
+        """Write the whole buffer to one .npz file atomically (robostack.files.atomic_write)."""
         path = Path(path)
         with self._lock:
             filled = min(self.capacity, self._written)
@@ -332,16 +335,8 @@ class ReplayBuffer:
                     "rng_state": self._rng.bit_generator.state}
             arrays = {name: arr[:filled] for name, arr in self._named_arrays().items()}
             arrays["__meta__"] = np.array(json.dumps(meta))
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            try:
-                with open(tmp, "wb") as f:
-                    np.savez(f, allow_pickle=False, **arrays)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
-        fsync_dir(path.parent)
+            with atomic_write(path) as f:
+                np.savez(f, allow_pickle=False, **arrays)
 
     def _named_arrays(self) -> dict[str, np.ndarray]:
         named = {f"obs/{k}": v for k, v in self._obs.items()}

@@ -7,9 +7,10 @@ RNG states). Objects with `state_dict()` are stored as their state dict. Only te
 containers are allowed (checked at save time), so loading uses `torch.load(weights_only=True)`
 and never runs pickled code. The file stays readable with a bare `torch.load`.
 
-Writes go to a hidden temp file, are fsynced and then `os.replace`d into place, so a crash
-leaves either the old set of checkpoints or the new one, plus at most a stray temp file that
-every reader ignores. torch's zip reader does not verify tensor bytes, so the payload carries a
+Writes go through robostack.files.atomic_write (a hidden temp file `.ckpt_<step>.pt.tmp-<pid>`,
+fsynced, renamed into place, directory fsynced), so a crash leaves either the old set of
+checkpoints or the new one, plus at most a stray temp file that every reader ignores and the
+next save removes once its writer is dead. torch's zip reader does not verify tensor bytes, so the payload carries a
 SHA-256 over the state; a damaged newest checkpoint is reported and the previous one is used.
 """
 
@@ -26,13 +27,13 @@ from typing import Any
 
 import torch
 
-from robostack.files import fsync_dir
+from robostack.files import atomic_write
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_NAME = "robostack.checkpoint"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
-_TMP = re.compile(r"^\.ckpt_\d+\.pt\.tmp-(\d+)$")
+_TMP = re.compile(r"^\.ckpt_\d+\.pt\.tmp-(\d+)$")  # atomic_write's temp name for a checkpoint
 # What torch.load(weights_only=True) reconstructs besides tensors and containers.
 _PLAIN = (str, bytes, int, float, bool, complex, type(None), torch.dtype, torch.device,
           torch.Size)
@@ -80,18 +81,10 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, state: Mapping[str, A
     d = checkpoint_dir(run_dir)
     d.mkdir(parents=True, exist_ok=True)
     final = d / f"ckpt_{step:010d}.pt"
-    tmp = d / f".{final.name}.tmp-{os.getpid()}"
     payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "step": step, "state": plain,
                "sha256": digest}
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(d)
+    with atomic_write(final) as f:
+        torch.save(payload, f)
     for old in list_checkpoints(run_dir)[:-keep_last]:
         old.unlink(missing_ok=True)
     _remove_stale_temp_files(d)
