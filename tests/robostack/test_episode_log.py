@@ -172,7 +172,7 @@ CRASH_CHILD = textwrap.dedent("""
     ep = make_episode(2, 50)
     for t in range(20):  # the third episode is in flight: frames queued and encoded, not ended
         writer.add_frame(ep["obs"][t], ep["actions"][t], 0.0, False, False)
-    time.sleep(0.3)
+    writer.flush()  # returns once the writer thread has encoded them (no guessing with a sleep)
     print("in flight", flush=True)
     time.sleep(60)
 """)
@@ -190,8 +190,10 @@ def test_sigkill_mid_episode_keeps_earlier_episodes_and_reopen_appends(tmp_path)
     finally:
         child.kill()
         child.wait(10)
-    leftovers = [p for p in root.rglob("*") if ".tmp" in p.name]
-    assert leftovers, "the in-flight episode should have left temporary files"
+    leftovers = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if ".tmp" in p.name)
+    # The in-flight episode (index 2) left its videos under their temporary names, nothing else.
+    assert leftovers == [f"videos/observation.images.{cam}/chunk-000/file-002.tmp.mp4"
+                         for cam in ("front", "wrist")], leftovers
 
     log = EpisodeLog(root)
     assert len(log) == 2 and log.info["total_frames"] == 12
@@ -218,7 +220,7 @@ COMMIT_CRASH_CHILD = textwrap.dedent("""
     write_episode(writer, make_episode(0, 5))
     writer.flush()
     # Die inside the commit: every file of episode 1 renamed into place, info.json not yet.
-    episode_log._write_json_atomic = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+    episode_log.write_json_atomic = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
     write_episode(writer, make_episode(1, 5), task="new task")
     writer.flush()
 """)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from robostack.files import fsync_dir
+from robostack.files import atomic_write
 
 CODEBASE_VERSION = "v3.0"
 FORMAT_VERSION = 1  # robostack's extension of the layout (RL fields, final observations)
@@ -129,31 +128,17 @@ def _chunk_file(episode: int) -> dict:
     return {"chunk_index": episode // CHUNKS_SIZE, "file_index": episode % CHUNKS_SIZE}
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _is_temporary(path: Path) -> bool:
+    """A file a crashed writer left: atomic_write's `.<name>.tmp-<pid>`, the video encoder's
+    `<name>.tmp.mp4`, or `<name>.tmp` (logs written before robostack.files existed)."""
+    return ".tmp" in path.name
 
 
-def _write_parquet(table: pa.Table, path: Path) -> Path:
-    """Write to `path`.tmp and fsync; the caller renames it into place."""
+def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """`path` gets the whole table or, after a crash, stays as it was (robostack.files.atomic_write)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    _fsync_file(tmp)
-    return tmp
-
-
-def _write_json_atomic(data: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=4)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    with atomic_write(path) as f:
+        pq.write_table(table, f)
 
 
 def _tasks_table(tasks: Sequence[str]) -> pa.Table:

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from robostack.data.episode_log.layout import _FILE_RE, CHUNKS_SIZE, CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, FORMAT_VERSION, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, _arrow_type, _chunk_file, _fsync_file, _full_features, _tasks_table, _write_json_atomic, _write_parquet, feature_key
+from robostack.data.episode_log.layout import _FILE_RE, CHUNKS_SIZE, CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, FORMAT_VERSION, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, _arrow_type, _chunk_file, _full_features, _is_temporary, _tasks_table, _write_parquet_atomic, feature_key
 from robostack.data.episode_log.reader import EpisodeLog
-from robostack.files import fsync_dir
+from robostack.files import fsync_dir, write_json_atomic
+
+INFO_INDENT = 4  # meta/info.json as LeRobot writes it
 
 
 class EpisodeWriter:
@@ -131,7 +133,9 @@ class EpisodeWriter:
         self._put(("discard", None))
 
     def flush(self) -> None:
-        """Block until every ended episode is committed."""
+        """Block until the background thread has handled everything handed to it so far: every
+        ended episode is committed, and the frames of the episode in flight are encoded into its
+        temporary files (which a crash leaves behind and the next writer removes)."""
         self._queue.join()
         self._raise_pending()
 
@@ -173,7 +177,7 @@ class EpisodeWriter:
                     "data_path": DATA_PATH, "video_path": VIDEO_PATH if self.video_keys else None,
                     "features": self.features,
                     "robostack": {"format_version": FORMAT_VERSION, "files_per_episode": 1}}
-            _write_json_atomic(info, path)
+            write_json_atomic(path, info, indent=INFO_INDENT)
             return info
         info = EpisodeLog._read_info(self.root)
         if info["fps"] != self.fps or info["features"] != json.loads(json.dumps(self.features)):
@@ -186,22 +190,21 @@ class EpisodeWriter:
     def _recover(self) -> None:
         """Remove what a crash left: temporary files and files of uncommitted episodes."""
         committed = self.info["total_episodes"]
-        for path in (self.root / "meta").glob("*.tmp"):
-            path.unlink()
+        for path in (self.root / "meta").iterdir():
+            if path.is_file() and _is_temporary(path):
+                path.unlink()
         if self.info["total_tasks"]:
             # A crash inside a commit can leave tasks.parquet with the uncommitted episode's task.
             tasks = EpisodeLog._read_tasks(self.root)
             self._tasks = tasks[:self.info["total_tasks"]]
             if len(tasks) > len(self._tasks):
-                path = self.root / TASKS_PATH
-                os.replace(_write_parquet(_tasks_table(self._tasks), path), path)
-                fsync_dir(path.parent)
+                _write_parquet_atomic(_tasks_table(self._tasks), self.root / TASKS_PATH)
         for top in ("data", "videos", "meta/episodes"):
             for path in (self.root / top).rglob("*") if (self.root / top).exists() else ():
                 if not path.is_file():
                     continue
                 m = _FILE_RE.search(path.as_posix())
-                if ".tmp" in path.name or (m and int(m[1]) * CHUNKS_SIZE + int(m[2]) >= committed):
+                if _is_temporary(path) or (m and int(m[1]) * CHUNKS_SIZE + int(m[2]) >= committed):
                     path.unlink()
 
     # --- background thread -------------------------------------------------------------------
@@ -282,16 +285,15 @@ class EpisodeWriter:
             arr = pa.array(values, typ) if values.ndim == 1 else pa.FixedSizeListArray.from_arrays(
                 pa.array(values.reshape(-1), typ.value_type), ft["shape"][0])
             arrays.append(arr), fields.append(pa.field(key, typ))
-        renames = []
+        # Every file of the episode is renamed into place as soon as it is complete; none of
+        # them counts until info.json does (below), and _recover removes them after a crash.
         for key, (writer, tmp, final) in episode["videos"].items():
             writer.write(np.ascontiguousarray(end["final"][key].astype(np.uint8)[..., ::-1]))
             writer.release()
-            _fsync_file(tmp)
-            renames.append((tmp, final))
+            _rename_durably(tmp, final)
         where = _chunk_file(index)
-        data_path = self.root / DATA_PATH.format(**where)
-        renames.append((_write_parquet(pa.Table.from_arrays(arrays, schema=pa.schema(fields)),
-                                       data_path), data_path))
+        _write_parquet_atomic(pa.Table.from_arrays(arrays, schema=pa.schema(fields)),
+                              self.root / DATA_PATH.format(**where))
         rewards = np.asarray(cols["next.reward"], np.float64)
         row = {"episode_index": index, "tasks": [end["task"]], "length": length,
                "data/chunk_index": where["chunk_index"], "data/file_index": where["file_index"],
@@ -311,17 +313,24 @@ class EpisodeWriter:
         for key in self.obs_keys:
             if key not in self.video_keys:
                 row[f"final/{key}"] = end["final"][key].astype(np.float32).tolist()
-        meta_path = self.root / EPISODES_PATH.format(**where)
-        renames.append((_write_parquet(pa.Table.from_pylist([row]), meta_path), meta_path))
+        _write_parquet_atomic(pa.Table.from_pylist([row]), self.root / EPISODES_PATH.format(**where))
         if new_task:
-            tasks_path = self.root / TASKS_PATH
-            renames.append((_write_parquet(_tasks_table(self._tasks), tasks_path), tasks_path))
-        for tmp, final in renames:
-            os.replace(tmp, final)
-        for directory in {final.parent for _, final in renames}:
-            fsync_dir(directory)
+            _write_parquet_atomic(_tasks_table(self._tasks), self.root / TASKS_PATH)
         # The commit point: until info.json counts it, the episode does not exist.
         self.info.update(total_episodes=index + 1, total_frames=first + length,
                          total_tasks=len(self._tasks))
-        _write_json_atomic(self.info, self.root / INFO_PATH)
+        write_json_atomic(self.root / INFO_PATH, self.info, indent=INFO_INDENT)
+
+
+def _rename_durably(tmp: Path, final: Path) -> None:
+    """fsync a finished file, rename it into place, fsync the directory: robostack.files.atomic_write's
+    steps for a file it could not open itself (OpenCV's VideoWriter writes by path and picks the
+    container from the extension, hence `<name>.tmp.mp4`)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
 
