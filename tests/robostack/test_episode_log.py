@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from robostack.data.episode_log import EpisodeLog, EpisodeLogError, EpisodeWriter, env_key, feature_key, features_from_spaces, load_into_buffer
+from robostack.data.episode_log import EpisodeLog, EpisodeLogError, EpisodeWriter, env_key, feature_key, features_from_spaces, logged_transitions
 
 REPO = Path(__file__).resolve().parents[2]
 H = W = 32
@@ -303,12 +303,14 @@ def test_reader_needs_no_torch(tmp_path):
     assert out.stdout.split("\n")[0] == f"1 (3, {ACTION}) (4, {H}, {W}, 3)"
 
 
-def test_load_into_buffer_gives_the_logged_transitions(tmp_path):
+def test_logged_transitions_load_into_a_demonstration_buffer(tmp_path):
+    from robostack.rl.buffers import load_demonstrations  # torch: not at the top, the crash children import this file
+
     eps = [make_episode(0, 6, takeover=1), make_episode(1, 4, truncate=True)]
     with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
         for ep in eps:
             write_episode(writer, ep)
-    buf = load_into_buffer(tmp_path, images=False, seed=0)
+    buf = load_demonstrations(logged_transitions(tmp_path, images=False), seed=0)
     assert len(buf) == 10
     batch = buf.sample(64)
     states = {tuple(np.round(o["state"], 5)): (e, t) for e, ep in enumerate(eps)
@@ -326,8 +328,10 @@ def test_load_into_buffer_gives_the_logged_transitions(tmp_path):
     np.testing.assert_array_equal(pieces[0]["actions"], eps[0]["actions"][1:4])
     np.testing.assert_array_equal(pieces[0]["observations"]["state"],
                                   np.stack([o["state"] for o in eps[0]["obs"][1:5]]))
-    pixels = load_into_buffer(tmp_path, select="intervention")
+    pixels = load_demonstrations(logged_transitions(tmp_path, select="intervention"))
     assert len(pixels) == 3 and pixels.image_keys == ["images/front", "images/wrist"]
+    with pytest.raises(ValueError, match="no episodes to load"):
+        logged_transitions(tmp_path, episodes=[1], select="intervention")  # episode 1 had no takeover
 
 
 def test_key_mapping_round_trips():

@@ -33,9 +33,9 @@ The reader needs numpy, pyarrow and OpenCV only (no torch).
 """
 
 from robostack.data.episode_log.layout import CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, env_key, feature_key, features_from_spaces, state_names
-from robostack.data.episode_log.reader import EpisodeLog, load_into_buffer
+from robostack.data.episode_log.reader import EpisodeLog, logged_transitions
 from robostack.data.episode_log.writer import EpisodeWriter
 
 __all__ = ["CODEBASE_VERSION", "DATA_PATH", "EPISODES_PATH", "INFO_PATH", "TASKS_PATH", "VIDEO_PATH",
            "EpisodeLog", "EpisodeLogError", "EpisodeWriter", "env_key", "feature_key",
-           "features_from_spaces", "load_into_buffer", "state_names"]
+           "features_from_spaces", "logged_transitions", "state_names"]

@@ -1,4 +1,4 @@
-"""EpisodeLog: the torch-free reader, and loading logged episodes into a replay buffer."""
+"""EpisodeLog: the torch-free reader, and the logged transitions in the replay buffers' format."""
 
 from __future__ import annotations
 
@@ -158,15 +158,15 @@ class EpisodeLog:
                 for a, b in spans]
 
 
-def load_into_buffer(log: EpisodeLog | str | os.PathLike, *, episodes: Sequence[int] | None = None,
-                     select: str = "all", successful_only: bool = False, images: bool = True,
-                     extra_capacity: int = 0, seed: int | None = None, device: str = "cpu"):
-    """A demonstration ReplayBuffer (robostack.rl.buffers) holding the logged transitions:
-    the same (obs, action, reward, next obs, termination, truncation) as scripted-expert demos.
-    `select="intervention"` loads only intervention segments; `successful_only` skips episodes
-    that never reported success. Imports torch (through the buffer), unlike the reader."""
-    from robostack.rl.buffers import load_demonstrations
-
+def logged_transitions(log: EpisodeLog | str | os.PathLike, *, episodes: Sequence[int] | None = None,
+                       select: str = "all", successful_only: bool = False,
+                       images: bool = True) -> list[dict]:
+    """The transitions of a log's episodes, in the format robostack.rl.buffers.load_demonstrations
+    takes (`load_demonstrations(logged_transitions(log))` is a demonstration buffer holding the
+    same (obs, action, reward, next obs, termination, truncation) as scripted-expert demos).
+    `select="intervention"` keeps only intervention segments; `successful_only` skips episodes
+    that never reported success. The buffer is left to the caller so that this layer needs no
+    torch and no rl."""
     log = log if isinstance(log, EpisodeLog) else EpisodeLog(log)
     chosen = range(len(log)) if episodes is None else episodes
     pieces = []
@@ -177,5 +177,4 @@ def load_into_buffer(log: EpisodeLog | str | os.PathLike, *, episodes: Sequence[
     if not pieces:
         raise ValueError(f"{log.root}: no episodes to load (select={select!r}, "
                          f"successful_only={successful_only})")
-    return load_demonstrations(pieces, extra_capacity=extra_capacity, seed=seed, device=device)
-
+    return pieces
