@@ -1,6 +1,5 @@
 """SAC/RLPD agent: targets, ensemble subset, temperature, gripper critic, encoder gradients, resume."""
 
-import copy
 import io
 import time
 import warnings
@@ -428,17 +427,76 @@ def test_learns_a_one_step_bandit_quickly():
     assert time.thread_time() - start < 20
 
 
-def test_naive_reference_shows_no_python_loop_is_needed():
-    """The batched critic gives the same loss gradient as a per-member loop over copies."""
-    agent = make_agent(num_critics=3)
+def plain_member_mlps(ensemble) -> list[torch.nn.Sequential]:
+    """The ensemble rebuilt the obvious way, independently of its batched code: one ordinary
+    torch.nn Linear -> LayerNorm -> ReLU stack per member, that member's weights copied in."""
+    last = len(ensemble.weights) - 1
+    members = []
+    for e in range(ensemble.num_members):
+        layers = []
+        for i, (w, b) in enumerate(zip(ensemble.weights, ensemble.biases)):
+            linear = torch.nn.Linear(*w.shape[1:])
+            with torch.no_grad():
+                linear.weight.copy_(w[e].T)
+                linear.bias.copy_(b[e, 0])
+            layers.append(linear)
+            if i < last:
+                if ensemble.layer_norm:
+                    norm = torch.nn.LayerNorm(w.shape[-1])
+                    with torch.no_grad():
+                        norm.weight.copy_(ensemble.ln_weights[i][e, 0])
+                        norm.bias.copy_(ensemble.ln_biases[i][e, 0])
+                    layers.append(norm)
+                layers.append(torch.nn.ReLU())
+        members.append(torch.nn.Sequential(*layers))
+    return members
+
+
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_batched_critic_equals_independent_per_member_networks(layer_norm):
+    """No Python loop over members is needed: the batched critic gives what E ordinary MLPs
+    holding the same weights give, in Q values, in the critic loss's weight gradients, for a
+    member subset, and in the actor's gradient through Q with the critic weights held."""
+    agent = make_agent(num_critics=3, critic_layer_norm=layer_norm)
+    ensemble = agent.critic.net
+    assert ensemble.layer_norm is layer_norm and len(ensemble.weights) == 3  # two hidden layers + head
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # members' norms start equal (1, 0): make them differ, or a mix-up would not show
+        for p in [*ensemble.ln_weights, *ensemble.ln_biases]:
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    reference = plain_member_mlps(ensemble)
     batch = make_batch(16)
-    s, a = batch["observations"]["state"], batch["actions"]
+    observations, actions = batch["observations"], batch["actions"]
     target = torch.randn(16)
-    loss, _, _ = sac.critic_loss(agent.encoder, agent.critic, batch["observations"], a, target)
+    inputs = torch.cat([agent.encoder(observations), actions], -1).detach()
+
+    loss, qs, _ = sac.critic_loss(agent.encoder, agent.critic, observations, actions, target)
     loss.backward()
-    ref_critic = copy.deepcopy(agent.critic)
-    ref_critic.zero_grad()
-    per_member = [((ref_critic(s, a, members=torch.tensor([e]))[0] - target) ** 2).mean() for e in range(3)]
-    (torch.stack(per_member).mean()).backward()
-    for p, q in zip(agent.critic.parameters(), ref_critic.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-5)
+    reference_qs = torch.stack([member(inputs).squeeze(-1) for member in reference])
+    torch.testing.assert_close(qs, reference_qs, atol=1e-5, rtol=1e-5)
+    reference_loss = torch.stack([((q - target) ** 2).mean() for q in reference_qs]).mean()
+    reference_loss.backward()
+    torch.testing.assert_close(loss, reference_loss, atol=1e-5, rtol=1e-5)
+    for e, member in enumerate(reference):
+        linears = [m for m in member if isinstance(m, torch.nn.Linear)]
+        norms = [m for m in member if isinstance(m, torch.nn.LayerNorm)]
+        for i, linear in enumerate(linears):
+            torch.testing.assert_close(ensemble.weights[i].grad[e], linear.weight.grad.T, atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(ensemble.biases[i].grad[e, 0], linear.bias.grad, atol=1e-6, rtol=1e-5)
+        assert len(norms) == len(ensemble.ln_weights)
+        for i, norm in enumerate(norms):
+            torch.testing.assert_close(ensemble.ln_weights[i].grad[e, 0], norm.weight.grad, atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(ensemble.ln_biases[i].grad[e, 0], norm.bias.grad, atol=1e-6, rtol=1e-5)
+
+    subset = agent.critic(inputs[:, :-A], actions, members=torch.tensor([2, 0]))
+    torch.testing.assert_close(subset, reference_qs[[2, 0]], atol=1e-5, rtol=1e-5)
+
+    agent.critic.zero_grad()
+    features = inputs[:, :-A]
+    policy_actions = actions.clone().requires_grad_(True)
+    agent.critic(features, policy_actions, detach_params=True).mean(0).sum().backward()
+    reference_actions = actions.clone().requires_grad_(True)
+    reference_inputs = torch.cat([features, reference_actions], -1)
+    torch.stack([member(reference_inputs).squeeze(-1) for member in reference]).mean(0).sum().backward()
+    torch.testing.assert_close(policy_actions.grad, reference_actions.grad, atol=1e-6, rtol=1e-5)
+    assert all(p.grad is None or not p.grad.any() for p in agent.critic.parameters())  # weights held
