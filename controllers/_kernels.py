@@ -8,8 +8,9 @@ write into arrays passed in and allocate nothing, so a 1 kHz loop never wakes th
 collector.
 
 numba's on-disk cache (cache=True) keys each compiled function on its own source file only. After
-editing this file, delete `controllers/__pycache__` so that cached callers in the other modules
-are recompiled with the new helper.
+editing this file or controllers/rotations.py (whose kernels the laws call), delete
+`controllers/__pycache__` so that cached callers in the other modules are recompiled with the
+new helper.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ Python without numba, same results): it writes into `out` and allocates nothing,
 controller and the MuJoCo mirror's compiled loop call it directly. Kernels have the long names
 (`matrix_to_quaternion(matrix, out)`); Python callers use the short names
 (`matrix_to_quat(matrix) -> q`), thin wrappers that allocate the result and call the kernel.
+After editing a kernel, delete `controllers/__pycache__` (see controllers/_kernels.py: numba's
+cache of the laws that call it would keep the old code).
 """
 
 from __future__ import annotations
