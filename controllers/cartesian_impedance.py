@@ -39,7 +39,7 @@ import numpy as np
 
 from controllers._kernels import all_finite, jit, lerp_toward, limit_torque, per_axis
 from controllers.franka import MAX_TORQUE_RATE, TORQUE_LIMITS
-from controllers.rotations import matrix_to_quaternion, quaternion_to_rotvec
+from controllers.rotations import matrix_to_quaternion, nlerp_toward, quaternion_to_rotvec
 
 # What `flags` reports, one bool each, in this order. Indices are compile-time constants in numba.
 CARTESIAN_FLAGS = (
@@ -266,24 +266,6 @@ def impedance_torque(q, dq, position, quaternion, jacobian, coriolis, q_nullspac
     rate_limited, clamped = limit_torque(tau_out, tau_prev, max_torque_step, torque_limit)
     flags_out[_RATE] = rate_limited
     flags_out[_CLAMP] = clamped
-
-
-@jit
-def nlerp_toward(quaternion, target, alpha):
-    """quaternion <- normalize((1 - alpha) quaternion + alpha target), in place, taking the sign of
-    target that lies on the shorter arc. For the small alpha of a 1 kHz filter this is slerp to
-    within rounding, at a third of the cost."""
-    dot = 0.0
-    for i in range(4):
-        dot += quaternion[i] * target[i]
-    sign = 1.0 if dot >= 0.0 else -1.0
-    norm = 0.0
-    for i in range(4):
-        quaternion[i] += alpha * (sign * target[i] - quaternion[i])
-        norm += quaternion[i] * quaternion[i]
-    norm = math.sqrt(norm)
-    for i in range(4):
-        quaternion[i] /= norm
 
 
 @jit

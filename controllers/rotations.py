@@ -133,6 +133,24 @@ def quaternion_to_rotvec(w, x, y, z, out):
     out[2] = scale * z
 
 
+@jit
+def nlerp_toward(quaternion, target, alpha):
+    """quaternion <- normalize((1 - alpha) quaternion + alpha target), in place, taking the sign of
+    target that lies on the shorter arc. For the small alpha of a 1 kHz filter this is slerp to
+    within rounding, at a third of the cost."""
+    dot = 0.0
+    for i in range(4):
+        dot += quaternion[i] * target[i]
+    sign = 1.0 if dot >= 0.0 else -1.0
+    norm = 0.0
+    for i in range(4):
+        quaternion[i] += alpha * (sign * target[i] - quaternion[i])
+        norm += quaternion[i] * quaternion[i]
+    norm = math.sqrt(norm)
+    for i in range(4):
+        quaternion[i] /= norm
+
+
 # --- Python API (allocating wrappers of the kernels) --------------------------------------------
 def _float_array(value) -> np.ndarray:
     # One dtype and memory layout, so the compiled kernels never compile a second variant.

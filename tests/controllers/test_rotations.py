@@ -185,6 +185,23 @@ def test_compiled_kernels_equal_their_uncompiled_code_to_the_bit():
             kernel(*args, out)
             kernel.py_func(*args, twin)
             np.testing.assert_array_equal(out, twin, err_msg=kernel.__name__)
+        filtered, twin = q.copy(), q.copy()
+        rotations.nlerp_toward(filtered, other, 0.005)
+        rotations.nlerp_toward.py_func(twin, other, 0.005)
+        np.testing.assert_array_equal(filtered, twin)
+
+
+def test_nlerp_toward_takes_the_short_arc_and_stays_unit():
+    rng = np.random.default_rng(9)
+    for q, target in zip(random_quaternions(rng, 100), random_quaternions(rng, 100)):
+        filtered = q.copy()
+        for _ in range(3000):  # 3 s of a 1 kHz filter, alpha 0.005
+            rotations.nlerp_toward(filtered, target, 0.005)
+            assert abs(np.linalg.norm(filtered) - 1.0) < 1e-12
+        assert quat_angle(filtered, target) < 1e-5  # reached the rotation, whichever sign it was given in
+        step = q.copy()
+        rotations.nlerp_toward(step, target, 0.01)
+        assert quat_angle(step, target) < quat_angle(q, target)  # every tick moves toward it
 
 
 def test_wrappers_accept_lists_and_other_dtypes():
