@@ -9,8 +9,16 @@ import pytest
 
 from controllers import rotations
 from controllers._kernels import NUMBA_AVAILABLE
-from controllers.rotations import (matrix_to_quat, quat_angle, quat_conjugate, quat_multiply, quat_to_matrix,
-                                   quat_to_rotvec, rotvec_to_matrix, rotvec_to_quat)
+from controllers.rotations import (
+    matrix_to_quat,
+    quat_angle,
+    quat_conjugate,
+    quat_multiply,
+    quat_to_matrix,
+    quat_to_rotvec,
+    rotvec_to_matrix,
+    rotvec_to_quat,
+)
 
 
 def random_quaternions(rng, n: int) -> np.ndarray:

@@ -304,7 +304,8 @@ def test_reader_needs_no_torch(tmp_path):
 
 
 def test_logged_transitions_load_into_a_demonstration_buffer(tmp_path):
-    from robostack.rl.buffers import load_demonstrations  # torch: not at the top, the crash children import this file
+    # Imported here, not at the top: it brings torch, and the crash children import this file.
+    from robostack.rl.buffers import load_demonstrations
 
     eps = [make_episode(0, 6, takeover=1), make_episode(1, 4, truncate=True)]
     with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
