@@ -1,7 +1,10 @@
-"""Franka Panda limits from the Franka datasheet, shared by the controllers and the safety filter.
+"""Franka Panda constants: datasheet limits, shared by the controllers and the safety filter, and
+the home posture every backend and task starts from.
 
 SI units: rad, Nm, Nm/s, m.
 """
+
+import math
 
 # Joint position limits (rad).
 JOINT_LOWER = (-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973)
@@ -16,3 +19,7 @@ MAX_TORQUE_RATE = 1000.0
 
 # Distance between the fingertips of the Franka Hand (m).
 GRIPPER_MAX_WIDTH = 0.08
+
+# A comfortable "ready" configuration (rad, joints 1-7): tcp 0.43 m in front of the base and
+# 0.32 m above it, gripper pointing down. The nullspace posture and the default reset target.
+HOME_Q = (0.0, -0.35, 0.0, -2.45, 0.0, 2.1, math.pi / 4)

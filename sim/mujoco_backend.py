@@ -16,12 +16,15 @@ import numpy as np
 
 from controllers.robot_interface import RobotState
 from sim import panda_model
+from sim.mujoco_world import MujocoWorld
 
 
 class MujocoBackend:
     def __init__(self, model: mujoco.MjModel):
         self.model = model
         self.data = mujoco.MjData(model)
+        # What tasks read and move (objects, markers), base frame = MuJoCo's world frame.
+        self.world = MujocoWorld(model, self.data)
         self.control_period = float(model.opt.timestep)
         self.torque_limits = panda_model.TORQUE_LIMITS.copy()
         self.joint_lower = panda_model.JOINT_LOWER.copy()

@@ -41,9 +41,7 @@ TCP_SITE = "tcp"
 TORQUE_LIMITS = np.array(franka.TORQUE_LIMITS)
 JOINT_LOWER = np.array(franka.JOINT_LOWER)
 JOINT_UPPER = np.array(franka.JOINT_UPPER)
-# A comfortable "ready" configuration: tcp about 0.5 m in front of the base, gripper pointing
-# down. Used as the nullspace posture and as the default reset target.
-HOME_Q = np.array([0.0, -0.35, 0.0, -2.45, 0.0, 2.1, np.pi / 4])
+HOME_Q = np.array(franka.HOME_Q)  # rad, the nullspace posture and default reset target
 GRIPPER_MAX_WIDTH = franka.GRIPPER_MAX_WIDTH  # m, fully open (0.04 per finger)
 
 # Identified inertial parameters (Gaz et al. 2019): mass (kg), centre of mass in the link frame

@@ -1,17 +1,20 @@
 """What every task definition shares: its configuration and the shape of an outcome.
 
 A task reads as scene, observations, reward, success, reset (see tasks/pick_cube.py). The same
-definition runs against the MuJoCo mirror or a real arm: only `build_scene`, `reset_scene` and
-`observe` touch the simulator, and on hardware their job is done by a person or a camera.
+definition runs on any simulated backend or a real arm: `build_scene` returns engine-neutral data
+(sim/scene.py), `reset_scene` and `observe` act through the backend's world interface
+(`sim.scene.World`), and on hardware their job is done by a person or a camera.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim import panda_model
+from controllers import franka
+from tasks.params import TaskParams
 
 
 @dataclass
@@ -25,17 +28,41 @@ class TaskConfig:
     max_rotation_step: float = 0.2  # rad
     control_rotation: bool = False  # False: the gripper keeps pointing down, action = xyz+grip
     control_gripper: bool = True
-    # Safety box for the tcp target, enforced by the robot server below the policy.
+    # Safety box for the tcp target, enforced by the robot server below the policy. These are the
+    # bounds for a table top at z = 0; the box stands on the table and rises with table_height.
     workspace_min: tuple[float, float, float] = (0.25, -0.35, 0.0)
     workspace_max: tuple[float, float, float] = (0.75, 0.35, 0.45)
-    home_q: tuple[float, ...] = tuple(panda_model.HOME_Q)
+    home_q: tuple[float, ...] = franka.HOME_Q
     home_joint_noise: float = 0.0  # rad, uniform +- noise on every joint at reset
     home_tcp_noise: float = 0.02  # m, uniform +- noise of the start tcp position (xy)
     dense_reward: bool = False
     seed: int | None = None
+    # The task's physical parameters (tasks/params.py): its own dataclass, filled in by the task;
+    # a dict of some of them (as parse_task_params returns) or None (defaults) before that.
+    params: TaskParams | dict | None = None
 
     def action_dim(self) -> int:
         return 3 + (3 if self.control_rotation else 0) + (1 if self.control_gripper else 0)
+
+
+def configure(config: TaskConfig, params_class: type[TaskParams], params=None) -> TaskConfig:
+    """`config` with its `params` made a `params_class` instance, `params` (an instance, or a dict
+    of some parameters) applied over them. The workspace box stands on the table: when the table
+    height changes, the box moves up or down with it, so configuring twice moves it once."""
+    current = params_class.from_value(config.params)
+    if params is None:
+        new = current
+    elif isinstance(params, params_class):
+        new = params
+    else:
+        new = current.updated(dict(params))
+    rise = new.table_height - current.table_height
+    lo, hi = config.workspace_min, config.workspace_max
+    return dataclasses.replace(
+        config, params=new,
+        workspace_min=(lo[0], lo[1], lo[2] + rise) if rise else lo,
+        workspace_max=(hi[0], hi[1], hi[2] + rise) if rise else hi,
+    )
 
 
 @dataclass

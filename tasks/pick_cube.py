@@ -1,32 +1,56 @@
-"""pick_cube: grasp a 4 cm cube lying on the table and lift it.
+"""pick_cube: grasp a cube lying on the table and lift it.
 
-Scene:        the Panda on its table and one 4 cm, 100 g cube.
-Reset:        the cube appears uniformly in SPAWN_MIN..SPAWN_MAX (base frame, on the table,
-              edges aligned with the base axes); the arm starts near its home pose.
+Scene:        the Panda on its table and one cube (4 cm, 100 g by default).
+Reset:        the cube appears uniformly in the spawn region (cube_x x cube_y, base frame), resting
+              on the table, edges aligned with the base axes; the arm starts near its home pose.
 Observations: cube position (m, base frame) and its offset from the tcp, on top of the robot
               fields the env always provides. In the mirror these come from the simulator; on a
               real arm a perception module or a camera-based policy takes their place.
-Success:      the cube's centre is LIFT_HEIGHT above the table and within HOLD_RADIUS of the tcp,
-              i.e. lifted and held in the gripper, not tossed. The episode terminates.
+Success:      the cube's centre is lift_height above the table top and within hold_radius of the
+              tcp, i.e. lifted and held in the gripper, not tossed. The episode terminates.
 Failure:      none (a dropped cube can be picked up again until the time limit).
 Reward:       sparse, 1 on the success step, else 0. `dense_reward=True` adds shaping:
               0.3 * exp(-20 * distance tcp-cube) + 0.7 * lift progress, each in [0, 1].
+Parameters:   `PickCubeParams` (units and defaults there; set them with --task-params).
 """
 
 from __future__ import annotations
 
-import mujoco
+from dataclasses import dataclass
+
 import numpy as np
 
-from sim import scene
-from tasks.common import Outcome, TaskConfig
+from controllers import franka
+from sim.scene import Box, Scene, Table, World
+from tasks.common import Outcome, TaskConfig, configure
+from tasks.params import TaskParams, parameter
 
-CUBE_HALF_SIZE = 0.02  # m
-CUBE_MASS = 0.1  # kg
-SPAWN_MIN = np.array([0.40, -0.12])  # m, x y of the cube centre
-SPAWN_MAX = np.array([0.58, 0.12])
-LIFT_HEIGHT = 0.10  # m, cube centre above the table top for success
-HOLD_RADIUS = 0.03  # m, cube centre to tcp
+CUBE_COLOUR = (0.85, 0.2, 0.2, 1.0)
+REST_XY = (0.5, 0.0)  # m, where the cube rests in the compiled scene, until the first reset
+
+
+@dataclass(frozen=True)
+class PickCubeParams(TaskParams):
+    task_name = "pick_cube"
+
+    # The spawn region comes first: its draws are today's, whatever else is randomised.
+    cube_x: float | tuple[float, float] = parameter(
+        (0.40, 0.58), "m", "x of the cube centre at reset, base frame", per_episode=True)
+    cube_y: float | tuple[float, float] = parameter(
+        (-0.12, 0.12), "m", "y of the cube centre at reset, base frame", per_episode=True)
+    cube_mass: float | tuple[float, float] = parameter(
+        0.1, "kg", "mass of the cube", per_episode=True, positive=True)
+    cube_half_size: float = parameter(0.02, "m", "half the cube's edge", positive=True)
+    lift_height: float = parameter(
+        0.10, "m", "success: cube centre at least this far above the table top", positive=True)
+    hold_radius: float = parameter(
+        0.03, "m", "success: cube centre at most this far from the tcp", positive=True)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if 2 * self.cube_half_size >= franka.GRIPPER_MAX_WIDTH:
+            raise ValueError(f"pick_cube parameter cube_half_size (m): a {2 * self.cube_half_size:g} m "
+                             f"cube does not fit the open gripper ({franka.GRIPPER_MAX_WIDTH:g} m)")
 
 
 def default_config() -> TaskConfig:
@@ -37,39 +61,45 @@ def default_config() -> TaskConfig:
 
 class PickCube:
     name = "pick_cube"
+    Params = PickCubeParams
     # Task fields of the observation (name -> size), appended to the robot fields by the env.
     state_fields = {"cube_position": 3, "cube_to_tcp": 3}
 
-    def __init__(self, config: TaskConfig | None = None):
-        self.config = config or default_config()
+    def __init__(self, config: TaskConfig | None = None, params=None):
+        self.config = configure(config or default_config(), PickCubeParams, params)
+        self.params: PickCubeParams = self.config.params
 
     # --- scene (mirror only) ----------------------------------------------------------------
-    def build_scene(self) -> mujoco.MjSpec:
-        spec = scene.panda_on_table()
-        scene.add_box(spec, "cube", CUBE_HALF_SIZE, CUBE_MASS, (0.85, 0.2, 0.2, 1.0),
-                      (0.5, 0.0, CUBE_HALF_SIZE))
-        return spec
+    def build_scene(self) -> Scene:
+        p = self.params
+        half = p.cube_half_size
+        cube = Box("cube", (half, half, half), p.value("cube_mass"), CUBE_COLOUR,
+                   (REST_XY[0], REST_XY[1], p.table_height + half))
+        return Scene(table=Table(height=p.table_height), objects=(cube,))
 
-    def reset_scene(self, backend, rng: np.random.Generator) -> None:
-        xy = rng.uniform(SPAWN_MIN, SPAWN_MAX)
-        joint = backend.model.joint("cube")
-        qpos, dof = int(joint.qposadr[0]), int(joint.dofadr[0])
-        backend.data.qpos[qpos:qpos + 7] = [xy[0], xy[1], CUBE_HALF_SIZE, 1.0, 0.0, 0.0, 0.0]
-        backend.data.qvel[dof:dof + 6] = 0.0
+    def reset_scene(self, world: World, rng: np.random.Generator) -> None:
+        p = self.params
+        episode = p.sample(rng)  # cube_x, cube_y, then cube_mass: one draw per range
+        if p.is_range("cube_mass"):
+            world.set_object_mass("cube", episode["cube_mass"])
+        position = (episode["cube_x"], episode["cube_y"], p.table_height + p.cube_half_size)
+        world.set_object_pose("cube", position, (1.0, 0.0, 0.0, 0.0))
 
-    def observe(self, backend) -> dict[str, np.ndarray]:
-        cube = backend.data.body("cube").xpos.copy()
-        return {"cube_position": cube, "cube_to_tcp": backend.state.tcp_position - cube}
+    def observe(self, world: World, robot_state) -> dict[str, np.ndarray]:
+        """Task fields of the observation; `robot_state`: the arm's `RobotState` (base frame)."""
+        cube = world.object_pose("cube")[0]
+        return {"cube_position": cube, "cube_to_tcp": robot_state.tcp_position - cube}
 
     # --- reward and success (pure functions of the observation fields) -------------------------
     def evaluate(self, fields: dict[str, np.ndarray]) -> Outcome:
+        p = self.params
         cube = fields["cube_position"]
-        lift = cube[2] - CUBE_HALF_SIZE
+        lift = cube[2] - p.table_height - p.cube_half_size  # bottom face above the table top
         distance = float(np.linalg.norm(fields["cube_to_tcp"]))
-        success = bool(lift >= LIFT_HEIGHT - CUBE_HALF_SIZE and distance <= HOLD_RADIUS)
+        success = bool(lift >= p.lift_height - p.cube_half_size and distance <= p.hold_radius)
         reward = 1.0 if success else 0.0
         if self.config.dense_reward and not success:
-            reward = 0.3 * np.exp(-20 * distance) + 0.7 * np.clip(lift / LIFT_HEIGHT, 0, 1)
+            reward = 0.3 * np.exp(-20 * distance) + 0.7 * np.clip(lift / p.lift_height, 0, 1)
         return Outcome(reward=float(reward), success=success, info={"lift": float(lift)})
 
     def expert(self, seed: int | None = None, noise: float = 0.0) -> "PickCubeExpert":
@@ -87,10 +117,12 @@ class PickCubeExpert:
     HOVER = 0.08  # m above the cube before descending
     GRASP_OFFSET = 0.0  # m, tcp height relative to the cube centre when closing
     CLOSE_STEPS = 4  # env steps to let the fingers close before lifting
-    LIFT_TO = 0.22  # m, tcp height to lift to
+    LIFT_TO = 0.22  # m, tcp height above the table top to lift to (at least lift_height + 5 cm)
 
     def __init__(self, config: TaskConfig, seed: int | None = None, noise: float = 0.0):
         self.config = config
+        params = PickCubeParams.from_value(config.params)
+        self.lift_to = params.table_height + max(self.LIFT_TO, params.lift_height + 0.05)  # m, base z
         self.noise = noise
         self.rng = np.random.default_rng(seed)
         self.reset()
@@ -122,7 +154,7 @@ class PickCubeExpert:
                 self.phase = "lift"
         if self.phase == "lift":
             gripper = 1.0
-            move = self._move(tcp, np.array([tcp[0], tcp[1], self.LIFT_TO]))
+            move = self._move(tcp, np.array([tcp[0], tcp[1], self.lift_to]))
             if np.linalg.norm(fields["cube_to_tcp"]) > 0.05:  # dropped or missed: start over
                 self.reset()
                 move, gripper = self._move(tcp, tcp + [0, 0, 0.05]), -1.0

@@ -1,24 +1,40 @@
 """reach: bring the tcp to a goal point above the table (the fast smoke-test task).
 
 Scene:        the Panda on its table and a visual-only goal marker.
-Reset:        the goal appears uniformly in GOAL_MIN..GOAL_MAX (base frame).
+Reset:        the goal appears uniformly in goal_x x goal_y x goal_height (base frame; the height
+              above the table top).
 Observations: goal position and goal-minus-tcp offset (m, base frame).
-Success:      the tcp within SUCCESS_RADIUS of the goal; the episode terminates.
+Success:      the tcp within success_radius of the goal; the episode terminates.
 Reward:       sparse 1 on success; `dense_reward=True` gives -distance (m) instead.
+Parameters:   `ReachParams` (units and defaults there; set them with --task-params).
 The gripper is not part of the action.
 """
 
 from __future__ import annotations
 
-import mujoco
+from dataclasses import dataclass
+
 import numpy as np
 
-from sim import scene
-from tasks.common import Outcome, TaskConfig
+from sim.scene import Marker, Scene, Table, World
+from tasks.common import Outcome, TaskConfig, configure
+from tasks.params import TaskParams, parameter
 
-GOAL_MIN = np.array([0.35, -0.15, 0.10])
-GOAL_MAX = np.array([0.60, 0.15, 0.30])
-SUCCESS_RADIUS = 0.03  # m
+GOAL_COLOUR = (0.2, 0.8, 0.2, 0.6)
+
+
+@dataclass(frozen=True)
+class ReachParams(TaskParams):
+    task_name = "reach"
+
+    goal_x: float | tuple[float, float] = parameter(
+        (0.35, 0.60), "m", "x of the goal, base frame", per_episode=True)
+    goal_y: float | tuple[float, float] = parameter(
+        (-0.15, 0.15), "m", "y of the goal, base frame", per_episode=True)
+    goal_height: float | tuple[float, float] = parameter(
+        (0.10, 0.30), "m", "height of the goal above the table top", per_episode=True)
+    success_radius: float = parameter(
+        0.03, "m", "success: tcp at most this far from the goal", positive=True)
 
 
 def default_config() -> TaskConfig:
@@ -27,28 +43,37 @@ def default_config() -> TaskConfig:
 
 class Reach:
     name = "reach"
+    Params = ReachParams
     state_fields = {"goal_position": 3, "goal_to_tcp": 3}
 
-    def __init__(self, config: TaskConfig | None = None):
-        self.config = config or default_config()
-        self.goal = (GOAL_MIN + GOAL_MAX) / 2
+    def __init__(self, config: TaskConfig | None = None, params=None):
+        self.config = configure(config or default_config(), ReachParams, params)
+        self.params: ReachParams = self.config.params
+        p = self.params
+        # Until the first reset the goal sits at the centre of its region.
+        self.goal = np.array([p.value("goal_x"), p.value("goal_y"),
+                              p.table_height + p.value("goal_height")])
 
-    def build_scene(self) -> mujoco.MjSpec:
-        spec = scene.panda_on_table()
-        scene.add_marker(spec, "goal", (0.2, 0.8, 0.2, 0.6), self.goal, radius=SUCCESS_RADIUS)
-        return spec
+    def build_scene(self) -> Scene:
+        p = self.params
+        goal = Marker("goal", tuple(self.goal), radius=p.success_radius, colour=GOAL_COLOUR)
+        return Scene(table=Table(height=p.table_height), markers=(goal,))
 
-    def reset_scene(self, backend, rng: np.random.Generator) -> None:
-        self.goal = rng.uniform(GOAL_MIN, GOAL_MAX)
-        backend.model.site("goal").pos[:] = self.goal
+    def reset_scene(self, world: World, rng: np.random.Generator) -> None:
+        p = self.params
+        episode = p.sample(rng)  # goal_x, goal_y, goal_height: one draw per range
+        self.goal = np.array([episode["goal_x"], episode["goal_y"],
+                              p.table_height + episode["goal_height"]])
+        world.set_marker_position("goal", self.goal)
 
-    def observe(self, backend) -> dict[str, np.ndarray]:
-        goal = backend.model.site("goal").pos.copy()
-        return {"goal_position": goal, "goal_to_tcp": goal - backend.state.tcp_position}
+    def observe(self, world: World, robot_state) -> dict[str, np.ndarray]:
+        """Task fields of the observation; `robot_state`: the arm's `RobotState` (base frame)."""
+        goal = world.marker_position("goal")
+        return {"goal_position": goal, "goal_to_tcp": goal - robot_state.tcp_position}
 
     def evaluate(self, fields: dict[str, np.ndarray]) -> Outcome:
         distance = float(np.linalg.norm(fields["goal_to_tcp"]))
-        success = distance <= SUCCESS_RADIUS
+        success = distance <= self.params.success_radius
         reward = 1.0 if success else (-distance if self.config.dense_reward else 0.0)
         return Outcome(reward=reward, success=success, info={"distance": distance})
 

@@ -41,7 +41,7 @@ from controllers.joint_impedance import JointImpedanceController
 from controllers.rotations import matrix_to_quat
 from robostack import transport
 from robostack.robot.backends import make_backend
-from tasks import make_task
+from tasks import make_task, parse_task_params
 
 log = logging.getLogger("robostack.robot.server")
 
@@ -54,6 +54,8 @@ class RobotServerConfig:
     """Robot server settings. Endpoints are ZeroMQ addresses (tcp://host:port or ipc://path)."""
 
     task: str = "pick_cube"  # task whose scene, workspace box and home pose to use
+    task_params: str = ""  # the task's physical parameters, e.g. "cube_half_size=0.025,cube_mass=0.05:0.2"
+        # (low:high = uniform per episode); an unknown name lists the valid ones with units
     backend: str = "mujoco"  # mujoco (the mirror); real arms plug in under hardware/
     clock: str = "lockstep"  # lockstep (sim only, faster than real time) or realtime
     command_endpoint: str = "tcp://127.0.0.1:5555"  # requests (ROUTER, bound here)
@@ -73,6 +75,7 @@ class RobotServerConfig:
     def __post_init__(self):
         if self.clock not in ("lockstep", "realtime"):
             raise ValueError(f"clock must be 'lockstep' or 'realtime', got {self.clock!r}")
+        parse_task_params(self.task, self.task_params)  # a usage error now, not at start-up
 
 
 
@@ -140,7 +143,11 @@ class RobotServer:
 
     def __init__(self, config: RobotServerConfig | None = None, task=None, backend=None):
         self.config = config or RobotServerConfig()
-        self.task = task or make_task(self.config.task)
+        if task is not None and self.config.task_params:
+            raise ValueError("task_params is for a server that builds its task: this one was given "
+                             "a task object (make it with make_task(name, params=...))")
+        self.task = task or make_task(self.config.task,
+                                      params=parse_task_params(self.config.task, self.config.task_params))
         self.backend = backend or make_backend(self.config.backend, self.task)
         b = self.backend
         self.period = b.control_period
@@ -232,8 +239,8 @@ class RobotServer:
             "external_wrench": (b.external_wrench() if hasattr(b, "external_wrench") else np.zeros(6)),
             "reference_position": ref_pos, "reference_quaternion": ref_quat,
         }
-        if hasattr(self.task, "observe") and hasattr(b, "model"):
-            arrays.update(self.task.observe(b))
+        if getattr(b, "world", None) is not None:  # simulated: the task observes its objects
+            arrays.update(self.task.observe(b.world, s))
         if self._condition is not None and self._condition[0] == self.mode:
             self.flags.setdefault(self._condition[1], self._condition[2])
         meta = {
@@ -331,7 +338,7 @@ class RobotServer:
                 offset[:2] = self.rng.uniform(-tc.home_tcp_noise, tc.home_tcp_noise, 2)
                 position, quaternion = self.cartesian.reference
                 self.cartesian.reset(b.state.q, position + offset, quaternion)
-            self.task.reset_scene(b, self.rng)
+            self.task.reset_scene(b.world, self.rng)
             self.mode = "armed"
             self.run_ticks(int(round(self.config.settle_time / self.period)))
         else:
@@ -498,13 +505,14 @@ def main(argv=None) -> int:
         description="Run an arm (the MuJoCo mirror by default) behind ZeroMQ: 1 kHz impedance "
                     "control, safety filter, state stream and request socket.",
     )
-    from robostack.config import add_dataclass_arguments, dataclass_from_args
+    from robostack.config import add_dataclass_arguments, dataclass_from_args, usage_errors
 
     add_dataclass_arguments(parser, RobotServerConfig)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default: INFO)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
-    config = dataclass_from_args(RobotServerConfig, args)
+    with usage_errors(parser):  # e.g. a bad --task-params: the message, exit code 2
+        config = dataclass_from_args(RobotServerConfig, args)
     server = RobotServer(config)
 
     def stop(signum, frame):

@@ -4,15 +4,16 @@ import mujoco
 import numpy as np
 import pytest
 
-from sim import panda_model, scene
+from sim import panda_model
 from sim.mujoco_backend import MujocoBackend
+from sim.mujoco_scene import compile_scene
+from sim.scene import Box, Scene
 
 
 @pytest.fixture(scope="module")
 def backend():
-    spec = scene.panda_on_table()
-    scene.add_box(spec, "cube", 0.02, 0.1, (1, 0, 0, 1), (0.5, 0.0, 0.02))
-    return MujocoBackend(spec.compile())
+    cube = Box("cube", (0.02, 0.02, 0.02), 0.1, (1, 0, 0, 1), (0.5, 0.0, 0.02))
+    return MujocoBackend(compile_scene(Scene(objects=(cube,))))
 
 
 def test_physics_runs_at_one_kilohertz(backend):
