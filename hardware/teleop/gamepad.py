@@ -7,6 +7,8 @@ Controls (Xbox names; base frame, operator behind the robot facing base +x, see 
     RB close gripper, LB open gripper (latched)
     A success   B failure   X re-record   Start or Back stop
 
+`GamepadDevice.controls()` lists the same for a live view.
+
 Axis numbering differs between pads and drivers: `GamepadLayout` holds it, and
 `robostack teleop --device gamepad --selftest` shows the live values to check it against.
 Sticks get a rescaled deadzone (worn sticks rest a few percent off centre, which would
@@ -48,6 +50,20 @@ class GamepadLayout:
     start: int = 7
 
 
+CONTROLS = [  # (role, control, what it does): what a live view shows; Xbox names
+    ("deadman", "RT (hold)", "start / deadman: the arm moves only while it is held"),
+    ("translation", "left stick", "up/down: forward / back (+x / -x), left/right: +y / -y"),
+    ("translation", "right stick up/down", "up / down (+z / -z)"),
+    ("rotation", "right stick left/right", "yaw + / -"),
+    ("rotation", "d-pad", "right/left: roll + / -, up/down: pitch + / -"),
+    ("gripper", "RB/LB", "close / open the gripper (stays)"),
+    ("success", "A", "end the episode: success"),
+    ("failure", "B", "end the episode: failure"),
+    ("rerecord", "X", "drop the episode, record it again"),
+    ("stop", "Start/Back", "quit (kept episodes are saved)"),
+]
+
+
 class GamepadMapping:
     """Raw axes (pygame: -1..1, stick down/right positive, trigger -1 released), buttons and hats
     -> TeleopReading. Pure apart from the edge detector and the latched gripper."""
@@ -60,6 +76,10 @@ class GamepadMapping:
         self.speed, self.rotation_speed = speed, rotation_speed
         self.to_base = yaw_matrix(operator_yaw)
         self.edges = EdgeDetector()
+        self.gripper = 0.0
+
+    def new_episode(self) -> None:
+        """The env reset the arm (gripper open): forget the latched gripper command."""
         self.gripper = 0.0
 
     def map(self, axes, buttons, hats=((0, 0),), t: float = 0.0) -> TeleopReading:
@@ -105,6 +125,7 @@ class GamepadDevice:
     same calls (tests)."""
 
     name = "gamepad"
+    start_hint = "hold RT"  # how a person starts an episode (the deadman)
 
     def __init__(self, index: int = 0, pygame=None, clock=now, **mapping_options):
         self.pygame = pygame or _import_pygame()
@@ -132,6 +153,12 @@ class GamepadDevice:
             raise DeviceUnavailable(f"gamepad {self.device_name!r} was lost ({exc}); the arm must "
                                     "not act on stale input: reconnect it and restart") from None
         return self.mapping.map(axes, buttons, hats or [(0, 0)], self.clock())
+
+    def new_episode(self) -> None:
+        self.mapping.new_episode()
+
+    def controls(self) -> list[tuple[str, str, str]]:
+        return list(CONTROLS)
 
     def close(self) -> None:
         try:

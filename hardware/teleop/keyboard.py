@@ -5,8 +5,12 @@ Keys (base frame, operator behind the robot facing base +x; see `operator_yaw`):
     a / d  or  left / right   +y / -y        j / l   +pitch / -pitch (about base y)
     r / f                     +z / -z        u / o   +yaw / -yaw     (about base z)
     c close gripper, v open gripper (latched: the command stays until the other key)
+    1 / 2 / 3  speed 10 % / 30 % / 100 % of the largest step (fine positioning needs the slow one)
     space  toggle intervene (the deadman: a terminal has no key-release, so it is a toggle)
     enter or y: success    n: failure    b: re-record    q or esc: stop    ctrl-c: SIGINT as usual
+
+`KeyboardDevice.controls()` lists these bindings from the tables below (what a live view shows),
+so the screen and the driver cannot disagree.
 
 Why keys "act as held for a short time": a terminal only delivers key presses, never releases.
 A held key arrives as one press, then after the terminal's auto-repeat delay (250-660 ms
@@ -39,6 +43,9 @@ MOTION_KEYS = {
     "i": (3, +1), "k": (3, -1), "j": (4, +1), "l": (4, -1), "u": (5, +1), "o": (5, -1),
 }
 EVENT_KEYS = {"enter": "success", "y": "success", "n": "failure", "b": "rerecord", "q": "stop", "esc": "stop"}
+GRIPPER_KEYS = {"c": 1.0, "v": -1.0}  # close, open (latched)
+SPEED_KEYS = {"1": 0.1, "2": 0.3, "3": 1.0}  # share of the largest step a held key asks for
+DEADMAN_KEY = "space"
 _ESCAPES = {b"\x1b[A": "up", b"\x1b[B": "down", b"\x1b[C": "right", b"\x1b[D": "left",
             b"\x1bOA": "up", b"\x1bOB": "down", b"\x1bOC": "right", b"\x1bOD": "left"}
 
@@ -81,13 +88,23 @@ class KeyboardMapping:
     def __init__(self, speed: float = 1.0, rotation_speed: float = 1.0, operator_yaw: float = 0.0,
                  initial_hold: float = 0.25, repeat_hold: float = 0.1):
         self.speed, self.rotation_speed = speed, rotation_speed
+        self.operator_yaw = operator_yaw
         self.to_base = yaw_matrix(operator_yaw)
         self.initial_hold, self.repeat_hold = initial_hold, repeat_hold
         self.held_until: dict[str, float] = {}
         self.gripper = 0.0  # keep, until c or v is first pressed
         self.intervene = False
+        self.speed_scale = 1.0  # 1 / 2 / 3 set it (SPEED_KEYS)
         self.pending: set[str] = set()
         self.last_input = 0.0
+
+    def new_episode(self) -> None:
+        """The env reset the arm: forget what was latched for the last episode (a closed gripper,
+        the deadman toggle, keys still counting as held), so the next episode starts open and
+        still, and only a fresh deadman press moves it. Pending events (a stop) are kept."""
+        self.held_until.clear()
+        self.gripper = 0.0
+        self.intervene = False
 
     def press(self, key: str, t: float) -> None:
         self.last_input = t
@@ -97,11 +114,11 @@ class KeyboardMapping:
             # max: a repeat never shortens the hold a press already earned (several presses
             # can arrive in one read)
             self.held_until[key] = max(until, t + (self.repeat_hold if repeating else self.initial_hold))
-        elif key == "c":
-            self.gripper = 1.0
-        elif key == "v":
-            self.gripper = -1.0
-        elif key == "space":
+        elif key in GRIPPER_KEYS:
+            self.gripper = GRIPPER_KEYS[key]
+        elif key in SPEED_KEYS:
+            self.speed_scale = SPEED_KEYS[key]
+        elif key == DEADMAN_KEY:
             self.intervene = not self.intervene
         elif key in EVENT_KEYS:
             self.pending.add(EVENT_KEYS[key])
@@ -112,7 +129,7 @@ class KeyboardMapping:
             if until >= t:
                 index, sign = MOTION_KEYS[key]
                 command[index] += sign
-        command = np.clip(command, -1.0, 1.0)
+        command = np.clip(command, -1.0, 1.0) * self.speed_scale
         events, self.pending = self.pending, set()
         return TeleopReading(
             translation=self.to_base @ command[:3] * self.speed,
@@ -122,10 +139,50 @@ class KeyboardMapping:
             rerecord="rerecord" in events, stop="stop" in events, timestamp=self.last_input)
 
 
+_LABELS = {"space": "SPACE", "enter": "ENTER", "esc": "ESC", "up": "Up", "down": "Down",
+           "left": "Left", "right": "Right"}
+_AXES = (("translation", "forward / back ({frame} +x / -x)"),
+         ("translation", "left / right ({frame} +y / -y)"),
+         ("translation", "up / down ({frame} +z / -z)"),
+         ("rotation", "roll + / - (about {frame} x)"),
+         ("rotation", "pitch + / - (about {frame} y)"),
+         ("rotation", "yaw + / - (about {frame} z)"))
+_EVENTS = {"success": "end the episode: success", "failure": "end the episode: failure",
+           "rerecord": "drop the episode, record it again", "stop": "quit (kept episodes are saved)"}
+
+
+def _label(keys) -> str:
+    return "/".join(_LABELS.get(key, key) for key in keys)
+
+
+def keyboard_controls(operator_yaw: float = 0.0) -> list[tuple[str, str, str]]:
+    """(role, keys, what they do) for every binding, read from the binding tables. Roles:
+    deadman, translation, rotation, gripper, speed, and the events success, failure, rerecord,
+    stop (a view picks what applies, e.g. drops rotation when the task holds the orientation)."""
+    # The keys move along the operator's axes; they are the base axes when the operator stands
+    # behind the robot (yaw 0).
+    frame = "base" if operator_yaw == 0.0 else "operator"
+    rows = [("deadman", _label([DEADMAN_KEY]), "start / deadman on-off (the arm holds while off)")]
+    for index, (role, meaning) in enumerate(_AXES):
+        plus = [k for k, (i, sign) in MOTION_KEYS.items() if i == index and sign > 0]
+        minus = [k for k, (i, sign) in MOTION_KEYS.items() if i == index and sign < 0]
+        keys = " ".join(f"{_label([p])}/{_label([m])}" for p, m in zip(plus, minus))
+        rows.append((role, keys, meaning.format(frame=frame)))
+    close = [k for k, v in GRIPPER_KEYS.items() if v > 0]
+    opened = [k for k, v in GRIPPER_KEYS.items() if v < 0]
+    rows.append(("gripper", f"{_label(close)}/{_label(opened)}", "close / open the gripper (stays)"))
+    rows.append(("speed", _label(SPEED_KEYS), "speed " + " / ".join(f"{round(100 * v)}%"
+                                                                   for v in SPEED_KEYS.values())))
+    for event, meaning in _EVENTS.items():
+        rows.append((event, _label([k for k, e in EVENT_KEYS.items() if e == event]), meaning))
+    return rows
+
+
 class KeyboardDevice:
     """Reads key presses from a terminal (stdin by default) without blocking."""
 
     name = "keyboard"
+    start_hint = f"press {_LABELS[DEADMAN_KEY]}"  # how a person starts an episode (the deadman)
 
     def __init__(self, fd: int | None = None, clock=now, **mapping_options):
         import termios
@@ -157,6 +214,23 @@ class KeyboardDevice:
         for key in parse_keys(self._drain()):
             self.mapping.press(key, t)
         return self.mapping.reading(t)
+
+    def feed(self, keys: list[str]) -> None:
+        """Key names typed elsewhere (a view window that has the keyboard focus), taken as if
+        typed in the terminal."""
+        t = self.clock()
+        for key in keys:
+            self.mapping.press(key, t)
+
+    def new_episode(self) -> None:
+        self.mapping.new_episode()
+
+    def controls(self) -> list[tuple[str, str, str]]:
+        return keyboard_controls(self.mapping.operator_yaw)
+
+    def status(self) -> str:
+        """The device's own state a person needs to see (what no single reading shows)."""
+        return f"speed {round(100 * self.mapping.speed_scale)}%"
 
     def close(self) -> None:
         if self._saved is not None:

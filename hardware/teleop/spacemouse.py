@@ -48,6 +48,16 @@ FULL_SCALE = 350.0
 RAW_TO_OPERATOR = np.array([[0.0, -1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
 
 
+CONTROLS = [  # (role, control, what it does): what a live view shows
+    ("deadman", "move the cap", "start / deadman: the arm follows while the cap is off centre"),
+    ("translation", "push / pull the cap", "away: +x, left: +y, lift: +z"),
+    ("rotation", "tilt / twist the cap", "roll, pitch, yaw about the same axes"),
+    ("gripper", "left/right button", "close / open the gripper (stays)"),
+    ("stop", "Ctrl-C", "quit (kept episodes are saved); episodes end at the task's success "
+                       "or the time limit"),
+]
+
+
 def is_spacemouse(info: dict) -> bool:
     vendor, product = info.get("vendor_id"), info.get("product_id")
     return vendor == VENDOR_3DCONNEXION or (vendor == VENDOR_LOGITECH and product in LOGITECH_SPACEMICE)
@@ -77,6 +87,10 @@ class SpaceMouseMapping:
         self.gripper = 0.0
         self.last_report = 0.0
         self.last_active = -np.inf
+
+    def new_episode(self) -> None:
+        """The env reset the arm (gripper open): forget the latched gripper command."""
+        self.gripper = 0.0
 
     def update(self, report, t: float) -> None:
         """Fold one report (list of ints, report id first) into the state: the newest wins."""
@@ -131,6 +145,7 @@ class SpaceMouseDevice:
     with hidapi's calls (`enumerate()`, `device()` -> open_path/read/close), for tests."""
 
     name = "spacemouse"
+    start_hint = "move the cap"  # how a person starts an episode (the deadman)
 
     def __init__(self, hid=None, clock=now, poll_ms: int = 10, **mapping_options):
         hid = hid or _import_hid()
@@ -178,6 +193,13 @@ class SpaceMouseDevice:
                                     "and restart; the arm will not act on stale input")
         with self._lock:
             return self.mapping.reading(self.clock())
+
+    def new_episode(self) -> None:
+        with self._lock:
+            self.mapping.new_episode()
+
+    def controls(self) -> list[tuple[str, str, str]]:
+        return list(CONTROLS)
 
     def close(self) -> None:
         self._stop.set()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from hardware.teleop.base import DeviceUnavailable, TeleopDevice, deadzone
-from hardware.teleop.gamepad import GamepadDevice, GamepadMapping
+from hardware.teleop.gamepad import GamepadDevice, GamepadLayout, GamepadMapping
 from hardware.teleop.keyboard import KeyboardDevice, KeyboardMapping, parse_keys
 from hardware.teleop.spacemouse import SpaceMouseDevice, SpaceMouseMapping
 
@@ -96,6 +96,64 @@ def test_keyboard_events_are_edges_and_deadman_toggles():
     assert m.reading(9.0).gripper == 1.0  # latched
     m.press("v", 10.0)
     assert m.reading(10.0).gripper == -1.0
+
+
+def test_keyboard_speed_keys_scale_every_motion_and_rotation():
+    m = KeyboardMapping()
+    for key, share in (("1", 0.1), ("2", 0.3), ("3", 1.0)):
+        m.press(key, 0.0)
+        m.press("w", 0.0)
+        m.press("u", 0.0)
+        r = m.reading(0.0)
+        assert r.translation[0] == pytest.approx(share) and r.rotation[2] == pytest.approx(share)
+    m.press("1", 1.0)
+    m.press("a", 1.0)
+    m.press("d", 1.0)  # opposite keys cancel before the scaling, never exceed it
+    assert not m.reading(1.0).translation.any()
+
+
+def test_keyboard_new_episode_forgets_the_latched_gripper_and_deadman():
+    m = KeyboardMapping()
+    for key in ("space", "c", "w", "2", "q"):
+        m.press(key, 0.0)
+    m.new_episode()
+    r = m.reading(0.1)
+    assert not r.intervene and r.gripper == 0.0 and not r.translation.any()
+    assert r.stop  # a pending quit is not lost
+    m.press("w", 0.2)
+    assert m.reading(0.2).translation[0] == pytest.approx(0.3)  # the speed level stays
+
+
+def test_keyboard_controls_list_every_binding_of_the_driver():
+    from hardware.teleop.keyboard import (DEADMAN_KEY, EVENT_KEYS, GRIPPER_KEYS, MOTION_KEYS, SPEED_KEYS,
+                                          keyboard_controls)
+
+    rows = keyboard_controls()
+    assert {role for role, _, _ in rows} == {"deadman", "translation", "rotation", "gripper", "speed",
+                                            "success", "failure", "rerecord", "stop"}
+    shown = " ".join(keys for _, keys, _ in rows).lower().replace("/", " ").split()
+    for key in [*MOTION_KEYS, *EVENT_KEYS, *GRIPPER_KEYS, *SPEED_KEYS, DEADMAN_KEY]:
+        assert key in shown, f"key {key!r} is bound but not in the key map"
+    assert ("translation", "w/s Up/Down", "forward / back (base +x / -x)") in rows
+    assert ("success", "ENTER/y", "end the episode: success") in rows
+    turned = dict((keys, meaning) for _, keys, meaning in keyboard_controls(operator_yaw=1.0))
+    assert turned["w/s Up/Down"] == "forward / back (operator +x / -x)"
+
+
+def test_keyboard_feed_takes_keys_typed_into_a_window():
+    master, slave = os.openpty()
+    try:
+        device = KeyboardDevice(fd=slave, clock=Clock())
+        device.feed(["space", "w", "c"])
+        reading = device.read()
+        assert reading.intervene and reading.translation[0] == 1.0 and reading.gripper == 1.0
+        assert device.status() == "speed 100%"
+        device.feed(["2"])
+        assert device.status() == "speed 30%"
+        device.close()
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_keyboard_over_a_real_pty_sets_cbreak_and_restores_the_terminal():
@@ -241,6 +299,20 @@ def test_gamepad_device_reads_through_the_pygame_calls():
     device.close()
 
 
+def test_gamepad_shows_its_controls_and_forgets_the_gripper_each_episode():
+    device = GamepadDevice(pygame=FakePygame())
+    roles = {role: keys for role, keys, _ in device.controls()}
+    assert roles["deadman"] == "RT (hold)" and roles["success"] == "A" and roles["stop"] == "Start/Back"
+    assert device.start_hint == "hold RT"
+    stick = device.joystick
+    stick.buttons[GamepadLayout().rb] = 1
+    assert device.read().gripper == 1.0
+    stick.buttons[GamepadLayout().rb] = 0
+    device.new_episode()
+    assert device.read().gripper == 0.0
+    device.close()
+
+
 def test_gamepad_missing_pad_or_pygame_is_a_clear_error(monkeypatch):
     with pytest.raises(DeviceUnavailable, match="no gamepad #0 found.*input"):
         GamepadDevice(pygame=FakePygame(count=0))
@@ -350,6 +422,19 @@ def test_spacemouse_thread_drains_to_the_newest_report():
     finally:
         device.close()
     assert raw.closed and not device._thread.is_alive()
+
+
+def test_spacemouse_shows_its_controls_and_forgets_the_gripper_each_episode():
+    device = SpaceMouseDevice(hid=FakeHid(), poll_ms=1)
+    try:
+        roles = {role: keys for role, keys, _ in device.controls()}
+        assert roles["deadman"] == "move the cap" and roles["stop"] == "Ctrl-C"
+        device.mapping.update([3, 1], 0.0)
+        assert device.read().gripper == 1.0
+        device.new_episode()
+        assert device.read().gripper == 0.0
+    finally:
+        device.close()
 
 
 def test_spacemouse_lost_device_raises_instead_of_repeating_stale_input():
