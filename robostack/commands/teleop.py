@@ -1,10 +1,15 @@
-"""`robostack teleop`: try a teleop device (--selftest) against the mirror."""
+"""`robostack teleop`: try a teleop device (--selftest) against the mirror.
+
+With a person at a terminal the command shows the live view (robostack/env/teleop_view.py):
+the device's key map, its live command, the tcp position, gripper width and task fields, and
+the episode counters; the mirror steps once per policy period of wall-clock time. Piped or with
+the autopilot it prints one line per reading instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,7 +17,9 @@ import numpy as np
 from hardware.teleop.base import DeviceUnavailable
 from robostack.config import add_dataclass_arguments, dataclass_from_args, usage_errors
 from robostack.env.actions import base_to_policy_action
-from robostack.env.teleop import DEVICES, InterventionProtocol, make_device
+from robostack.env.teleop import (DEVICES, InterventionProtocol, Pacer, device_controls, make_device,
+                                  needs_pacing, start_episode, start_hint)
+from robostack.env.teleop_view import VIEWS, make_view
 from tasks import TaskConfig
 
 
@@ -27,16 +34,9 @@ class TeleopConfig:
     hz: float = 10.0  # readings per second (the policy rate); the autopilot runs as fast as it can
     seed: int = 0  # autopilot takeovers and env resets
     operator_yaw: float = 0.0  # rad, where the operator stands: 0 behind the robot facing base +x
+    view: str = "auto"  # live view for a person: auto, window, terminal or plain (see record-demos)
     autopilot: InterventionProtocol = field(default_factory=lambda: InterventionProtocol(
         probability=1.0, start=(0, 5), duration=(100, 100), when_stuck=True))
-
-
-def _show(line: str, live: bool) -> None:
-    if live:  # rewrite one line in place on a terminal; one line per reading in a log
-        sys.stdout.write("\r\x1b[K" + line)
-        sys.stdout.flush()
-    else:
-        print(line, flush=True)
 
 
 def run(config: TeleopConfig, selftest: bool) -> int:
@@ -57,24 +57,43 @@ def run(config: TeleopConfig, selftest: bool) -> int:
         if env is not None:
             env.close()
         return 2
-    live = sys.stdout.isatty() and config.device != "autopilot"
-    if config.device in ("keyboard", "gamepad", "spacemouse"):
-        print(f"{config.device}: {'selftest, showing readings' if selftest else 'driving the mirror'}"
-              f" (Ctrl-C to end; the device's stop event ends too)", flush=True)
-    period = 1.0 / config.hz
+    person = needs_pacing(config.device)
+    what = "selftest, showing readings" if selftest else "driving the mirror"
+    # A person at a terminal gets the live view; piped, or the autopilot: a line per reading.
+    view = make_view(config.view, title=f"robostack teleop | {config.device} | {what}",
+                     say=lambda line: print(line, flush=True)) \
+        if person and sys.stdout.isatty() else None
+    if view is None and person:
+        print(f"{config.device}: {what} (Ctrl-C to end; the device's stop event ends too)", flush=True)
+
+    def say(line: str) -> None:  # an event: in the view's log, or a line of its own
+        if view is not None:
+            view.say(line)
+        else:
+            print(line, flush=True)
+
+    pacer = Pacer(config.hz, enabled=person)  # the autopilot runs as fast as it can
     step = episode_steps = episodes = successes = 0
     try:
+        if view is not None:
+            view.update(controls=device_controls(device, *((env.config.control_rotation,
+                                                             env.config.control_gripper) if env else ())),
+                        task_fields=tuple(env.task.state_fields) if env else (),
+                        hint="Ctrl-C or the device's stop key ends; episodes restart at success, "
+                             "failure or the time limit")
         if env is not None:
             env.reset(seed=config.seed)
-            if config.device == "autopilot":
-                device.reset(episode=0)
+            start_episode(device, 0)
         while not config.steps or step < config.steps:
-            started = time.monotonic()
+            pacer.wait()
             if env is not None and config.device == "autopilot":
                 device.observe(env.fields())
+            if view is not None and hasattr(device, "feed"):
+                device.feed(view.poll_keys())
             reading = device.read()
             step += 1
             line = f"{step:>5}  {reading.describe()}"
+            ended = None
             if env is not None:
                 fields = env.fields()
                 frame = getattr(env, "action_frame", "base")  # RobotEnv acts in the base frame
@@ -86,31 +105,44 @@ def run(config: TeleopConfig, selftest: bool) -> int:
                 if terminated or truncated or reading.rerecord or reading.failure:
                     episodes += 1
                     successes += bool(info["success"])
-                    _show(line, live)
-                    print(f"\nepisode {episodes}: {'success' if info['success'] else 'no success'} after "
-                          f"{episode_steps} steps ({successes}/{episodes} successful)", flush=True)
-                    env.reset(seed=config.seed + episodes)
-                    if config.device == "autopilot":
-                        device.reset(episode=episodes)
-                    episode_steps = 0
-                    continue
-            _show(line, live)
+                    ended = (f"episode {episodes}: {'success' if info['success'] else 'no success'} "
+                             f"after {episode_steps} steps ({successes}/{episodes} successful)")
+            if view is not None:
+                view.update(
+                    phase=("DRIVING" if reading.intervene else "HOLDING") if env else "SELFTEST",
+                    detail=(f"deadman on: the arm follows the {config.device}" if reading.intervene
+                            else f"deadman off: the arm holds; {start_hint(device)} to drive")
+                    if env else "live readings of the device, no robot",
+                    counters=f"episode {episodes + 1}   {successes} of {episodes} successful" if env
+                    else f"reading {step}",
+                    progress=f"step {episode_steps} / {env.config.max_episode_steps}" if env else "",
+                    fields=env.fields() if env else None, reading=reading,
+                    device_status=device.status() if hasattr(device, "status") else "")
+            else:
+                print(line, flush=True)
+            if ended:
+                say(ended)
+                env.reset(seed=config.seed + episodes)
+                start_episode(device, episodes)
+                episode_steps = 0
+                pacer.start()
+                continue
             if reading.stop:
-                print("\nstop pressed", flush=True)
+                say("stop pressed")
                 break
-            if config.device != "autopilot":
-                time.sleep(max(0.0, period - (time.monotonic() - started)))
     except KeyboardInterrupt:
-        print("\ninterrupted", flush=True)
+        say("interrupted")
     except DeviceUnavailable as exc:
+        if view is not None:
+            view.close()
         print(f"\nrobostack teleop: {exc}", file=sys.stderr)
         return 2
     finally:
         device.close()
         if env is not None:
             env.close()
-    if live:
-        print()
+        if view is not None:
+            view.close()
     if env is not None:
         print(f"{step} steps, {episodes} finished episodes, {successes} successful", flush=True)
     return 0
@@ -131,4 +163,6 @@ def main(argv=None) -> int:
         config = dataclass_from_args(TeleopConfig, args)
     if config.device not in DEVICES:
         parser.error(f"--device must be one of {', '.join(DEVICES)}, got {config.device!r}")
+    if config.view not in VIEWS:
+        parser.error(f"--view must be one of {', '.join(VIEWS)}, got {config.view!r}")
     return run(config, args.selftest)

@@ -11,6 +11,10 @@ The autopilot is the task's scripted expert acting as the human: it takes over p
 `InterventionProtocol` (which episodes, from which step, for how long, or when the policy looks
 stuck), so human-in-the-loop training is testable and reproducible without a person.
 
+A person in the loop needs the env to step in real time (`Pacer`, `RealTimePacing`), the device's
+controls on screen (`device_controls`, shown by robostack/env/teleop_view.py) and a fresh start
+each episode (`start_episode`).
+
     robostack teleop --device keyboard --selftest     # live readings, no robot
     robostack teleop --device autopilot --selftest --steps 60
     robostack teleop --device spacemouse              # drive the in-process MuJoCo mirror
@@ -22,21 +26,116 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 
 from hardware.teleop.base import TeleopReading
 
 DEVICES = ("keyboard", "gamepad", "spacemouse", "autopilot")
+HUMAN_DEVICES = ("keyboard", "gamepad", "spacemouse")  # a person in the loop: pace in real time
 
 
+def needs_pacing(device_name: str) -> bool:
+    """True when a person drives (a --device or --intervention value): the env must then step
+    once per policy period of wall-clock time, whatever its own clock. A lock-step mirror
+    steps as fast as it can (~5x real time in training), and nobody can react to that."""
+    return device_name in HUMAN_DEVICES
 
 
+# --- real-time pacing ---------------------------------------------------------------------------
+class Pacer:
+    """One tick per `1 / hz` s of wall-clock time: `wait()` before each step sleeps until the
+    next tick. A late tick (the loop took longer than a period: a slow learner update, a loaded
+    machine) is not caught up by a burst of fast steps, which a person could not follow either:
+    the schedule restarts from now and `late_ticks` counts it.
+
+        pacer = Pacer(env.config.policy_hz, enabled=needs_pacing(device_name))
+        pacer.start()                      # after env.reset(): the episode's first tick is now
+        while ...:
+            pacer.wait()                   # then read the device and step
+    """
+
+    def __init__(self, hz: float, enabled: bool = True, clock=time.monotonic, sleep=time.sleep):
+        if hz <= 0:
+            raise ValueError(f"Pacer needs a positive rate, got {hz} Hz")
+        self.period = 1.0 / hz
+        self.enabled = enabled
+        self.clock, self.sleep = clock, sleep
+        self.late_ticks = 0
+        self.next_tick: float | None = None
+
+    def start(self) -> None:
+        """Restart the schedule: the next `wait()` returns at once (after a reset or a pause,
+        whose duration is not a late tick)."""
+        self.next_tick = None
+
+    def wait(self) -> float:
+        """Sleep until the next tick; returns the seconds slept (0 when disabled or late)."""
+        if not self.enabled:
+            return 0.0
+        now = self.clock()
+        if self.next_tick is None:
+            self.next_tick = now + self.period
+            return 0.0
+        delay = self.next_tick - now
+        if delay < -self.period:  # more than a whole period late: restart, no burst
+            self.late_ticks += 1
+            self.next_tick = now + self.period
+            return 0.0
+        self.next_tick += self.period
+        if delay > 0:
+            self.sleep(delay)
+            return delay
+        return 0.0
 
 
+class RealTimePacing(gym.Wrapper):
+    """Steps `env` at most once per policy period of wall-clock time (a `Pacer` around step).
+    Put it OUTSIDE an InterventionWrapper, so the device is read right after the wait, i.e. the
+    freshest input a person gave while looking at the last step:
+
+        env = InterventionWrapper(env, device)
+        if needs_pacing(device_name):
+            env = RealTimePacing(env)
+    """
+
+    def __init__(self, env: gym.Env, hz: float | None = None):
+        super().__init__(env)
+        self.pacer = Pacer(hz or env.unwrapped.config.policy_hz)
+
+    def reset(self, **kwargs):
+        result = self.env.reset(**kwargs)
+        self.pacer.start()  # the reset's duration is not a late step
+        return result
+
+    def step(self, action):
+        self.pacer.wait()
+        return self.env.step(action)
 
 
+# --- what a live view shows about a device --------------------------------------------------------
+def device_controls(device, control_rotation: bool = True,
+                    control_gripper: bool = True) -> list[tuple[str, str, str]]:
+    """(role, keys, what they do) of the device's controls (its driver's own bindings), without
+    those the env ignores (rotation keys when the task holds the orientation, ...)."""
+    controls = device.controls() if hasattr(device, "controls") else []
+    skip = {"rotation"} if not control_rotation else set()
+    skip |= {"gripper"} if not control_gripper else set()
+    return [row for row in controls if row[0] not in skip]
 
 
+def start_hint(device) -> str:
+    """How a person starts an episode with this device ("press SPACE", "hold RT")."""
+    return getattr(device, "start_hint", "engage the deadman")
+
+
+def start_episode(device, episode: int) -> None:
+    """Tell the device an episode began (after env.reset()): the autopilot draws its takeover,
+    a human device forgets last episode's latched gripper and deadman toggle."""
+    if hasattr(device, "reset"):
+        device.reset(episode=episode)
+    if hasattr(device, "new_episode"):
+        device.new_episode()
 
 
 # --- the autopilot ------------------------------------------------------------------------------
@@ -135,6 +234,9 @@ class Autopilot:
         reading.success = success and not self.succeeded  # an edge, like a person's key press
         self.succeeded = self.succeeded or success
         return reading
+
+    def controls(self) -> list[tuple[str, str, str]]:
+        return [("info", "-", "the task's scripted expert drives (no keys); Ctrl-C quits")]
 
     def close(self) -> None:
         pass

@@ -216,3 +216,257 @@ def test_selftest_ends_cleanly_on_ctrl_c():
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert "interrupted" in out and "Traceback" not in err
+
+
+# --- real-time pacing --------------------------------------------------------------------------
+class FakeTime:
+    def __init__(self):
+        self.t = 0.0
+        self.slept = []
+
+    def clock(self):
+        return self.t
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.t += seconds
+
+
+def test_pacer_ticks_once_per_period_and_never_bursts_after_a_stall():
+    from robostack.env.teleop import Pacer
+
+    fake = FakeTime()
+    pacer = Pacer(10.0, clock=fake.clock, sleep=fake.sleep)
+    ticks = []
+    for work in (0.02, 0.02, 0.05, 0.02):  # each loop body takes `work` s
+        pacer.wait()
+        ticks.append(fake.t)
+        fake.t += work
+    np.testing.assert_allclose(np.diff(ticks), [0.1, 0.1, 0.1])
+    fake.t += 1.0  # a stall (a slow learner update): no burst of catch-up steps after it
+    pacer.wait()
+    resumed = fake.t
+    pacer.wait()
+    assert fake.t - resumed == pytest.approx(0.1) and pacer.late_ticks == 1
+    pacer.start()  # a reset: its duration is no late tick, the next wait returns at once
+    fake.t += 5.0
+    before = fake.t
+    pacer.wait()
+    assert fake.t == before and pacer.late_ticks == 1
+    off = Pacer(10.0, enabled=False, clock=fake.clock, sleep=fake.sleep)
+    slept = len(fake.slept)
+    for _ in range(5):
+        off.wait()
+    assert len(fake.slept) == slept  # the autopilot: unpaced
+    with pytest.raises(ValueError, match="positive rate"):
+        Pacer(0.0)
+
+
+def test_real_time_pacing_wrapper_steps_a_lock_step_mirror_at_the_policy_rate(pick_env):
+    from robostack.env.teleop import RealTimePacing, needs_pacing
+
+    assert needs_pacing("keyboard") and needs_pacing("spacemouse") and not needs_pacing("autopilot")
+    paced = RealTimePacing(pick_env)
+    paced.reset(seed=0)
+    hold = np.zeros(pick_env.action_space.shape, np.float32)
+    started = time.monotonic()
+    for _ in range(6):
+        paced.step(hold)
+    # 6 steps: 5 periods of 0.1 s after the first (the lock-step mirror alone: a few ms)
+    assert time.monotonic() - started >= 0.49
+
+
+# --- the live view -----------------------------------------------------------------------------
+def view_state(**changes):
+    from robostack.env.teleop_view import ViewState
+    from hardware.teleop.keyboard import keyboard_controls
+
+    state = ViewState(title="robostack record-demos | task pick_cube", phase="READY",
+                      detail="press SPACE to start episode 1", counters="kept 0 of 2 wanted",
+                      progress="step 0 / 300", task_fields=("cube_position",),
+                      fields={"tcp_position": np.array([0.5, -0.01, 0.3]), "gripper_width": np.array([0.08]),
+                              "tcp_quaternion": np.array([0.0, 1.0, 0.0, 0.0]),
+                              "cube_position": np.array([0.45, 0.1, 0.02])},
+                      reading=TeleopReading(translation=np.array([1.0, 0.0, 0.0]), gripper=1.0,
+                                            intervene=True),
+                      controls=keyboard_controls(), hint="SPACE to start")
+    for name, value in changes.items():
+        setattr(state, name, value)
+    return state
+
+
+def test_screen_shows_phase_counters_readout_and_the_devices_key_map():
+    from robostack.env.teleop_view import screen_lines
+
+    text = "\n".join(screen_lines(view_state()))
+    for shown in ("READY     press SPACE to start episode 1", "kept 0 of 2 wanted", "step 0 / 300",
+                  "tcp            x +0.500  y -0.010  z +0.300   m, base frame",
+                  "gripper        width 0.080 m   command: close",
+                  "cube_position  x +0.450  y +0.100  z +0.020",
+                  "operator       xyz +1.00 +0.00 +0.00   deadman ON",
+                  "SPACE", "w/s Up/Down", "forward / back (base +x / -x)", "ENTER/y", "hint: SPACE to start",
+                  "cameras        none in this env"):
+        assert shown in text, f"{shown!r} missing from\n{text}"
+    assert "tcp_quaternion" not in text  # only what a person acts on
+
+
+def test_terminal_view_redraws_in_place_and_gives_the_terminal_back():
+    import io
+
+    from robostack.env.teleop_view import TerminalView
+
+    stream = io.StringIO()
+    view = TerminalView(stream, size=lambda: (80, 24), min_interval=0.0)
+    assert stream.getvalue().startswith("\x1b[?1049h")  # the alternate screen: no scrollback mess
+    state = view_state()
+    view.update(**{name: getattr(state, name) for name in ("title", "phase", "detail", "fields",
+                                                           "reading", "controls", "task_fields")})
+    view.say("attempt 1: success after 80 steps, logged as episode 0")
+    frames = stream.getvalue().split("\x1b[H")[1:]
+    assert len(frames) >= 2
+    for frame in frames:  # every redraw starts at home and stays inside 80 x 23
+        lines = frame.split("\r\n")
+        assert len(lines) <= 24
+        assert all(len(line.replace("\x1b[K", "").replace("\x1b[7m", "").replace("\x1b[0m", "")) < 80
+                   for line in lines)
+        assert "\n" not in frame.replace("\r\n", "")
+    view.close()
+    tail = stream.getvalue().rsplit("\x1b[?1049l", 1)[1]
+    assert tail == "attempt 1: success after 80 steps, logged as episode 0\n"  # kept in the scrollback
+    view.close()  # twice is harmless
+
+
+def test_camera_frames_get_a_small_preview_and_no_cameras_say_so():
+    import io
+
+    from robostack.env.teleop_view import TerminalView, preview_rows
+
+    image = np.zeros((48, 64, 3), np.uint8)
+    image[:24] = (255, 0, 0)  # red upper half, black lower half
+    rows = preview_rows(image, columns=16)
+    assert len(rows) == 6  # 16 columns x 2 pixel rows per line, 4:3
+    assert rows[0].count("\u2580") == 16 and "38;2;255;0;0m" in rows[0] and "48;2;0;0;0m" in rows[-1]
+    stream = io.StringIO()
+    view = TerminalView(stream, size=lambda: (100, 60), min_interval=0.0)
+    view.update(**{"phase": "READY", "fields": view_state().fields, "images": {"images/wrist": image}})
+    assert "camera images/wrist" in stream.getvalue() and "none in this env" not in stream.getvalue()
+    view.close()
+
+
+def test_make_view_falls_back_to_what_the_place_allows(monkeypatch):
+    import io
+
+    from robostack.env.teleop_view import PlainView, TerminalView, make_view
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    said = []
+    assert isinstance(make_view("auto", say=said.append, stream=io.StringIO()), PlainView)  # a pipe
+    assert isinstance(make_view("window", say=said.append, stream=io.StringIO()), PlainView)
+    assert any("no window possible" in line for line in said)
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    view = make_view("auto", say=said.append, stream=Tty())
+    assert isinstance(view, TerminalView)
+    view.close()
+    with pytest.raises(ValueError, match="--view must be one of auto, window, terminal, plain"):
+        make_view("fancy")
+
+
+def test_window_view_draws_the_screen_and_passes_window_keys_on():
+    import cv2
+
+    from robostack.env.teleop_view import WindowView
+
+    class HeadlessCv2:  # the real cv2 for drawing; the GUI calls a display would answer
+        def __init__(self):
+            self.shown, self.keys = [], [ord("w"), 32, 65362, 13, ord("Q")]
+
+        def __getattr__(self, name):
+            return getattr(cv2, name)
+
+        def namedWindow(self, *args): pass
+        def destroyWindow(self, *args): pass
+        def waitKey(self, *args): return -1
+        def imshow(self, name, image): self.shown.append(image)
+        def waitKeyEx(self, *args): return self.keys.pop(0) if self.keys else -1
+
+    fake, said = HeadlessCv2(), []
+    view = WindowView(fake, say=said.append)
+    image = np.full((120, 160, 3), 200, np.uint8)
+    view.update(**{"phase": "READY", "detail": "press SPACE to start", "fields": view_state().fields,
+                   "controls": view_state().controls, "images": {"images/front": image}})
+    picture = fake.shown[-1]
+    assert picture.ndim == 3 and picture.shape[1] > 760  # text panel, camera frame beside it
+    assert (picture[5:245, 765:1085] == 200).all()  # the frame itself, not a placeholder
+    assert picture[:, :760].max() > 200  # text drawn
+    assert view.poll_keys() == ["w", "space", "up", "enter", "q"]
+    assert "READY: press SPACE to start" in said  # and a line per event in the terminal
+    view.close()
+
+
+def test_device_controls_drop_what_the_env_ignores(pick_env):
+    from robostack.env.teleop import device_controls, start_hint
+    from hardware.teleop.keyboard import keyboard_controls
+
+    class Keys:
+        def controls(self):
+            return keyboard_controls()
+
+    roles = [role for role, _, _ in device_controls(Keys(), control_rotation=False, control_gripper=True)]
+    assert "rotation" not in roles and "translation" in roles and "gripper" in roles
+    assert "gripper" not in [r for r, _, _ in device_controls(Keys(), control_gripper=False)]
+    assert start_hint(Keys()) == "engage the deadman"  # a device that does not say
+    autopilot = make_device("autopilot", task=pick_env.task)
+    assert device_controls(autopilot)[0][0] == "info"
+
+
+def test_teleop_with_a_person_at_a_terminal_shows_the_view_and_quits_on_q():
+    import fcntl
+    import select
+    import struct
+    import termios
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 110, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    process = subprocess.Popen([sys.executable, "-m", "robostack.cli", "teleop", "--device", "keyboard"],
+                               cwd=ROOT, env=dict(env, OMP_NUM_THREADS="1"), stdin=slave, stdout=slave,
+                               stderr=slave, close_fds=True)
+    os.close(slave)
+    screen, sent = b"", False
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    screen += os.read(master, 65536)
+                except OSError:
+                    break
+            if not sent and b"HOLDING" in screen:
+                os.write(master, b" w")  # deadman on, forward
+                time.sleep(0.5)
+                os.write(master, b"q")
+                sent = True
+        process.wait(timeout=30)
+        while select.select([master], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            screen += chunk
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+    text = screen.decode(errors="replace")
+    assert process.returncode == 0, text[-2000:]
+    for shown in ("SPACE", "w/s Up/Down", "r/f", "c/v", "q/ESC", "tcp ", "cube_position", "DRIVING"):
+        assert shown in text, f"{shown!r} not on the screen"
+    assert "\x1b[?1049h" in text and text.rfind("\x1b[?1049l") > text.rfind("\x1b[?1049h")
+    assert "stop pressed" in text and "Traceback" not in text
