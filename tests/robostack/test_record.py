@@ -1,4 +1,7 @@
-"""record-demos with the autopilot: a log that replays in the mirror and trains."""
+"""record-demos with the autopilot: a log that replays in the mirror and trains; and a person's
+session (start key, real-time pacing, quit, Ctrl-C, --keep ask) with a scripted device."""
+
+import time
 
 import numpy as np
 import pytest
@@ -67,3 +70,140 @@ def test_bad_counts_are_usage_errors(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--device", "autopilot", "--episodes", "0", "--log", "unused"])
     assert exc.value.code == 2 and "--episodes must be >= 1" in capsys.readouterr().err
+
+
+# --- a person's session, with a scripted stand-in for the keyboard -------------------------------
+class ScriptedPerson:
+    """Plays a person at a human device: one scripted reading per read() (the last one repeats),
+    the keyboard's key map and start key. `raise_at`: read() number that raises Ctrl-C."""
+
+    name = "keyboard"
+    start_hint = "press SPACE"
+
+    def __init__(self, script, raise_at: int | None = None):
+        self.script, self.raise_at = list(script), raise_at
+        self.reads = self.new_episodes = 0
+        self.closed = False
+
+    def read(self):
+        self.reads += 1
+        if self.raise_at is not None and self.reads >= self.raise_at:
+            raise KeyboardInterrupt
+        return self.script.pop(0) if len(self.script) > 1 else self.script[0]
+
+    def controls(self):
+        from hardware.teleop.keyboard import keyboard_controls
+        return keyboard_controls()
+
+    def new_episode(self):
+        self.new_episodes += 1
+
+    def close(self):
+        self.closed = True
+
+
+def reading(**events):
+    from hardware.teleop.base import TeleopReading
+    return TeleopReading(timestamp=0.0, **events)
+
+
+def forward(**events):
+    return reading(intervene=True, translation=np.array([0.5, 0.0, 0.0]), **events)
+
+
+def person_session(tmp_path, script, raise_at=None, **options):
+    from robostack.env.teleop_view import PlainView
+
+    lines = []
+    device = ScriptedPerson(script, raise_at)
+    config = RecordConfig(task="pick_cube", device="keyboard", episodes=1, log=str(tmp_path / "log"),
+                          transport="inprocess", seed=3, **options)
+    started = time.monotonic()
+    result = record(config, view=PlainView(say=lines.append), device=device)
+    return result, lines, device, time.monotonic() - started
+
+
+def test_a_person_starts_with_the_deadman_and_the_mirror_steps_in_real_time(tmp_path):
+    # 5 readings before SPACE (READY: nothing moves), 10 driving steps, then ENTER (success label)
+    script = [reading()] * 5 + [forward()] * 10 + [forward(success=True)]
+    result, lines, device, elapsed = person_session(tmp_path, script)
+    assert result["kept"] == 1 and device.closed and device.new_episodes == 1
+    episode = EpisodeLog(tmp_path / "log").episode(0)
+    # The READY readings did not step the env; the first deadman reading is the start itself.
+    assert len(episode["action"]) == 10
+    assert episode["intervention"].all() and episode["next.success"][-1]
+    assert episode["action"][0][0] == pytest.approx(0.5)
+    # 16 readings at the 10 Hz policy rate of wall-clock time; unpaced this lock-step mirror
+    # takes ~30 ms for them
+    assert elapsed >= 1.4
+    assert "READY: press SPACE to start episode 1 (attempt 1)" in lines
+    keys = next(line for line in lines if line.startswith("keys: "))
+    assert "SPACE start" in keys and "w/s" in keys and "q/ESC quit" in keys
+    assert "i/k" not in keys  # pick_cube holds the orientation: no rotation keys shown
+    assert any("starting the robot server" in line and "done in" in line for line in lines)
+
+
+def test_quit_during_an_episode_drops_it_and_keeps_the_log(tmp_path):
+    script = [forward()] * 3 + [reading(stop=True)]
+    result, lines, _, _ = person_session(tmp_path, script)
+    assert result == {"kept": 0, "attempts": 1, "log": str(tmp_path / "log"), "stopped": True}
+    assert "attempt 1: quit, episode dropped" in lines
+    assert len(EpisodeLog(tmp_path / "log")) == 0
+
+
+def test_ctrl_c_keeps_what_was_recorded(tmp_path):
+    script = [forward()] * 3 + [forward(success=True)] + [forward()] * 20
+    from robostack.env.teleop_view import PlainView
+
+    lines = []
+    device = ScriptedPerson(script, raise_at=8)  # Ctrl-C in the second episode
+    config = RecordConfig(task="pick_cube", device="keyboard", episodes=3, log=str(tmp_path / "log"),
+                          transport="inprocess", seed=3)
+    result = record(config, view=PlainView(say=lines.append), device=device)
+    assert result["kept"] == 1 and result["stopped"] and device.closed
+    assert any(line.startswith("interrupted (Ctrl-C)") for line in lines)
+    log = EpisodeLog(tmp_path / "log")
+    assert len(log) == 1 and log.episodes[0]["rl/success"]
+
+
+def test_keep_ask_is_answered_with_the_device(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    # an episode the operator ends as a failure; asked, they keep it with ENTER (success key)
+    script = [forward()] * 2 + [forward(failure=True)] + [reading()] * 2 + [reading(success=True)]
+    result, lines, _, _ = person_session(tmp_path, script, keep="ask")
+    assert result["kept"] == 1
+    assert any(line.startswith("KEEP?: keep this failure episode? ENTER/y: keep, n: drop")
+               for line in lines)
+    assert not EpisodeLog(tmp_path / "log").episodes[0]["rl/success"]
+
+
+def test_episode_length_is_settable_and_sane_for_a_person(tmp_path):
+    from robostack.commands.record import episode_limit
+
+    assert episode_limit(RecordConfig(device="keyboard"), 10.0, 50) == 300  # 30 s at 10 Hz
+    assert episode_limit(RecordConfig(device="autopilot"), 10.0, 50) == 50  # the task's own
+    assert episode_limit(RecordConfig(device="gamepad", max_episode_steps=80), 10.0, 50) == 80
+    result = record(RecordConfig(task="pick_cube", device="autopilot", episodes=1, keep="all",
+                                 max_episode_steps=6, log=str(tmp_path / "log"),
+                                 transport="inprocess"), say=lambda s: None)
+    assert result["kept"] == 1
+    episode = EpisodeLog(tmp_path / "log").episode(0)
+    assert len(episode["action"]) == 6 and episode["next.truncated"][-1]
+
+
+def test_new_options_are_validated_and_documented(capsys):
+    from robostack.commands.record import main
+
+    for bad, message in ((["--max-episode-steps", "-1"], "--max-episode-steps must be >= 0"),
+                         (["--view", "fancy"], "--view must be one of auto, window, terminal, plain"),
+                         (["--device", "joystick"], "--device must be one of keyboard")):
+        with pytest.raises(SystemExit) as exc:
+            main(["--log", "unused", *bad])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "30 s of policy steps when a person drives" in help_text
+    assert "else the terminal redrawn in place" in help_text
