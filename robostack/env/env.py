@@ -27,10 +27,11 @@ import numpy as np
 
 from robostack import transport
 from robostack.env.actions import action_to_target, gripper_target
+from robostack.env.spaces import ROBOT_FIELDS, action_space, observation_space, state_layout
 from robostack.robot.client import InProcessConnection, ZmqConnection, spawn_robot_server
 from tasks import TaskConfig, make_task
 
-ROBOT_FIELDS = {"tcp_position": 3, "tcp_quaternion": 4, "tcp_velocity": 6, "gripper_width": 1}
+__all__ = ["ROBOT_FIELDS", "RobotEnv", "make_env"]
 
 
 
@@ -56,17 +57,9 @@ class RobotEnv(gym.Env):
         self.config = self.task.config
         self.realtime = hello["clock"] == "realtime"
 
-        fields = dict(ROBOT_FIELDS)
-        fields.update(self.task.state_fields)
-        self.state_fields: dict[str, slice] = {}
-        offset = 0
-        for name, size in fields.items():
-            self.state_fields[name] = slice(offset, offset + size)
-            offset += size
-        self.observation_space = gym.spaces.Dict({
-            "state": gym.spaces.Box(-np.inf, np.inf, (offset,), np.float32),
-        })
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (self.config.action_dim(),), np.float32)
+        self.state_fields: dict[str, slice] = state_layout(self.task)
+        self.observation_space = observation_space(self.task)
+        self.action_space = action_space(self.config)
         self.max_width = float(hello["gripper_max_width"])
         self._steps = 0
         self._fields: dict[str, np.ndarray] = {}
