@@ -81,6 +81,12 @@ def _field_default(f: dataclasses.Field, defaults=None):
     return dataclasses.MISSING
 
 
+def nested_prefix(f: dataclasses.Field) -> str:
+    """The option prefix of a nested dataclass field: `--<field>-*` unless the field says
+    otherwise with `field(metadata={"option_prefix": ""})` (its options read as the outer ones')."""
+    return f.metadata.get("option_prefix", f"{f.name.replace('_', '-')}-")
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, prefix: str = "",
                             defaults=None) -> None:
     """One option per field. A nested dataclass field `sac` gets its own group of `--sac-*`
@@ -97,7 +103,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, prefix: str = 
         if default is dataclasses.MISSING:
             continue
         if dataclasses.is_dataclass(default):  # nested config: its own option group
-            add_dataclass_arguments(parser, type(default), f"{prefix}{f.name.replace('_', '-')}-", default)
+            add_dataclass_arguments(parser, type(default), prefix + nested_prefix(f), default)
             continue
         kind, nargs = _parser_for(hints.get(f.name, f.type))
         help_text = helps.get(f.name, "")
@@ -116,8 +122,7 @@ def dataclass_from_args(cls, args: argparse.Namespace, prefix: str = "", default
         key = f"{prefix.replace('-', '_')}{f.name}"
         default = _field_default(f, defaults)
         if dataclasses.is_dataclass(default):
-            values[f.name] = dataclass_from_args(type(default), args, f"{prefix}{f.name.replace('_', '-')}-",
-                                                 default)
+            values[f.name] = dataclass_from_args(type(default), args, prefix + nested_prefix(f), default)
         elif hasattr(args, key):
             value = getattr(args, key)
             if isinstance(value, list):

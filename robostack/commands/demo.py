@@ -50,7 +50,7 @@ def main(argv=None) -> int:
           f"and learner as separate processes over ZeroMQ. A progress line every 10 s; a final "
           f"evaluation of {args.final_eval_episodes} episodes at the end.\n"
           f"  = robostack train {' '.join(train_argv)}\n", flush=True)
-    from robostack.training.launcher import main as train
+    from robostack.commands.train import main as train
 
     started = time.perf_counter()
     code = train(train_argv)

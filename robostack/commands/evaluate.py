@@ -3,14 +3,14 @@
 Loads the newest intact checkpoint of DIR (written by `robostack train`, either mode), rebuilds
 the agent from the configuration stored in it, and runs the deterministic policy (the mean
 action) for N episodes on fixed seeds against a robot server: the one at --robot-server, or a
-fresh one on loopback. Writes DIR/eval.json and adds a row to DIR/metrics.csv.
+fresh one on loopback (started with the run's task parameters, or with --task-params). Writes
+DIR/eval.json and adds a row to DIR/metrics.csv.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from robostack.training.run_dir import read_csv, write_csv
+from robostack.files import write_json_atomic
+from robostack.training.run_dir import METRICS_FIELDS, read_csv, write_csv
 
 
 def load_policy(run_dir: Path, observation_space, action_space):
@@ -41,27 +42,27 @@ def load_policy(run_dir: Path, observation_space, action_space):
 
 
 def evaluate_run(run_dir: str | os.PathLike, episodes: int, robot_server: str = "",
-                 seed: int | None = None, say=print) -> dict:
-    from robostack.env import RobotEnv, make_env
-    from robostack.robot.client import ZmqConnection
-    from robostack.training.rollouts import evaluate
-    from tasks import make_task
+                 seed: int | None = None, task_params: str | None = None, say=print) -> dict:
+    """Evaluate the run's latest policy. `task_params` (a --task-params string) overrides the
+    run's task parameters for this evaluation only: its result goes to eval-<params>.json, not
+    to eval.json and metrics.csv (those describe the task the run trained on)."""
+    from robostack.training.config import load_run_config
+    from robostack.training.rollouts import evaluate, open_env
 
     torch.set_num_threads(1)
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise SystemExit(f"robostack eval: no config.json in {run_dir}: not a run directory")
-    config = json.loads(config_path.read_text())
-    task_config = None
-    if config.get("max_episode_steps") is not None:
-        task_config = dataclasses.replace(make_task(config["task"]).config,
-                                          max_episode_steps=int(config["max_episode_steps"]))
-    seed = int(config.get("seed", 0)) if seed is None else seed
-    if robot_server:
-        env = RobotEnv(ZmqConnection(robot_server), task=config["task"], config=task_config)
-    else:
-        env = make_env(config["task"], transport_kind="zmq", config=task_config, seed=seed)
+    config = load_run_config(config_path)
+    override = task_params is not None and task_params != config.task_params
+    if override:
+        config = dataclasses.replace(config, task_params=task_params)
+    seed = config.seed if seed is None else seed
+    if robot_server and override:
+        raise SystemExit("robostack eval: --task-params needs a robot server of its own (the one at "
+                         "--robot-server runs with its own parameters); leave out --robot-server")
+    env = open_env(config, seed, robot_server)
     try:
         agent, checkpoint = load_policy(run_dir, env.observation_space, env.action_space)
         env_steps = int(checkpoint.state.get("env_steps", checkpoint.step))
@@ -69,20 +70,26 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int, robot_server: str = 
         result = evaluate(agent, env, episodes, seed)
     finally:
         env.close()
-    result = {**result, "episodes": episodes, "env_steps": env_steps,
+    result = {**result, "episodes": episodes, "env_steps": env_steps, "task_params": config.task_params,
               "checkpoint": str(checkpoint.path), "seconds": round(time.perf_counter() - start, 1)}
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
-    _add_metrics_row(run_dir / "metrics.csv", {"env_steps": env_steps, "success_rate": result["success_rate"],
-                                               "time_to_success_s": result["time_to_success_s"],
-                                               "final": True})
-    say(f"eval: success {result['success_rate']:.0%} over {episodes} episodes, mean time to "
+    if override:
+        write_json_atomic(run_dir / f"eval-{_file_name(config.task_params)}.json", result)
+    else:
+        write_json_atomic(run_dir / "eval.json", result)
+        metrics = run_dir / "metrics.csv"
+        write_csv(metrics, [*read_csv(metrics), {
+            "env_steps": env_steps, "success_rate": result["success_rate"],
+            "time_to_success_s": result["time_to_success_s"], "final": True}], METRICS_FIELDS)
+    on = f" with task parameters {config.task_params}" if config.task_params else ""
+    say(f"eval: success {result['success_rate']:.0%} over {episodes} episodes{on}, mean time to "
         f"success {result['time_to_success_s']:.2f} s (policy after {env_steps} env steps, "
         f"{checkpoint.path.name}, deterministic)")
     return result
 
 
-def _add_metrics_row(path: Path, row: dict) -> None:
-    write_csv(path, [*read_csv(path), row])
+def _file_name(task_params: str) -> str:
+    """A --task-params string as part of a file name: table_height=0.03 -> table_height_0.03."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in task_params) or "defaults"
 
 
 def main(argv=None) -> int:
@@ -93,8 +100,12 @@ def main(argv=None) -> int:
                         help="command endpoint of a running robot server (default: start one)")
     parser.add_argument("--seed", type=int, default=None,
                         help="episode seeds (default: the run's seed, as in training evaluations)")
+    parser.add_argument("--task-params", default=None,
+                        help='evaluate with other task parameters than the run trained with, e.g. '
+                             '"table_height=0.03" (the table 3 cm higher); the result goes to '
+                             'RUN/eval-<params>.json (default: the run\'s own)')
     args = parser.parse_args(argv)
-    evaluate_run(args.run, args.episodes, args.robot_server, args.seed,
+    evaluate_run(args.run, args.episodes, args.robot_server, args.seed, args.task_params,
                  say=lambda text: print(text, flush=True))
     return 0
 

@@ -1,5 +1,8 @@
-"""Human interventions during training: while the operator holds the deadman, the teleop
-device's action replaces the policy's (HIL-SERL).
+"""The training env's wrapper stack (`make_training_env`, used by both training modes) and
+human interventions: while the operator holds the deadman, the teleop device's action
+replaces the policy's (HIL-SERL).
+
+    acting = make_training_env(env, intervention="autopilot", protocol=..., seed=0)
 
     env = InterventionWrapper(env, device, to_action)
     obs, reward, terminated, truncated, info = env.step(policy_action)
@@ -28,6 +31,22 @@ from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
+
+
+def make_training_env(env: gym.Env, intervention: str = "", protocol=None,
+                      takeover_penalty: float = 0.0, seed: int = 0) -> gym.Env:
+    """What training episodes step: `env` itself, or with `intervention` (a teleop device name,
+    robostack.env.teleop.DEVICES; "expert" is the autopilot's older name) the operator's
+    InterventionWrapper around it. Evaluations step the bare `env`: no operator helps there.
+    `protocol` (InterventionProtocol) and `seed` drive the autopilot; closing the result closes
+    the device and `env`."""
+    if not intervention:
+        return env
+    from robostack.env.teleop import intervention_device, make_device
+
+    device = make_device(intervention_device(intervention), task=env.unwrapped.task,
+                         protocol=protocol, seed=seed)
+    return InterventionWrapper(env, device, takeover_penalty=takeover_penalty)
 
 
 def read_operator(device, env):
@@ -100,6 +119,12 @@ class InterventionWrapper(gym.Wrapper):
         if terminated or truncated:
             info["episode_interventions"] = self.episode_stats()
         return obs, reward, terminated, truncated, info
+
+    def close(self) -> None:
+        try:
+            self.device.close()
+        finally:
+            super().close()
 
     def episode_stats(self) -> dict:
         """Intervention rate (share of steps) and mean takeover length (steps) of this episode."""

@@ -24,116 +24,79 @@ import logging
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from robostack import transport
-from robostack.env.teleop import InterventionProtocol
+from robostack.env.wrappers import make_training_env
+from robostack.training.config import ActorIdentity, RunConfig, parse_run_options
+from robostack.training.rollouts import collect_demonstrations, evaluate, open_env
+from robostack.training.run_dir import Summary
 from robostack.training.transitions import HandshakeRefused, TransitionSender, action_spec, observation_spec
 from robostack.training.weights import WeightsSubscriber
 
 
-@dataclass
-class ActorConfig:
-    """Which learner and robot server an actor talks to, and how it batches and waits."""
-
-    actor_id: str = "actor-0"  # stable name: the learner numbers transitions per actor id
-    learner: str = "tcp://127.0.0.1:5600"  # the learner's request endpoint
-    weights: str = "tcp://127.0.0.1:5601"  # the learner's weights endpoint
-    robot_server: str = ""  # robot server command endpoint ("": start one on loopback)
-    task: str = "pick_cube"  # must match the learner's
-    seed: int = 0  # seeds episode resets (each actor should have its own)
-    max_episode_steps: int | None = None  # time limit override (None: the task's default)
-    demos: int = 0  # record up to this many expert demonstrations the learner still lacks
-    demo_noise: float = 0.1  # expert action noise while recording demonstrations
-    batch_steps: int = 32  # transitions per batch (a batch also closes at every episode end)
-    spool_dir: str = ""  # where unacknowledged batches wait on disk ("": spool/<actor-id>)
-    evaluator: bool = False  # run the learner's periodic evaluations (deterministic policy)
-    intervention: str = ""  # who may take over mid-episode: "" nobody; "autopilot" (or "expert"): the scripted expert, per --autopilot-* (a simulated human); keyboard, gamepad, spacemouse: a person, while the deadman is held
-    takeover_penalty: float = 0.0  # RLIF-style: reward minus this on the step a takeover starts (0: off)
-    autopilot: InterventionProtocol = field(default_factory=InterventionProtocol)
-    request_timeout: float = 2.0  # s, each request to the learner
-    connect_timeout: float = 120.0  # s to wait for the first handshake with the learner
-    weights_timeout: float = 30.0  # s to wait for first weights before acting with initial ones
-    robot_timeout: float = 300.0  # s to wait for a lost (or not yet started) robot server
-    final_eval_timeout: float = 900.0  # s an evaluator waits for the learner's final weights
-    max_steps: int = 0  # stop after this many env steps (0: when the learner says done)
-    episode_log: str = ""  # episode log folder (LeRobot v3 layout) for the training rollouts ("": none)
-
-
 class Actor:
-    def __init__(self, config: ActorConfig, say=print):
-        self.cfg, self.say = config, say
+    def __init__(self, config: RunConfig, identity: ActorIdentity | None = None, say=print):
+        self.config, self.identity, self.say = config, identity or ActorIdentity(), say
+        self.options = config.actor
+        self.id = self.identity.actor_id
+        self.seed = config.seed + self.identity.index  # episode resets, the autopilot's draws
         self.stop_reason: str | None = None
         self.steps = self.episodes = 0
-        self.rng = np.random.default_rng(config.seed + 7919)
+        self.robot_server_losses = 0
+        self.rng = np.random.default_rng(self.seed + 7919)
         self.last_eval_step = -1
+        self.summary = Summary(config.run_dir, self.id)
 
     # --- set-up ----------------------------------------------------------------------------
     def connect(self) -> None:
-        cfg = self.cfg
+        config, identity = self.config, self.identity
         torch.set_num_threads(1)
-        self.env = self.connect_env()
-        self.acting = self.env  # what training episodes step: the env, or the operator's wrapper
+        self.env = open_env(config, self.seed, identity.robot_server, timeout=self.options.robot_timeout,
+                            waiting=self.waiting_for_robot_server)
+        # What training episodes step: the env, or the operator's wrapper around it (HIL-SERL).
+        self.acting = make_training_env(self.env, config.intervention, config.autopilot,
+                                        config.takeover_penalty, seed=self.seed)
         self.log = None
-        if cfg.episode_log:
+        if identity.episode_log:
             from robostack.data.episode_log import EpisodeWriter, features_from_spaces, state_names
 
             features = features_from_spaces(self.env.observation_space, self.env.action_space,
                                             state_names=state_names(self.env.state_fields))
-            self.log = EpisodeWriter(cfg.episode_log, fps=self.env.config.policy_hz,
-                                     features=features, task=cfg.task)
-        hello = {"task": cfg.task, "obs_spec": observation_spec(self.env.observation_space),
+            self.log = EpisodeWriter(identity.episode_log, fps=self.env.config.policy_hz,
+                                     features=features, task=config.task)
+        hello = {"task": config.task, "obs_spec": observation_spec(self.env.observation_space),
                  "action_spec": action_spec(self.env.action_space)}
-        spool = cfg.spool_dir or str(Path("spool") / cfg.actor_id)
-        self.sender = TransitionSender(cfg.learner, cfg.actor_id, hello, spool, cfg.batch_steps,
-                                       cfg.request_timeout, say=self.say)
+        spool = identity.spool_dir or str(Path(config.run_dir) / "spool" / self.id)
+        self.sender = TransitionSender(identity.learner, self.id, hello, spool, self.options.batch_steps,
+                                       self.options.request_timeout, say=self.say)
         if self.sender.pending:
-            self.say(f"{cfg.actor_id}: {len(self.sender.pending)} spooled batches in {spool} "
-                     f"will be resent")
+            self.say(f"{self.id}: {len(self.sender.pending)} spooled batches in {spool} will be resent")
         # Subscribed before the handshake: the learner resends its weights when we say hello.
-        self.weights = WeightsSubscriber(cfg.weights, say=self.say, name=cfg.actor_id)
-        welcome = self.sender.connect(cfg.connect_timeout)
+        self.weights = WeightsSubscriber(identity.weights, say=self.say, name=self.id)
+        welcome = self.sender.connect(self.options.connect_timeout)
         self.agent = self.build_agent(welcome["sac"])
-        if not self.load_weights(wait=cfg.weights_timeout):
-            self.say(f"{cfg.actor_id}: no weights from {cfg.weights} within "
-                     f"{cfg.weights_timeout:.0f} s; acting with the initial parameters until some arrive")
-        self.say(f"{cfg.actor_id}: connected to the learner (run {welcome['run']}), acting with "
+        if not self.load_weights(wait=self.options.weights_timeout):
+            self.say(f"{self.id}: no weights from {identity.weights} within "
+                     f"{self.options.weights_timeout:.0f} s; acting with the initial parameters until some arrive")
+        self.say(f"{self.id}: connected to the learner (run {welcome['run']}), acting with "
                  f"weights v{self.weights.version}; robot server {self.env.connection.endpoint}")
+        self.write_summary(state="running", run=welcome["run"])
         self.record_demonstrations(welcome)
+
+    def waiting_for_robot_server(self) -> None:
+        if self.stop_reason:
+            raise SystemExit(f"{self.id}: stopped ({self.stop_reason}) before the robot server answered")
+        self.say(f"{self.id}: waiting for the robot server at {self.identity.robot_server}")
 
     def load_weights(self, wait: float = 0.0) -> bool:
         """Newer verified weights (state scaling included), between steps."""
         if wait > 0:
             return self.weights.wait(self.agent, wait)
         return self.weights.poll(self.agent)
-
-    def connect_env(self):
-        from robostack.env import RobotEnv, make_env
-        from robostack.robot.client import ZmqConnection
-
-        cfg = self.cfg
-        task_config = None
-        if cfg.max_episode_steps is not None:
-            from tasks import make_task
-
-            task_config = dataclasses.replace(make_task(cfg.task).config,
-                                              max_episode_steps=cfg.max_episode_steps)
-        if not cfg.robot_server:
-            return make_env(cfg.task, transport_kind="zmq", config=task_config, seed=cfg.seed)
-        deadline = time.monotonic() + cfg.robot_timeout
-        while True:
-            connection = ZmqConnection(cfg.robot_server)
-            try:
-                return RobotEnv(connection, task=cfg.task, config=task_config)
-            except transport.PeerTimeout:
-                connection.close()
-                if time.monotonic() > deadline or self.stop_reason:
-                    raise
-                self.say(f"{cfg.actor_id}: waiting for the robot server at {cfg.robot_server}")
 
     def build_agent(self, sac: dict):
         from robostack.rl.sac import SACConfig, build_agent
@@ -144,16 +107,16 @@ class Actor:
         return build_agent(config, self.env.observation_space, self.env.action_space)
 
     def record_demonstrations(self, welcome: dict) -> None:
-        """Record the expert demonstrations the learner still lacks (those already in this
-        actor's spool count as delivered)."""
-        from robostack.training.rollouts import collect_demonstrations
-
+        """Actor 0 records the expert demonstrations the learner still lacks (those already in
+        this actor's spool count as delivered)."""
+        if self.identity.index != 0:
+            return
         spooled = sum(len(b.episodes) for b in self.sender.pending
                       if b.stream == "demo" and b.last_seq > self.sender.stored)
-        wanted = min(self.cfg.demos, int(welcome["demos"])) - int(welcome["demo_episodes"]) - spooled
+        wanted = int(welcome["demos"]) - int(welcome["demo_episodes"]) - spooled
         if wanted <= 0:
             return
-        episodes = collect_demonstrations(self.env, wanted, self.cfg.seed, self.cfg.demo_noise,
+        episodes = collect_demonstrations(self.env, wanted, self.seed, self.config.demo_noise,
                                           progress=self.say)
         for ep in episodes:
             states = ep["observations"]["state"]
@@ -165,28 +128,29 @@ class Actor:
                                      "length": len(ep["actions"]), "success": True})
         self.sender.pump(budget=5.0)
 
+    def write_summary(self, **fields) -> None:
+        """summary/<actor id>.json: this actor's counts, for programs and tests."""
+        sender = self.sender
+        self.summary.update(steps=self.steps, episodes=self.episodes, last_seq=sender.seq,
+                            learner_holds=sender.stored, unsent=sender.unsent,
+                            weights_version=self.weights.version,
+                            robot_server_losses=self.robot_server_losses, **fields)
+
     # --- the loop --------------------------------------------------------------------------
     def run(self) -> int:
-        cfg, sender = self.cfg, self.sender
-        if cfg.intervention:  # the operator reads and may override every step (HIL-SERL)
-            from robostack.env.teleop import intervention_device, make_device
-            from robostack.env.wrappers import InterventionWrapper
-
-            device = make_device(intervention_device(cfg.intervention), task=self.env.task,
-                                 seed=cfg.seed, protocol=cfg.autopilot)
-            self.acting = InterventionWrapper(self.env, device, takeover_penalty=cfg.takeover_penalty)
+        sender, evaluator = self.sender, self.identity.evaluator
         obs = self.reset()
         episode = self.new_episode()
         last_note = time.monotonic()
         while self.stop_reason is None:
             # Between steps: newest weights, learner's requests.
             self.load_weights()
-            sender.extra_meta = {"weights_version": self.weights.version, "evaluator": cfg.evaluator,
+            sender.extra_meta = {"weights_version": self.weights.version, "evaluator": evaluator,
                                  "actor_steps": self.steps}
             reply = sender.reply
             if reply.get("done"):
                 self.stop_reason = "the learner reached its step budget"
-                if cfg.evaluator and reply.get("final_eval"):
+                if evaluator and reply.get("final_eval"):
                     if episode["length"]:
                         self.end_episode(episode, "stopped", truncate=True)
                         episode = self.new_episode()
@@ -195,7 +159,7 @@ class Actor:
             at_start = episode["length"] == 0
             if reply.get("wait") and sender.connected and (at_start or not self.env.realtime):
                 self.wait_for_learner()
-            if at_start and cfg.evaluator and reply.get("eval") and reply["eval"]["step"] > self.last_eval_step:
+            if at_start and evaluator and reply.get("eval") and reply["eval"]["step"] > self.last_eval_step:
                 self.evaluate(reply["eval"])
                 obs = self.reset()
 
@@ -234,11 +198,11 @@ class Actor:
                 obs = self.reset()
                 episode = self.new_episode()
             sender.pump(budget=0.2)
-            if cfg.max_steps and self.steps >= cfg.max_steps:
-                self.stop_reason = f"max_steps {cfg.max_steps} reached"
+            if self.options.max_steps and self.steps >= self.options.max_steps:
+                self.stop_reason = f"max_steps {self.options.max_steps} reached"
             if time.monotonic() - last_note > 30.0:
                 last_note = time.monotonic()
-                self.say(f"{cfg.actor_id}: {self.steps} steps, {self.episodes} episodes, weights "
+                self.say(f"{self.id}: {self.steps} steps, {self.episodes} episodes, weights "
                          f"v{self.weights.version}, {sender.unsent} transitions unsent")
         if episode["length"]:
             self.end_episode(episode, "stopped", truncate=True)
@@ -256,7 +220,7 @@ class Actor:
         summary = {k: episode[k] for k in ("length", "return", "success", "interventions")}
         self.sender.end_episode({**summary, "end": end, "weights_version": self.weights.version})
         if end.startswith("robot server lost"):
-            self.say(f"{self.cfg.actor_id}: episode {self.episodes} ended as truncated after "
+            self.say(f"{self.id}: episode {self.episodes} ended as truncated after "
                      f"{episode['length']} steps: {end}")
 
     def reset(self):
@@ -270,26 +234,29 @@ class Actor:
     def recover_robot(self, exc: Exception, reset: bool = True):
         """Wait (up to robot_timeout, pumping transitions meanwhile) until the server answers."""
         endpoint = self.env.connection.endpoint
-        self.say(f"{self.cfg.actor_id}: robot server at {endpoint} failed ({exc}); waiting up to "
-                 f"{self.cfg.robot_timeout:.0f} s for it")
+        self.robot_server_losses += 1
+        self.write_summary(robot_server="lost")
+        self.say(f"{self.id}: robot server at {endpoint} failed ({exc}); waiting up to "
+                 f"{self.options.robot_timeout:.0f} s for it")
         start = last = time.monotonic()
         while self.stop_reason is None:
             self.sender.pump(budget=0.2)
             try:
-                self.env.connection.request("hello", {"task": self.cfg.task}, timeout=1.0)
-                self.say(f"{self.cfg.actor_id}: robot server back after {time.monotonic() - start:.0f} s")
+                self.env.connection.request("hello", {"task": self.config.task}, timeout=1.0)
+                self.say(f"{self.id}: robot server back after {time.monotonic() - start:.0f} s")
+                self.write_summary(robot_server="back")
                 return self.reset() if reset else None
             except transport.RemoteError as refusal:  # e.g. a server for another task took the port
-                raise SystemExit(f"{self.cfg.actor_id}: robot server refused: {refusal.text}")
+                raise SystemExit(f"{self.id}: robot server refused: {refusal.text}")
             except transport.TransportError:
                 pass
-            if time.monotonic() - start > self.cfg.robot_timeout:
-                raise SystemExit(f"{self.cfg.actor_id}: robot server at {endpoint} did not come "
-                                 f"back within {self.cfg.robot_timeout:.0f} s; giving up "
+            if time.monotonic() - start > self.options.robot_timeout:
+                raise SystemExit(f"{self.id}: robot server at {endpoint} did not come "
+                                 f"back within {self.options.robot_timeout:.0f} s; giving up "
                                  f"({self.sender.unsent} transitions left in the spool)")
             if time.monotonic() - last > 10.0:
                 last = time.monotonic()
-                self.say(f"{self.cfg.actor_id}: still waiting for the robot server "
+                self.say(f"{self.id}: still waiting for the robot server "
                          f"({last - start:.0f} s)")
         return None
 
@@ -304,7 +271,7 @@ class Actor:
             self.load_weights()
             if time.monotonic() - last > 30.0:
                 last = time.monotonic()
-                self.say(f"{self.cfg.actor_id}: paused {last - start:.0f} s for the learner to "
+                self.say(f"{self.id}: paused {last - start:.0f} s for the learner to "
                          f"catch up ({reply.get('owed')} updates owed)")
             time.sleep(0.02)
 
@@ -313,7 +280,7 @@ class Actor:
         weights: send what is unsent, wait for that request (and those weights), run it."""
         self.sender.flush(timeout=30.0)
         start = last = time.monotonic()
-        while time.monotonic() - start < self.cfg.final_eval_timeout:
+        while time.monotonic() - start < self.config.final_eval_timeout:
             reply = self.sender.status()
             if reply is None or not reply.get("final_eval"):
                 return  # the learner is gone or no longer wants one
@@ -327,51 +294,51 @@ class Actor:
                 return
             if time.monotonic() - last > 30.0:
                 last = time.monotonic()
-                self.say(f"{self.cfg.actor_id}: waiting for the learner's final weights "
+                self.say(f"{self.id}: waiting for the learner's final weights "
                          f"({reply.get('owed')} updates owed)")
             time.sleep(0.05)
 
     def evaluate(self, request: dict) -> None:
-        from robostack.training.rollouts import evaluate
-
+        """The learner's evaluation request, on the run's evaluation seeds (as in one process)."""
+        started = time.perf_counter()
         try:
-            result = evaluate(self.agent, self.env, int(request["episodes"]), self.cfg.seed)
+            result = evaluate(self.agent, self.env, int(request["episodes"]), self.config.seed)
         except transport.TransportError as exc:
-            self.say(f"{self.cfg.actor_id}: evaluation @ {request['step']} abandoned: {exc}")
+            self.say(f"{self.id}: evaluation @ {request['step']} abandoned: {exc}")
             return
         self.last_eval_step = int(request["step"])
         self.sender.request("eval", {**result, "step": self.last_eval_step,
                                      "episodes": int(request["episodes"]),
                                      "final": bool(request.get("final")),
-                                     "weights_version": self.weights.version})
+                                     "weights_version": self.weights.version,
+                                     "seconds": time.perf_counter() - started})
 
     def shutdown(self) -> int:
-        cfg, sender = self.cfg, self.sender
+        sender = self.sender
         delivered = sender.flush(timeout=10.0)
         if sender.connected:
             sender.request("bye", {})
-        self.say(f"{cfg.actor_id}: stopped ({self.stop_reason}) after {self.steps} steps, "
+        self.say(f"{self.id}: stopped ({self.stop_reason}) after {self.steps} steps, "
                  f"{self.episodes} episodes; last transition #{sender.seq}, learner holds up to "
                  f"#{sender.stored}" + ("" if delivered else
                                          f"; {sender.unsent} left in the spool {sender.spool.dir}"))
+        self.write_summary(state="stopped", stop_reason=self.stop_reason, delivered=delivered)
         return 0
 
     def close(self) -> None:
-        for name in ("device", "log", "weights", "sender", "env"):
-            part = getattr(self, name, None)
+        # `acting` closes the operator's device (if any), then the env it wraps.
+        env = getattr(self, "acting", None) or getattr(self, "env", None)
+        for part in (getattr(self, "log", None), getattr(self, "weights", None),
+                     getattr(self, "sender", None), env):
             if part is not None:
-                setattr(self, name, None)
                 part.close()
 
 
 def main(argv=None) -> int:
-    from robostack.config import add_dataclass_arguments, dataclass_from_args
-
     parser = argparse.ArgumentParser(prog="robostack actor", description=__doc__.splitlines()[0])
-    add_dataclass_arguments(parser, ActorConfig)
-    args = parser.parse_args(argv)
+    config, identity, _ = parse_run_options(parser, sys.argv[1:] if argv is None else argv, ActorIdentity)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    actor = Actor(dataclass_from_args(ActorConfig, args), say=lambda text: print(text, flush=True))
+    actor = Actor(config, identity, say=lambda text: print(text, flush=True))
 
     def stop(signum, frame):
         if actor.stop_reason is not None:
@@ -385,9 +352,11 @@ def main(argv=None) -> int:
         return actor.run()
     except HandshakeRefused as exc:
         print(f"robostack actor: {exc}", file=sys.stderr, flush=True)
+        actor.summary.update(state="refused", reason=str(exc))
         return 2
     except transport.PeerTimeout as exc:
         print(f"robostack actor: {exc}", file=sys.stderr, flush=True)
+        actor.summary.update(state="gave up", reason=str(exc))
         return 3
     finally:
         actor.close()  # also stops a robot server this actor started

@@ -18,33 +18,21 @@ so no process outlives it, even after kill -9. The same command resumes the run.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from robostack import cpu_affinity, transport
-from robostack.training.run_dir import archive_previous_run, format_progress, update_config
+from robostack.files import write_json_atomic
+from robostack.training.run_dir import Summary, archive_previous_run, format_progress
 
-
-@dataclass
-class LaunchConfig:
-    """Processes of a `robostack train` run (the learner's and actors' own options have defaults)."""
-
-    actors: int = 1  # actor processes, each with its own robot server
-    batch_steps: int = 32  # transitions per actor -> learner batch
-    weights_every: float = 0.5  # s between weight broadcasts
-    checkpoint_every: float = 30.0  # s between learner checkpoints
-    max_lead: int = 64  # env steps actors may run ahead of the learner's UTD target (0: unlimited)
-    final_eval_episodes: int = -1  # episodes of the final evaluation (-1: --eval-episodes, 0: none)
-    progress_seconds: float = 10.0  # s between progress lines
-    restarts: int = 3  # times a crashed process is restarted before the run is abandoned
-    pin_cpus: bool = True  # each actor shares a core with its robot server, the learner gets the rest (Linux, needs actors + 1 cores)
+# The run configuration (robostack/training/config.py) is imported where it is used: it brings
+# torch with the SAC settings, and this module is also every child's entry (`--child`), robot
+# servers included, which never need torch.
 
 
 class Child:
@@ -103,63 +91,67 @@ class Child:
 
 
 class Launcher:
-    def __init__(self, config, lc: LaunchConfig, say=print):
-        from robostack.env.teleop import InterventionProtocol
-        from robostack.training.config import TrainConfig
+    def __init__(self, config: RunConfig, say=print):
+        from robostack.training.config import ActorIdentity, LearnerIdentity, identity_argv
+        from robostack.training.rollouts import server_options
 
-        self.config, self.lc, self.say = config, lc, say
+        self.config, self.options, self.say = config, config.launch, say
         self.run_dir = Path(config.run_dir)
+        self.config_path = self.run_dir / "config.json"
         self.log_dir = self.run_dir / "logs"
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.summary = Summary(self.run_dir, "launcher")
         self.stop_signal: int | None = None
         self.learner_answered = False
         self.learner_endpoint = transport.free_tcp_endpoint()
         self.weights_endpoint = transport.free_tcp_endpoint()
         self.servers = [(transport.free_tcp_endpoint(), transport.free_tcp_endpoint())
-                        for _ in range(lc.actors)]
-        max_steps = getattr(config, "max_episode_steps", None)
+                        for _ in range(self.options.actors)]
         self.server_children = [
             Child(f"robot-server-{i}", "robostack.robot.server",
                   ["--task", config.task, "--clock", "lockstep", "--command-endpoint", command,
-                   "--state-endpoint", state, "--seed", str(config.seed + i), "--log-level", "WARNING"],
+                   "--state-endpoint", state, "--log-level", "WARNING", *server_options(config, config.seed + i)],
                   self.log_dir)
             for i, (command, state) in enumerate(self.servers)]
-        learner_args = _argv(config, TrainConfig()) + [
-            "--endpoint", self.learner_endpoint, "--weights-endpoint", self.weights_endpoint,
-            "--weights-every", str(lc.weights_every), "--checkpoint-every", str(lc.checkpoint_every),
-            "--max-lead", str(lc.max_lead), "--final-eval-episodes", str(self.final_episodes())]
-        self.learner = Child("learner", "robostack.training.learner", learner_args, self.log_dir)
+        # Children read the run's options from its config.json; their command line says only
+        # who they are. The learner resumes whatever checkpoint it finds: a previous run was
+        # moved aside before it first started, so a checkpoint there is this run's own, written
+        # before a crash it is restarted after.
+        run_options = ["--config", str(self.config_path)]
+        learner = LearnerIdentity(endpoint=self.learner_endpoint, weights_endpoint=self.weights_endpoint)
+        self.learner = Child("learner", "robostack.training.learner",
+                             [*run_options, "--resume", "true", *identity_argv(learner)], self.log_dir)
         self.actor_children = []
         for i, (command, _) in enumerate(self.servers):
-            args = ["--actor-id", f"actor-{i}", "--learner", self.learner_endpoint,
-                    "--weights", self.weights_endpoint, "--robot-server", command,
-                    "--task", config.task, "--seed", str(config.seed + i),
-                    "--batch-steps", str(lc.batch_steps),
-                    "--spool-dir", str(self.run_dir / "spool" / f"actor-{i}"),
-                    "--episode-log", str(self.run_dir / "episodes" / f"actor-{i}"),
-                    "--evaluator", str(i == 0).lower(),
-                    "--demos", str(config.demos if i == 0 else 0),
-                    "--demo-noise", str(config.demo_noise)]
-            if max_steps is not None:
-                args += ["--max-episode-steps", str(max_steps)]
-            if config.intervention:  # the same options as --single-process: device, protocol, penalty
-                args += ["--intervention", config.intervention,
-                         "--takeover-penalty", str(config.takeover_penalty),
-                         *_argv(config.autopilot, InterventionProtocol(), "autopilot-")]
-            self.actor_children.append(Child(f"actor-{i}", "robostack.training.actor", args, self.log_dir))
+            actor = ActorIdentity(actor_id=f"actor-{i}", index=i, learner=self.learner_endpoint,
+                                  weights=self.weights_endpoint, robot_server=command,
+                                  spool_dir=str(self.run_dir / "spool" / f"actor-{i}"),
+                                  episode_log=str(self.run_dir / "episodes" / f"actor-{i}"),
+                                  evaluator=i == 0)
+            self.actor_children.append(Child(f"actor-{i}", "robostack.training.actor",
+                                             [*run_options, *identity_argv(actor)], self.log_dir))
         self.children = [*self.server_children, self.learner, *self.actor_children]
-        self.cpu_plan = cpu_affinity.plan_training(lc.actors) if lc.pin_cpus else None
+        self.cpu_plan = cpu_affinity.plan_training(self.options.actors) if self.options.pin_cpus else None
         for child in self.children:
             child.cpus = (self.cpu_plan or {}).get(child.name)
 
     # --- the run -----------------------------------------------------------------------------
-    def run(self) -> int:
-        started = time.perf_counter()
+    def prepare_run_dir(self) -> None:
+        """Once per run, before any child starts: move a previous run aside (--resume false),
+        write the config.json the children read."""
+        from robostack.training.config import write_run_config
+
         if not self.config.resume:
             archive_previous_run(self.run_dir, self.say)
-        self.write_snapshot()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        write_run_config(self.config, mode="actor-learner", endpoints={
+            "learner": self.learner_endpoint, "weights": self.weights_endpoint,
+            "robot_servers": [c for c, _ in self.servers]})
         (self.run_dir / "eval.json").unlink(missing_ok=True)  # the previous run's result
-        self.say(f"robostack train: {self.config.task}, {self.lc.actors} actor(s), learner and "
+
+    def run(self) -> int:
+        started = time.perf_counter()
+        self.prepare_run_dir()
+        self.say(f"robostack train: {self.config.task}, {self.options.actors} actor(s), learner and "
                  f"{len(self.servers)} robot server(s) as separate processes; run directory "
                  f"{self.run_dir} (logs in {self.log_dir})")
         if self.cpu_plan:
@@ -168,6 +160,7 @@ class Launcher:
         for child in self.children:
             child.start()
         self.write_pids()
+        self.summary.update(state="running", restarts={})
         stats_client = transport.RequestClient(self.learner_endpoint, "launcher", timeout=1.0,
                                                peer="the learner")
         last_progress, outcome = time.monotonic(), None
@@ -178,7 +171,7 @@ class Launcher:
                     break
                 outcome = self.supervise()
                 self.echo()
-                if time.monotonic() - last_progress > self.lc.progress_seconds and outcome is None:
+                if time.monotonic() - last_progress > self.options.progress_seconds and outcome is None:
                     last_progress = time.monotonic()
                     self.progress(stats_client)
                 time.sleep(0.2)
@@ -193,6 +186,13 @@ class Launcher:
             self.stop_all()
             self.echo()
         wall = time.perf_counter() - started
+        code = self.report(outcome, result, wall)
+        self.summary.update(state=outcome if outcome in ("done", "stopped") else "abandoned",
+                            why=outcome, exit_code=code, wall_seconds=round(wall, 1), final_eval=result)
+        return code
+
+    def report(self, outcome: str, result: dict | None, wall: float) -> int:
+        """The closing lines; returns the exit code."""
         if outcome == "stopped":
             self.say(f"\nstopped by {signal.Signals(self.stop_signal).name} after {wall:.0f} s; "
                      f"checkpoint in {self.run_dir / 'checkpoints'}. Run the same command to resume.")
@@ -226,14 +226,15 @@ class Launcher:
             self.echo()
             if child in self.actor_children and code == 2:
                 return f"{child.name} was refused by the learner (see above)"
-            if child.restarts >= self.lc.restarts:
+            if child.restarts >= self.options.restarts:
                 return (f"{child.name} exited with code {code} {child.restarts + 1} times; "
                         f"see {child.log_path}")
             child.restarts += 1
             self.say(f"[launcher] {child.name} exited with code {code}; restarting it "
-                     f"({child.restarts}/{self.lc.restarts})")
+                     f"({child.restarts}/{self.options.restarts})")
             child.start()
             self.write_pids()
+            self.summary.update(restarts={c.name: c.restarts for c in self.children if c.restarts})
         return None
 
     def echo(self) -> None:
@@ -261,15 +262,11 @@ class Launcher:
                          f"learner finishing; stopping it")
                 child.signal(signal.SIGTERM)
 
-    def final_episodes(self) -> int:
-        n = self.lc.final_eval_episodes
-        return self.config.eval_episodes if n < 0 else n
-
     def final_evaluation(self) -> dict | None:
         """The evaluator actor has normally run it (the learner wrote eval.json); if not, run
         `robostack eval` against robot server 0."""
         path = self.run_dir / "eval.json"
-        episodes = self.final_episodes()
+        episodes = self.config.final_episodes()
         if episodes <= 0:
             return None
         if path.is_file():
@@ -308,34 +305,9 @@ class Launcher:
         for child in self.children:
             child.signal(signal.SIGKILL)
 
-    def write_snapshot(self) -> None:
-        update_config(self.run_dir, {
-            **dataclasses.asdict(self.config), "mode": "actor-learner",
-            "launch": dataclasses.asdict(self.lc),
-            "endpoints": {"learner": self.learner_endpoint, "weights": self.weights_endpoint,
-                          "robot_servers": [c for c, _ in self.servers]}})
-
     def write_pids(self) -> None:
         pids = {c.name: c.process.pid for c in self.children if c.process is not None}
-        (self.run_dir / "processes.json").write_text(json.dumps({"launcher": os.getpid(), **pids}))
-
-
-def _argv(value, default, prefix: str = "") -> list[str]:
-    """Command-line options for the fields of dataclass `value` that differ from `default`."""
-    args = []
-    for f in dataclasses.fields(value):
-        v, d = getattr(value, f.name), getattr(default, f.name)
-        if dataclasses.is_dataclass(v):
-            args += _argv(v, d, f"{prefix}{f.name.replace('_', '-')}-")
-        elif v != d:
-            option = f"--{prefix}{f.name.replace('_', '-')}"
-            if isinstance(v, (list, tuple)):
-                args += [option, *map(str, v)]
-            elif isinstance(v, bool):
-                args += [option, str(v).lower()]
-            else:
-                args += [option, "none" if v is None else str(v)]
-    return args
+        write_json_atomic(self.run_dir / "processes.json", {"launcher": os.getpid(), **pids})
 
 
 def _run_child(argv: list[str]) -> None:
@@ -361,22 +333,14 @@ def main(argv=None) -> int:
     if argv[:1] == ["--child"]:  # before importing anything the child module might be
         _run_child(argv[1:])
         return 0
-    from robostack.config import add_dataclass_arguments, dataclass_from_args, usage_errors
-    from robostack.training.learner import add_train_arguments, train_config_from_args
+    from robostack.training.config import parse_run_options
+
     parser = argparse.ArgumentParser(
         prog="robostack train",
         description="Train a policy with SAC/RLPD: robot server(s), actor(s) and a learner as "
-                    "separate processes over ZeroMQ (default), or everything in one process "
-                    "(--single-process).")
-    parser.add_argument("--single-process", action="store_true",
-                        help="train in this process (env, agent, buffers in one loop)")
-    add_train_arguments(parser)
-    add_dataclass_arguments(parser, LaunchConfig)
-    args = parser.parse_args(argv)
-    with usage_errors(parser):  # e.g. an unknown --intervention, --autopilot-start 5 2
-        config = train_config_from_args(args)
-    launcher = Launcher(config, dataclass_from_args(LaunchConfig, args),
-                        say=lambda text: print(text, flush=True))
+                    "separate processes over ZeroMQ.")
+    config, _ = parse_run_options(parser, argv)
+    launcher = Launcher(config, say=lambda text: print(text, flush=True))
 
     def stop(signum, frame):
         if launcher.stop_signal is not None:

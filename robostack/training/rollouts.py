@@ -1,8 +1,69 @@
-"""Rollouts shared by both training modes and eval: demonstrations (scripted or from an episode log) and the deterministic evaluation."""
+"""What both training modes and `robostack eval` share around the env: the run's env
+(`open_env`), demonstrations (scripted, from an episode log, or a whole log as a buffer) and the
+deterministic evaluation."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from collections.abc import Sequence
+
 import numpy as np
+
+from robostack import transport
+
+
+# --- the run's env ------------------------------------------------------------------------------
+
+def task_config(config):
+    """The TaskConfig a run's envs use (RunConfig `config`): the task's own, with the run's
+    time limit; None when the run changes nothing (the env then takes the server's)."""
+    if config.max_episode_steps is None:
+        return None
+    from tasks import make_task
+
+    return dataclasses.replace(make_task(config.task).config, max_episode_steps=config.max_episode_steps)
+
+
+def server_options(config, seed: int) -> list[str]:
+    """The options a robot server for this run is started with, besides its task, clock and
+    endpoints."""
+    args = ["--seed", str(seed)]
+    if config.task_params:
+        args += ["--task-params", config.task_params]
+    return args
+
+
+def open_env(config, seed: int, robot_server: str = "", transport_kind: str = "zmq",
+             timeout: float = 0.0, waiting=None):
+    """The env of a run (RunConfig `config`): connected to the robot server at `robot_server`
+    (waiting up to `timeout` s for it to answer, calling `waiting()` every try; `waiting` may
+    raise to give up), else on a robot server of its own, in this process
+    (`transport_kind="inprocess"`) or as a subprocess on loopback."""
+    from robostack.env import RobotEnv, make_env
+    from robostack.robot.client import ZmqConnection, spawn_robot_server
+
+    if transport_kind == "inprocess":
+        if config.task_params:
+            raise ValueError("--task-params needs a robot server process: use --transport zmq")
+        return make_env(config.task, transport_kind="inprocess", config=task_config(config), seed=seed)
+    if not robot_server:
+        connection = spawn_robot_server(config.task, extra_args=tuple(server_options(config, seed)))
+        return RobotEnv(connection, task=config.task, config=task_config(config))
+    deadline = time.monotonic() + timeout
+    while True:
+        connection = ZmqConnection(robot_server)
+        try:
+            return RobotEnv(connection, task=config.task, config=task_config(config))
+        except transport.PeerTimeout:
+            connection.close()
+            if time.monotonic() > deadline:
+                raise
+            if waiting is not None:
+                waiting()
+
+
+# --- demonstrations -----------------------------------------------------------------------------
 
 
 def collect_demonstrations(env, count: int, seed: int, noise: float, progress=print) -> list[dict]:
@@ -47,6 +108,22 @@ def logged_demonstrations(log_dir: str, count: int, progress=print) -> list[dict
     progress(f"demonstrations: {len(chosen)} successful episodes from {log_dir}")
     return episodes
 
+
+def load_into_buffer(log, *, episodes: Sequence[int] | None = None, select: str = "all",
+                     successful_only: bool = False, images: bool = True, extra_capacity: int = 0,
+                     seed: int | None = None, device: str = "cpu"):
+    """A demonstration ReplayBuffer holding the transitions of an episode log (an EpisodeLog or
+    its folder; the selection as robostack.data.episode_log.logged_transitions takes it), the
+    same (obs, action, reward, next obs, termination, truncation) as scripted-expert demos."""
+    from robostack.data.episode_log import logged_transitions
+    from robostack.rl.buffers import load_demonstrations
+
+    pieces = logged_transitions(log, episodes=episodes, select=select,
+                                successful_only=successful_only, images=images)
+    return load_demonstrations(pieces, extra_capacity=extra_capacity, seed=seed, device=device)
+
+
+# --- evaluation ---------------------------------------------------------------------------------
 
 def evaluate(agent, env, episodes: int, seed: int) -> dict:
     """Deterministic policy on `episodes` fixed seeds: success rate and mean time to success."""

@@ -1,49 +1,87 @@
-"""What an actor/learner training run writes into its run directory, besides checkpoints:
+"""What a training run writes into its run directory, besides checkpoints (run_state.py), in
+both modes (`robostack train` and `robostack train --single-process`):
 
-    config.json       snapshot of every option (train, learner, launcher, endpoints)
-    metrics.csv       one row per evaluation (periodic and final); always written, header only
-                      when no evaluation ran
+    config.json       the run's RunConfig (robostack/training/config.py), plus mode and endpoints
+    metrics.csv       one row per evaluation (periodic and final), METRICS_FIELDS; always
+                      written, header only when no evaluation ran
+    eval.json         the final evaluation
+    summary/<process>.json   each process's state for programs and tests: launcher, learner,
+                      <actor id>, train (single process); rewritten atomically on every event
+                      that matters (start, resume, checkpoint, robot server lost/back, end)
     progress.csv      one row per learner progress report (counters, rates, losses)
     episodes.jsonl    one line per finished episode (actor, return, success, why it ended ...)
-    eval.json         the final evaluation
     tensorboard/      progress (train/*) and evaluation (eval/*) scalars, flushed at every
                       report, if the tensorboard package is installed (not a dependency)
-    logs/, spool/     each process's output; actors' unacknowledged transitions
-    checkpoints/, buffers/   the learner's state (robostack/rl/checkpoint.py, buffers.py)
+    logs/, spool/, episodes/   each process's output; actors' unacknowledged transitions;
+                      actors' episode logs
+    checkpoints/, buffers/   the training state (run_state.py)
+
+Every file here is written with robostack.files (atomic, fsynced), except episodes.jsonl, an
+append-only log whose readers skip a torn last line.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
 from pathlib import Path
 
-RUN_STATE = ("checkpoints", "buffers", "spool", "episodes.jsonl", "progress.csv", "metrics.csv",
-             "eval.json", "tensorboard")
+from robostack.files import write_json_atomic, write_text_atomic
+
+# Everything of a previous run that `--resume false` moves aside.
+RUN_STATE = ("checkpoints", "buffers", "spool", "episodes", "episodes.jsonl", "progress.csv",
+             "metrics.csv", "eval.json", "summary", "tensorboard", "logs", "config.json",
+             "processes.json")
+
+# metrics.csv's columns in both modes (a mode leaves the ones it has no value for empty).
+METRICS_FIELDS = ["env_steps", "wall_seconds", "success_rate", "time_to_success_s",
+                  "eval_seconds", "intervention_steps", "weights_version", "actor", "final"]
 
 
-def archive_previous_run(run_dir: Path, say=print) -> None:
-    """--resume false on a used run directory: move the old run's state aside, never delete it."""
+def archive_previous_run(run_dir: Path, say=print) -> Path | None:
+    """--resume false on a used run directory: move the old run's state aside, never delete it.
+    Only the command that starts a run calls this (the launcher, the single-process trainer),
+    once, before any process that might be restarted: a restarted learner must find its own
+    checkpoint, not an empty directory."""
     run_dir = Path(run_dir)
     old = [name for name in RUN_STATE if (run_dir / name).exists()]
     if not old:
-        return
+        return None
     target = run_dir / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-    target.mkdir(parents=True, exist_ok=True)
+    suffix = 1
+    while target.exists():  # two runs replaced within one second
+        target = run_dir / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}"
+        suffix += 1
+    target.mkdir(parents=True)
     for name in old:
         os.replace(run_dir / name, target / name)
     say(f"--resume false: moved the previous run's {', '.join(old)} to {target}")
+    return target
 
 
-def update_config(run_dir: Path, snapshot: dict) -> None:
-    """Write config.json, keeping the keys of an existing snapshot that `snapshot` lacks (the
-    launcher and the learner each know part of the story)."""
-    path = Path(run_dir) / "config.json"
-    if path.is_file():
-        snapshot = {**json.loads(path.read_text()), **snapshot}
-    _write_text(path, json.dumps(snapshot, indent=2))
+class Summary:
+    """<run_dir>/summary/<name>.json: one process's state as plain data, rewritten atomically
+    on each `update` (the fields given are merged into what it said before)."""
+
+    def __init__(self, run_dir: str | os.PathLike, name: str):
+        self.path = Path(run_dir) / "summary" / f"{name}.json"
+        self.data: dict = {"process": name, "pid": os.getpid()}
+
+    def update(self, **fields) -> None:
+        self.data.update(fields, updated=time.time())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, self.data)
+
+
+def read_summary(run_dir: str | os.PathLike, name: str) -> dict | None:
+    path = Path(run_dir) / "summary" / f"{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def append_episode(run_dir: Path, record: dict) -> None:
@@ -57,26 +95,30 @@ def trim_episodes(run_dir: Path, stored: dict[str, int]) -> None:
     path = Path(run_dir) / "episodes.jsonl"
     if not path.is_file():
         return
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # a line torn by a crash
+            continue
     kept = [r for r in records if r.get("last_seq", 0) <= stored.get(r.get("actor"), 0)]
-    _write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-
-
-# metrics.csv's columns, also written (header only) by a run that made no evaluation.
-METRICS_FIELDS = ["env_steps", "wall_seconds", "success_rate", "time_to_success_s",
-                  "weights_version", "actor", "final"]
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def write_csv(path: Path, rows: list[dict], fields: list[str] = ()) -> None:
     """All rows, header = `fields`, then the other keys of the rows in order of appearance
     (atomic replace)."""
-    tmp = path.with_suffix(".tmp")
     fields = list(dict.fromkeys([*fields, *(k for row in rows for k in row)]))
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
+
+
+def write_metrics(run_dir: Path, history: list[dict]) -> None:
+    """metrics.csv: one row per evaluation; the header alone before any."""
+    write_csv(Path(run_dir) / "metrics.csv", history, METRICS_FIELDS)
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -106,9 +148,3 @@ def format_progress(s: dict) -> str:
             f"(actors {versions})  {s['env_steps_per_s']:5.1f} steps/s"
             + (f"  spooled {unsent}" if unsent else "") + (f"  LOST {s['lost']}" if s["lost"] else "")
             + ("" if s["phase"] == "training" else f"  [{s['phase']}]"))
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -23,9 +23,10 @@ Two acknowledgement levels, because a learner killed with -9 loses what it held 
 * durable: the highest seq in the learner's last checkpoint (buffers saved with it). Only then
            does the actor delete the batch from its spool.
 
-The spool is a directory of one file per batch, written (temp file, fsync, rename, directory
-fsync) *before* the first send, so an actor killed at any moment, or a machine losing power,
-loses at most the batch it was filling (an fsync per batch: ~1 per second at training rates).
+The spool is a directory of one file per batch, written (robostack.files.atomic_write: temp
+file, fsync, rename, directory fsync) *before* the first send, so an actor killed at any
+moment, or a machine losing power, loses at most the batch it was filling (an fsync per batch:
+~1 per second at training rates).
 A restarted learner reports its durable seqs in the welcome, and the actor resends every
 spooled batch past them; the learner drops any prefix it already holds, so after any sequence
 of crashes each transition is stored exactly once. A gap (a seq never received, e.g. a deleted spool) is
@@ -44,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from robostack import transport
-from robostack.files import fsync_dir
+from robostack.files import atomic_write, write_json_atomic
 
 PROTOCOL = 1  # the hello/transitions/ack contract; bump when it changes shape
 STREAMS = ("online", "intervention", "demo")
@@ -133,19 +134,14 @@ class Spool:
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        for stray in self.dir.glob(".*.tmp"):
+        for stray in self.dir.glob(".*.tmp*"):  # a write a crash interrupted (one actor per spool)
             stray.unlink(missing_ok=True)
 
     def write(self, batch: Batch) -> None:
         path = self.dir / f"{batch.first_seq:012d}-{batch.last_seq:012d}-{batch.stream}.npz"
-        tmp = self.dir / f".{path.name}.tmp"
         meta = {"stream": batch.stream, "first_seq": batch.first_seq, "episodes": batch.episodes}
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as f:
             np.savez(f, allow_pickle=False, __meta__=np.array(json.dumps(meta)), **batch.arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(self.dir)
         batch.path = path
 
     def load(self) -> list[Batch]:
@@ -170,13 +166,7 @@ class Spool:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def write_meta(self, meta: dict) -> None:
-        tmp = self.dir / ".spool.json.tmp"
-        with open(tmp, "w") as f:
-            f.write(json.dumps(meta))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.dir / "spool.json")
-        fsync_dir(self.dir)
+        write_json_atomic(self.dir / "spool.json", meta, indent=None)
 
 
 # --- the actor's end -------------------------------------------------------------------------

@@ -83,7 +83,8 @@ class WeightsSubscriber:
         self.session = ""
         self.received_at: float | None = None
         self.stamp: float | None = None
-        self.rejected = 0
+        self.rejected = 0  # messages that failed their checksum (or were malformed)
+        self.stale = 0  # intact messages refused as not newer than the loaded version
         self.extra: dict[str, np.ndarray] = {}  # arrays sent beside the parameters, if any
 
     def poll(self, agent) -> bool:
@@ -113,6 +114,7 @@ class WeightsSubscriber:
     def _load(self, agent, msg: transport.Message) -> bool:
         version = int(msg.meta.get("version", -1))
         if msg.session == self.session and version <= self.version:
+            self.stale += 1
             return False
         if digest(msg.arrays) != msg.meta.get("sha256"):
             self.rejected += 1

@@ -22,8 +22,9 @@ from robostack.training import train as train_module# noqa: E402
 from robostack.config import add_dataclass_arguments, dataclass_from_args# noqa: E402
 from robostack.rl.sac import SACConfig  # noqa: E402
 from robostack.rl.networks import ObservationEncoder, state_statistics  # noqa: E402
-from robostack.training.config import TrainConfig, default_sac_config# noqa: E402
-from robostack.training.train import train# noqa: E402
+from robostack.training.config import TrainConfig, default_sac_config  # noqa: E402
+from robostack.training.run_dir import read_summary  # noqa: E402
+from robostack.training.train import train  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -108,9 +109,8 @@ def test_resume_continues_the_run(tmp_path):
                 sac=SACConfig(hidden_dims=(16, 16), num_critics=2, batch_size=16))
     first = train(TrainConfig(total_steps=100, **tiny), progress=None)
     assert [r["env_steps"] for r in first] == [0, 50, 100]
-    lines = []
-    resumed = train(TrainConfig(total_steps=150, **tiny), progress=lines.append)
-    assert any("resumed" in line and "100" in line for line in lines)
+    resumed = train(TrainConfig(total_steps=150, **tiny), progress=None)
+    assert read_summary(tmp_path, "train")["resumed_from"]["env_steps"] == 100
     assert [r["env_steps"] for r in resumed] == [0, 50, 100, 150]
     # The earlier evaluations come back from the checkpoint as they were (NaN != NaN: compare text).
     assert [str(r) for r in resumed[:3]] == [str(r) for r in first]

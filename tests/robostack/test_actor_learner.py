@@ -23,14 +23,13 @@ import torch
 from robostack import transport
 from robostack.rl.buffers import ReplayBuffer
 from robostack.rl.checkpoint import load_latest_checkpoint
-
-from robostack.training.config import TrainConfig# noqa: E402
+from robostack.training.config import RunConfig
+from robostack.training.run_dir import read_summary
 
 TINY = ["--sac-hidden-dims", "16", "16", "--sac-num-critics", "2", "--sac-batch-size", "16",
         "--utd-ratio", "1", "--learning-starts", "40", "--eval-every", "0",
         "--progress-every", "100", "--demos", "0"]
-# Short episodes, where the trainer has the option (the actors always do).
-SHORT = ["--max-episode-steps", "20"] if "max_episode_steps" in TrainConfig.__dataclass_fields__ else []
+SHORT = ["--max-episode-steps", "20"]  # short episodes
 STARTUP = 90.0  # s; imports of torch + mujoco on a loaded 2-core machine
 
 
@@ -109,7 +108,7 @@ def robot_server(tmp_path, procs, name="robot-server", endpoints=None):
 
 def actor(tmp_path, procs, learner, server_endpoint, actor_id="actor-0", *extra, log_name=None):
     proc = Proc(tmp_path, log_name or actor_id, "robostack.training.actor", "--actor-id", actor_id,
-                "--learner", learner.endpoint, "--weights", learner.weights,
+                "--run-dir", str(learner.run_dir), "--learner", learner.endpoint, "--weights", learner.weights,
                 "--robot-server", server_endpoint, "--max-episode-steps", "20",
                 "--spool-dir", str(tmp_path / "spool" / actor_id), "--batch-steps", "8",
                 "--request-timeout", "1.0", "--weights-timeout", "10", *extra)
@@ -117,15 +116,12 @@ def actor(tmp_path, procs, learner, server_endpoint, actor_id="actor-0", *extra,
     return proc
 
 
-def final_line(actor_proc: Proc) -> tuple[int, int, int]:
-    """(env steps, last seq, learner-held seq) from the actor's closing line."""
-    for line in actor_proc.text().splitlines():
-        if " stopped (" in line:
-            steps = int(line.split(" after ")[1].split(" steps")[0])
-            last = int(line.split("last transition #")[1].split(",")[0])
-            held = int(line.split("learner holds up to #")[1].split(";")[0].split()[0])
-            return steps, last, held
-    pytest.fail(f"{actor_proc.name} has no closing line:\n{actor_proc.text()[-3000:]}")
+def final_counts(run_dir: Path, actor_id: str, actor_proc: Proc) -> tuple[int, int, int]:
+    """(env steps, last seq, learner-held seq) from the stopped actor's summary file."""
+    summary = read_summary(run_dir, actor_id)
+    assert summary is not None and summary["state"] == "stopped", \
+        f"{actor_proc.name} wrote no final summary ({summary}):\n{actor_proc.text()[-3000:]}"
+    return summary["steps"], summary["last_seq"], summary["learner_holds"]
 
 
 def final_state(run_dir: Path) -> tuple[dict, ReplayBuffer, ReplayBuffer, dict]:
@@ -170,13 +166,13 @@ def test_spool_keeps_whole_batches_across_a_restart(tmp_path):
 
 
 def test_spool_fsyncs_each_batch_and_the_directory_before_it_counts(tmp_path, monkeypatch):
-    from robostack.training import transitions
+    from robostack import files
     from robostack.training.transitions import Batch, Spool, stack_transitions
 
     synced, dirs = [], []
     real_fsync = os.fsync
-    monkeypatch.setattr(transitions.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
-    monkeypatch.setattr(transitions, "fsync_dir", lambda d: dirs.append(Path(d)))
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    monkeypatch.setattr(files, "fsync_dir", lambda d: dirs.append(Path(d)))  # the spool's one writer
     spool = Spool(tmp_path / "spool")
     obs = {"state": np.zeros(3, np.float32)}
     batch = Batch("online", 1, stack_transitions([(obs, [0.0], 0.0, obs, False, False)] * 2), [])
@@ -194,11 +190,11 @@ def test_learner_writes_tensorboard_scalars_and_metrics_csv(tmp_path):
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from robostack.training.learner import Learner as InProcessLearner, LearnerConfig
+    from robostack.training.learner import Learner as InProcessLearner
 
-    config = TrainConfig(task="pick_cube", run_dir=str(tmp_path / "run"), demos=0, eval_every=100)
+    config = RunConfig(task="pick_cube", run_dir=str(tmp_path / "run"), demos=0, eval_every=100)
     config.sac = dataclasses.replace(config.sac, hidden_dims=(16, 16), num_critics=2)
-    learner = InProcessLearner(config, LearnerConfig(), say=lambda text: None)
+    learner = InProcessLearner(config, say=lambda text: None)
     assert learner.tensorboard is not None
     with learner.lock:
         learner.on_eval(SimpleNamespace(session="s", meta={
@@ -216,11 +212,13 @@ def test_learner_writes_tensorboard_scalars_and_metrics_csv(tmp_path):
 
 
 def test_weights_are_versioned_checksummed_and_loaded_only_when_intact():
-    from robostack.training.learner import task_spaces
+    from robostack.env.spaces import action_space, observation_space
     from robostack.rl.sac import SACConfig, build_agent
     from robostack.training.weights import WeightsPublisher, WeightsSubscriber, acting_state, digest
+    from tasks import make_task
 
-    obs_space, act_space, _ = task_spaces("pick_cube")
+    task = make_task("pick_cube")
+    obs_space, act_space = observation_space(task), action_space(task.config)
     config = SACConfig(hidden_dims=(8, 8), num_critics=2)
     learner_agent = build_agent(config, obs_space, act_space)
     actor_agent = build_agent(SACConfig(hidden_dims=(8, 8), num_critics=2, seed=1), obs_space, act_space)
@@ -249,9 +247,25 @@ def test_weights_are_versioned_checksummed_and_loaded_only_when_intact():
         torch.testing.assert_close(actor_agent.encoder.state_std, learner_agent.encoder.state_std)
         raw = {"state": np.random.default_rng(0).standard_normal(state_dim).astype(np.float32)}
         np.testing.assert_array_equal(actor_agent.act(raw, True), learner_agent.act(raw, True))
-        publisher.publish(learner_agent, 6)  # older version, same learner session: ignored
-        time.sleep(0.2)
-        assert not subscriber.poll(actor_agent) and subscriber.version == 7
+        # An older version of the same learner session arrives and is refused (counted as
+        # stale, parameters kept); a newer one after it is taken. Each is seen arriving, so
+        # neither assertion can pass by the message merely being late.
+        v7 = [p.detach().clone() for p in actor_agent.actor.parameters()]
+        for p in learner_agent.actor.parameters():
+            torch.nn.init.normal_(p)
+        publisher.publish(learner_agent, 6)
+        deadline = time.monotonic() + 5.0
+        while subscriber.stale == 0:
+            assert not subscriber.poll(actor_agent), "an older version was loaded"
+            assert time.monotonic() < deadline, "the older version never arrived"
+            time.sleep(0.01)
+        assert subscriber.version == 7 and subscriber.stale == 1
+        for kept, now in zip(v7, actor_agent.actor.parameters()):
+            torch.testing.assert_close(kept, now)
+        publisher.publish(learner_agent, 8)
+        assert subscriber.wait(actor_agent, 5.0) and subscriber.version == 8
+        for a, b in zip(learner_agent.actor.parameters(), actor_agent.actor.parameters()):
+            torch.testing.assert_close(a, b)
     finally:
         publisher.close()
         subscriber.close()
@@ -327,12 +341,12 @@ def test_learner_killed_and_restarted_loses_and_duplicates_nothing(tmp_path, pro
                         endpoints=(learner.endpoint, learner.weights))
     assert act.wait(STARTUP) == 0
     assert restarted.proc.wait(60) == 0
-    text = restarted.proc.text()
-    assert "resumed from" in text, text[-3000:]
-    resumed_at = int(text.split("at env step ")[1].split()[0])
+    summary = read_summary(run_dir, "learner")
+    assert summary["state"] == "finished" and summary["resumed_from"], restarted.proc.text()[-3000:]
+    resumed_at = summary["resumed_from"]["env_steps"]
     assert 100 <= resumed_at < 400  # from its checkpoint, not from scratch
 
-    steps, last_seq, held = final_line(act)
+    steps, last_seq, held = final_counts(run_dir, "actor-0", act)
     counters, online, demos, ledger = final_state(run_dir)
     assert held == last_seq == ledger["stored"]["actor-0"]
     assert ledger["lost"] == {}
@@ -363,9 +377,10 @@ def test_robot_server_or_actor_death_and_restart(tmp_path, procs):
     # The actor may be up to --max-lead steps ahead of what the learner has received: it meets
     # the dead server only at its next step, so wait for its own word, not for a step count.
     deadline = time.monotonic() + STARTUP
-    while "robot server back" not in act.text():
+    while (read_summary(tmp_path / "run", "actor-0") or {}).get("robot_server") != "back":
         assert time.monotonic() < deadline, act.text()[-3000:]
         time.sleep(0.2)
+    assert read_summary(tmp_path / "run", "actor-0")["robot_server_losses"] == 1
     at_kill = learner.wait_for(lambda s: s["env_steps"] >= 120, STARTUP, "120 env steps")
     act.process.send_signal(signal.SIGKILL)
     act.wait(10)
@@ -383,7 +398,7 @@ def test_robot_server_or_actor_death_and_restart(tmp_path, procs):
     assert online._truncations[lost[0]["last_seq"] - 1] == 1.0
     assert online._terminations[lost[0]["last_seq"] - 1] == 0.0
     # One actor id, numbered without gaps or repeats across its restart.
-    _, last_seq, held = final_line(again)
+    _, last_seq, held = final_counts(tmp_path / "run", "actor-0", again)
     assert len(online) == counters["env_steps"] == ledger["stored"]["actor-0"] == last_seq == held
     assert ledger["lost"] == {}
 
@@ -447,8 +462,7 @@ def test_train_two_actors_ctrl_c_then_resume_and_eval(tmp_path):
         finally:
             if first.poll() is None:
                 first.kill()
-    text = log.read_text()
-    assert "Run the same command to resume" in text, text[-3000:]
+    assert read_summary(run_dir, "launcher")["state"] == "stopped", log.read_text()[-3000:]
     for name, pid in pids.items():
         assert not _alive(pid), f"{name} (pid {pid}) outlived the launcher"
     counters, online, _, ledger = final_state(run_dir)
@@ -459,8 +473,9 @@ def test_train_two_actors_ctrl_c_then_resume_and_eval(tmp_path):
     resumed = subprocess.run([*command, "--total-steps", str(stopped_at + 60), "--eval-episodes", "1"],
                              capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert f"resumed from" in resumed.stdout
-    assert "final: evaluation success" in resumed.stdout
+    assert read_summary(run_dir, "learner")["resumed_from"]["env_steps"] == stopped_at
+    launcher = read_summary(run_dir, "launcher")
+    assert launcher["state"] == "done" and launcher["final_eval"]["episodes"] == 1
     assert json.loads((run_dir / "eval.json").read_text())["episodes"] == 1
     counters, online, _, ledger = final_state(run_dir)
     assert counters["env_steps"] >= stopped_at + 60

@@ -111,23 +111,23 @@ def test_autopilot_takes_over_per_its_protocol_and_finishes_the_task(env):
 
 
 def test_single_process_training_with_autopilot_interventions_feeds_both_buffers(tmp_path):
-    from robostack.rl.buffers import ReplayBuffer
     from robostack.env.teleop import InterventionProtocol
-    from robostack.training.config import TrainConfig, default_sac_config
+    from robostack.training.config import RunConfig, default_sac_config
     from robostack.training.rollouts import collect_demonstrations
+    from robostack.training.run_state import load_run_state
     from robostack.training.train import train
 
     sac = default_sac_config()
     sac.hidden_dims, sac.num_critics = (32, 32), 2
-    config = TrainConfig(task="reach", demos=2, total_steps=60, learning_starts=30, eval_every=60,
+    config = RunConfig(task="reach", demos=2, total_steps=60, learning_starts=30, eval_every=60,
                          eval_episodes=1, run_dir=str(tmp_path), sac=sac, progress_every=10_000,
                          intervention="autopilot",
                          autopilot=InterventionProtocol(probability=1.0, start=(0, 0), duration=(3, 3)))
     history = train(config, progress=None)
     steps = history[-1]["intervention_steps"]
     assert 3 <= steps < 60  # three steps at the start of every episode, the policy the rest
-    online = ReplayBuffer.load(tmp_path / "buffers" / "online.npz")
-    demos = ReplayBuffer.load(tmp_path / "buffers" / "demos.npz")
+    state = load_run_state(tmp_path)
+    online, demos = state.online, state.demos
     assert len(online) == 60
     scripted = make_env("reach", transport_kind="inprocess")
     try:  # the same two demonstrations the run collected (same seed and noise)
@@ -139,33 +139,37 @@ def test_single_process_training_with_autopilot_interventions_feeds_both_buffers
 
 def test_multi_process_actors_get_the_same_intervention_options_as_single_process(tmp_path):
     """One option set for both modes: `robostack train --intervention autopilot --autopilot-*
-    --takeover-penalty` reaches every actor, which parses it back to the same protocol."""
+    --takeover-penalty` reaches every actor, which reads it back from the run's config.json to
+    the same protocol; the actors' command lines carry only who they are."""
     import argparse
 
-    from robostack.training.actor import ActorConfig
-    from robostack.config import add_dataclass_arguments, dataclass_from_args
-    from robostack.training.launcher import LaunchConfig, Launcher
     from robostack.env.teleop import InterventionProtocol
-    from robostack.training.config import TrainConfig
+    from robostack.training.config import ActorIdentity, LaunchOptions, RunConfig, parse_run_options
+    from robostack.training.launcher import Launcher
 
     protocol = InterventionProtocol(probability=0.3, start=(2, 5), duration=(4, 9), when_stuck=True)
-    config = TrainConfig(task="reach", run_dir=str(tmp_path), intervention="autopilot",
-                         takeover_penalty=0.25, autopilot=protocol)
-    launcher = Launcher(config, LaunchConfig(actors=2, pin_cpus=False), say=lambda _: None)
-    for child in launcher.actor_children:
-        parser = argparse.ArgumentParser()
-        add_dataclass_arguments(parser, ActorConfig)
-        actor_config = dataclass_from_args(ActorConfig, parser.parse_args(child.args))
+    config = RunConfig(task="reach", run_dir=str(tmp_path / "hil"), intervention="autopilot",
+                       takeover_penalty=0.25, autopilot=protocol,
+                       launch=LaunchOptions(actors=2, pin_cpus=False))
+    launcher = Launcher(config, say=lambda _: None)
+    launcher.prepare_run_dir()
+    for i, child in enumerate(launcher.actor_children):
+        assert "--intervention" not in child.args and "--task" not in child.args
+        actor_config, identity, _ = parse_run_options(argparse.ArgumentParser(), child.args, ActorIdentity)
         assert actor_config.intervention == "autopilot"
         assert actor_config.takeover_penalty == 0.25 and actor_config.autopilot == protocol
-    plain = Launcher(TrainConfig(task="reach", run_dir=str(tmp_path)), LaunchConfig(pin_cpus=False),
-                     say=lambda _: None)
-    assert "--intervention" not in plain.actor_children[0].args
+        assert identity.actor_id == f"actor-{i}" and identity.index == i
+    plain = Launcher(RunConfig(task="reach", run_dir=str(tmp_path / "plain"),
+                               launch=LaunchOptions(pin_cpus=False)), say=lambda _: None)
+    plain.prepare_run_dir()
+    actor_config, _, _ = parse_run_options(argparse.ArgumentParser(), plain.actor_children[0].args,
+                                           ActorIdentity)
+    assert actor_config.intervention == ""
 
 
 @pytest.mark.parametrize("single", [True, False])
 def test_an_unknown_intervention_device_is_refused_before_anything_starts(tmp_path, capsys, single):
-    from robostack.training.train import main
+    from robostack.commands.train import main
 
     argv = ["--task", "reach", "--run-dir", str(tmp_path / "run"), "--intervention", "joystick"]
     with pytest.raises(SystemExit) as exc:
@@ -177,7 +181,7 @@ def test_an_unknown_intervention_device_is_refused_before_anything_starts(tmp_pa
 
 
 def test_a_bad_autopilot_protocol_is_a_usage_error_not_a_traceback(tmp_path, capsys):
-    from robostack.training.train import main
+    from robostack.commands.train import main
 
     with pytest.raises(SystemExit) as exc:
         main(["--task", "reach", "--run-dir", str(tmp_path / "run"), "--intervention", "expert",

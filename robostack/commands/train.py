@@ -1,0 +1,28 @@
+"""`robostack train`: train a policy with SAC/RLPD, over processes (robot server(s), actor(s) and
+a learner over ZeroMQ, robostack/training/launcher.py) or, with `--single-process`, in one loop
+(robostack/training/train.py). Both modes take the same options (robostack/training/config.py)
+and read and write the same run directory.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--single-process" in argv:
+        from robostack.training.train import main as train_in_one_process
+
+        return train_in_one_process(argv)
+    if "-h" in argv or "--help" in argv:
+        print("robostack train [--single-process] [options]: the product path runs robot server(s), "
+              "actor(s) and a learner as processes; --single-process runs everything in one loop "
+              "with the same options.\n", flush=True)
+    from robostack.training.launcher import main as launch
+
+    return launch(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""The learner's receiver thread: how it answers its actors and what it tells the launcher.
+
+`Learner` (robostack/training/learner.py) is built from this part and its update loop. The
+receiver polls the learner's ROUTER socket and answers each request under the learner's lock,
+so buffers, counters and ledger change only between two of the update loop's steps:
+
+    hello        check the actor's task and specs (transitions.hello_mismatch); welcome it with
+                 the seqs held of it, the run id, the SAC config and the demonstrations wanted
+    transitions  store the new part of a batch (transitions.Ledger drops resent prefixes) in
+                 the online and/or demonstration buffer, count env steps, log finished episodes
+    status       the ack alone: stored/durable seqs, wait (UTD pacing), done, eval requests
+    eval         an evaluation result: a metrics.csv row (and the final result)
+    bye          the actor left
+    stats        counters and rates (the launcher's progress lines)
+
+A malformed request is refused with a named error; the receiver keeps serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import numpy as np
+
+from robostack import transport
+from robostack.training import run_dir
+from robostack.training.transitions import TO_DEMO_BUFFER, hello_mismatch, split_observations
+
+log = logging.getLogger("robostack.training.learner")
+
+
+class Receiver:
+    """The request handlers of `Learner`; they use the learner's state (see Learner.__init__)."""
+
+    def serve(self, server: transport.RequestServer) -> None:
+        while self.receiving:
+            request = server.poll(0.05)
+            if request is None:
+                continue
+            kind = request.message.kind
+            handler = getattr(self, f"on_{kind}", None)
+            if handler is None:
+                server.reply_error(request, f"unknown request {kind!r}: a learner answers hello, "
+                                            f"transitions, status, eval, bye and stats")
+                continue
+            try:
+                with self.lock:
+                    reply = handler(request.message)
+                    self.lock.notify_all()
+            except (ValueError, KeyError, TypeError) as exc:  # bad data: refuse it, keep serving
+                log.warning("refused %r from %s: %s", kind, request.message.source, exc)
+                server.reply_error(request, str(exc))
+                continue
+            if reply[0] == "error":
+                server.reply_error(request, reply[1])
+            else:
+                server.reply(request, reply[0], reply[1])
+
+    def on_hello(self, msg):
+        problem = hello_mismatch(self.expected, msg.meta)
+        actor = msg.meta.get("actor", "?")
+        if problem:
+            self.say(f"learner: refused {actor}: {problem}")
+            return "error", problem
+        known = actor in self.actors
+        self.actors[actor] = {"session": msg.session, "connected": True, "seen": time.monotonic(),
+                              "weights_version": -1, "unsent": 0, "evaluator": False}
+        self.republish = True
+        self.say(f"learner: {'re' if known else ''}connected {actor} (holding its transitions up "
+                 f"to #{self.ledger.stored.get(actor, 0)})")
+        return "welcome", {**self.ledger.ack(actor), "run": self.run_id, "demos": self.config.demos,
+                           "demo_episodes": self.demo_episodes,
+                           "sac": _plain(dataclasses.asdict(self.agent.config))}
+
+    def on_transitions(self, msg):
+        actor = self._actor(msg)
+        if actor is None:
+            return "rehello", {}
+        m, stream = msg.meta, msg.meta.get("stream")
+        if stream not in ("online",) + TO_DEMO_BUFFER:
+            raise ValueError(f"unknown stream {stream!r}")
+        got = self.ledger.accept(actor, int(m["first_seq"]), int(m["count"]), m.get("episodes", []))
+        if got.count:
+            a, s = msg.arrays, got.skip
+            # HIL-SERL: an intervention step is a demonstration and also online experience.
+            buffers = {"online": [self.online], "demo": [self.demos],
+                       "intervention": [self.demos, self.online]}[stream]
+            for buffer in buffers:
+                buffer.add_batch(split_observations(a, "obs/", s), a["actions"][s:], a["rewards"][s:],
+                                 split_observations(a, "next_obs/", s), a["terminations"][s:],
+                                 a["truncations"][s:])
+            if stream == "demo" and not self.scale_fixed:
+                done = a["terminations"][s:] | a["truncations"][s:]
+                self.demo_states += [a["obs/state"][s:].copy(), a["next_obs/state"][s:][done].copy()]
+            if stream != "demo":
+                self.env_steps += got.count
+            if stream == "intervention":
+                self.interventions += got.count
+        for episode in got.new_episodes:
+            self.record_episode(actor, episode)
+        return self._ack(actor)
+
+    def on_status(self, msg):
+        actor = self._actor(msg)
+        return ("rehello", {}) if actor is None else self._ack(actor)
+
+    def on_eval(self, msg):
+        actor = self._actor(msg)
+        step = int(msg.meta["step"])
+        final = bool(msg.meta.get("final")) and self.final_request is not None \
+            and step == self.final_request["step"] and self.final_result is None
+        if final or (step >= self.next_eval and self.config.eval_every > 0 and not msg.meta.get("final")):
+            self.eval_seconds += float(msg.meta.get("seconds", 0.0))
+            row = {"env_steps": step, "wall_seconds": round(self.wall(), 1),
+                   "success_rate": float(msg.meta["success_rate"]),
+                   "time_to_success_s": float(msg.meta["time_to_success_s"]),
+                   "eval_seconds": round(self.eval_seconds, 1), "intervention_steps": self.interventions,
+                   "weights_version": int(msg.meta["weights_version"]), "actor": actor or "?",
+                   "final": final}
+            if final:
+                self.final_result = {**row, "episodes": int(msg.meta["episodes"])}
+            self.history.append(row)
+            run_dir.write_metrics(self.run_dir, self.history)
+            if self.tensorboard is not None:
+                self.tensorboard.add_scalar("eval/success_rate", row["success_rate"], step)
+                if row["time_to_success_s"] == row["time_to_success_s"]:  # not NaN
+                    self.tensorboard.add_scalar("eval/time_to_success_s", row["time_to_success_s"], step)
+                self.tensorboard.flush()
+            self.say(f"{'final ' if final else ''}eval @ {step} steps ({row['wall_seconds']:.0f} s): success "
+                     f"{row['success_rate']:.0%} over {msg.meta['episodes']} episodes "
+                     f"(weights v{row['weights_version']})")
+            while self.config.eval_every > 0 and self.next_eval <= max(step, self.env_steps):
+                self.next_eval += self.config.eval_every
+        return ("rehello", {}) if actor is None else self._ack(actor)
+
+    def on_bye(self, msg):
+        actor = self._actor(msg)
+        if actor is not None:
+            self.actors[actor]["connected"] = False
+            self.say(f"learner: {actor} left (holding its transitions up to "
+                     f"#{self.ledger.stored.get(actor, 0)})")
+        return "bye", {}
+
+    def on_stats(self, msg):
+        return "stats", self.stats()
+
+    def _actor(self, msg) -> str | None:
+        """The actor a request comes from, if it greeted this learner session."""
+        actor = msg.meta.get("actor")
+        info = self.actors.get(actor)
+        if info is None or info["session"] != msg.session:
+            return None
+        info.update(seen=time.monotonic(), connected=True,
+                    weights_version=int(msg.meta.get("weights_version", -1)),
+                    unsent=int(msg.meta.get("unsent", 0)), evaluator=bool(msg.meta.get("evaluator")))
+        return actor
+
+    def _ack(self, actor: str) -> tuple[str, dict]:
+        owed = self.update_target() - self.update_calls
+        wait = (self.config.learner.max_lead > 0 and owed > self.config.learner.max_lead
+                and not (self.env_steps >= self.config.total_steps))
+        done = self.done or self.env_steps >= self.config.total_steps
+        evaluate = self.final_request
+        if self.config.eval_every > 0 and self.env_steps >= self.next_eval and not done:
+            evaluate = {"step": self.next_eval, "episodes": self.config.eval_episodes}
+        final_eval = (done and self.config.final_episodes() > 0 and self.final_result is None
+                      and not self.stopping.is_set())
+        return "ack", {**self.ledger.ack(actor), "wait": wait, "owed": owed, "eval": evaluate,
+                       "done": done, "final_eval": final_eval,
+                       "weights_version": self.weights_version, "env_steps": self.env_steps}
+
+    # --- bookkeeping ---------------------------------------------------------------------
+    def record_episode(self, actor: str, episode: dict) -> None:
+        if episode.get("demo"):
+            self.demo_episodes += 1
+        else:
+            self.episodes += 1
+            self.recent.append((float(episode.get("return", 0.0)), bool(episode.get("success"))))
+        run_dir.append_episode(self.run_dir, {"actor": actor, "env_steps": self.env_steps, **episode})
+
+    def stats(self) -> dict:
+        now = time.monotonic()
+        self.rates.append((now, self.agent.critic_updates, self.env_steps))
+        while len(self.rates) > 2 and now - self.rates[1][0] > 30.0:  # rates over the last ~30 s
+            self.rates.popleft()
+        t0, u0, e0 = self.rates[0]
+        learning_steps = max(0, self.env_steps - self.config.learning_starts + 1)
+        owed = self.update_target() - self.update_calls
+        return {
+            "env_steps": self.env_steps, "total_steps": self.config.total_steps,
+            "episodes": self.episodes, "demo_episodes": self.demo_episodes,
+            "success_rate": float(np.mean([s for _, s in self.recent])) if self.recent else 0.0,
+            "return": float(np.mean([r for r, _ in self.recent])) if self.recent else 0.0,
+            "critic_updates": self.agent.critic_updates,
+            "updates_per_s": (self.agent.critic_updates - u0) / max(now - t0, 1e-9) if now > t0 else 0.0,
+            "env_steps_per_s": (self.env_steps - e0) / max(now - t0, 1e-9) if now > t0 else 0.0,
+            "utd": self.update_calls * self.config.utd_ratio / max(1, learning_steps),
+            "utd_target": self.config.utd_ratio, "owed": owed,
+            "interventions": self.interventions, "weights_version": self.weights_version,
+            "online": len(self.online), "demos": len(self.demos),
+            "lost": sum(self.ledger.lost.values()), "duplicates": self.ledger.duplicates,
+            "stored": dict(self.ledger.stored), "durable": dict(self.ledger.durable),
+            "actors": {k: {"weights_version": v["weights_version"], "unsent": v["unsent"],
+                           "connected": v["connected"], "silent_s": round(now - v["seen"], 1)}
+                       for k, v in self.actors.items()},
+            "wall_seconds": round(self.wall(), 1), "done": self.done,
+            "busy": self.update_seconds / max(1e-9, time.monotonic() - self.started),
+            "phase": self.phase(), "run": self.run_id,
+        }
+
+    def phase(self) -> str:
+        if self.done:
+            return "done"
+        if not any(a["connected"] for a in self.actors.values()):
+            return "waiting for actors to connect"
+        if not self.ready_to_learn() and self.env_steps >= self.config.learning_starts:
+            return f"waiting for demonstrations ({self.demo_episodes}/{self.config.demos})"
+        if self.env_steps < self.config.learning_starts:
+            return "collecting"
+        return "training"
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
