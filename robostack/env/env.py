@@ -20,6 +20,7 @@ directly (`InProcessConnection`, for tests and for measuring the transport's cos
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import gymnasium as gym
@@ -50,10 +51,22 @@ class RobotEnv(gym.Env):
             raise transport.ProtocolError(
                 f"robot server speaks schema v{hello.get('schema')}, this env v{transport.SCHEMA_VERSION}")
         self.server_info = hello
+        # The server owns the physical world: its task parameters (cube size, table height, ...)
+        # decide success, so the env takes them from the hello. A client config that customised
+        # them differently is refused rather than silently judged against the wrong world.
+        server_params = hello["task_config"].get("params")
         if config is None:
             config = TaskConfig(**{k: tuple(v) if isinstance(v, list) else v
                                    for k, v in hello["task_config"].items()})
-        self.task = make_task(hello["task"], config)
+        else:
+            mine = make_task(hello["task"], config).params
+            theirs = make_task(hello["task"], params=server_params).params
+            if mine != theirs and mine != make_task(hello["task"]).params:
+                raise ValueError(
+                    f"task parameters differ: the robot server at {connection.endpoint} runs "
+                    f"{hello['task']} with {theirs}, this env was configured with {mine}; start the "
+                    "server with the same --task-params, or leave them out of the env's config")
+        self.task = make_task(hello["task"], config, params=server_params)
         self.config = self.task.config
         self.realtime = hello["clock"] == "realtime"
 

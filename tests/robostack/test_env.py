@@ -315,3 +315,27 @@ def test_a_robot_server_restarted_on_the_same_endpoint_refuses_to_step_on():
         env.close()
         server.kill()
         server.wait(10)
+
+
+def test_env_takes_the_task_parameters_from_the_server():
+    """The server's world decides success: a client config (e.g. only a time-limit override)
+    gets the server's parameters; one customised differently is refused, naming both."""
+    import dataclasses
+
+    from robostack.env.env import RobotEnv
+    from robostack.robot.client import InProcessConnection
+    from robostack.robot.server import RobotServer, RobotServerConfig
+    from tasks import make_task
+
+    server = RobotServer(RobotServerConfig(task="pick_cube", task_params="table_height=0.03"))
+    client_config = dataclasses.replace(make_task("pick_cube").config, max_episode_steps=7)
+    env = RobotEnv(InProcessConnection(server), task="pick_cube", config=client_config)
+    assert env.task.params.table_height == 0.03
+    assert env.config.max_episode_steps == 7
+    assert env.config.workspace_min[2] == pytest.approx(0.03)  # raised once, not twice
+    obs, _ = env.reset(seed=0)
+    cube_z = obs["state"][env.state_fields["cube_position"]][2]
+    assert cube_z == pytest.approx(0.03 + 0.02, abs=2e-3)  # resting on the raised table
+    other = make_task("pick_cube", params={"table_height": 0.05}).config
+    with pytest.raises(ValueError, match="task parameters differ"):
+        RobotEnv(InProcessConnection(server), task="pick_cube", config=other)
