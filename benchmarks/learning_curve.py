@@ -43,7 +43,7 @@ def run_seeds(args, extra: list[str]) -> None:
             run_dir = Path(args.runs) / f"seed_{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
             mode = [] if args.multi_process else ["--single-process"]
-            cmd = [sys.executable, "-m", "robostack.training.train", *mode, "--task", args.task,
+            cmd = [sys.executable, "-m", "robostack.cli", "train", *mode, "--task", args.task,
                    "--seed", str(seed), "--total-steps", str(args.total_steps),
                    "--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
                    "--demos", str(args.demos), "--threads", "1", "--resume", "false",
