@@ -60,7 +60,7 @@ CONTROLS = [  # (role, control, what it does): what a live view shows; Xbox name
     ("success", "A", "end the episode: success"),
     ("failure", "B", "end the episode: failure"),
     ("rerecord", "X", "drop the episode, record it again"),
-    ("stop", "Start/Back", "quit (kept episodes are saved)"),
+    ("stop", "Start/Back", "quit"),
 ]
 
 

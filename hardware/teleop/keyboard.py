@@ -148,7 +148,7 @@ _AXES = (("translation", "forward / back ({frame} +x / -x)"),
          ("rotation", "pitch + / - (about {frame} y)"),
          ("rotation", "yaw + / - (about {frame} z)"))
 _EVENTS = {"success": "end the episode: success", "failure": "end the episode: failure",
-           "rerecord": "drop the episode, record it again", "stop": "quit (kept episodes are saved)"}
+           "rerecord": "drop the episode, record it again", "stop": "quit"}
 
 
 def _label(keys) -> str:

@@ -53,8 +53,7 @@ CONTROLS = [  # (role, control, what it does): what a live view shows
     ("translation", "push / pull the cap", "away: +x, left: +y, lift: +z"),
     ("rotation", "tilt / twist the cap", "roll, pitch, yaw about the same axes"),
     ("gripper", "left/right button", "close / open the gripper (stays)"),
-    ("stop", "Ctrl-C", "quit (kept episodes are saved); episodes end at the task's success "
-                       "or the time limit"),
+    ("stop", "Ctrl-C", "quit; episodes end at the task's success or the time limit"),
 ]
 
 

@@ -36,7 +36,6 @@ from robostack.env.teleop import DEVICES, needs_pacing
 from robostack.env.teleop_view import VIEWS
 
 KEEP = ("success", "all", "ask")
-PERSON_EPISODE_SECONDS = 30.0  # default time limit when a person drives (5 s is nobody's pace)
 
 
 @dataclass
@@ -70,14 +69,6 @@ class RecordConfig:
         if self.max_episode_steps < 0:
             raise ValueError(f"--max-episode-steps must be >= 0 (0: the default), "
                              f"got {self.max_episode_steps}")
-
-
-def episode_limit(config: RecordConfig, policy_hz: float, task_limit: int) -> int:
-    """Env steps per episode: --max-episode-steps, else 30 s of policy steps when a person
-    drives, else the task's own limit (the autopilot needs no more)."""
-    if config.max_episode_steps:
-        return config.max_episode_steps
-    return round(PERSON_EPISODE_SECONDS * policy_hz) if needs_pacing(config.device) else task_limit
 
 
 def keys_for(controls, role: str) -> str:
@@ -256,7 +247,7 @@ def record(config: RecordConfig, say=print, view=None, device=None) -> dict:
     at the end."""
     from robostack.data.episode_log import EpisodeWriter, features_from_spaces, state_names
     from robostack.env import make_env
-    from robostack.env.teleop import InterventionProtocol, make_device
+    from robostack.env.teleop import InterventionProtocol, episode_steps, make_device
     from robostack.env.teleop_view import make_view
 
     if config.keep == "ask" and not sys.stdin.isatty():
@@ -282,8 +273,9 @@ def record(config: RecordConfig, say=print, view=None, device=None) -> dict:
             env.reset(seed=config.seed)  # the first reset builds the scene: part of the wait
         # The time limit is counted by the env (client side); the rest of the task config stays
         # what the server said (a real arm's server knows its own rate and workspace).
-        env.config.max_episode_steps = episode_limit(config, env.config.policy_hz,
-                                                     env.config.max_episode_steps)
+        env.config.max_episode_steps = episode_steps(config.device, env.config.policy_hz,
+                                                     env.config.max_episode_steps,
+                                                     config.max_episode_steps)
         if device is None:  # the autopilot as a demonstrator: takes over at step 0, never lets go
             protocol = InterventionProtocol(probability=1.0, start=(0, 0), duration=(10**6, 10**6))
             device = make_device(config.device, task=env.task, protocol=protocol, seed=config.seed)

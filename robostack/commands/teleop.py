@@ -17,8 +17,8 @@ import numpy as np
 from hardware.teleop.base import DeviceUnavailable
 from robostack.config import add_dataclass_arguments, dataclass_from_args, usage_errors
 from robostack.env.actions import base_to_policy_action
-from robostack.env.teleop import (DEVICES, InterventionProtocol, Pacer, device_controls, make_device,
-                                  needs_pacing, start_episode, start_hint)
+from robostack.env.teleop import (DEVICES, InterventionProtocol, Pacer, device_controls, episode_steps,
+                                  make_device, needs_pacing, start_episode, start_hint)
 from robostack.env.teleop_view import VIEWS, make_view
 from tasks import TaskConfig
 
@@ -35,6 +35,8 @@ class TeleopConfig:
     seed: int = 0  # autopilot takeovers and env resets
     operator_yaw: float = 0.0  # rad, where the operator stands: 0 behind the robot facing base +x
     view: str = "auto"  # live view for a person: auto, window, terminal or plain (see record-demos)
+    max_episode_steps: int = 0  # time limit of an episode in env steps (0: 30 s of policy
+        # steps when a person drives, the task's own limit for the autopilot)
     autopilot: InterventionProtocol = field(default_factory=lambda: InterventionProtocol(
         probability=1.0, start=(0, 5), duration=(100, 100), when_stuck=True))
 
@@ -48,6 +50,9 @@ def run(config: TeleopConfig, selftest: bool) -> int:
     env = None
     if config.device == "autopilot" or not selftest:
         env = make_env(config.task, transport_kind="inprocess", seed=config.seed)
+        env.config.max_episode_steps = episode_steps(config.device, env.config.policy_hz,
+                                                     env.config.max_episode_steps,
+                                                     config.max_episode_steps)
     options = {} if config.device == "autopilot" else {"operator_yaw": config.operator_yaw}
     try:
         device = make_device(config.device, task=env.task if env else None, protocol=config.autopilot,
@@ -73,7 +78,7 @@ def run(config: TeleopConfig, selftest: bool) -> int:
             print(line, flush=True)
 
     pacer = Pacer(config.hz, enabled=person)  # the autopilot runs as fast as it can
-    step = episode_steps = episodes = successes = 0
+    step = steps_in_episode = episodes = successes = 0
     try:
         if view is not None:
             view.update(controls=device_controls(device, *((env.config.control_rotation,
@@ -100,31 +105,33 @@ def run(config: TeleopConfig, selftest: bool) -> int:
                 action = (base_to_policy_action(reading, env.config, fields["tcp_quaternion"], frame)
                           if reading.intervene else _hold(env.config))
                 _, _, terminated, truncated, info = env.step(action)
-                episode_steps += 1
+                steps_in_episode += 1
                 line += f"  | tcp {np.round(env.fields()['tcp_position'], 3)}"
                 if terminated or truncated or reading.rerecord or reading.failure:
                     episodes += 1
                     successes += bool(info["success"])
                     ended = (f"episode {episodes}: {'success' if info['success'] else 'no success'} "
-                             f"after {episode_steps} steps ({successes}/{episodes} successful)")
+                             f"after {steps_in_episode} steps ({successes}/{episodes} successful)")
             if view is not None:
-                view.update(
-                    phase=("DRIVING" if reading.intervene else "HOLDING") if env else "SELFTEST",
-                    detail=(f"deadman on: the arm follows the {config.device}" if reading.intervene
-                            else f"deadman off: the arm holds; {start_hint(device)} to drive")
-                    if env else "live readings of the device, no robot",
-                    counters=f"episode {episodes + 1}   {successes} of {episodes} successful" if env
-                    else f"reading {step}",
-                    progress=f"step {episode_steps} / {env.config.max_episode_steps}" if env else "",
-                    fields=env.fields() if env else None, reading=reading,
-                    device_status=device.status() if hasattr(device, "status") else "")
+                status = device.status() if hasattr(device, "status") else ""
+                if env is None:
+                    view.update(phase="SELFTEST", detail="live readings of the device, no robot",
+                                counters=f"reading {step}", reading=reading, device_status=status)
+                else:
+                    view.update(
+                        phase="DRIVING" if reading.intervene else "HOLDING",
+                        detail=f"deadman on: the arm follows the {config.device}" if reading.intervene
+                        else f"deadman off: the arm holds; {start_hint(device)} to drive",
+                        counters=f"episode {episodes + 1}   {successes} of {episodes} successful",
+                        progress=f"step {steps_in_episode} / {env.config.max_episode_steps}",
+                        fields=env.fields(), reading=reading, device_status=status)
             else:
                 print(line, flush=True)
             if ended:
                 say(ended)
                 env.reset(seed=config.seed + episodes)
                 start_episode(device, episodes)
-                episode_steps = 0
+                steps_in_episode = 0
                 pacer.start()
                 continue
             if reading.stop:
@@ -165,4 +172,6 @@ def main(argv=None) -> int:
         parser.error(f"--device must be one of {', '.join(DEVICES)}, got {config.device!r}")
     if config.view not in VIEWS:
         parser.error(f"--view must be one of {', '.join(VIEWS)}, got {config.view!r}")
+    if config.max_episode_steps < 0:
+        parser.error(f"--max-episode-steps must be >= 0 (0: the default), got {config.max_episode_steps}")
     return run(config, args.selftest)

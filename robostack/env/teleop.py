@@ -35,11 +35,23 @@ DEVICES = ("keyboard", "gamepad", "spacemouse", "autopilot")
 HUMAN_DEVICES = ("keyboard", "gamepad", "spacemouse")  # a person in the loop: pace in real time
 
 
+PERSON_EPISODE_SECONDS = 30.0  # an episode's default length when a person drives (a task's
+# own limit, 5 s for pick_cube, is the scripted expert's pace, nobody's at a keyboard)
+
+
 def needs_pacing(device_name: str) -> bool:
     """True when a person drives (a --device or --intervention value): the env must then step
     once per policy period of wall-clock time, whatever its own clock. A lock-step mirror
     steps as fast as it can (~5x real time in training), and nobody can react to that."""
     return device_name in HUMAN_DEVICES
+
+
+def episode_steps(device_name: str, policy_hz: float, task_limit: int, requested: int = 0) -> int:
+    """Env steps per episode of a teleop session: `requested` (--max-episode-steps) if set,
+    else PERSON_EPISODE_SECONDS of policy steps when a person drives, else the task's own."""
+    if requested:
+        return requested
+    return round(PERSON_EPISODE_SECONDS * policy_hz) if needs_pacing(device_name) else task_limit
 
 
 # --- real-time pacing ---------------------------------------------------------------------------

@@ -91,8 +91,8 @@ def readout_lines(state: ViewState) -> list[str]:
             line += f"   rot {rot[0]:+.2f} {rot[1]:+.2f} {rot[2]:+.2f}"
         lines.append(line + (f"   {state.device_status}" if state.device_status else ""))
     if not state.images:
-        lines.append(f"{'cameras':<15}none in this env (a preview of each frame shows here "
-                     "once the observation has images)")
+        lines.append(f"{'cameras':<15}none yet (each camera's frame is previewed here once "
+                     "the env has cameras)")
     return lines
 
 

@@ -138,7 +138,7 @@ def test_a_person_starts_with_the_deadman_and_the_mirror_steps_in_real_time(tmp_
     assert elapsed >= 1.4
     assert "READY: press SPACE to start episode 1 (attempt 1)" in lines
     keys = next(line for line in lines if line.startswith("keys: "))
-    assert "SPACE start" in keys and "w/s" in keys and "q/ESC quit" in keys
+    assert "SPACE start" in keys and "w/s" in keys and "q/ESC quit" in keys and "ENTER/y end" in keys
     assert "i/k" not in keys  # pick_cube holds the orientation: no rotation keys shown
     assert any("starting the robot server" in line and "done in" in line for line in lines)
 
@@ -180,11 +180,11 @@ def test_keep_ask_is_answered_with_the_device(tmp_path, monkeypatch):
 
 
 def test_episode_length_is_settable_and_sane_for_a_person(tmp_path):
-    from robostack.commands.record import episode_limit
+    from robostack.env.teleop import episode_steps
 
-    assert episode_limit(RecordConfig(device="keyboard"), 10.0, 50) == 300  # 30 s at 10 Hz
-    assert episode_limit(RecordConfig(device="autopilot"), 10.0, 50) == 50  # the task's own
-    assert episode_limit(RecordConfig(device="gamepad", max_episode_steps=80), 10.0, 50) == 80
+    assert episode_steps("keyboard", 10.0, 50) == 300  # 30 s at 10 Hz
+    assert episode_steps("autopilot", 10.0, 50) == 50  # the task's own
+    assert episode_steps("gamepad", 10.0, 50, requested=80) == 80
     result = record(RecordConfig(task="pick_cube", device="autopilot", episodes=1, keep="all",
                                  max_episode_steps=6, log=str(tmp_path / "log"),
                                  transport="inprocess"), say=lambda s: None)

@@ -305,7 +305,7 @@ def test_screen_shows_phase_counters_readout_and_the_devices_key_map():
                   "cube_position  x +0.450  y +0.100  z +0.020",
                   "operator       xyz +1.00 +0.00 +0.00   deadman ON",
                   "SPACE", "w/s Up/Down", "forward / back (base +x / -x)", "ENTER/y", "hint: SPACE to start",
-                  "cameras        none in this env"):
+                  "cameras        none yet"):
         assert shown in text, f"{shown!r} missing from\n{text}"
     assert "tcp_quaternion" not in text  # only what a person acts on
 
@@ -349,7 +349,7 @@ def test_camera_frames_get_a_small_preview_and_no_cameras_say_so():
     stream = io.StringIO()
     view = TerminalView(stream, size=lambda: (100, 60), min_interval=0.0)
     view.update(**{"phase": "READY", "fields": view_state().fields, "images": {"images/wrist": image}})
-    assert "camera images/wrist" in stream.getvalue() and "none in this env" not in stream.getvalue()
+    assert "camera images/wrist" in stream.getvalue() and "none yet" not in stream.getvalue()
     view.close()
 
 
