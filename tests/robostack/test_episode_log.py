@@ -209,6 +209,9 @@ def test_sigkill_mid_episode_keeps_earlier_episodes_and_reopen_appends(tmp_path)
     assert len(log) == 3 and log.info["total_frames"] == 16
     np.testing.assert_array_equal(log.episode(2)["index"], np.arange(12, 16))
     np.testing.assert_array_equal(log.episode(2)["action"], make_episode(3, 4)["actions"])
+    # The statistics cover exactly the committed episodes, never the one the crash lost.
+    actions = np.concatenate([make_episode(i, n)["actions"] for i, n in ((0, 6), (1, 6), (3, 4))])
+    assert_pooled(log.stats["action"], actions)
 
 
 COMMIT_CRASH_CHILD = textwrap.dedent("""
@@ -296,11 +299,13 @@ def test_reader_needs_no_torch(tmp_path):
         ep = log.episode(0, video=True)
         pieces = log.transitions(0)
         print(len(log), ep["action"].shape, pieces[0]["observations"]["images/front"].shape)
+        print(log.stats["action"]["count"][0], log.episode_stats(0)["observation.images.front"]["mean"].shape)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[0] == f"1 (3, {ACTION}) (4, {H}, {W}, 3)"
+    assert out.stdout.split("\n")[1] == "3 (3, 1, 1)"
 
 
 def test_logged_transitions_load_into_a_demonstration_buffer(tmp_path):
@@ -339,3 +344,210 @@ def test_key_mapping_round_trips():
     for key in ("state", "images/front", "observation.state"):
         assert feature_key(env_key(feature_key(key))) == feature_key(key)
     assert env_key(feature_key("images/wrist")) == "images/wrist"
+
+
+# --------------------------------------------------------------------------- statistics (LeRobot)
+QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
+
+
+def numpy_stats(values) -> dict:
+    """What LeRobot's compute_episode_stats gives for one episode, straight from numpy."""
+    x = np.asarray(values, np.float64).reshape(len(values), -1)
+    return {"min": x.min(0), "max": x.max(0), "mean": x.mean(0), "std": x.std(0),
+            "count": np.array([len(x)]),
+            **{key: np.quantile(x, q, axis=0) for key, q in QUANTILES.items()}}
+
+
+def pixel_stats(frames) -> dict:
+    """Per-channel statistics of (N, H, W, 3) uint8 frames, in [0, 1], shaped (3, 1, 1)."""
+    x = np.asarray(frames, np.float64).reshape(-1, 3) / 255.0
+    out = {key: value.reshape(3, 1, 1) for key, value in numpy_stats(x).items() if key != "count"}
+    return {**out, "count": np.array([len(frames)])}
+
+
+def assert_stats(got: dict, want: dict, atol=1e-9) -> None:
+    assert sorted(got) == sorted(want), sorted(got)
+    for key, value in want.items():
+        assert np.shape(got[key]) == np.shape(value), key
+        np.testing.assert_allclose(got[key], value, atol=atol, err_msg=key)
+
+
+def assert_pooled(got: dict, values, quantiles_from=None) -> None:
+    """Pooled statistics of the concatenated `values`; quantiles as LeRobot pools them (the
+    count-weighted mean of the per-episode quantiles of `quantiles_from`, a list of episodes)."""
+    want = numpy_stats(values)
+    for key in ("min", "max", "mean", "std", "count"):
+        np.testing.assert_allclose(got[key], want[key], atol=1e-9, err_msg=key)
+    if quantiles_from is not None:
+        counts = np.array([len(v) for v in quantiles_from], float)
+        for key in QUANTILES:
+            per_episode = np.stack([numpy_stats(v)[key] for v in quantiles_from])
+            np.testing.assert_allclose(got[key], counts @ per_episode / counts.sum(), atol=1e-9)
+
+
+def strict_json(path: Path):
+    def no_nan(name):
+        raise AssertionError(f"{path} holds {name}: not valid JSON")
+    return json.loads(path.read_text(), parse_constant=no_nan)
+
+
+def test_stats_of_every_feature_match_numpy_per_episode_and_pooled(tmp_path):
+    eps = [make_episode(0, 7, takeover=2), make_episode(1, 5, truncate=True)]
+    with EpisodeWriter(tmp_path, 10.0, features(), task="a") as writer:  # a float policy rate
+        for ep in eps:
+            write_episode(writer, ep)
+    info = json.loads((tmp_path / "meta/info.json").read_text())
+    assert info["fps"] == 10 and isinstance(info["fps"], int)
+    assert info["features"]["observation.images.front"]["info"]["video.fps"] == 10
+    assert info["splits"] == {"train": "0:2"}
+
+    log = EpisodeLog(tmp_path)
+    stats = strict_json(tmp_path / "meta/stats.json")
+    assert "timestamp.state" not in stats  # clock readings (NaN where not given): no stats
+    assert sorted(stats) == sorted(k for k in info["features"] if not k.startswith("timestamp."))
+    for key, ft in stats.items():  # the shapes LeRobot's aggregate_stats asserts
+        assert sorted(ft) == sorted(["min", "max", "mean", "std", "count", *QUANTILES]), key
+        assert np.shape(ft["count"]) == (1,), key
+    per_episode = {  # each feature's values, episode by episode, from the test's own data
+        "observation.state": [np.stack([o["state"] for o in ep["obs"][:-1]]) for ep in eps],
+        "action": [ep["actions"] for ep in eps], "policy_action": [ep["policy"] for ep in eps],
+        "next.reward": [ep["rewards"] for ep in eps], "next.done": [ep["done"] for ep in eps],
+        "intervention": [ep["intervention"] for ep in eps],
+        "index": [np.arange(7), np.arange(7, 12)], "frame_index": [np.arange(7), np.arange(5)],
+        "timestamp": [np.arange(7, dtype=np.float32) / np.float32(10),
+                      np.arange(5, dtype=np.float32) / np.float32(10)]}
+    for key, parts in per_episode.items():
+        for i, values in enumerate(parts):
+            assert_stats(log.episode_stats(i)[key], numpy_stats(values), atol=1e-6)
+        assert_pooled(log.stats[key], np.concatenate(parts), quantiles_from=parts)
+        assert np.shape(log.stats[key]["mean"]) == (np.shape(parts[0])[1:] or (1,))
+    for cam in ("front", "wrist"):  # every frame is sampled in episodes of up to 100 frames
+        key = f"observation.images.{cam}"
+        frames = [np.stack([o[f"images/{cam}"] for o in ep["obs"][:-1]]) for ep in eps]
+        for i in range(2):
+            assert_stats(log.episode_stats(i)[key], pixel_stats(frames[i]))
+        pooled = log.stats[key]
+        np.testing.assert_allclose(pooled["mean"], pixel_stats(np.concatenate(frames))["mean"], atol=1e-9)
+        np.testing.assert_allclose(pooled["std"], pixel_stats(np.concatenate(frames))["std"], atol=1e-9)
+        assert pooled["count"].tolist() == [12] and pooled["min"].shape == (3, 1, 1)
+    # Every episode file has the same columns and types, so that LeRobot's loader (HF datasets'
+    # concatenate_datasets over meta/episodes/*/*.parquet) can stack them.
+    schemas = [pq.read_schema(p) for p in sorted((tmp_path / "meta/episodes").glob("*/*.parquet"))]
+    assert len(schemas) == 2 and schemas[0].equals(schemas[1])
+    assert str(schemas[0].field("stats/observation.state/mean").type) == "list<element: double>"
+    assert str(schemas[0].field("stats/action/count").type) == "list<element: int64>"
+
+
+def test_stats_stay_right_across_sessions_appending(tmp_path):
+    eps = [make_episode(0, 6), make_episode(1, 4), make_episode(2, 9, takeover=3)]
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        write_episode(writer, eps[0]), write_episode(writer, eps[1])
+    first = EpisodeLog(tmp_path).stats
+    with EpisodeWriter(tmp_path, 10, features(), task="b") as writer:
+        write_episode(writer, eps[2])
+    log = EpisodeLog(tmp_path)
+    assert log.info["splits"] == {"train": "0:3"} and first["action"]["count"].tolist() == [10]
+    actions = [ep["actions"] for ep in eps]
+    assert_pooled(log.stats["action"], np.concatenate(actions), quantiles_from=actions)
+    assert log.stats["task_index"]["max"].tolist() == [1.0]
+    states = [np.stack([o["state"] for o in ep["obs"][:-1]]) for ep in eps]
+    assert_pooled(log.stats["observation.state"], np.concatenate(states), quantiles_from=states)
+    frames = np.concatenate([np.stack([o["images/front"] for o in ep["obs"][:-1]]) for ep in eps])
+    np.testing.assert_allclose(log.stats["observation.images.front"]["mean"],
+                               pixel_stats(frames)["mean"], atol=1e-9)
+
+
+def test_image_stats_sample_frames_and_stride_large_ones_as_lerobot_does(tmp_path):
+    import gymnasium as gym
+
+    space = {"state": gym.spaces.Box(-1, 1, (2,), np.float32),
+             "images/big": gym.spaces.Box(0, 255, (320, 320, 3), np.uint8)}
+    feats = features_from_spaces(space, gym.spaces.Box(-1, 1, (2,), np.float32))
+    length = 150
+    # LeRobot: 100 frames of 150 (round(linspace(0, 149, 100))), each strided by int(320 / 150).
+    sampled = np.round(np.linspace(0, length - 1, 100)).astype(int)
+    value = lambda t: t % 97 if t in sampled else 250  # frames outside the sample stand out
+    with EpisodeWriter(tmp_path, 10, feats, task="a") as writer:
+        for t in range(length + 1):
+            frame = np.zeros((320, 320, 3), np.uint8)
+            frame[::2, ::2] = value(t)  # what a stride of 2 keeps
+            frame[1::2, :] = 255  # what it skips
+            frame[:, :, 2] = 7
+            obs = {"state": np.zeros(2, np.float32), "images/big": frame}
+            if t < length:
+                writer.add_frame(obs, np.zeros(2))
+            else:
+                writer.end_episode(obs)
+    got = EpisodeLog(tmp_path).episode_stats(0)["observation.images.big"]
+    kept = np.array([value(t) for t in sampled], float)
+    assert got["count"].tolist() == [100]
+    np.testing.assert_allclose(got["mean"].ravel(), [kept.mean() / 255, kept.mean() / 255, 7 / 255])
+    np.testing.assert_allclose(got["std"].ravel()[:2], kept.std() / 255)
+    np.testing.assert_allclose(got["q50"].ravel()[:2], np.quantile(np.repeat(kept, 160 * 160), 0.5) / 255)
+    assert got["max"].ravel().tolist() == [96 / 255] * 2 + [7 / 255]
+    assert got["min"].ravel().tolist() == [0.0, 0.0, 7 / 255]
+
+
+WRITE_STATS_CRASH_CHILD = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    import robostack.data.episode_log.writer as episode_log
+    from test_episode_log import EpisodeWriter, features, make_episode, write_episode
+    writer = EpisodeWriter({root!r}, 10, features(), task="pick")
+    write_episode(writer, make_episode(0, 5))
+    writer.flush()
+    # Die after episode 1's commit (info.json counts it), before stats.json follows.
+    episode_log.EpisodeWriter._write_stats = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+    write_episode(writer, make_episode(1, 4))
+    writer.flush()
+""")
+
+
+def test_stats_written_late_by_a_crash_are_pooled_again_on_reopen(tmp_path):
+    root = tmp_path / "log"
+    child = subprocess.run(
+        [sys.executable, "-c", WRITE_STATS_CRASH_CHILD.format(tests=str(Path(__file__).parent), root=str(root))],
+        check=False, capture_output=True, text=True, cwd=REPO, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    log = EpisodeLog(root)
+    assert len(log) == 2 and log.stats["action"]["count"].tolist() == [5]  # stale: episode 0 only
+    EpisodeWriter(root, 10, features(), task="pick").close()  # reopening alone repairs it
+    actions = [make_episode(0, 5)["actions"], make_episode(1, 4)["actions"]]
+    assert_pooled(EpisodeLog(root).stats["action"], np.concatenate(actions), quantiles_from=actions)
+
+
+def test_a_log_from_before_stats_gets_them_when_reopened(tmp_path):
+    eps = [make_episode(0, 6), make_episode(1, 5)]
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        for ep in eps:
+            write_episode(writer, ep)
+    # What the writer left before statistics were kept: no stats.json, no stats/* columns,
+    # a float fps and no split.
+    (tmp_path / "meta/stats.json").unlink()
+    for path in (tmp_path / "meta/episodes").glob("*/*.parquet"):
+        table = pq.read_table(path)
+        pq.write_table(table.drop([c for c in table.column_names if c.startswith("stats/")]), path)
+    info = json.loads((tmp_path / "meta/info.json").read_text())
+    (tmp_path / "meta/info.json").write_text(json.dumps({**info, "fps": 10.0, "splits": {}}))
+    assert EpisodeLog(tmp_path).stats is None and EpisodeLog(tmp_path).episode_stats(0) == {}
+
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        write_episode(writer, make_episode(2, 3))
+    eps.append(make_episode(2, 3))
+    log = EpisodeLog(tmp_path)
+    assert log.info["fps"] == 10 and isinstance(log.info["fps"], int)
+    assert log.info["splits"] == {"train": "0:3"}
+    states = [np.stack([o["state"] for o in ep["obs"][:-1]]) for ep in eps]
+    assert_stats(log.episode_stats(0)["observation.state"], numpy_stats(states[0]), atol=1e-6)
+    assert_pooled(log.stats["observation.state"], np.concatenate(states), quantiles_from=states)
+    # Old episodes' camera statistics come from the decoded video (mp4v is lossy).
+    frames = np.concatenate([np.stack([o["images/front"] for o in ep["obs"][:-1]]) for ep in eps])
+    np.testing.assert_allclose(log.stats["observation.images.front"]["mean"],
+                               pixel_stats(frames)["mean"], atol=8 / 255)
+    assert log.stats["observation.images.front"]["count"].tolist() == [14]
+
+
+def test_fps_must_be_a_whole_number(tmp_path):
+    with pytest.raises(ValueError, match="integer frame rate"):
+        EpisodeWriter(tmp_path, 7.5, features())

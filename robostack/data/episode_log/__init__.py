@@ -2,11 +2,15 @@
 
 Layout (LeRobotDataset v3.0, readable by LeRobot; templates as in lerobot.datasets.utils):
 
-    meta/info.json                                codebase_version "v3.0", fps, features, totals
+    meta/info.json                                codebase_version "v3.0", fps (int), features,
+                                                  totals, splits {"train": "0:N"}
+    meta/stats.json                               per feature: min, max, mean, std, count,
+                                                  q01..q99, pooled over the episodes (stats.py)
     meta/tasks.parquet                            task_index, task (pandas reads task as index)
     meta/episodes/chunk-CCC/file-FFF.parquet      one row per episode: length, tasks, file
                                                   indices, dataset_from/to_index, video
-                                                  from/to timestamps, rl/* summary, final/*
+                                                  from/to timestamps, rl/* summary, final/*,
+                                                  stats/<feature>/<stat> of the episode
     data/chunk-CCC/file-FFF.parquet               one row per step
     videos/<video key>/chunk-CCC/file-FFF.mp4     one per camera (mp4v, RGB in and out)
 
@@ -26,16 +30,21 @@ episode. Everything of an episode is written under temporary names, fsynced and 
 place; `meta/info.json` is rewritten last, atomically, and is the commit point: an episode
 exists when `total_episodes` counts it. A crash (kill -9 included) loses at most the episode in
 flight; reopening the log removes its leftovers and appends after the last committed episode.
+`meta/stats.json` follows each commit (as in LeRobot); a writer that finds it not covering
+exactly the committed frames (a crash in between) pools it again from the episodes' rows.
 
 Writes happen on a background thread behind a bounded queue: `add_frame` copies the arrays and
-enqueues them (microseconds); video encoding and parquet writing never run on the control loop.
+enqueues them (microseconds); video encoding, parquet writing and statistics (a histogram per
+camera frame as it is encoded, the rest when the episode is committed) never run on the control
+loop.
 The reader needs numpy, pyarrow and OpenCV only (no torch).
 """
 
 from robostack.data.episode_log.layout import CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, env_key, feature_key, features_from_spaces, state_names
 from robostack.data.episode_log.reader import EpisodeLog, logged_transitions
+from robostack.data.episode_log.stats import STATS_PATH, aggregate_stats
 from robostack.data.episode_log.writer import EpisodeWriter
 
-__all__ = ["CODEBASE_VERSION", "DATA_PATH", "EPISODES_PATH", "INFO_PATH", "TASKS_PATH", "VIDEO_PATH",
-           "EpisodeLog", "EpisodeLogError", "EpisodeWriter", "env_key", "feature_key",
+__all__ = ["CODEBASE_VERSION", "DATA_PATH", "EPISODES_PATH", "INFO_PATH", "STATS_PATH", "TASKS_PATH", "VIDEO_PATH",
+           "EpisodeLog", "EpisodeLogError", "EpisodeWriter", "aggregate_stats", "env_key", "feature_key",
            "features_from_spaces", "logged_transitions", "state_names"]

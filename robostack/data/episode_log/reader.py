@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robostack.data.episode_log import stats as feature_stats
 from robostack.data.episode_log.layout import INFO_PATH, TASKS_PATH, EpisodeLogError, _column, _read_table, env_key
 
 
@@ -75,6 +76,25 @@ class EpisodeLog:
                     "files, or lower total_episodes/total_frames in info.json to drop them.")
             self._episodes = [rows[i] for i in range(len(self))]
         return self._episodes
+
+    @property
+    def stats(self) -> dict[str, dict[str, np.ndarray]] | None:
+        """meta/stats.json as LeRobot loads it ({feature: {stat: array}}), None if the log has
+        none (no episode yet, or a log from before statistics were kept)."""
+        path = self.root / feature_stats.STATS_PATH
+        if not path.is_file():
+            return None
+        try:
+            return feature_stats.from_json(json.loads(path.read_text()))
+        except ValueError as exc:
+            raise EpisodeLogError(f"{path}: unreadable ({exc!r}). Fix: delete it; the next "
+                                  "EpisodeWriter on this log pools it again from the "
+                                  "episodes' statistics.") from exc
+
+    def episode_stats(self, i: int) -> dict[str, dict[str, np.ndarray]]:
+        """Episode i's statistics from its metadata row (the stats/<feature>/<stat> columns);
+        {} for an episode written before statistics were kept."""
+        return feature_stats.from_columns(self.episodes[i])
 
     def episode(self, i: int, *, video: bool = False) -> dict:
         """Episode i: one numpy array per feature (T rows; vectors (T, n)), "task", and the final

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from robostack.data.episode_log import stats as feature_stats
 from robostack.data.episode_log.layout import _FILE_RE, CHUNKS_SIZE, CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, FORMAT_VERSION, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, _arrow_type, _chunk_file, _full_features, _is_temporary, _tasks_table, _write_parquet_atomic, feature_key
 from robostack.data.episode_log.reader import EpisodeLog
 from robostack.files import fsync_dir, write_json_atomic
@@ -37,9 +39,12 @@ class EpisodeWriter:
                  task: str = "", robot_type: str | None = None,
                  timestamp_sources: Sequence[str] = ("state", "action"), queue_size: int = 1024):
         self.root = Path(root)
-        self.fps = fps
+        if not float(fps).is_integer() or fps <= 0:
+            raise ValueError(f"fps {fps}: LeRobot logs have an integer frame rate (timestamp = "
+                             "frame_index / fps). Fix: run the policy at a whole number of Hz.")
+        self.fps = int(fps)  # 10.0 (a policy rate) -> 10: LeRobot's info.json fps is an int
         self.task = task
-        self.features = _full_features(features, fps, timestamp_sources)
+        self.features = _full_features(features, self.fps, timestamp_sources)
         self.obs_keys = [k for k in self.features if k.startswith("observation.")]
         self.video_keys = [k for k in self.obs_keys if self.features[k]["dtype"] == "video"]
         self.sources = list(timestamp_sources)
@@ -55,6 +60,8 @@ class EpisodeWriter:
         self.info = self._open_info(robot_type)
         self._tasks = []
         self._recover()
+        self._stat_keys = feature_stats.stats_features(self.features)
+        self._stats = self._open_stats()  # of the committed episodes; None while there are none
         self._next_episode = self.info["total_episodes"]
         self._frames_in_episode = 0
         self._error: BaseException | None = None
@@ -173,7 +180,7 @@ class EpisodeWriter:
             info = {"codebase_version": CODEBASE_VERSION, "robot_type": robot_type,
                     "total_episodes": 0, "total_frames": 0, "total_tasks": 0,
                     "chunks_size": CHUNKS_SIZE, "data_files_size_in_mb": 100,
-                    "video_files_size_in_mb": 500, "fps": self.fps, "splits": {},
+                    "video_files_size_in_mb": 500, "fps": self.fps, "splits": {"train": "0:0"},
                     "data_path": DATA_PATH, "video_path": VIDEO_PATH if self.video_keys else None,
                     "features": self.features,
                     "robostack": {"format_version": FORMAT_VERSION, "files_per_episode": 1}}
@@ -185,7 +192,65 @@ class EpisodeWriter:
                 f"{path}: this log was written with fps {info['fps']} and features "
                 f"{sorted(info['features'])}; the writer has fps {self.fps} and features "
                 f"{sorted(self.features)} (or shapes/names differ). Fix: write to a new folder.")
-        return info
+        # A log written before fps was an integer and the split was kept gets both now (the
+        # features compared equal, 10.0 == 10; ours carry the integer video.fps).
+        upgraded = {**info, "fps": self.fps, "features": json.loads(json.dumps(self.features)),
+                    "splits": {"train": f"0:{info['total_episodes']}"}}
+        if upgraded != info:
+            write_json_atomic(path, upgraded, indent=INFO_INDENT)
+        return upgraded
+
+    def _open_stats(self) -> dict | None:
+        """The statistics of the committed episodes: meta/stats.json when it covers exactly
+        them, else pooled again from the episodes' own statistics. That happens after a crash
+        between a commit and the stats write (stats.json then lacks the last episode), and for
+        a log written before statistics were kept (its episodes get theirs computed now)."""
+        path = self.root / feature_stats.STATS_PATH
+        if self.info["total_episodes"] == 0:
+            path.unlink(missing_ok=True)
+            return None
+        if path.is_file():
+            try:
+                stats = feature_stats.from_json(json.loads(path.read_text()))
+                if sorted(stats) == sorted(self._stat_keys) and \
+                        int(stats["action"]["count"][0]) == self.info["total_frames"]:
+                    return stats
+            except (ValueError, KeyError, TypeError, IndexError):
+                pass  # damaged: rebuilt below from the episodes' statistics
+        log = EpisodeLog(self.root)
+        per_episode = []
+        for i, row in enumerate(log.episodes):
+            episode_stats = feature_stats.from_columns(row)
+            if sorted(episode_stats) != sorted(self._stat_keys):
+                episode_stats = self._backfill_episode_stats(log, i)
+            per_episode.append(episode_stats)
+        stats = feature_stats.aggregate_stats(per_episode)
+        self._write_stats(stats)
+        return stats
+
+    def _backfill_episode_stats(self, log: EpisodeLog, i: int) -> dict:
+        """Compute episode i's statistics from its files and add them to its metadata row. Its
+        camera frames exist only as decoded video by now: mp4v's loss shifts those statistics
+        slightly (a few 1/255) from what the writer computes on the source frames."""
+        episode = log.episode(i, video=bool(self.video_keys))
+        stats = {key: feature_stats.image_stats([feature_stats.channel_histogram(f) for f in episode[key]])
+                 if key in self.video_keys else feature_stats.vector_stats(episode[key])
+                 for key in self._stat_keys}
+        meta = log.episodes[i]
+        path = self.root / EPISODES_PATH.format(chunk_index=meta["meta/episodes/chunk_index"],
+                                                file_index=meta["meta/episodes/file_index"])
+        rows = pq.read_table(path).to_pylist()
+        for row in rows:
+            if row["episode_index"] == i:
+                for column in [c for c in row if c.startswith("stats/")]:
+                    del row[column]
+                row.update(feature_stats.to_columns(stats))
+        _write_parquet_atomic(pa.Table.from_pylist(rows), path)
+        return stats
+
+    def _write_stats(self, stats: dict) -> None:
+        write_json_atomic(self.root / feature_stats.STATS_PATH, feature_stats.to_json(stats),
+                          indent=INFO_INDENT)
 
     def _recover(self) -> None:
         """Remove what a crash left: temporary files and files of uncommitted episodes."""
@@ -234,7 +299,8 @@ class EpisodeWriter:
     def _start(self, index: int) -> dict:
         import cv2
 
-        episode = {"index": index, "columns": {k: [] for k in self.features}, "videos": {}}
+        episode = {"index": index, "columns": {k: [] for k in self.features}, "videos": {},
+                   "histograms": {key: [] for key in self.video_keys}}  # per frame, for the stats
         for key in self.video_keys:
             final = self.root / VIDEO_PATH.format(video_key=key, **_chunk_file(index))
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -252,6 +318,7 @@ class EpisodeWriter:
         for key, value in frame.items():
             if key in episode["videos"]:
                 episode["videos"][key][0].write(np.ascontiguousarray(value[..., ::-1]))  # RGB->BGR
+                episode["histograms"][key].append(feature_stats.channel_histogram(value))
                 self._pool[key].append(value)
             else:
                 cols[key].append(value)
@@ -277,10 +344,14 @@ class EpisodeWriter:
         cols["index"] = np.arange(first, first + length, dtype=np.int64)
         cols["task_index"] = np.full(length, task_index, np.int64)
         arrays, fields = [], []
+        episode_stats = {key: feature_stats.image_stats(episode["histograms"][key])
+                         for key in self.video_keys if key in self._stat_keys}
         for key, ft in self.features.items():
             if ft["dtype"] == "video":
                 continue
             values = np.asarray(cols[key], dtype=ft["dtype"])
+            if key in self._stat_keys:
+                episode_stats[key] = feature_stats.vector_stats(values)
             typ = _arrow_type(ft)
             arr = pa.array(values, typ) if values.ndim == 1 else pa.FixedSizeListArray.from_arrays(
                 pa.array(values.reshape(-1), typ.value_type), ft["shape"][0])
@@ -313,13 +384,20 @@ class EpisodeWriter:
         for key in self.obs_keys:
             if key not in self.video_keys:
                 row[f"final/{key}"] = end["final"][key].astype(np.float32).tolist()
+        episode_stats = {key: episode_stats[key] for key in self._stat_keys}  # feature order
+        row.update(feature_stats.to_columns(episode_stats))
         _write_parquet_atomic(pa.Table.from_pylist([row]), self.root / EPISODES_PATH.format(**where))
         if new_task:
             _write_parquet_atomic(_tasks_table(self._tasks), self.root / TASKS_PATH)
         # The commit point: until info.json counts it, the episode does not exist.
         self.info.update(total_episodes=index + 1, total_frames=first + length,
-                         total_tasks=len(self._tasks))
+                         total_tasks=len(self._tasks), splits={"train": f"0:{index + 1}"})
         write_json_atomic(self.root / INFO_PATH, self.info, indent=INFO_INDENT)
+        # After the commit, as LeRobot orders it: a crash here leaves stats.json without this
+        # episode, which the next writer notices (its frame count) and pools again.
+        self._stats = episode_stats if self._stats is None else \
+            feature_stats.aggregate_stats([self._stats, episode_stats])
+        self._write_stats(self._stats)
 
 
 def _rename_durably(tmp: Path, final: Path) -> None:
