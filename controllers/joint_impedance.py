@@ -140,6 +140,7 @@ class JointImpedanceController:
         # Compile (or load from numba's cache) now rather than on the first tick of a 1 kHz loop.
         self.reset(np.zeros(7))
         self.compute(np.zeros(7), np.zeros(7))
+        _at_rest_near(self._q_ref, self._q_ref, self._q_ref, 1.0, 1.0)  # HomingMove's check
         self._is_reset = False
 
     def set_gains(self, gains: JointImpedanceGains) -> None:
@@ -158,13 +159,14 @@ class JointImpedanceController:
             raise ValueError(f"set_reference: need 7 finite joint angles in rad, got {q_target!r}")
         self._q_target[:] = q_target
 
-    def reset(self, q) -> None:
-        """Start from the measured joints: reference = target = q, previous torque = 0, gains
-        snapped to their targets."""
+    def reset(self, q, torque=None) -> None:
+        """Start from the measured joints: reference = target = q, gains snapped to their
+        targets, previous torque = `torque` (the torque the arm is commanded now, so the rate
+        limit ramps from it) or 0."""
         self.set_reference(q)
         self._q_ref[:] = self._q_target
         self._gains[:] = self._target_gains
-        self._tau_prev[:] = 0.0
+        self._tau_prev[:] = 0.0 if torque is None else torque
         self._tau[:] = 0.0
         self._flags[:] = False
         self._is_reset = True
@@ -205,3 +207,49 @@ class JointImpedanceController:
         if f[_INVALID]:
             out.append((JOINT_FLAGS[_INVALID], "non-finite joint state or coriolis; torque ramping to zero"))
         return out
+
+
+@jit
+def _at_rest_near(q, dq, target, position_tolerance, speed_tolerance):
+    for j in range(q.shape[0]):
+        if abs(q[j] - target[j]) >= position_tolerance or abs(dq[j]) >= speed_tolerance:
+            return False
+    return True
+
+
+class HomingMove:
+    """A move to a joint posture (a real arm's reset), one control tick per `tick()` call, so the
+    loop that owns the arm keeps ticking, publishing and answering while it runs.
+
+    `status` goes from "moving" to "arrived" (every joint within `position_tolerance` of the
+    target and slower than `speed_tolerance`) or "timed_out" (not arrived within timeout_ticks
+    ticks: something is in the way, or the target is out of reach). The caller decides what
+    happens after either."""
+
+    def __init__(self, controller: JointImpedanceController, target, q, torque, timeout_ticks: int,
+                 position_tolerance: float = 0.01, speed_tolerance: float = 0.02):
+        self.controller = controller
+        self.target = np.array(target, dtype=np.float64)
+        self.timeout_ticks = int(timeout_ticks)
+        self.position_tolerance = float(position_tolerance)  # rad
+        self.speed_tolerance = float(speed_tolerance)  # rad/s
+        self.ticks = 0
+        self.status = "moving"
+        controller.reset(q, torque)  # the ramp goes on from the torque the arm has now
+        controller.set_reference(self.target)
+
+    def tick(self, q, dq, coriolis=None) -> np.ndarray:
+        """This tick's joint torque (7,) Nm (the controller's array); updates `status`."""
+        if _at_rest_near(q, dq, self.target, self.position_tolerance, self.speed_tolerance):
+            self.status = "arrived"
+        elif self.ticks >= self.timeout_ticks:
+            self.status = "timed_out"
+        self.ticks += 1
+        return self.controller.compute(q, dq, coriolis)
+
+    def remaining_error(self, q) -> str:
+        """Where the move stands, for an error message."""
+        error = np.asarray(q) - self.target
+        j = int(np.argmax(np.abs(error)))
+        return (f"joint {j + 1} is {abs(error[j]):.3f} rad from its home value {self.target[j]:.3f} rad "
+                f"(tolerance {self.position_tolerance} rad)")

@@ -13,7 +13,14 @@ Two steps, both pure functions:
    the safe target and a `(flag, reason)` for every change it made, which the robot server puts
    in its state message.
 
-`joint_limit_guard` reports joints within a margin of their limits.
+Below the command filter, per control tick:
+* `TorqueRamp`, the one path every torque takes to the arm, whatever law made it (Cartesian
+  impedance, joint impedance homing, the damped stop): each joint's torque moves at most
+  max_torque_rate * dt per tick and stays within the torque limits. A Franka aborts on a faster
+  change, so switching laws (disarm, peer lost, hold, homing) must ramp too.
+* `JointLimitGuard`, compiled like the laws: a joint within a margin of a limit and moving
+  toward it trips the guard, and the robot server holds the arm at the measured pose.
+  `joint_limit_guard` words what it sees as (flag, reason).
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from controllers.franka import GRIPPER_MAX_WIDTH, JOINT_LOWER, JOINT_UPPER
+from controllers._kernels import jit, limit_torque
+from controllers.franka import GRIPPER_MAX_WIDTH, JOINT_LOWER, JOINT_UPPER, MAX_TORQUE_RATE, TORQUE_LIMITS
+from controllers.rotations import quat_conjugate, quat_multiply, quat_to_rotvec
 
 _AXES = "xyz"
 
@@ -216,3 +225,174 @@ def joint_limit_guard(q, lower=JOINT_LOWER, upper=JOINT_UPPER, margin: float = 0
             where = "beyond" if q[j] > upper[j] else f"within {margin:.3f} rad of"
             flags.append(("joint_near_limit", f"joint {j + 1} q={q[j]:.4f} rad {where} upper limit {upper[j]:.4f} rad"))
     return flags
+
+
+# --- per tick: the torque ramp and the joint-limit guard -------------------------------------------
+
+@jit
+def ramp_torque(tau, target, commanded, max_step, torque_limit, limited_ticks):
+    """commanded <- tau moved at most max_step (Nm) per joint from commanded (last tick's torque),
+    then clamped to ±torque_limit; a non-finite tau counts as zero (ramp down, never jump).
+    target (7,) is scratch; limited_ticks[0] counts the ticks on which the ramp, not the law,
+    decided the torque. Allocates nothing."""
+    for j in range(commanded.shape[0]):
+        t = tau[j]
+        target[j] = t if math.isfinite(t) else 0.0
+    rate_limited, _ = limit_torque(target, commanded, max_step, torque_limit)
+    for j in range(commanded.shape[0]):
+        commanded[j] = target[j]
+    if rate_limited:
+        limited_ticks[0] += 1
+
+
+class TorqueRamp:
+    """The last stage before the arm: every tick's torque, whatever law made it, passes here.
+
+    `ramp(tau)` returns the torque to command (the ramp's own array, overwritten next tick):
+    within max_torque_rate * dt of the torque commanded last tick, within the torque limits.
+    The laws rate-limit themselves too, but each against its own memory; a switch of law (a
+    damped stop after the Cartesian law, homing after a hold) would otherwise jump."""
+
+    def __init__(self, dt: float, torque_limits=TORQUE_LIMITS, max_torque_rate: float = MAX_TORQUE_RATE):
+        if not (dt > 0.0 and math.isfinite(max_torque_rate) and max_torque_rate > 0.0):
+            raise ValueError(f"TorqueRamp: need dt > 0 s and a finite max_torque_rate > 0 Nm/s, "
+                             f"got {dt}, {max_torque_rate}")
+        self.max_step = float(max_torque_rate) * float(dt)  # Nm per tick
+        self.torque_limits = np.array(torque_limits, dtype=np.float64)
+        self.commanded = np.zeros(len(self.torque_limits))  # Nm, the torque of the last tick
+        self.limited_ticks = np.zeros(1, dtype=np.int64)
+        self._target = np.zeros(len(self.torque_limits))
+        self(self.commanded)  # compile now, not on the first tick of a 1 kHz loop
+
+    def __call__(self, tau: np.ndarray) -> np.ndarray:
+        ramp_torque(tau, self._target, self.commanded, self.max_step, self.torque_limits,
+                    self.limited_ticks)
+        return self.commanded
+
+    def restart(self) -> None:
+        """Forget the last torque: only after a simulated teleport, which puts the arm at rest
+        with no torque. A real arm's torque never jumps, so nothing else calls this."""
+        self.commanded[:] = 0.0
+
+    def kernel_state(self) -> tuple:
+        """The arguments of `ramp_torque` after tau, for compiled loops (live arrays)."""
+        return (self._target, self.commanded, self.max_step, self.torque_limits, self.limited_ticks)
+
+    def take_report(self) -> list[tuple[str, str]]:
+        """(flag, reason) if the ramp shaped the torque since the last report; resets the count."""
+        ticks = int(self.limited_ticks[0])
+        self.limited_ticks[0] = 0
+        if not ticks:
+            return []
+        return [("torque_ramped", f"{ticks} ticks: torque change capped at {self.max_step:.3g} Nm "
+                                  f"per tick while the control law changed")]
+
+
+@jit
+def joint_limit_check(q, dq, inner_lower, inner_upper, min_speed, tick_counts):
+    """True if some joint is beyond its inner bound (limit -+ margin) and moving further out
+    faster than min_speed (rad/s): the guard trips. tick_counts[0] counts the ticks with some
+    joint beyond its inner bound, tick_counts[1] the ticks it tripped. Non-finite q or dq never
+    trips (the laws handle invalid input)."""
+    near = False
+    tripped = False
+    for j in range(q.shape[0]):
+        if q[j] < inner_lower[j]:
+            near = True
+            if dq[j] < -min_speed:
+                tripped = True
+        elif q[j] > inner_upper[j]:
+            near = True
+            if dq[j] > min_speed:
+                tripped = True
+    if near:
+        tick_counts[0] += 1
+    if tripped:
+        tick_counts[1] += 1
+    return tripped
+
+
+class JointLimitGuard:
+    """Keeps the joints off their limits, the same on the mirror and on a real arm.
+
+    Per tick, `check(q, dq)` (compiled; compiled loops call `joint_limit_check` with
+    `kernel_state()`) trips when a joint is within `margin` of a limit and moving toward it
+    faster than `min_speed`. The server then holds the arm at the measured pose and calls
+    `trip(q, dq)`, which latches that joint: while latched, `refusal()` turns down commands that
+    would move it further toward the limit, so a policy pushing on cannot creep the joint into
+    it step by step. Commands away from the limit are obeyed; the latch drops once the joint is
+    back inside its margin. min_speed keeps sensor noise at rest from tripping the guard (and
+    from discarding a command that moves the arm away)."""
+
+    def __init__(self, lower=JOINT_LOWER, upper=JOINT_UPPER, margin: float = 0.05,
+                 min_speed: float = 0.02):
+        self.lower = np.array(lower, dtype=np.float64)
+        self.upper = np.array(upper, dtype=np.float64)
+        if not (margin >= 0.0 and min_speed >= 0.0 and (self.lower + 2 * margin < self.upper).all()):
+            raise ValueError(f"JointLimitGuard: need margin >= 0 rad, min_speed >= 0 rad/s and "
+                             f"limits more than 2 margins apart, got {margin}, {min_speed}")
+        self.margin = float(margin)
+        self.min_speed = float(min_speed)
+        self.inner_lower = self.lower + margin
+        self.inner_upper = self.upper - margin
+        # [ticks with a joint within its margin, ticks the guard tripped], since last read
+        self.tick_counts = np.zeros(2, dtype=np.int64)
+        self.latched: dict[int, int] = {}  # joint index -> +1 (upper limit) or -1 (lower limit)
+        self.check(self.inner_lower, np.zeros_like(self.lower))  # compile now
+        self.tick_counts[:] = 0
+
+    def check(self, q, dq) -> bool:
+        return joint_limit_check(q, dq, self.inner_lower, self.inner_upper, self.min_speed,
+                                 self.tick_counts)
+
+    def kernel_state(self) -> tuple:
+        """The arguments of `joint_limit_check` after q, dq, for compiled loops (live arrays)."""
+        return (self.inner_lower, self.inner_upper, self.min_speed, self.tick_counts)
+
+    def trip(self, q, dq) -> str:
+        """Latch the joints that tripped (the state of the tick after: any speed toward the
+        limit counts); the reason for the state message."""
+        self.tick_counts[1] = 0
+        q, dq = np.asarray(q, dtype=np.float64), np.asarray(dq, dtype=np.float64)
+        words = []
+        for j in range(len(q)):
+            if q[j] > self.inner_upper[j] and dq[j] > 0.0:
+                self.latched[j] = 1
+                words.append(f"joint {j + 1} q={q[j]:.4f} rad, {self.upper[j] - q[j]:.4f} rad from its upper "
+                             f"limit {self.upper[j]:.4f} rad, moving toward it at {dq[j]:.3f} rad/s")
+            elif q[j] < self.inner_lower[j] and dq[j] < 0.0:
+                self.latched[j] = -1
+                words.append(f"joint {j + 1} q={q[j]:.4f} rad, {q[j] - self.lower[j]:.4f} rad from its lower "
+                             f"limit {self.lower[j]:.4f} rad, moving toward it at {-dq[j]:.3f} rad/s")
+        return ("; ".join(words or ["a joint neared its limit"]) + f" (margin {self.margin} rad): holding at the measured pose; commands "
+                "that move it further toward the limit are refused, commands away are obeyed")
+
+    def refusal(self, q, jacobian, tcp_position, tcp_quaternion, target_position,
+                target_quaternion) -> str | None:
+        """Why a command to move the tcp (m, (w, x, y, z), base frame) to the target must not be
+        applied, or None. Its joint motion is estimated as J⁺ times the pose step."""
+        q = np.asarray(q, dtype=np.float64)
+        for j in [j for j in self.latched if self.inner_lower[j] <= q[j] <= self.inner_upper[j]]:
+            del self.latched[j]  # back inside its margin: free again
+        if not self.latched:
+            return None
+        rotation = quat_to_rotvec(quat_multiply(target_quaternion, quat_conjugate(tcp_quaternion)))
+        pose_step = np.concatenate([np.asarray(target_position) - tcp_position, rotation])
+        joint_step = np.linalg.lstsq(jacobian, pose_step, rcond=1e-3)[0]
+        toward = [j for j, side in self.latched.items() if side * joint_step[j] > 0.0]
+        if not toward:
+            return None
+        return "; ".join(
+            f"command refused: it would move joint {j + 1} (q={q[j]:.4f} rad) further toward its "
+            f"{'upper' if self.latched[j] > 0 else 'lower'} limit "
+            f"{(self.upper if self.latched[j] > 0 else self.lower)[j]:.4f} rad" for j in toward)
+
+    def take_report(self, q) -> list[tuple[str, str]]:
+        """(flag, reason) if some joint was within its margin since the last report; resets."""
+        ticks = int(self.tick_counts[0])
+        self.tick_counts[0] = 0
+        if not ticks:
+            return []
+        now = joint_limit_guard(q, self.lower, self.upper, self.margin)
+        detail = "; ".join(reason for _, reason in now) or "back inside the margins now"
+        return [("joint_near_limit", f"{ticks} ticks within {self.margin} rad of a joint limit; {detail}")]
