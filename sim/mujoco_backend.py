@@ -14,12 +14,14 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from controllers.robot_interface import RobotState
+from controllers.robot_interface import BackendCapabilities, ControlMode, RobotState
 from sim import panda_model
 from sim.mujoco_world import MujocoWorld
 
 
 class MujocoBackend:
+    control_mode = ControlMode.JOINT_TORQUE  # a Panda's torque interface, gravity compensated
+
     def __init__(self, model: mujoco.MjModel):
         self.model = model
         self.data = mujoco.MjData(model)
@@ -65,6 +67,9 @@ class MujocoBackend:
         self._fast_scratch = {"q": np.zeros(7), "dq": np.zeros(7), "position": np.zeros(3),
                               "quaternion": np.zeros(4)}
         self.reset(self.home_q, gripper_width=self.gripper_max_width)
+        self.capabilities = BackendCapabilities(
+            kinematics=True, dynamics=True, external_wrench=True, simulated_reset=True,
+            compiled_impedance_loop=fast_path_available(self), world=True)
 
     # --- RobotBackend -----------------------------------------------------------------------
     def sense(self) -> RobotState:
@@ -87,6 +92,11 @@ class MujocoBackend:
 
     def close(self) -> None:
         pass
+
+    def latest_state(self) -> RobotState:
+        """Kinematics of the configuration now (a tick leaves them one step behind) and the
+        slower fields; advances nothing."""
+        return self.sense_kinematics()
 
     # --- slower queries (per policy step, not per tick) ---------------------------------------
     def finish_state(self) -> RobotState:
@@ -144,13 +154,23 @@ class MujocoBackend:
     def time(self) -> float:
         return float(self.data.time)
 
+    # --- capability compiled_impedance_loop (lock-step) ----------------------------------------
+    def run_impedance_ticks(self, controller, n_ticks: int, flag_counts: np.ndarray,
+                            torque_ramp, joint_guard) -> int:
+        """Up to `n_ticks` of sense -> controller's law -> joint_guard check -> torque_ramp ->
+        actuate, compiled end to end (see "lock-step fast path" below). `flag_counts[i]`
+        accumulates the ticks on which controller flag i was active. Returns the ticks run:
+        fewer than n_ticks when the guard tripped on the last of them."""
+        return _run_impedance_ticks(self, controller, n_ticks, flag_counts, torque_ramp, joint_guard)
+
 
 # --- lock-step fast path ----------------------------------------------------------------------
 # In lock-step training the mirror runs 100 control ticks per env step. Driving each tick from
 # Python (sense -> law -> actuate) costs ~3x the physics itself in interpreter overhead, so the
-# loop below does the same three things in compiled code: MuJoCo's own mj_step1 / mj_jacSite /
-# mj_step2 called through ctypes, and the controller's own compiled tick kernel. Same law, same
-# order, same split step as sense()/actuate(); tests check both paths give identical physics.
+# loop below does the same things in compiled code: MuJoCo's own mj_step1 / mj_jacSite /
+# mj_step2 called through ctypes, and the controllers' own compiled kernels (the Cartesian law,
+# the joint-limit guard, the torque ramp). Same law, same order, same split step as the robot
+# server's Python loop over sense()/actuate(); tests check both paths give identical physics.
 _mujoco_lib = None
 
 
@@ -179,6 +199,7 @@ def _build_impedance_loop():
 
     from controllers.cartesian_impedance import tick_kernel
     from controllers.rotations import matrix_to_quaternion
+    from controllers.safety import joint_limit_check, ramp_torque
 
     lib = _mujoco_functions()
     step1, step2, jac_site = lib.mj_step1, lib.mj_step2, lib.mj_jacSite
@@ -186,9 +207,10 @@ def _build_impedance_loop():
     @numba.njit(cache=False)  # ctypes pointers differ per process: nothing to cache
     def impedance_loop(n, model, data, site, qpos, qvel, site_xpos, site_xmat, bias, gravcomp,
                        ctrl, jacp, jacr, q, dq, position, quaternion, jacobian, coriolis,
-                       flag_counts, posture, kernel_state):
+                       flag_counts, posture, kernel_state, ramp_state, guard_state):
         tau, flags = kernel_state[-4], kernel_state[-1]
-        for _ in range(n):
+        commanded = ramp_state[1]
+        for tick in range(n):
             step1(model, data)
             jac_site(model, data, jacp.ctypes.data, jacr.ctypes.data, site)
             for j in range(7):
@@ -202,11 +224,16 @@ def _build_impedance_loop():
                 position[i] = site_xpos[i]
             matrix_to_quaternion(site_xmat, quaternion)
             tick_kernel(q, dq, position, quaternion, jacobian, coriolis, posture, *kernel_state)
+            tripped = joint_limit_check(q, dq, *guard_state)
+            ramp_torque(tau, *ramp_state)
             for j in range(7):
-                ctrl[j] = tau[j]
+                ctrl[j] = commanded[j]
             for i in range(flags.shape[0]):
                 flag_counts[i] += flags[i]
             step2(model, data)
+            if tripped:
+                return tick + 1
+        return n
 
     return impedance_loop
 
@@ -224,21 +251,21 @@ def fast_path_available(backend) -> bool:
             and _mujoco_functions() is not None)
 
 
-def run_cartesian_impedance(backend: MujocoBackend, controller, n_ticks: int,
-                            flag_counts: np.ndarray) -> None:
-    """`n_ticks` of sense -> controller.compute -> actuate, compiled end to end (lock-step only).
-
-    `flag_counts[i]` accumulates the ticks on which controller flag i was active."""
+def _run_impedance_ticks(backend: MujocoBackend, controller, n_ticks: int,
+                         flag_counts: np.ndarray, torque_ramp, joint_guard) -> int:
+    """See MujocoBackend.run_impedance_ticks."""
     global _impedance_loop
     if _impedance_loop is None:
         _impedance_loop = _build_impedance_loop()
     d, s, site = backend.data, backend.state, backend._tcp
     scratch = backend._fast_scratch
-    _impedance_loop(
+    ticks = _impedance_loop(
         n_ticks, backend.model._address, d._address, site, d.qpos, d.qvel, d.site_xpos[site],
         d.site_xmat[site].reshape(3, 3), d.qfrc_bias, d.qfrc_gravcomp, d.ctrl,
         backend._jacp, backend._jacr, scratch["q"], scratch["dq"], scratch["position"],
         scratch["quaternion"], s.jacobian, s.coriolis, flag_counts,
-        controller.nullspace_posture, controller.kernel_state(),
+        controller.nullspace_posture, controller.kernel_state(), torque_ramp.kernel_state(),
+        joint_guard.kernel_state(),
     )
     s.time = d.time
+    return ticks

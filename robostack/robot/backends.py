@@ -1,6 +1,12 @@
-"""The one factory that names robot backends: concrete backends are imported here, lazily, and nowhere else in robostack."""
+"""The one factory that names robot backends: concrete backends are imported here, lazily, and nowhere else in robostack.
+
+`check_drivable` is the other half of adopting a backend: the robot server drives only what it
+has a control law for, and says so by the backend's declared control mode and capabilities.
+"""
 
 from __future__ import annotations
+
+from controllers.robot_interface import ControlMode, contract_problems
 
 
 def make_backend(name: str, task):
@@ -13,3 +19,20 @@ def make_backend(name: str, task):
     raise ValueError(
         f"unknown backend {name!r}: this build offers 'mujoco' (real arms: see hardware/)"
     )
+
+
+def check_drivable(backend) -> None:
+    """Raise ValueError, naming the reason, unless the robot server can drive `backend`: a
+    correct declaration of the contract, joint torque control, kinematics."""
+    name = type(backend).__name__
+    problems = contract_problems(backend)
+    if problems:
+        raise ValueError(f"backend {name} breaks the robot backend contract: " + "; ".join(problems))
+    if backend.control_mode is not ControlMode.JOINT_TORQUE:
+        raise ValueError(
+            f"backend {name} is controlled by {backend.control_mode.value!r} targets: the robot server "
+            f"drives {ControlMode.JOINT_TORQUE.value!r} arms only (Cartesian impedance); "
+            "position-controlled arms need the admittance controller, which does not exist yet")
+    if not backend.capabilities.kinematics:
+        raise ValueError(f"backend {name} declares no kinematics: the Cartesian impedance law "
+                         "needs the tcp pose and Jacobian on every tick")

@@ -7,7 +7,7 @@ Whatever sits above (an env, a teleop device, a replay) talks to this process ov
   answered, bad ones with an "error" reply that names the problem; the server keeps serving.
 * the latest state on a PUB socket (`state_endpoint`), in real-time mode at `state_hz`.
 
-Two clocks:
+Two clocks (robostack/robot/loop.py):
 
 * `realtime`: the loop ticks at 1 kHz of wall-clock time, as it does on a real arm. Commands carry
   a deadline; when it passes without a new command the arm holds at the measured pose. When no
@@ -17,16 +17,24 @@ Two clocks:
   exactly one policy period (100 ticks at 10 Hz), with the controller evaluated every tick. This
   is how training in the mirror runs many times faster than real time.
 
+The arm is whatever backend the factory made, used by its declared control mode and capabilities
+(controllers/robot_interface.py). Its modes: disarmed and stopped (damped), armed and hold
+(Cartesian impedance), homing (a real arm's reset: the joint impedance law drives it home tick
+by tick while the loop goes on serving, and the reset is answered when it is there, or with an
+error naming why not; the mirror teleports instead).
+
 Safety (controllers/safety.py, identical for sim and hardware): every command is checked for
 shape and finiteness, its target clipped to the task's workspace box and its step capped; the
-impedance law bounds force through its error clip, torque rate and torque limits. Each clamp and
-hold is reported in the next state message with its reason.
+impedance law bounds force through its error clip and torque limits; every torque, whichever law
+made it, reaches the arm through one rate-limited ramp; a joint moving into the margin before
+its limit holds the arm. Each clamp and hold is reported in the next state message with its reason.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import signal
 import sys
@@ -37,15 +45,17 @@ import numpy as np
 
 from controllers import safety
 from controllers.cartesian_impedance import CartesianImpedanceController, CartesianImpedanceGains
-from controllers.joint_impedance import JointImpedanceController
+from controllers.joint_impedance import HomingMove, JointImpedanceController
 from controllers.rotations import matrix_to_quat
 from robostack import transport
-from robostack.robot.backends import make_backend
+from robostack.robot import loop
+from robostack.robot.backends import check_drivable, make_backend
+from robostack.robot.loop import TickStats, wait_until  # noqa: F401 (benchmarks import them from here)
 from tasks import make_task, parse_task_params
 
 log = logging.getLogger("robostack.robot.server")
 
-MODES = ("disarmed", "armed", "hold", "stopped")
+MODES = ("disarmed", "armed", "hold", "stopped", "homing")
 STOP_DAMPING = np.array([20.0, 20.0, 20.0, 20.0, 5.0, 5.0, 5.0])  # Nms/rad, damped stop
 
 
@@ -66,6 +76,7 @@ class RobotServerConfig:
     max_position_step: float = 0.1  # m, cap on one command's target distance from the tcp
     max_rotation_step: float = 0.5  # rad, same for orientation
     settle_time: float = 0.2  # s of physics after a simulated reset, objects come to rest
+    home_timeout: float = 10.0  # s a real arm may take to reach home before the reset fails
     # franka_ros uses 0.2 s, which at a 10 Hz policy lets the reference cover only 40% of each
     # commanded step.
     smoothing_time: float = 0.02  # s, time constant of the low-pass on reference/gain changes
@@ -78,68 +89,10 @@ class RobotServerConfig:
         parse_task_params(self.task, self.task_params)  # a usage error now, not at start-up
 
 
-
-
-def wait_until(deadline: float) -> None:
-    """Return at time.perf_counter() >= deadline: sleep most of the remaining time, then spin.
-    time.sleep alone overshoots by ~0.1 ms, which is a tenth of a 1 kHz period. (A function of
-    its own so that benchmarks/bench_realtime_loop.py paces its idle baseline the same way.)"""
-    remaining = deadline - time.perf_counter()
-    if remaining > 3e-4:
-        time.sleep(remaining - 2e-4)
-    while time.perf_counter() < deadline:
-        pass
-
-
-class TickStats:
-    """Per real-time tick: lateness of its start against the schedule ("overrun") and the CPU
-    time its work took (physics, controller, requests, publishing; not the wait), in rings for
-    percentiles. High overrun with low CPU time means the machine, not the server's work, made
-    the tick late (other processes competing for the cores, no real-time priority)."""
-
-    def __init__(self, size: int = 10_000):
-        self.lateness = np.zeros(size)
-        self.cpu = np.zeros(size)
-        self.count = 0
-        self.started = time.perf_counter()
-
-    def record(self, late: float) -> None:
-        self.lateness[self.count % len(self.lateness)] = late
-        self.count += 1
-
-    def record_cpu(self, seconds: float) -> None:
-        """The CPU time of the tick last passed to record()."""
-        self.cpu[(self.count - 1) % len(self.cpu)] = seconds
-
-    @staticmethod
-    def _percentiles_ms(values: np.ndarray) -> tuple[float, float, float]:
-        """Nearest-rank p50, p99 and max in ms. np.partition, not np.percentile: this runs inside
-        the 1 kHz loop, where np.percentile costs ~0.2 ms per call on 10,000 samples."""
-        n = len(values)
-        ranks = [(n - 1) // 2, min(n - 1, int(np.ceil(0.99 * n)) - 1), n - 1]
-        p50, p99, top = np.partition(values, ranks)[ranks]
-        return float(p50 * 1e3), float(p99 * 1e3), float(top * 1e3)
-
-    def summary(self) -> dict:
-        n = min(self.count, len(self.lateness))
-        if n == 0:
-            return {"ticks": 0}
-        elapsed = time.perf_counter() - self.started
-        late = self._percentiles_ms(self.lateness[:n])
-        cpu = self._percentiles_ms(self.cpu[:n])
-        return {
-            "ticks": self.count,
-            "window_ticks": n,  # the percentiles cover the last `window_ticks` ticks
-            "rate_hz": self.count / elapsed if elapsed > 0 else 0.0,
-            "overrun_p50_ms": late[0], "overrun_p99_ms": late[1], "overrun_max_ms": late[2],
-            "cpu_p50_ms": cpu[0], "cpu_p99_ms": cpu[1], "cpu_max_ms": cpu[2],
-        }
-
-
 class RobotServer:
-    """The server's logic, transport-free: `handle()` answers one request; the loops in
-    `serve_lockstep()` / `serve_realtime()` connect it to ZeroMQ. Tests and the in-process
-    env drive `handle()` directly."""
+    """The server's logic, transport-free: `handle()` answers one request; the loops of
+    robostack/robot/loop.py connect it to ZeroMQ. Tests and the in-process env drive `handle()`
+    directly."""
 
     def __init__(self, config: RobotServerConfig | None = None, task=None, backend=None):
         self.config = config or RobotServerConfig()
@@ -150,20 +103,23 @@ class RobotServer:
                                       params=parse_task_params(self.config.task, self.config.task_params))
         self.backend = backend or make_backend(self.config.backend, self.task)
         b = self.backend
+        check_drivable(b)
         self.period = b.control_period
         self.ticks_per_step = int(round(1.0 / (self.task.config.policy_hz * self.period)))
         if abs(self.ticks_per_step * self.period * self.task.config.policy_hz - 1.0) > 1e-9:
             raise ValueError("the policy period must be a whole number of control ticks")
         tc = self.task.config
         self.limits = safety.SafetyLimits(
-            workspace_min=tc.workspace_min, workspace_max=tc.workspace_max,
-            max_position_step=self.config.max_position_step,
-            max_rotation_step=self.config.max_rotation_step,
-            gripper_max=b.gripper_max_width,
-        )
+            workspace_min=tc.workspace_min, workspace_max=tc.workspace_max, gripper_max=b.gripper_max_width,
+            max_position_step=self.config.max_position_step, max_rotation_step=self.config.max_rotation_step)
         self.cartesian = CartesianImpedanceController(
             dt=self.period, filter_coefficient=min(1.0, self.period / self.config.smoothing_time))
         self.joint = JointImpedanceController(dt=self.period)
+        # Every torque, whichever law made it, reaches the arm through this one ramp.
+        self.ramp = safety.TorqueRamp(self.period, b.torque_limits)
+        self.joint_guard = safety.JointLimitGuard(b.joint_lower, b.joint_upper)
+        self._homing: HomingMove | None = None  # the move of a reset on a real arm, while it runs
+        self.reset_reply = loop.DeferredReply()  # a real arm's reset is answered when home
         self.rng = np.random.default_rng(self.config.seed)
         self.mode = "disarmed"
         self.flags: dict[str, str] = {}  # flag -> reason, since the last state report
@@ -179,34 +135,39 @@ class RobotServer:
         self.last_request = time.monotonic()
         self.stats = TickStats()
         self.running = True
-        self._fast_loop = None  # compiled lock-step loop of the MuJoCo mirror, when available
-        if self.config.clock == "lockstep" and self.config.fast_loop:
-            from sim import mujoco_backend
-
-            if mujoco_backend.fast_path_available(self.backend):
-                self._fast_loop = mujoco_backend.run_cartesian_impedance
-        b.sense_kinematics() if hasattr(b, "sense_kinematics") else b.sense()
+        compiled = self.config.clock == "lockstep" and self.config.fast_loop and b.capabilities.compiled_impedance_loop
+        self._fast_loop = b.run_impedance_ticks if compiled else None  # the same ticks, compiled
+        self._cartesian_ticks = self._fast_loop or functools.partial(loop.cartesian_ticks, b)
+        b.latest_state()
         self._hold_here()
 
     # --- the 1 kHz tick --------------------------------------------------------------------
     def run_ticks(self, n: int) -> None:
-        """Advance n control ticks. The loop body is the project's hottest code: keep it lean."""
-        sense, actuate = self.backend.sense, self.backend.actuate
-        if self.mode in ("armed", "hold") and self._fast_loop is not None:
-            self._fast_loop(self.backend, self.cartesian, n, self._flag_ticks)
-        elif self.mode in ("armed", "hold"):
-            compute, flags, counts = self.cartesian.compute, self.cartesian.flags, self._flag_ticks
-            for _ in range(n):
-                s = sense()
-                actuate(compute(s.q, s.dq, s.tcp_position, s.tcp_rotation, s.jacobian, s.coriolis))
-                counts += flags
-        else:  # disarmed / stopped: damped, gravity-compensated, no motion commanded
-            tau = np.zeros(7)
-            for _ in range(n):
-                s = sense()
-                np.multiply(-STOP_DAMPING, s.dq, out=tau)
-                np.clip(tau, -self.backend.torque_limits, self.backend.torque_limits, out=tau)
-                actuate(tau)
+        """Advance n control ticks, in the law of the mode; a tick can change the mode (the
+        joint-limit guard trips, homing ends), and the remaining ticks follow the new one."""
+        while n > 0:
+            if self.mode in ("armed", "hold"):
+                n -= self._cartesian_ticks(self.cartesian, n, self._flag_ticks, self.ramp, self.joint_guard)
+                if self.joint_guard.tick_counts[1]:
+                    self._joint_limit_hold()
+            elif self.mode == "homing":
+                n -= loop.homing_ticks(self.backend, self._homing, n, self.ramp)
+                if self._homing.status != "moving":
+                    self._end_homing()
+            else:
+                n -= loop.damped_ticks(self.backend, STOP_DAMPING, n, self.ramp)
+
+    def _joint_limit_hold(self) -> None:
+        """The guard tripped: hold at the measured pose (torque memory kept, so no torque step),
+        and say why until the next command moves the arm on."""
+        s = self.backend.state
+        self.cartesian.snap_reference(s.tcp_position, matrix_to_quat(s.tcp_rotation))
+        self._enter("hold", "joint_limit", self.joint_guard.trip(s.q, s.dq))
+
+    def _enter(self, mode: str, flag: str, reason: str) -> None:
+        """Change to `mode` because of `reason`, reported in every state message while it lasts."""
+        self.mode, self._condition = mode, (mode, flag, reason)
+        self.flags[flag] = reason
 
     def _collect_controller_flags(self) -> None:
         if not self._flag_ticks.any():
@@ -226,9 +187,9 @@ class RobotServer:
     # --- state report ----------------------------------------------------------------------
     def state_message(self) -> tuple[dict, dict]:
         b = self.backend
-        # Kinematics of the post-step configuration (a tick leaves them one step behind).
-        s = b.sense_kinematics() if hasattr(b, "sense_kinematics") else b.state
+        s = b.latest_state()  # the post-step configuration (a tick leaves it one step behind)
         self._collect_controller_flags()
+        self.flags.update(self.ramp.take_report() + self.joint_guard.take_report(s.q))
         ref_pos, ref_quat = self.cartesian.reference
         arrays = {
             "q": s.q.copy(), "dq": s.dq.copy(),
@@ -236,10 +197,10 @@ class RobotServer:
             "tcp_quaternion": matrix_to_quat(s.tcp_rotation),
             "tcp_velocity": s.jacobian @ s.dq,  # [linear m/s; angular rad/s], base frame
             "gripper_width": np.array([s.gripper_width]),
-            "external_wrench": (b.external_wrench() if hasattr(b, "external_wrench") else np.zeros(6)),
+            "external_wrench": b.external_wrench() if b.capabilities.external_wrench else np.zeros(6),
             "reference_position": ref_pos, "reference_quaternion": ref_quat,
         }
-        if getattr(b, "world", None) is not None:  # simulated: the task observes its objects
+        if b.capabilities.world:  # simulated: the task observes its objects
             arrays.update(self.task.observe(b.world, s))
         if self._condition is not None and self._condition[0] == self.mode:
             self.flags.setdefault(self._condition[1], self._condition[2])
@@ -259,6 +220,8 @@ class RobotServer:
         if handler is None:
             valid = sorted(n[4:] for n in dir(self) if n.startswith("_on_"))
             return "error", {"error": f"unknown request {kind!r}: valid requests are {valid}"}, {}
+        if self.mode == "homing" and kind in ("arm", "disarm", "reset", "shutdown"):
+            self._end_homing(f"{kind!r} requested")  # the waiting reset gets an error reply
         try:
             return handler(meta or {}, arrays or {})
         except (safety.CommandRejected, ValueError, KeyError, TypeError) as error:
@@ -269,17 +232,14 @@ class RobotServer:
         return kind, meta, arrays
 
     def _on_hello(self, meta, arrays):
-        tc = self.task.config
+        tc, b = self.task.config, self.backend
         info = {
-            "schema": transport.SCHEMA_VERSION,
-            "task": self.task.name,
-            "backend": self.config.backend,
-            "clock": self.config.clock,
-            "control_period": self.period,
-            "policy_hz": tc.policy_hz,
-            "task_config": dataclasses.asdict(tc),
-            "task_fields": dict(self.task.state_fields),
-            "gripper_max_width": self.backend.gripper_max_width,
+            "schema": transport.SCHEMA_VERSION, "task": self.task.name, "clock": self.config.clock,
+            "backend": self.config.backend, "control_mode": b.control_mode.value,
+            "capabilities": dataclasses.asdict(b.capabilities),
+            "control_period": self.period, "policy_hz": tc.policy_hz,
+            "task_config": dataclasses.asdict(tc), "task_fields": dict(self.task.state_fields),
+            "gripper_max_width": b.gripper_max_width,
         }
         if meta.get("task") not in (None, self.task.name):
             return "error", {"error": f"task mismatch: this server runs {self.task.name!r}, the "
@@ -330,62 +290,96 @@ class RobotServer:
         if tc.home_joint_noise > 0:
             home += self.rng.uniform(-tc.home_joint_noise, tc.home_joint_noise, 7)
         b = self.backend
-        if hasattr(b, "reset"):  # the mirror teleports; a real arm is driven there
+        outside = safety.joint_limit_guard(home, b.joint_lower, b.joint_upper, margin=0.0)
+        if outside:
+            raise ValueError("home posture: " + "; ".join(r for _, r in outside) + "; fix the task's home_q")
+        self.joint_guard.latched.clear()
+        if b.capabilities.simulated_reset:  # the mirror teleports; a real arm is driven there
             b.reset(home, gripper_width=b.gripper_max_width)
+            self.ramp.restart()  # the arm is at rest with no torque: nothing to ramp from
             self._hold_here()
             if tc.home_tcp_noise > 0:
                 offset = np.zeros(3)
                 offset[:2] = self.rng.uniform(-tc.home_tcp_noise, tc.home_tcp_noise, 2)
                 position, quaternion = self.cartesian.reference
                 self.cartesian.reset(b.state.q, position + offset, quaternion)
-            self.task.reset_scene(b.world, self.rng)
+            if b.capabilities.world:  # the scene's objects are simulated too
+                self.task.reset_scene(b.world, self.rng)
             self.mode = "armed"
             self.run_ticks(int(round(self.config.settle_time / self.period)))
-        else:
-            self._drive_home(home)
-        self.gripper_target = b.gripper_max_width
-        b.set_gripper(self.gripper_target)
+            return self._armed_after_reset()
+        return self._start_homing(home)
+
+    def _armed_after_reset(self):
+        self.gripper_target = self.backend.gripper_max_width
+        self.backend.set_gripper(self.gripper_target)
         self.mode = "armed"
         self.flags = {}
         self._flag_ticks[:] = 0
         self.command_expires = time.monotonic() + self.config.command_deadline
         return self._state_reply()
 
-    def _drive_home(self, home: np.ndarray, timeout: float = 10.0) -> None:
-        """Joint impedance move to `home` (real arms, real-time mode)."""
-        b = self.backend
-        s = b.sense()
-        self.joint.reset(s.q)
-        self.joint.set_reference(home)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            s = b.sense()
-            b.actuate(self.joint.compute(s.q, s.dq))
-            if np.abs(s.q - home).max() < 0.01 and np.abs(s.dq).max() < 0.02:
-                break
-        else:
-            raise RuntimeError(f"reset: home pose not reached within {timeout} s")
-        self._hold_here()
+    # --- homing: a real arm's reset, driven tick by tick ------------------------------------------
+    def _start_homing(self, home: np.ndarray):
+        """Drive home with the joint impedance law from the next tick on. In real time the reply
+        is deferred until the move ends (the loop keeps ticking and serving meanwhile); in
+        lock-step, where physics only advances inside requests, the move runs here."""
+        self._homing = HomingMove(self.joint, home, self.backend.state.q, self.ramp.commanded,
+                                  timeout_ticks=round(self.config.home_timeout / self.period))
+        self.mode = "homing"
+        if self.config.clock == "realtime":
+            return loop.DEFERRED, {}, {}
+        while self.mode == "homing":
+            self.run_ticks(self.ticks_per_step)
+        return self.reset_reply.result
+
+    def _end_homing(self, aborted_by: str | None = None) -> None:
+        """The move home ended: arrived (armed), timed out (damped stop), or aborted (disarmed)."""
+        move, self._homing = self._homing, None
+        if aborted_by is not None:
+            self.mode = "disarmed"
+            reply = "error", {"error": f"reset: homing aborted: {aborted_by}"}, {}
+        elif move.status == "arrived":
+            self._hold_here()
+            reply = self._armed_after_reset()
+        else:  # timed out: something is in the way, or home is out of reach
+            reason = (f"home posture not reached within {self.config.home_timeout} s: "
+                      f"{move.remaining_error(self.backend.state.q)}; damped stop: clear the way "
+                      "(or fix the task's home_q) and send 'reset' again")
+            self._enter("stopped", "home_failed", reason)
+            reply = "error", {"error": f"reset: {reason}"}, {}
+        self.last_request = time.monotonic()  # the waiting client is alive: it is being answered
+        self.reset_reply.send(reply)
 
     def _command_target(self, meta, arrays):
         """Validate and safety-filter a Cartesian command; set reference and gripper."""
+        if self.mode == "homing":
+            raise ValueError("the arm is driving home (a reset is in progress): wait for the "
+                             "reset's reply before commanding motion")
         if self.mode in ("disarmed", "stopped"):
             raise ValueError(f"the arm is {self.mode}: send 'reset' or 'arm' before commanding "
                              "motion (a reconnecting client never resumes motion by itself)")
         s = self.backend.state
+        tcp_quaternion = matrix_to_quat(s.tcp_rotation)
         safe = safety.filter_command(
             arrays.get("target_position"), arrays.get("target_quaternion"), meta.get("gripper"),
-            s.tcp_position, matrix_to_quat(s.tcp_rotation), self.limits,
+            s.tcp_position, tcp_quaternion, self.limits,
         )
-        for name, reason in safe.flags:
-            self.flags[name] = reason
-        self.cartesian.set_reference(safe.position, safe.quaternion)
+        self.flags.update(safe.flags)
+        refusal = None  # while a joint is held off its limit, nothing moves it further toward it
+        if self.joint_guard.latched:
+            refusal = self.joint_guard.refusal(s.q, s.jacobian, s.tcp_position, tcp_quaternion,
+                                               safe.position, safe.quaternion)
+        if refusal is None:
+            self.cartesian.set_reference(safe.position, safe.quaternion)
+            if self.mode == "hold":
+                self.mode = "armed"
+        else:
+            self.flags["joint_limit"] = refusal
         if safe.gripper is not None:
             self.gripper_target = float(safe.gripper)
             self.backend.set_gripper(self.gripper_target)
         self.command_seq = int(meta.get("seq", self.command_seq + 1))
-        if self.mode == "hold":
-            self.mode = "armed"
 
     def _on_step(self, meta, arrays):
         if self.config.clock != "lockstep":
@@ -406,97 +400,32 @@ class RobotServer:
     # --- watchdogs (real time) --------------------------------------------------------------
     def check_watchdogs(self, now: float) -> None:
         if self.mode in ("armed", "hold") and now - self.last_request > self.config.peer_timeout:
-            self.mode = "stopped"
-            self._condition = ("stopped", "peer_lost", (
+            self._enter("stopped", "peer_lost", (
                 f"no request for {now - self.last_request:.2f} s (peer_timeout "
                 f"{self.config.peer_timeout} s): damped stop; send 'arm' or 'reset' to resume"))
-            self.flags["peer_lost"] = self._condition[2]
         elif self.mode == "armed" and now > self.command_expires:
-            self.mode = "hold"
             # Not _hold_here(): resetting the controller would also zero its torque memory, and
-            # the rate limiter would then cut the torque to +-1 Nm in one tick, a discontinuity a
-            # real arm rejects. snap_reference keeps the torque memory.
+            # its output would drop toward zero at the rate limit while the arm is moving.
+            # snap_reference keeps the torque memory: the hold starts from the torque it has.
             s = self.backend.state
             self.cartesian.snap_reference(s.tcp_position, matrix_to_quat(s.tcp_rotation))
-            self._condition = ("hold", "hold", (
+            self._enter("hold", "hold", (
                 f"command deadline missed by {now - self.command_expires:.3f} s: holding at the "
                 "measured pose until the next command"))
-            self.flags["hold"] = self._condition[2]
 
     # --- serving loops ------------------------------------------------------------------------
     def serve(self) -> None:
-        server = transport.RequestServer(self.config.command_endpoint, source="robot_server")
-        publisher = transport.Publisher(self.config.state_endpoint, source="robot_server")
+        """Bind the configured endpoints and serve until shutdown (robostack/robot/loop.py)."""
         log.info("robot server: task=%s backend=%s clock=%s commands=%s state=%s",
                  self.task.name, self.config.backend, self.config.clock,
                  self.config.command_endpoint, self.config.state_endpoint)
         try:
-            if self.config.clock == "lockstep":
-                self._serve_lockstep(server, publisher)
-            else:
-                self._serve_realtime(server, publisher)
+            loop.serve(self)
         finally:
+            if self.mode == "homing":
+                self._end_homing("the server stopped")
             self.mode = "disarmed"
-            server.close()
-            publisher.close()
             self.backend.close()
-
-    def _answer(self, server, request) -> None:
-        kind, meta, arrays = self.handle(request.message.kind, request.message.meta,
-                                         request.message.arrays)
-        if kind == "error":
-            server.reply_error(request, meta["error"])
-        else:
-            server.reply(request, kind, meta, arrays)
-
-    def _serve_lockstep(self, server, publisher) -> None:
-        while self.running:
-            request = server.poll(0.1)
-            if request is not None:
-                self._answer(server, request)
-
-    def _serve_realtime(self, server, publisher) -> None:
-        period = self.period
-        publish_every = max(1, int(round(1.0 / (self.config.state_hz * period))))
-        # The work beside the control tick is spread so that no tick carries two heavy items.
-        # CPU time measured in this loop (cold caches after each wait, 2-core machine): control
-        # tick ~0.1 ms, building the state message ~0.3 ms, publishing it ~0.2 ms, answering a
-        # request 0.3-0.5 ms; all on one tick came to ~1 ms, the whole period. So: watchdogs and
-        # the state message on one tick, publishing on the next (stamped with the build time),
-        # loop statistics on a third, and requests wait out the build and publish ticks (at most
-        # 2 ms more latency for a request).
-        build, send = 0, 1 % publish_every
-        no_requests = {build, send} if publish_every > 2 else set()
-        summary_tick = (1000 - publish_every // 2) % 1000  # between two state messages
-        loop_summary = None
-        meta = arrays = stamp = None
-        self.stats = TickStats()
-        next_tick = time.perf_counter()
-        tick = 0
-        while self.running:
-            now, cpu = time.perf_counter(), time.thread_time()
-            self.stats.record(max(0.0, now - next_tick))
-            self.run_ticks(1)
-            phase = tick % publish_every
-            if phase == build:
-                self.check_watchdogs(time.monotonic())
-                meta, arrays = self.state_message()
-                meta["loop"], loop_summary = loop_summary, None
-                stamp = time.monotonic()
-            if phase == send:
-                publisher.publish("state", meta, arrays, stamp=stamp)
-            if phase not in no_requests:
-                request = server.poll(0)
-                if request is not None:
-                    self._answer(server, request)
-            if tick % 1000 == summary_tick:
-                loop_summary = self.stats.summary()  # goes out with the next state message
-            self.stats.record_cpu(time.thread_time() - cpu)
-            tick += 1
-            next_tick += period
-            wait_until(next_tick)
-            if next_tick < time.perf_counter() - 0.05:  # fell far behind: resynchronise
-                next_tick = time.perf_counter()
 
 
 def main(argv=None) -> int:

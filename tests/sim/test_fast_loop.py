@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from robostack.robot.server import RobotServer, RobotServerConfig
-from sim import mujoco_backend
 
 
 def run(fast: bool, ticks: int = 300):
@@ -17,8 +16,8 @@ def run(fast: bool, ticks: int = 300):
     return server.backend.data.qpos.copy(), server._flag_ticks.copy(), server.cartesian.reference
 
 
-@pytest.mark.skipif(not mujoco_backend.fast_path_available(
-    RobotServer(RobotServerConfig(task="reach")).backend), reason="numba not installed")
+@pytest.mark.skipif(not RobotServer(RobotServerConfig(task="reach")).backend.capabilities
+                    .compiled_impedance_loop, reason="numba not installed")
 def test_compiled_loop_matches_python_loop():
     qpos_fast, flags_fast, ref_fast = run(True)
     qpos_slow, flags_slow, ref_slow = run(False)
