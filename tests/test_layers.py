@@ -82,8 +82,8 @@ RULES = {
         (["hardware"], ["controllers"]),
     "3. tasks imports sim.scene and controllers only, never an engine":
         (["tasks"], ["controllers", "sim.scene"], ["mujoco", "pybullet"]),
-    "4. the wire, files and config import nothing of ours":
-        (["robostack.transport", "robostack.files", "robostack.config"], []),
+    "4. the wire, files, config and child processes import nothing of ours":
+        (["robostack.transport", "robostack.files", "robostack.config", "robostack.processes"], []),
     "6. rl imports torch, numpy and files only":
         (["robostack.rl"], ["robostack.files"]),
     "6. data never imports torch, rl or a process":
@@ -91,10 +91,10 @@ RULES = {
     "6. env never imports rl or training":
         (["robostack.env"], ["controllers", "tasks", "hardware.teleop", "robostack.robot",
                              "robostack.transport", "robostack.config", "robostack.files",
-                             "robostack.cpu_affinity"], ["torch"]),
+                             "robostack.cpu_affinity", "robostack.processes"], ["torch"]),
     "5. robot reaches sim and hardware only through robot.backends":
         (["robostack.robot"], ["controllers", "tasks", "robostack.transport", "robostack.config",
-                               "robostack.files", "robostack.cpu_affinity"]),
+                               "robostack.files", "robostack.cpu_affinity", "robostack.processes"]),
 }
 
 

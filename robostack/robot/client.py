@@ -1,14 +1,20 @@
-"""What talks to a robot server: in this process (InProcessConnection) or over ZeroMQ (ZmqConnection), and spawn_robot_server, which starts one as a subprocess."""
+"""What talks to a robot server: in this process (`InProcessConnection`) or over ZeroMQ
+(`ZmqConnection`), and `spawn_robot_server`, which starts one as a subprocess.
+
+A server this module starts never outlives its owner: it dies with the process that started it
+(robostack/processes.py), and the connection stops it on close(), when it is garbage-collected
+and at interpreter exit.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 import uuid
+import weakref
 
-from robostack import cpu_affinity, transport
+from robostack import cpu_affinity, processes, transport
 
 
 class InProcessConnection:
@@ -37,6 +43,8 @@ class ZmqConnection:
             endpoint, source="env", timeout=timeout,
             peer="the robot server (`robostack robot-server`)")  # named in timeout errors
         self.process = process
+        # A user who forgets close(): stop the server at garbage collection or interpreter exit.
+        self._stop_process = weakref.finalize(self, _stop, process) if process is not None else None
 
     def request(self, kind, meta=None, arrays=None, timeout=None) -> transport.Message:
         try:
@@ -55,13 +63,30 @@ class ZmqConnection:
                     self.client.request("shutdown", timeout=1.0)
                 except transport.TransportError:
                     pass
-                try:
-                    self.process.wait(timeout=3.0)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
+            if self._stop_process is not None:
+                self._stop_process()
         finally:
             self.client.close()
+
+    def __enter__(self) -> "ZmqConnection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _stop(process: subprocess.Popen, grace: float = 3.0) -> None:
+    """Wait up to `grace` s for a process asked to shut down, then terminate, then kill it."""
+    for stop in (None, process.terminate, process.kill):
+        if process.poll() is not None:
+            return
+        if stop is not None:
+            stop()
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def spawn_robot_server(task: str, backend: str = "mujoco", clock: str = "lockstep",
@@ -74,12 +99,12 @@ def spawn_robot_server(task: str, backend: str = "mujoco", clock: str = "lockste
     name = f"server-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     command_endpoint = transport.ipc_endpoint(f"{name}-command")
     state_endpoint = transport.ipc_endpoint(f"{name}-state")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
     process = subprocess.Popen(
-        [sys.executable, "-m", "robostack.robot.server", "--task", task, "--backend", backend,
-         "--clock", clock, "--command-endpoint", command_endpoint,
-         "--state-endpoint", state_endpoint, "--log-level", "WARNING", *extra_args],
-        env=env,
+        processes.child_command(
+            "robostack.robot.server", "--task", task, "--backend", backend, "--clock", clock,
+            "--command-endpoint", command_endpoint, "--state-endpoint", state_endpoint,
+            "--log-level", "WARNING", *extra_args),
+        env=processes.child_environment(OMP_NUM_THREADS="1"),
     )
     if cpus:
         cpu_affinity.pin(process.pid, cpus)
