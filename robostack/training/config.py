@@ -28,6 +28,7 @@ from robostack.config import add_dataclass_arguments, dataclass_from_args, usage
 from robostack.env.teleop import InterventionProtocol, intervention_device
 from robostack.files import write_json_atomic
 from robostack.rl.sac import SACConfig
+from tasks import parse_task_params
 
 FLAT = {"option_prefix": ""}  # a section whose options read without a prefix
 
@@ -112,8 +113,10 @@ class RunConfig:
     actor: ActorOptions = field(default_factory=ActorOptions, metadata=FLAT)
 
     def __post_init__(self):
-        if self.intervention:  # a clear error before any process or env starts
+        # Clear errors before any process or env starts.
+        if self.intervention:
             self.intervention = intervention_device(self.intervention)
+        parse_task_params(self.task, self.task_params)  # an unknown name or a bad number
 
     def final_episodes(self) -> int:
         """Episodes of the final evaluation (0: none)."""

@@ -16,13 +16,17 @@ from robostack import transport
 # --- the run's env ------------------------------------------------------------------------------
 
 def task_config(config):
-    """The TaskConfig a run's envs use (RunConfig `config`): the task's own, with the run's
-    time limit; None when the run changes nothing (the env then takes the server's)."""
-    if config.max_episode_steps is None:
+    """The TaskConfig a run's envs use (RunConfig `config`): the task's own, with the run's task
+    parameters (--task-params) and time limit; None when the run changes neither (the env then
+    takes the robot server's). An env checks these parameters against its server's."""
+    if config.max_episode_steps is None and not config.task_params:
         return None
-    from tasks import make_task
+    from tasks import make_task, parse_task_params
 
-    return dataclasses.replace(make_task(config.task).config, max_episode_steps=config.max_episode_steps)
+    task_config = make_task(config.task, params=parse_task_params(config.task, config.task_params)).config
+    if config.max_episode_steps is not None:
+        task_config = dataclasses.replace(task_config, max_episode_steps=config.max_episode_steps)
+    return task_config
 
 
 def server_options(config, seed: int) -> list[str]:
@@ -39,13 +43,12 @@ def open_env(config, seed: int, robot_server: str = "", transport_kind: str = "z
     """The env of a run (RunConfig `config`): connected to the robot server at `robot_server`
     (waiting up to `timeout` s for it to answer, calling `waiting()` every try; `waiting` may
     raise to give up), else on a robot server of its own, in this process
-    (`transport_kind="inprocess"`) or as a subprocess on loopback."""
+    (`transport_kind="inprocess"`) or as a subprocess on loopback. A server of its own runs
+    the run's task parameters."""
     from robostack.env import RobotEnv, make_env
     from robostack.robot.client import ZmqConnection, spawn_robot_server
 
-    if transport_kind == "inprocess":
-        if config.task_params:
-            raise ValueError("--task-params needs a robot server process: use --transport zmq")
+    if transport_kind == "inprocess":  # the parameters reach the server with the task config
         return make_env(config.task, transport_kind="inprocess", config=task_config(config), seed=seed)
     if not robot_server:
         connection = spawn_robot_server(config.task, extra_args=tuple(server_options(config, seed)))
