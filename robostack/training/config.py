@@ -123,7 +123,8 @@ class RunConfig:
         return self.eval_episodes if self.final_eval_episodes < 0 else self.final_eval_episodes
 
 
-# The name this configuration had before it held the processes' options too.
+# The name this configuration had before it held the processes' options too (still used by
+# benchmarks/bench_actor_learner.py and tests/robostack/test_record.py).
 TrainConfig = RunConfig
 
 

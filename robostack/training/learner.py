@@ -54,19 +54,20 @@ from robostack.files import write_json_atomic
 from robostack.rl.buffers import ReplayBuffer, sample_mixed
 from robostack.rl.networks import state_statistics
 from robostack.rl.sac import build_agent, update
-from robostack.training import run_dir
+from robostack.training import run_dir, run_state
 from robostack.training.config import LearnerIdentity, RunConfig, parse_run_options, write_run_config
 from robostack.training.receiver import Receiver
 from robostack.training.rollouts import task_config
-from robostack.training import run_state
 from robostack.training.transitions import Ledger, action_spec, observation_spec
 from robostack.training.weights import WeightsPublisher
+from tasks import make_task
 
 
 class Learner(Receiver):
-    def __init__(self, config: RunConfig, identity: LearnerIdentity | None = None, say=print):
-        from tasks import make_task
+    """The learner's state (set up here, resumed from a checkpoint of either training mode),
+    its update loop (`run`) and its checkpoints; the answers to actors come from `Receiver`."""
 
+    def __init__(self, config: RunConfig, identity: LearnerIdentity | None = None, say=print):
         self.config, self.identity, self.say = config, identity or LearnerIdentity(), say
         self.options = config.learner
         torch.set_num_threads(config.threads)

@@ -22,7 +22,7 @@ from robostack.training import train as train_module# noqa: E402
 from robostack.config import add_dataclass_arguments, dataclass_from_args# noqa: E402
 from robostack.rl.sac import SACConfig  # noqa: E402
 from robostack.rl.networks import ObservationEncoder, state_statistics  # noqa: E402
-from robostack.training.config import TrainConfig, default_sac_config  # noqa: E402
+from robostack.training.config import RunConfig, default_sac_config  # noqa: E402
 from robostack.training.run_dir import read_summary  # noqa: E402
 from robostack.training.train import train  # noqa: E402
 
@@ -41,7 +41,7 @@ REACH_SUCCESS = 0.8
 
 def test_reach_learns_to_stated_success_rate(tmp_path):
     started = time.perf_counter()
-    history = train(TrainConfig(seed=0, run_dir=str(tmp_path), resume=False, **REACH), progress=None)
+    history = train(RunConfig(seed=0, run_dir=str(tmp_path), resume=False, **REACH), progress=None)
     elapsed = time.perf_counter() - started
     first, final = history[0], history[-1]
     assert first["env_steps"] == 0 and first["success_rate"] <= 0.2  # there was something to learn
@@ -57,13 +57,13 @@ def test_reach_learns_to_stated_success_rate(tmp_path):
 
 def parse(argv):
     parser = argparse.ArgumentParser()
-    add_dataclass_arguments(parser, TrainConfig)
-    return dataclass_from_args(TrainConfig, parser.parse_args(argv))
+    add_dataclass_arguments(parser, RunConfig)
+    return dataclass_from_args(RunConfig, parser.parse_args(argv))
 
 
 def test_cli_defaults_are_the_train_config_defaults():
     config = parse([])
-    assert config == TrainConfig()
+    assert config == RunConfig()
     # The nested --sac-* options default to the trainer's SAC settings, not SACConfig's own.
     assert config.sac == default_sac_config()
     assert config.sac.init_temperature == 0.01 != SACConfig().init_temperature
@@ -107,9 +107,9 @@ def test_resume_continues_the_run(tmp_path):
     tiny = dict(task="reach", demos=2, learning_starts=20, eval_every=50, eval_episodes=2,
                 progress_every=10**9, run_dir=str(tmp_path),
                 sac=SACConfig(hidden_dims=(16, 16), num_critics=2, batch_size=16))
-    first = train(TrainConfig(total_steps=100, **tiny), progress=None)
+    first = train(RunConfig(total_steps=100, **tiny), progress=None)
     assert [r["env_steps"] for r in first] == [0, 50, 100]
-    resumed = train(TrainConfig(total_steps=150, **tiny), progress=None)
+    resumed = train(RunConfig(total_steps=150, **tiny), progress=None)
     assert read_summary(tmp_path, "train")["resumed_from"]["env_steps"] == 100
     assert [r["env_steps"] for r in resumed] == [0, 50, 100, 150]
     # The earlier evaluations come back from the checkpoint as they were (NaN != NaN: compare text).
@@ -121,6 +121,6 @@ def test_resume_continues_the_run(tmp_path):
 
 def test_nested_config_without_its_options_keeps_the_outer_default():
     # A caller that registered only some options still gets the trainer's SAC settings.
-    config = dataclass_from_args(TrainConfig, argparse.Namespace(seed=4, sac_batch_size=64))
+    config = dataclass_from_args(RunConfig, argparse.Namespace(seed=4, sac_batch_size=64))
     assert config.seed == 4 and config.sac.batch_size == 64
     assert config.sac.init_temperature == default_sac_config().init_temperature
