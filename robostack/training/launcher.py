@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from robostack import cpu_affinity, transport
 from robostack.files import write_json_atomic
@@ -33,6 +34,8 @@ from robostack.training.run_dir import Summary, archive_previous_run, format_pro
 # The run configuration (robostack/training/config.py) is imported where it is used: it brings
 # torch with the SAC settings, and this module is also every child's entry (`--child`), robot
 # servers included, which never need torch.
+if TYPE_CHECKING:
+    from robostack.training.config import RunConfig
 
 
 class Child:

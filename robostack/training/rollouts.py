@@ -12,7 +12,6 @@ import numpy as np
 
 from robostack import transport
 
-
 # --- the run's env ------------------------------------------------------------------------------
 
 def task_config(config):

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from robostack.env.wrappers import make_training_env
+from robostack.files import write_json_atomic
 from robostack.rl.buffers import ReplayBuffer, load_demonstrations, sample_mixed
 from robostack.rl.networks import state_statistics
 from robostack.rl.sac import build_agent, update
-from robostack.files import write_json_atomic
 from robostack.training.config import RunConfig, parse_run_options, write_run_config
 from robostack.training.rollouts import collect_demonstrations, evaluate, logged_demonstrations, open_env
 from robostack.training.run_dir import Summary, archive_previous_run, write_metrics

@@ -18,10 +18,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from robostack.training import train as train_module# noqa: E402
-from robostack.config import add_dataclass_arguments, dataclass_from_args# noqa: E402
-from robostack.rl.sac import SACConfig  # noqa: E402
+from robostack.config import add_dataclass_arguments, dataclass_from_args  # noqa: E402
 from robostack.rl.networks import ObservationEncoder, state_statistics  # noqa: E402
+from robostack.rl.sac import SACConfig  # noqa: E402
+from robostack.training import train as train_module  # noqa: E402
 from robostack.training.config import RunConfig, default_sac_config  # noqa: E402
 from robostack.training.run_dir import read_summary  # noqa: E402
 from robostack.training.train import train  # noqa: E402

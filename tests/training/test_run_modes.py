@@ -31,7 +31,7 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 def robostack(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     done = subprocess.run([sys.executable, "-m", "robostack.cli", *args], capture_output=True,
-                          text=True, env=ENV, timeout=timeout)
+                          text=True, env=ENV, timeout=timeout, check=False)
     assert done.returncode == 0, f"robostack {' '.join(args)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
 

@@ -9,7 +9,13 @@ import json
 
 import pytest
 
-from robostack.training.config import ActorIdentity, LaunchOptions, RunConfig, load_run_config, parse_run_options
+from robostack.training.config import (
+    ActorIdentity,
+    LaunchOptions,
+    RunConfig,
+    load_run_config,
+    parse_run_options,
+)
 from robostack.training.rollouts import open_env
 
 
