@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from robostack import cpu_affinity# noqa: E402
-from robostack.robot.client import InProcessConnection, spawn_robot_server# noqa: E402
-from robostack.env import RobotEnv# noqa: E402
-from robostack.robot.server import RobotServer, RobotServerConfig# noqa: E402
+from robostack import cpu_affinity  # noqa: E402
+from robostack.robot.client import InProcessConnection, spawn_robot_server  # noqa: E402
+from robostack.env import RobotEnv  # noqa: E402
+from robostack.robot.server import RobotServer, RobotServerConfig  # noqa: E402
 
 TASK = "pick_cube"
 

@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from robostack.env import make_env# noqa: E402
-from robostack.data.episode_log import EpisodeLog, EpisodeWriter, features_from_spaces, state_names# noqa: E402
+from robostack.env import make_env  # noqa: E402
+from robostack.data.episode_log import EpisodeLog, EpisodeWriter, features_from_spaces, state_names  # noqa: E402
 
 SIZE = 128
 CAMERAS = ("front", "wrist")

@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from robostack import transport# noqa: E402
-from robostack.robot.client import spawn_robot_server# noqa: E402
-from robostack.robot.server import TickStats, wait_until# noqa: E402
+from robostack import transport  # noqa: E402
+from robostack.robot.client import spawn_robot_server  # noqa: E402
+from robostack.robot.loop import TickStats, wait_until  # noqa: E402
 
 PERIOD = 0.001  # s, the server's control period (the mirror's physics step)
 

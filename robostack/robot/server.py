@@ -50,7 +50,7 @@ from controllers.rotations import matrix_to_quat
 from robostack import transport
 from robostack.robot import loop
 from robostack.robot.backends import check_drivable, make_backend
-from robostack.robot.loop import TickStats, wait_until  # noqa: F401 (benchmarks import them from here)
+from robostack.robot.loop import TickStats
 from tasks import make_task, parse_task_params
 
 log = logging.getLogger("robostack.robot.server")
