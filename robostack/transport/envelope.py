@@ -1,4 +1,4 @@
-"""The robostack wire format and the four socket roles every process uses.
+"""The robostack wire format: one envelope for every message on every socket (sockets.py).
 
 Every message on every socket is one *envelope*, a ZeroMQ multipart message:
 
