@@ -17,6 +17,7 @@ COMMANDS = {
     "learner": ("robostack.training.learner", "the learner process alone: replay buffers, updates, weights"),
     "actor": ("robostack.training.actor", "one actor process alone: acts with the learner's weights"),
     "eval": ("robostack.commands.evaluate", "success rate and time to success of a run's latest policy"),
+    "runs": ("robostack.commands.runs", "the runs in a folder: task, env steps, last success rate, state"),
     "record-demos": ("robostack.commands.record", "drive the arm with a teleop device and log demonstrations"),
     "replay": ("robostack.commands.replay", "re-execute a logged episode in the mirror, report tracking error"),
     "view": ("robostack.commands.replay:view_main", "video with overlays and a plot of a logged episode"),

@@ -3,8 +3,13 @@
 Loads the newest intact checkpoint of DIR (written by `robostack train`, either mode), rebuilds
 the agent from the configuration stored in it, and runs the deterministic policy (the mean
 action) for N episodes on fixed seeds against a robot server: the one at --robot-server, or a
-fresh one on loopback (started with the run's task parameters, or with --task-params). Writes
-DIR/eval.json and adds a row to DIR/metrics.csv.
+fresh one on loopback (started with the run's task parameters, or with --task-params).
+
+Each evaluation writes its own result file, DIR/evals/eval-<time>-<N>ep.json (with other task
+parameters: ...-<N>ep-<params>.json), says where, and adds a row to DIR/metrics.csv that names
+that file (column standalone_eval; not with other task parameters: metrics.csv describes the
+task the run trained on). The run's own final evaluation, DIR/eval.json, is never touched,
+except by `robostack train` itself (--as-final-eval, when its learner could not evaluate).
 """
 
 from __future__ import annotations
@@ -42,10 +47,13 @@ def load_policy(run_dir: Path, observation_space, action_space):
 
 
 def evaluate_run(run_dir: str | os.PathLike, episodes: int, robot_server: str = "",
-                 seed: int | None = None, task_params: str | None = None, say=print) -> dict:
-    """Evaluate the run's latest policy. `task_params` (a --task-params string) overrides the
-    run's task parameters for this evaluation only: its result goes to eval-<params>.json, not
-    to eval.json and metrics.csv (those describe the task the run trained on)."""
+                 seed: int | None = None, task_params: str | None = None,
+                 as_final_eval: bool = False, say=print) -> dict:
+    """Evaluate the run's latest policy; the result goes to a file of its own (result_path),
+    and, with the run's own task parameters, to a metrics.csv row naming that file.
+    `task_params` (a --task-params string) overrides the run's task parameters for this
+    evaluation only. `as_final_eval`: the run's final evaluation (eval.json, a final row), what
+    the launcher asks for when its learner could not evaluate."""
     from robostack.training.config import load_run_config
     from robostack.training.rollouts import evaluate, open_env
 
@@ -71,25 +79,36 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int, robot_server: str = 
     finally:
         env.close()
     result = {**result, "episodes": episodes, "env_steps": env_steps, "task_params": config.task_params,
-              "checkpoint": str(checkpoint.path), "seconds": round(time.perf_counter() - start, 1)}
-    if override:
-        write_json_atomic(run_dir / f"eval-{_file_name(config.task_params)}.json", result)
-    else:
-        write_json_atomic(run_dir / "eval.json", result)
+              "seed": seed, "checkpoint": str(checkpoint.path),
+              "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "seconds": round(time.perf_counter() - start, 1)}
+    path = run_dir / "eval.json" if as_final_eval else result_path(
+        run_dir, episodes, config.task_params if override else "")
+    write_json_atomic(path, result)
+    if not override:
         metrics = run_dir / "metrics.csv"
         write_csv(metrics, [*read_csv(metrics), {
             "env_steps": env_steps, "success_rate": result["success_rate"],
-            "time_to_success_s": result["time_to_success_s"], "final": True}], METRICS_FIELDS)
+            "time_to_success_s": result["time_to_success_s"], "eval_seconds": result["seconds"],
+            "final": as_final_eval, "standalone_eval": str(path.relative_to(run_dir))}], METRICS_FIELDS)
     on = f" with task parameters {config.task_params}" if config.task_params else ""
     say(f"eval: success {result['success_rate']:.0%} over {episodes} episodes{on}, mean time to "
         f"success {result['time_to_success_s']:.2f} s (policy after {env_steps} env steps, "
-        f"{checkpoint.path.name}, deterministic)")
+        f"{checkpoint.path.name}, deterministic); result in {path}")
     return result
 
 
-def _file_name(task_params: str) -> str:
-    """A --task-params string as part of a file name: table_height=0.03 -> table_height_0.03."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in task_params) or "defaults"
+def result_path(run_dir: Path, episodes: int, task_params: str = "") -> Path:
+    """A new file for one stand-alone evaluation: evals/eval-<time>-<N>ep[-<params>].json."""
+    stem = f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{episodes}ep"
+    if task_params:  # table_height=0.03 -> table_height_0.03
+        stem += "-" + "".join(c if c.isalnum() or c in "._-" else "_" for c in task_params)
+    path, n = run_dir / "evals" / f"{stem}.json", 1
+    while path.exists():  # two evaluations within one second
+        n += 1
+        path = run_dir / "evals" / f"{stem}-{n}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def main(argv=None) -> int:
@@ -103,11 +122,43 @@ def main(argv=None) -> int:
     parser.add_argument("--task-params", default=None,
                         help='evaluate with other task parameters than the run trained with, e.g. '
                              '"table_height=0.03" (the table 3 cm higher); the result goes to '
-                             'RUN/eval-<params>.json (default: the run\'s own)')
+                             'RUN/evals/eval-<time>-<N>ep-<params>.json (default: the run\'s own)')
+    parser.add_argument("--as-final-eval", action="store_true",
+                        help="write the result as the run's final evaluation (RUN/eval.json, a "
+                             "final row in metrics.csv): what robostack train does when its "
+                             "learner could not evaluate; not needed by hand")
     args = parser.parse_args(argv)
-    evaluate_run(args.run, args.episodes, args.robot_server, args.seed, args.task_params,
-                 say=lambda text: print(text, flush=True))
+    check_arguments(parser, args)
+    try:
+        evaluate_run(args.run, args.episodes, args.robot_server, args.seed, args.task_params,
+                     args.as_final_eval, say=lambda text: print(text, flush=True))
+    except KeyboardInterrupt:
+        print("\nrobostack eval: interrupted; nothing written", flush=True)
+        return 130
     return 0
+
+
+def check_arguments(parser: argparse.ArgumentParser, args) -> None:
+    """Usage errors (exit code 2) before any robot server or policy is loaded."""
+    from robostack.rl.checkpoint import latest_checkpoint
+    from robostack.training.config import load_run_config
+    from tasks import parse_task_params
+
+    if args.episodes < 1:
+        parser.error(f"--episodes {args.episodes}: must be >= 1")
+    if args.seed is not None and args.seed < 0:
+        parser.error(f"--seed {args.seed}: must be >= 0")
+    config_path = Path(args.run) / "config.json"
+    if not config_path.is_file():
+        parser.error(f"--run {args.run}: no config.json there, not a run directory "
+                     f"(`robostack runs` lists the runs of a folder)")
+    if latest_checkpoint(args.run) is None:
+        parser.error(f"--run {args.run}: no checkpoint (checkpoints/ckpt_*.pt) yet; train first")
+    if args.task_params is not None:
+        try:
+            parse_task_params(load_run_config(config_path).task, args.task_params)
+        except ValueError as exc:
+            parser.error(f"--task-params: {exc}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ directly (`InProcessConnection`, for tests and for measuring the transport's cos
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import gymnasium as gym

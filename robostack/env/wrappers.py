@@ -34,19 +34,32 @@ import numpy as np
 
 
 def make_training_env(env: gym.Env, intervention: str = "", protocol=None,
-                      takeover_penalty: float = 0.0, seed: int = 0) -> gym.Env:
+                      takeover_penalty: float = 0.0, seed: int = 0, device=None,
+                      screen=None) -> gym.Env:
     """What training episodes step: `env` itself, or with `intervention` (a teleop device name,
     robostack.env.teleop.DEVICES; "expert" is the autopilot's older name) the operator's
     InterventionWrapper around it. Evaluations step the bare `env`: no operator helps there.
     `protocol` (InterventionProtocol) and `seed` drive the autopilot; closing the result closes
-    the device and `env`."""
+    the device and `env`.
+
+    `device`: the operator's device, already open (a person's, opened before anything else
+    starts so that a missing one fails first; in an actor, the launcher's RelayedDevice); None:
+    opened here by name. With a person in the loop (keyboard, gamepad, spacemouse) the env steps
+    in real time (RealTimePacing: nobody can react to a lock-step mirror running 5x faster),
+    and `screen` (robostack.env.teleop_relay.OperatorScreen), if given, shows every step."""
     if not intervention:
         return env
-    from robostack.env.teleop import intervention_device, make_device
+    from robostack.env.teleop import RealTimePacing, intervention_device, make_device, needs_pacing
 
-    device = make_device(intervention_device(intervention), task=env.unwrapped.task,
-                         protocol=protocol, seed=seed)
-    return InterventionWrapper(env, device, takeover_penalty=takeover_penalty)
+    name = intervention_device(intervention)
+    if device is None:
+        device = make_device(name, task=env.unwrapped.task, protocol=protocol, seed=seed)
+    operator = acting = InterventionWrapper(env, device, takeover_penalty=takeover_penalty)
+    if needs_pacing(name):  # outside the operator: the device is read right after the wait
+        acting = RealTimePacing(acting)
+    if screen is not None:
+        acting = OperatorShown(acting, operator, screen)
+    return acting
 
 
 def read_operator(device, env):
@@ -75,6 +88,7 @@ class InterventionWrapper(gym.Wrapper):
         self.takeover_penalty = float(takeover_penalty)
         self.end_on_labels = end_on_labels
         self.episode_index = -1
+        self.last_reading = None  # the device's reading of the last step (what a view shows)
         self._reset_stats()
 
     def _reset_stats(self) -> None:
@@ -82,15 +96,20 @@ class InterventionWrapper(gym.Wrapper):
         self._intervening = False
 
     def reset(self, **kwargs):
+        from robostack.env.teleop import start_episode
+
         self._reset_stats()
         self.episode_index += 1
-        if hasattr(self.device, "reset"):  # the autopilot draws this episode's takeover
-            self.device.reset(episode=self.episode_index)
-        return self.env.reset(**kwargs)
+        self.last_reading = None
+        result = self.env.reset(**kwargs)
+        # After the reset: the autopilot draws this episode's takeover, a person's device
+        # forgets the last episode's latched gripper and deadman.
+        start_episode(self.device, self.episode_index)
+        return result
 
     def step(self, policy_action):
         policy_action = np.asarray(policy_action, dtype=np.float32)
-        reading = read_operator(self.device, self.env)
+        reading = self.last_reading = read_operator(self.device, self.env)
         intervening = bool(reading.intervene)
         if intervening:
             action = np.asarray(self.to_action(reading), dtype=np.float32)
@@ -132,3 +151,40 @@ class InterventionWrapper(gym.Wrapper):
                 "takeovers": self.takeovers,
                 "rate": self.intervention_steps / self.steps if self.steps else 0.0,
                 "mean_length": self.intervention_steps / self.takeovers if self.takeovers else 0.0}
+
+
+class OperatorShown(gym.Wrapper):
+    """Shows each step to the person at the controls (an OperatorScreen): the env's fields, the
+    device's reading, the episode and its time. `say` puts a line on the same screen."""
+
+    def __init__(self, env: gym.Env, operator: InterventionWrapper, screen):
+        super().__init__(env)
+        self.operator, self.screen = operator, screen
+        self.steps = 0
+
+    def say(self, line: str) -> None:
+        self.screen.say(line)
+
+    def reset(self, **kwargs):
+        result = self.env.reset(**kwargs)
+        self.steps = 0
+        self.screen.new_episode(self.operator.episode_index)
+        self.screen.step(self.env.unwrapped.fields(), None, self._progress())
+        return result
+
+    def step(self, action):
+        result = self.env.step(action)
+        self.steps += 1
+        self.screen.step(self.env.unwrapped.fields(), self.operator.last_reading, self._progress())
+        return result
+
+    def _progress(self) -> str:
+        config = self.env.unwrapped.config
+        return (f"step {self.steps} / {config.max_episode_steps}   "
+                f"{self.steps / config.policy_hz:.1f} / {config.max_episode_steps / config.policy_hz:.1f} s")
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.screen.close()

@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hardware.teleop.base import DeviceUnavailable
 from robostack import transport
+from robostack.env.teleop import needs_pacing
 from robostack.env.wrappers import make_training_env
 from robostack.training.config import ActorIdentity, RunConfig, parse_run_options
 from robostack.training.rollouts import collect_demonstrations, evaluate, open_env
@@ -58,8 +60,18 @@ class Actor:
         self.env = open_env(config, self.seed, identity.robot_server, timeout=self.options.robot_timeout,
                             waiting=self.waiting_for_robot_server)
         # What training episodes step: the env, or the operator's wrapper around it (HIL-SERL).
+        # A person's device is the launcher's (this process has no terminal): its readings come
+        # over the launcher's relay (robostack/env/teleop_relay.py).
+        device = None
+        if config.intervention and identity.teleop_readings:
+            from robostack.env.teleop_relay import RelayedDevice
+
+            device = RelayedDevice(identity.teleop_readings, identity.teleop_view, source=self.id)
         self.acting = make_training_env(self.env, config.intervention, config.autopilot,
-                                        config.takeover_penalty, seed=self.seed)
+                                        config.takeover_penalty, seed=self.seed, device=device)
+        # A person in the loop: the acting env steps in real time, and is paused for the
+        # learner only between episodes, as on a real-time robot.
+        self.realtime = self.env.realtime or needs_pacing(config.intervention)
         self.log = None
         if identity.episode_log:
             from robostack.data.episode_log import EpisodeWriter, features_from_spaces, state_names
@@ -157,7 +169,7 @@ class Actor:
                     self.final_evaluation()
                 break
             at_start = episode["length"] == 0
-            if reply.get("wait") and sender.connected and (at_start or not self.env.realtime):
+            if reply.get("wait") and sender.connected and (at_start or not self.realtime):
                 self.wait_for_learner()
             if at_start and evaluator and reply.get("eval") and reply["eval"]["step"] > self.last_eval_step:
                 self.evaluate(reply["eval"])
@@ -316,13 +328,22 @@ class Actor:
     def shutdown(self) -> int:
         sender = self.sender
         delivered = sender.flush(timeout=10.0)
+        # The run is over (not merely this actor stopped): once the learner's final checkpoint
+        # holds everything sent, the spool is empty and goes, so that the next actor started
+        # with this spool folder does not find a finished run's batches in it.
+        finished = delivered and bool(sender.reply.get("done"))
+        cleaned = False
         if sender.connected:
-            sender.request("bye", {})
+            sender.request("bye", {"awaiting_durable": finished})
+            if finished and sender.wait_durable(timeout=60.0):
+                cleaned = sender.spool.remove_if_empty()
         self.say(f"{self.id}: stopped ({self.stop_reason}) after {self.steps} steps, "
                  f"{self.episodes} episodes; last transition #{sender.seq}, learner holds up to "
                  f"#{sender.stored}" + ("" if delivered else
-                                         f"; {sender.unsent} left in the spool {sender.spool.dir}"))
-        self.write_summary(state="stopped", stop_reason=self.stop_reason, delivered=delivered)
+                                         f"; {sender.unsent} left in the spool {sender.spool.dir}")
+                 + (f"; spool {sender.spool.dir} cleaned (all durable)" if cleaned else ""))
+        self.write_summary(state="stopped", stop_reason=self.stop_reason, delivered=delivered,
+                           spool_cleaned=cleaned)
         return 0
 
     def close(self) -> None:
@@ -358,6 +379,10 @@ def main(argv=None) -> int:
         print(f"robostack actor: {exc}", file=sys.stderr, flush=True)
         actor.summary.update(state="gave up", reason=str(exc))
         return 3
+    except DeviceUnavailable as exc:  # a restart cannot bring a missing device: one line, code 2
+        print(f"robostack actor: --intervention {config.intervention}: {exc}", file=sys.stderr, flush=True)
+        actor.summary.update(state="refused", reason=str(exc))
+        return 2
     finally:
         actor.close()  # also stops a robot server this actor started
 

@@ -12,6 +12,12 @@ RunConfig; each process uses the part that concerns it.
 `robostack actor` takes the same options directly; with `--config`, options given on its
 command line override the file's.
 
+Every value is checked when a RunConfig is built (`VALID`: each numeric option's range), so a
+bad option is a usage error before any process, env or file of the run exists. A run is resumed
+only with the settings it recorded (`resume_differences`), except for the options in
+`MAY_CHANGE_ON_RESUME`: the budget, the evaluation and progress cadence, timeouts and the
+processes' pacing, none of which changes what is learned or from which data.
+
 This module imports no process (learner, actor, launcher, trainer): they all import it.
 """
 
@@ -24,11 +30,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from robostack.config import add_dataclass_arguments, dataclass_from_args, usage_errors
+from robostack.config import add_dataclass_arguments, dataclass_from_args, nested_prefix, usage_errors
 from robostack.env.teleop import InterventionProtocol, intervention_device
 from robostack.files import write_json_atomic
 from robostack.rl.sac import SACConfig
-from tasks import parse_task_params
+from tasks import TASKS, parse_task_params
 
 FLAT = {"option_prefix": ""}  # a section whose options read without a prefix
 
@@ -100,7 +106,7 @@ class RunConfig:
     progress_every: int = 500  # env steps between progress lines
     run_dir: str = "runs/train"  # where config, metrics, checkpoints and buffers go
     transport: str = "inprocess"  # --single-process: inprocess (robot server in this process) or zmq (subprocess)
-    resume: bool = True  # continue from run_dir's latest checkpoint if there is one; false: move a previous run aside first
+    resume: bool = True  # continue the run in run_dir, refused if it recorded other settings (only the budget, evaluation/progress cadence, timeouts and pacing may change); false: move a previous run aside whole first
     threads: int = 1  # torch threads (one per process avoids oversubscribing small machines)
     max_episode_steps: int | None = None  # time limit override (None: the task's default)
     normalize_state: bool = True  # standardise the state vector with the demos' mean/std
@@ -117,10 +123,179 @@ class RunConfig:
         if self.intervention:
             self.intervention = intervention_device(self.intervention)
         parse_task_params(self.task, self.task_params)  # an unknown name or a bad number
+        check_values(self)
 
     def final_episodes(self) -> int:
         """Episodes of the final evaluation (0: none)."""
         return self.eval_episodes if self.final_eval_episodes < 0 else self.final_eval_episodes
+
+
+# --- valid values -------------------------------------------------------------------------------
+
+def _at_least(low):
+    return (lambda value: value >= low), f">= {low}"
+
+
+_POSITIVE = (lambda value: value > 0), "> 0"
+_FRACTION = (lambda value: 0 <= value <= 1), "between 0 and 1"
+_RATE = (lambda value: 0 < value <= 1), "in (0, 1]"
+
+# Each numeric option's valid values (option name without "--": (test, range in words)); None,
+# where an option allows it, always passes, and a tuple must hold valid numbers only. An option
+# not named here takes any value of its type.
+VALID = {
+    "seed": _at_least(0), "total-steps": _at_least(1), "demos": _at_least(0),
+    "demo-noise": _at_least(0), "learning-starts": _at_least(0), "utd-ratio": _at_least(1),
+    "demo-fraction": _FRACTION, "buffer-capacity": _at_least(1), "eval-every": _at_least(0),
+    "eval-episodes": _at_least(0), "final-eval-episodes": _at_least(-1),
+    "final-eval-timeout": _POSITIVE, "progress-every": _at_least(1), "threads": _at_least(1),
+    "max-episode-steps": _at_least(1), "takeover-penalty": _at_least(0),
+    # the simulated operator
+    "autopilot-stuck-steps": _at_least(1), "autopilot-stuck-distance": _at_least(0),
+    "autopilot-noise": _at_least(0),
+    # the agent
+    "sac-hidden-dims": _at_least(1), "sac-num-critics": _at_least(1), "sac-critic-subset": _at_least(1),
+    "sac-actor-lr": _POSITIVE, "sac-critic-lr": _POSITIVE, "sac-temperature-lr": _POSITIVE,
+    "sac-batch-size": _at_least(1), "sac-utd-ratio": _at_least(1),
+    "sac-critic-actor-ratio": _at_least(1), "sac-discount": _RATE, "sac-tau": _RATE,
+    "sac-init-temperature": _POSITIVE, "sac-latent-dim": _at_least(1),
+    "sac-proprio-latent-dim": _at_least(1), "sac-image-pad": _at_least(0),
+    "sac-grasp-hidden-dims": _at_least(1), "sac-grasp-lr": _POSITIVE, "sac-grasp-epsilon": _FRACTION,
+    "sac-seed": _at_least(0),
+    # the processes
+    "actors": _at_least(1), "restarts": _at_least(0), "progress-seconds": _POSITIVE,
+    "weights-every": _POSITIVE, "checkpoint-every": _POSITIVE, "max-lead": _at_least(0),
+    "demo-wait": _at_least(0), "linger": _at_least(0), "intervention-capacity": _at_least(0),
+    "batch-steps": _at_least(1), "request-timeout": _POSITIVE, "connect-timeout": _POSITIVE,
+    "weights-timeout": _at_least(0), "robot-timeout": _POSITIVE, "max-steps": _at_least(0),
+}
+CHOICES = {
+    "task": tuple(TASKS), "transport": ("inprocess", "zmq"),
+    "sac-gripper": ("continuous", "discrete"), "sac-encoder": ("conv", "drq", "resnet10", "resnet18"),
+}
+
+
+def run_options(config) -> dict[str, object]:
+    """Every option of a RunConfig as {option name without "--": value}, nested sections
+    included under the names their command-line options have (--sac-batch-size, --actors)."""
+    options = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            prefix = nested_prefix(f)
+            options.update({prefix + name: v for name, v in run_options(value).items()})
+        else:
+            options[f.name.replace("_", "-")] = value
+    return options
+
+
+def check_values(config: RunConfig) -> None:
+    """Raise ValueError naming every option whose value is out of its range (VALID, CHOICES)."""
+    problems = []
+    options = run_options(config)
+    for name, value in options.items():
+        if name in CHOICES and value not in CHOICES[name]:
+            problems.append(f"--{name} {value!r}: choose one of {', '.join(CHOICES[name])}")
+        if name not in VALID or value is None:
+            continue
+        test, words = VALID[name]
+        values = value if isinstance(value, tuple) else (value,)
+        if not values or not all(isinstance(v, (int, float)) and test(v) for v in values):
+            problems.append(f"--{name} {format_value(value)}: must be {words}"
+                            + (" (each of them)" if isinstance(value, tuple) else ""))
+    subset, critics = options["sac-critic-subset"], options["sac-num-critics"]
+    if critics is not None and subset > critics:
+        problems.append(f"--sac-critic-subset {subset}: must be at most --sac-num-critics ({critics})")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def format_value(value) -> str:
+    """A value as it is written on the command line."""
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    if isinstance(value, bool):
+        return str(value).lower()
+    return '""' if value == "" else str(value)
+
+
+def check_paths(config: RunConfig) -> None:
+    """Raise ValueError if a path the run reads from does not hold what it should (--demo-log:
+    an episode log). Not part of building a RunConfig: a recorded run stays readable after its
+    demonstrations moved."""
+    if config.demo_log:
+        from robostack.data.episode_log import EpisodeLog, EpisodeLogError
+
+        try:
+            EpisodeLog(config.demo_log)
+        except EpisodeLogError as exc:
+            raise ValueError(f"--demo-log {config.demo_log}: not an episode log ({exc})") from None
+
+
+# --- resuming a run -------------------------------------------------------------------------------
+
+# What a resumed run may do differently from what it recorded: how long it runs, how often it
+# reports and evaluates, how long its processes wait for each other and how they pace
+# themselves, where the robot server runs. Everything else (the task and its parameters, the
+# seeds, demonstrations, networks, learning settings, operators, the number of actors) decides
+# what is learned from which data, and must match. --sac-seed and --sac-utd-ratio may differ
+# because --seed and --utd-ratio override them.
+MAY_CHANGE_ON_RESUME = frozenset({
+    "total-steps", "eval-every", "eval-episodes", "final-eval-episodes", "final-eval-timeout",
+    "progress-every", "run-dir", "resume", "threads", "transport", "sac-compile",
+    "sac-seed", "sac-utd-ratio",
+    "restarts", "progress-seconds", "pin-cpus",
+    "weights-every", "checkpoint-every", "max-lead", "demo-wait", "linger",
+    "batch-steps", "request-timeout", "connect-timeout", "weights-timeout", "robot-timeout",
+    "max-steps",
+})
+
+
+def resume_differences(recorded: RunConfig, given: RunConfig) -> list[tuple[str, str, str]]:
+    """(option, recorded value, given value) for each option that differs and may not change
+    when the recorded run is resumed with the given settings."""
+    def same(name, a, b):
+        if name == "task-params":  # "table_height=0.03" == "table_height=0.030"
+            try:
+                return parse_task_params(recorded.task, a) == parse_task_params(given.task, b)
+            except ValueError:
+                return a == b
+        if name == "demo-log":
+            return os.path.normpath(a) == os.path.normpath(b) if a and b else a == b
+        return a == b
+
+    old, new = run_options(recorded), run_options(given)
+    return [(f"--{name}", format_value(old[name]), format_value(new[name])) for name in new
+            if name in old and name not in MAY_CHANGE_ON_RESUME and not same(name, old[name], new[name])]
+
+
+class ResumeRefused(ValueError):
+    """The run directory holds a run recorded with other settings than the ones given."""
+
+
+def check_resumable(config: RunConfig) -> None:
+    """With --resume true: raise ResumeRefused, listing the differences and the two ways out,
+    if config.run_dir holds a run (its config.json) recorded with settings that may not change
+    on resume. A directory without config.json holds no run to compare with."""
+    path = Path(config.run_dir) / CONFIG_FILE
+    if not config.resume or not path.is_file():
+        return
+    ways_out = (f"Either start a new run elsewhere (--run-dir OTHER_DIR), or replace this one "
+                f"(--resume false moves it aside into {config.run_dir}/replaced-<time>/).")
+    try:
+        recorded = load_run_config(path)
+    except (SystemExit, ValueError, TypeError) as exc:
+        raise ResumeRefused(f"{config.run_dir} holds a run whose {CONFIG_FILE} cannot be read "
+                            f"({exc}), so it cannot be resumed. {ways_out}") from None
+    differences = resume_differences(recorded, config)
+    if differences:
+        width = max(len(option) for option, _, _ in differences)
+        lines = "\n".join(f"  {option:<{width}}  recorded {old}, given {new}"
+                          for option, old, new in differences)
+        raise ResumeRefused(
+            f"{config.run_dir} holds a run recorded with other settings; resuming it with these "
+            f"would mix two runs:\n{lines}\n{ways_out} Options that may change on resume: "
+            f"{', '.join('--' + name for name in sorted(MAY_CHANGE_ON_RESUME))}.")
 
 
 # The name this configuration had before it held the processes' options too (still used by
@@ -150,6 +325,8 @@ class ActorIdentity:
     spool_dir: str = ""  # where unacknowledged batches wait on disk ("": <run_dir>/spool/<actor-id>)
     episode_log: str = ""  # episode log folder (LeRobot v3 layout) for the training rollouts ("": none)
     evaluator: bool = False  # run the learner's evaluations (deterministic policy)
+    teleop_readings: str = ""  # a person's device readings, relayed by the launcher (PUB there; "": open --intervention's device here)
+    teleop_view: str = ""  # where this actor shows its env's state to the launcher's live view (SUB there)
 
 
 def identity_argv(identity) -> list[str]:
@@ -180,10 +357,9 @@ def load_run_config(path: str | os.PathLike) -> RunConfig:
     keys beside the config) are skipped; options it lacks keep their defaults."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        return _from_dict(RunConfig, json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, AttributeError) as exc:  # unreadable, or values out of range
         raise SystemExit(f"{path}: not a readable run configuration ({exc})") from None
-    return _from_dict(RunConfig, data)
 
 
 def _from_dict(cls, data: dict):
@@ -203,10 +379,12 @@ def _from_dict(cls, data: dict):
 
 # --- command line -------------------------------------------------------------------------------
 
-def parse_run_options(parser: argparse.ArgumentParser, argv, *identities) -> tuple:
+def parse_run_options(parser: argparse.ArgumentParser, argv, *identities, starts_run: bool = False) -> tuple:
     """Parse a process's command line: the RunConfig options (their defaults from `--config
     FILE` when given, else RunConfig's), plus one option group per identity class. Returns
-    (config, *identity instances, args). Invalid values are usage errors (exit code 2)."""
+    (config, *identity instances, args). Invalid values are usage errors (exit code 2), and so,
+    for the command that starts a run (`starts_run`: `robostack train`, either mode), is resuming
+    a run recorded with other settings (check_resumable)."""
     argv = list(argv)
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("--config", default="")
@@ -216,6 +394,8 @@ def parse_run_options(parser: argparse.ArgumentParser, argv, *identities) -> tup
         # The file lives in its run directory: that is where this process works unless told.
         defaults = dataclasses.replace(load_run_config(known.config),
                                        run_dir=str(Path(known.config).parent))
+    if parser.usage is None:  # argparse's own would list all ~70 options above every error
+        parser.usage = f"{parser.prog} [options]   ({parser.prog} --help lists them)"
     parser.add_argument("--config", default="", help="a run's config.json to take the run options from "
                         "(`robostack train` passes its children the run's own); options given beside it override it")
     add_dataclass_arguments(parser, RunConfig, defaults=defaults)
@@ -224,4 +404,7 @@ def parse_run_options(parser: argparse.ArgumentParser, argv, *identities) -> tup
     args = parser.parse_args(argv)
     with usage_errors(parser):  # e.g. an unknown --intervention, --autopilot-start 5 2
         config = dataclass_from_args(RunConfig, args, defaults=defaults)
+        check_paths(config)
+        if starts_run:
+            check_resumable(config)
     return (config, *(dataclass_from_args(identity, args) for identity in identities), args)

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 
 from robostack import cpu_affinity, transport
 from robostack.files import write_json_atomic
-from robostack.training.run_dir import Summary, archive_previous_run, format_progress
+from robostack.training.progress import format_progress
+from robostack.training.run_dir import Summary, start_run
 
 # The run configuration (robostack/training/config.py) is imported where it is used: it brings
 # torch with the SAC settings, and this module is also every child's entry (`--child`), robot
@@ -94,11 +95,14 @@ class Child:
 
 
 class Launcher:
-    def __init__(self, config: RunConfig, say=print):
+    def __init__(self, config: RunConfig, say=print, relay=None):
         from robostack.training.config import ActorIdentity, LearnerIdentity, identity_argv
         from robostack.training.rollouts import server_options
 
         self.config, self.options, self.say = config, config.launch, say
+        # A person at the controls: their device runs here, in the process that holds the
+        # terminal, and `relay` (robostack/env/teleop_relay.py: TeleopRelay) forwards it to actor 0.
+        self.relay = relay
         self.run_dir = Path(config.run_dir)
         self.config_path = self.run_dir / "config.json"
         self.log_dir = self.run_dir / "logs"
@@ -130,6 +134,8 @@ class Launcher:
                                   spool_dir=str(self.run_dir / "spool" / f"actor-{i}"),
                                   episode_log=str(self.run_dir / "episodes" / f"actor-{i}"),
                                   evaluator=i == 0)
+            if relay is not None and i == 0:
+                actor.teleop_readings, actor.teleop_view = relay.readings_endpoint, relay.view_endpoint
             self.actor_children.append(Child(f"actor-{i}", "robostack.training.actor",
                                              [*run_options, *identity_argv(actor)], self.log_dir))
         self.children = [*self.server_children, self.learner, *self.actor_children]
@@ -139,16 +145,13 @@ class Launcher:
 
     # --- the run -----------------------------------------------------------------------------
     def prepare_run_dir(self) -> None:
-        """Once per run, before any child starts: move a previous run aside (--resume false),
-        write the config.json the children read."""
-        from robostack.training.config import write_run_config
-
-        if not self.config.resume:
-            archive_previous_run(self.run_dir, self.say)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        write_run_config(self.config, mode="actor-learner", endpoints={
+        """Once per run, before any child starts: refuse to resume a run recorded with other
+        settings, move a previous run aside whole (--resume false), write the config.json the
+        children read (run_dir.start_run)."""
+        start_run(self.config, "actor-learner", self.say, endpoints={
             "learner": self.learner_endpoint, "weights": self.weights_endpoint,
             "robot_servers": [c for c, _ in self.servers]})
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "eval.json").unlink(missing_ok=True)  # the previous run's result
 
     def run(self) -> int:
@@ -172,7 +175,7 @@ class Launcher:
                 if self.stop_signal is not None:
                     outcome = "stopped"
                     break
-                outcome = self.supervise()
+                outcome = self.operator_outcome() or self.supervise()
                 self.echo()
                 if time.monotonic() - last_progress > self.options.progress_seconds and outcome is None:
                     last_progress = time.monotonic()
@@ -197,8 +200,11 @@ class Launcher:
     def report(self, outcome: str, result: dict | None, wall: float) -> int:
         """The closing lines; returns the exit code."""
         if outcome == "stopped":
-            self.say(f"\nstopped by {signal.Signals(self.stop_signal).name} after {wall:.0f} s; "
+            by = "the operator (stop key)" if self.stop_signal is None else signal.Signals(self.stop_signal).name
+            self.say(f"\nstopped by {by} after {wall:.0f} s; "
                      f"checkpoint in {self.run_dir / 'checkpoints'}. Run the same command to resume.")
+            if self.stop_signal is None:
+                return 0  # the person ended the session as the key map says: not a failure
             return 130 if self.stop_signal == signal.SIGINT else 143
         if outcome != "done":
             self.say(f"\nrun abandoned: {outcome}")
@@ -228,7 +234,9 @@ class Launcher:
                 continue
             self.echo()
             if child in self.actor_children and code == 2:
-                return f"{child.name} was refused by the learner (see above)"
+                # Refused by the learner, or a setting it cannot run with (a teleop device
+                # missing): a restart cannot help.
+                return f"{child.name} cannot run: {self.last_error(child)}"
             if child.restarts >= self.options.restarts:
                 return (f"{child.name} exited with code {code} {child.restarts + 1} times; "
                         f"see {child.log_path}")
@@ -239,6 +247,22 @@ class Launcher:
             self.write_pids()
             self.summary.update(restarts={c.name: c.restarts for c in self.children if c.restarts})
         return None
+
+    def operator_outcome(self) -> str | None:
+        """'stopped' when the person pressed the stop key, the reason when their device failed."""
+        if self.relay is None:
+            return None
+        if self.relay.failure:
+            return f"{self.relay.failure} (the actor's deadman released; no restart can bring the device back)"
+        return "stopped" if self.relay.stop_requested else None
+
+    def last_error(self, child: Child) -> str:
+        """The last line a child wrote (its one-line reason for leaving)."""
+        try:
+            lines = child.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            lines = []
+        return lines[-1] if lines else f"exit code 2, see {child.log_path}"
 
     def echo(self) -> None:
         for child in self.children:
@@ -277,7 +301,8 @@ class Launcher:
         self.say(f"[launcher] final evaluation: {episodes} episodes, deterministic policy")
         child = Child("eval", "robostack.commands.evaluate",
                       ["--run", str(self.run_dir), "--episodes", str(episodes),
-                       "--robot-server", self.servers[0][0], "--seed", str(self.config.seed)],
+                       "--robot-server", self.servers[0][0], "--seed", str(self.config.seed),
+                       "--as-final-eval"],
                       self.log_dir)
         self.children.append(child)
         child.start()
@@ -342,8 +367,10 @@ def main(argv=None) -> int:
         prog="robostack train",
         description="Train a policy with SAC/RLPD: robot server(s), actor(s) and a learner as "
                     "separate processes over ZeroMQ.")
-    config, _ = parse_run_options(parser, argv)
-    launcher = Launcher(config, say=lambda text: print(text, flush=True))
+    config, _ = parse_run_options(parser, argv, starts_run=True)
+    relay = open_operator_relay(parser, config)
+    say = relay.say if relay is not None else (lambda text: print(text, flush=True))
+    launcher = Launcher(config, say=say, relay=relay)
 
     def stop(signum, frame):
         if launcher.stop_signal is not None:
@@ -356,7 +383,36 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    return launcher.run()
+    try:
+        return launcher.run()
+    finally:
+        if relay is not None:
+            relay.close()  # the device released, the terminal's normal screen back
+
+
+def open_operator_relay(parser, config):
+    """With a person in the loop (--intervention keyboard|gamepad|spacemouse): their device,
+    opened here before anything starts (a missing one is a one-line error, exit code 2), the
+    live view, and the relay that forwards the device to actor 0. None otherwise."""
+    from hardware.teleop.base import DeviceUnavailable
+    from robostack.env.teleop import needs_pacing
+    from robostack.env.teleop_relay import TeleopRelay, open_person_controls
+
+    if needs_pacing(config.intervention) and config.launch.actors > 1:
+        parser.error(f"--intervention {config.intervention}: one person drives one arm; "
+                     f"run it with --actors 1 (got {config.launch.actors})")
+    try:
+        controls = open_person_controls(config.intervention, config.task,
+                                        say=lambda text: print(text, flush=True))
+    except DeviceUnavailable as exc:
+        print(f"robostack train: --intervention {config.intervention}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    if controls is None:
+        return None
+    device, screen = controls
+    relay = TeleopRelay(device, screen)
+    relay.start()
+    return relay
 
 
 if __name__ == "__main__":

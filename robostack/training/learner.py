@@ -51,13 +51,14 @@ import torch
 from robostack import transport
 from robostack.env.spaces import action_space, observation_space
 from robostack.files import write_json_atomic
-from robostack.rl.buffers import ReplayBuffer, sample_mixed
+from robostack.rl.buffers import ReplayBuffer, load_demonstrations, sample_mixed
 from robostack.rl.networks import state_statistics
 from robostack.rl.sac import build_agent, update
 from robostack.training import run_dir, run_state
 from robostack.training.config import LearnerIdentity, RunConfig, parse_run_options, write_run_config
+from robostack.training.progress import ProgressReport, Rates
 from robostack.training.receiver import Receiver
-from robostack.training.rollouts import task_config
+from robostack.training.rollouts import logged_demonstrations, task_config
 from robostack.training.transitions import Ledger, action_spec, observation_spec
 from robostack.training.weights import WeightsPublisher
 from tasks import make_task
@@ -89,18 +90,30 @@ class Learner(Receiver):
         self.agent = build_agent(sac, obs_space, act_space)
         action_dim = act_space.shape[0]
         self.online = ReplayBuffer(config.buffer_capacity, obs_space, action_dim, seed=config.seed)
-        demo_capacity = (config.demos * (task.config.max_episode_steps + 1)
-                         + self.options.intervention_capacity)
-        self.demos = ReplayBuffer(max(2, demo_capacity), obs_space, action_dim, seed=config.seed + 1)
-        self.rng = np.random.default_rng(config.seed)
         # Fixed state scaling in the agent's encoder, as the single-process trainer does:
         # set once from the demonstrations before the first update, then never changed.
         self.scale_fixed = False
         self.demo_states: list[np.ndarray] = []
+        # Demonstrations: a person's, from an episode log (--demo-log), loaded here as the
+        # single-process trainer loads them (the launcher runs this learner beside the run and
+        # its files; a stand-alone learner reads the log on its own machine); else the scripted
+        # expert's, which actor 0 records and sends on the "demo" stream.
+        logged = logged_demonstrations(config.demo_log, config.demos, say) \
+            if config.demo_log and state is None else []
+        if logged:
+            self.demos = load_demonstrations(logged, seed=config.seed + 1,
+                                             extra_capacity=self.options.intervention_capacity)
+            self.demo_states = [np.concatenate([e["observations"]["state"] for e in logged])]
+        else:
+            demo_capacity = (config.demos * (task.config.max_episode_steps + 1)
+                             + self.options.intervention_capacity)
+            self.demos = ReplayBuffer(max(2, demo_capacity), obs_space, action_dim, seed=config.seed + 1)
+        self.rng = np.random.default_rng(config.seed)
 
         # Counters (checkpointed, run_state.py). env_steps: online + intervention transitions received.
         self.env_steps = self.update_calls = self.episodes = self.interventions = 0
-        self.demo_episodes = self.weights_version = self.saves = 0
+        self.weights_version = self.saves = 0
+        self.demo_episodes = len(logged)
         self.wall_offset = self.eval_seconds = 0.0
         self.recent: deque = deque(maxlen=20)  # (return, success) of the last episodes
         self.history: list[dict] = []  # evaluation rows (metrics.csv)
@@ -109,6 +122,9 @@ class Learner(Receiver):
         self.summary = run_dir.Summary(self.run_dir, "learner")
         if state is not None:
             self.resume(state)
+        # The demonstrations learning waits for: the logged ones this run holds, or --demos
+        # episodes of the scripted expert (actors record what is missing).
+        self.demo_target = self.demo_episodes if config.demo_log else config.demos
         self.ledger = Ledger(state.ledger if state is not None else None)
         if state is not None:  # episodes after the checkpoint come again with the resends
             run_dir.trim_episodes(self.run_dir, self.ledger.stored)
@@ -121,14 +137,16 @@ class Learner(Receiver):
         self.last_checkpoint: Path | None = None
         self.started = time.monotonic()
         self.receiving = True
+        self.closed = False  # the final checkpoint is written: no transition is stored any more
+        self.last_leaver_save = 0.0
         self.wall_start = time.perf_counter() - self.wall_offset
         self.metrics: dict = {}
         self.update_seconds = 0.0  # spent sampling and updating (this process)
         self.republish = False  # an actor connected: send it the weights without waiting
-        self.rates: deque = deque()  # (time, critic updates, env steps) for recent rates
-        self.progress_file = self.run_dir / "progress.csv"
-        self.progress_rows = run_dir.read_csv(self.progress_file) if state is not None else []
-        self.tensorboard = run_dir.tensorboard_writer(self.run_dir)
+        self.rates = Rates()  # recent update and env-step rates
+        # progress lines, progress.csv and TensorBoard scalars, as the single-process trainer writes them
+        self.progress = ProgressReport(self.run_dir, say, resume=state is not None)
+        self.tensorboard = self.progress.tensorboard
         self.summary.update(state="starting", run=self.run_id, env_steps=self.env_steps,
                             resumed_from=None if state is None else {
                                 "checkpoint": str(state.checkpoint), "env_steps": self.env_steps})
@@ -212,7 +230,7 @@ class Learner(Receiver):
     def ready_to_learn(self) -> bool:
         if len(self.online) + len(self.demos) == 0:
             return False
-        if self.demo_episodes >= self.config.demos:
+        if self.demo_episodes >= self.demo_target:
             return True
         return time.monotonic() - self.started > self.options.demo_wait  # then train without them
 
@@ -230,23 +248,49 @@ class Learner(Receiver):
                         break
                     self.lock.wait(0.1)
                 self.weights.repeat()
+                self.checkpoint_for_leavers()
+        # The final checkpoint, while the receiver still answers: an actor that left waits for
+        # it to say that its transitions are durable, and then deletes its spool. Transitions
+        # arriving after it are not stored (they stay in their actor's spool, for a resumed run).
+        with self.lock:
+            self.closed = True
+        self.save()
+        self.farewell()
         self.receiving = False
         receiver.join(timeout=5.0)
         server.close()
-        self.save()
         if self.final_result is not None:
             write_json_atomic(self.run_dir / "eval.json",
                               {**self.final_result, "checkpoint": str(self.last_checkpoint)})
         run_dir.write_metrics(self.run_dir, self.history)  # also when no evaluation ran
         self.report()
         self.weights.close()
-        if self.tensorboard is not None:
-            self.tensorboard.close()
+        self.progress.close()
         why = "stopped by signal" if self.stopping.is_set() else "step budget reached"
         self.summary.update(state="stopped" if self.stopping.is_set() else "finished", why=why,
                             env_steps=self.env_steps, final_eval=self.final_result)
         self.say(f"learner: {why} at env step {self.env_steps}; checkpoint written in "
                  f"{self.run_dir / 'checkpoints'}")
+
+    def checkpoint_for_leavers(self, every: float = 1.0) -> None:
+        """At the end of the run: an actor that said bye waits for a checkpoint holding its
+        transitions (to clean its spool); write one now rather than after the others finish
+        (the evaluator's final evaluation can take minutes). At most one per `every` s."""
+        with self.lock:
+            waiting = any(a.get("awaiting_durable") and self.ledger.stored.get(k, 0) >
+                          self.ledger.durable.get(k, 0) for k, a in self.actors.items())
+        if waiting and time.monotonic() - self.last_leaver_save > every:
+            self.save()
+            self.last_leaver_save = time.monotonic()
+
+    def farewell(self, timeout: float = 10.0) -> None:
+        """After the final checkpoint: answer actors asking whether it holds their transitions,
+        until each one waiting has heard so (or `timeout` s)."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while any(a.get("awaiting_durable") for a in self.actors.values()) \
+                    and time.monotonic() < deadline and not self.stopping.is_set():
+                self.lock.wait(0.05)
 
     def final_evaluation(self) -> None:
         """Ask the evaluator actor (already running, with an env) to evaluate the final weights."""
@@ -267,6 +311,7 @@ class Learner(Receiver):
                     break
                 self.lock.wait(0.1)
             self.weights.repeat()
+            self.checkpoint_for_leavers()
         self.final_request = None
 
     # --- bookkeeping ---------------------------------------------------------------------
@@ -275,18 +320,8 @@ class Learner(Receiver):
 
     def report(self) -> None:
         with self.lock:
-            s = self.stats()
-        row = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items()
-               if not isinstance(v, dict)}
-        row.update({k: round(float(v), 5) for k, v in self.metrics.items()})
-        self.progress_rows.append(row)
-        run_dir.write_csv(self.progress_file, self.progress_rows)
-        if self.tensorboard is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self.tensorboard.add_scalar(f"train/{k}", v, s["env_steps"])
-            self.tensorboard.flush()  # on disk now, not after the writer's 2-minute timer
-        self.say(run_dir.format_progress(s))
+            stats = self.stats()
+        self.progress.report(stats, self.metrics)
 
     def save(self) -> None:
         """Checkpoint + buffers, consistent with the ledger: then tell actors it is durable."""

@@ -10,7 +10,8 @@ so buffers, counters and ledger change only between two of the update loop's ste
                  the online and/or demonstration buffer, count env steps, log finished episodes
     status       the ack alone: stored/durable seqs, wait (UTD pacing), done, eval requests
     eval         an evaluation result: a metrics.csv row (and the final result)
-    bye          the actor left
+    bye          the actor left (at the end of a run it then asks "durable" until the final
+                 checkpoint holds its transitions, and cleans its spool)
     stats        counters and rates (the launcher's progress lines)
 
 A malformed request is refused with a named error; the receiver keeps serving.
@@ -22,10 +23,9 @@ import dataclasses
 import logging
 import time
 
-import numpy as np
-
 from robostack import transport
 from robostack.training import run_dir
+from robostack.training.progress import progress_stats
 from robostack.training.transitions import TO_DEMO_BUFFER, hello_mismatch, split_observations
 
 log = logging.getLogger("robostack.training.learner")
@@ -43,7 +43,7 @@ class Receiver:
             handler = getattr(self, f"on_{kind}", None)
             if handler is None:
                 server.reply_error(request, f"unknown request {kind!r}: a learner answers hello, "
-                                            f"transitions, status, eval, bye and stats")
+                                            f"transitions, status, eval, bye, durable and stats")
                 continue
             try:
                 with self.lock:
@@ -70,7 +70,7 @@ class Receiver:
         self.republish = True
         self.say(f"learner: {'re' if known else ''}connected {actor} (holding its transitions up "
                  f"to #{self.ledger.stored.get(actor, 0)})")
-        return "welcome", {**self.ledger.ack(actor), "run": self.run_id, "demos": self.config.demos,
+        return "welcome", {**self.ledger.ack(actor), "run": self.run_id, "demos": self.demo_target,
                            "demo_episodes": self.demo_episodes,
                            "sac": _plain(dataclasses.asdict(self.agent.config))}
 
@@ -78,6 +78,8 @@ class Receiver:
         actor = self._actor(msg)
         if actor is None:
             return "rehello", {}
+        if self.closed:  # after the final checkpoint: not stored, so the actor keeps them spooled
+            return self._ack(actor)
         m, stream = msg.meta, msg.meta.get("stream")
         if stream not in ("online",) + TO_DEMO_BUFFER:
             raise ValueError(f"unknown stream {stream!r}")
@@ -123,11 +125,7 @@ class Receiver:
                 self.final_result = {**row, "episodes": int(msg.meta["episodes"])}
             self.history.append(row)
             run_dir.write_metrics(self.run_dir, self.history)
-            if self.tensorboard is not None:
-                self.tensorboard.add_scalar("eval/success_rate", row["success_rate"], step)
-                if row["time_to_success_s"] == row["time_to_success_s"]:  # not NaN
-                    self.tensorboard.add_scalar("eval/time_to_success_s", row["time_to_success_s"], step)
-                self.tensorboard.flush()
+            self.progress.evaluation(step, row["success_rate"], row["time_to_success_s"])
             self.say(f"{'final ' if final else ''}eval @ {step} steps ({row['wall_seconds']:.0f} s): success "
                      f"{row['success_rate']:.0%} over {msg.meta['episodes']} episodes "
                      f"(weights v{row['weights_version']})")
@@ -139,9 +137,21 @@ class Receiver:
         actor = self._actor(msg)
         if actor is not None:
             self.actors[actor]["connected"] = False
+            # A finished actor waits for a checkpoint holding its transitions (then it cleans
+            # its spool); the update loop writes one (Learner.checkpoint_for_leavers).
+            self.actors[actor]["awaiting_durable"] = bool(msg.meta.get("awaiting_durable"))
             self.say(f"learner: {actor} left (holding its transitions up to "
                      f"#{self.ledger.stored.get(actor, 0)})")
         return "bye", {}
+
+    def on_durable(self, msg):
+        """An actor that left asks whether a checkpoint holds its transitions yet; unlike the
+        other requests this one does not count as the actor being back."""
+        actor = msg.meta.get("actor")
+        info, ack = self.actors.get(actor), self.ledger.ack(actor)
+        if info is not None and ack["durable"] >= ack["stored"]:
+            info["awaiting_durable"] = False
+        return "ack", {**ack, "done": True, "wait": False, "eval": None, "final_eval": False}
 
     def on_stats(self, msg):
         return "stats", self.stats()
@@ -181,31 +191,23 @@ class Receiver:
         run_dir.append_episode(self.run_dir, {"actor": actor, "env_steps": self.env_steps, **episode})
 
     def stats(self) -> dict:
+        """What both training modes report (progress.progress_stats), and the processes' part."""
         now = time.monotonic()
-        self.rates.append((now, self.agent.critic_updates, self.env_steps))
-        while len(self.rates) > 2 and now - self.rates[1][0] > 30.0:  # rates over the last ~30 s
-            self.rates.popleft()
-        t0, u0, e0 = self.rates[0]
-        learning_steps = max(0, self.env_steps - self.config.learning_starts + 1)
-        owed = self.update_target() - self.update_calls
+        stats = progress_stats(self.config, env_steps=self.env_steps, update_calls=self.update_calls,
+                               critic_updates=self.agent.critic_updates, episodes=self.episodes,
+                               demo_episodes=self.demo_episodes, interventions=self.interventions,
+                               recent=self.recent, rates=self.rates, wall_seconds=self.wall(),
+                               metrics=self.metrics)
         return {
-            "env_steps": self.env_steps, "total_steps": self.config.total_steps,
-            "episodes": self.episodes, "demo_episodes": self.demo_episodes,
-            "success_rate": float(np.mean([s for _, s in self.recent])) if self.recent else 0.0,
-            "return": float(np.mean([r for r, _ in self.recent])) if self.recent else 0.0,
-            "critic_updates": self.agent.critic_updates,
-            "updates_per_s": (self.agent.critic_updates - u0) / max(now - t0, 1e-9) if now > t0 else 0.0,
-            "env_steps_per_s": (self.env_steps - e0) / max(now - t0, 1e-9) if now > t0 else 0.0,
-            "utd": self.update_calls * self.config.utd_ratio / max(1, learning_steps),
-            "utd_target": self.config.utd_ratio, "owed": owed,
-            "interventions": self.interventions, "weights_version": self.weights_version,
+            **stats, "owed": self.update_target() - self.update_calls,
+            "weights_version": self.weights_version,
             "online": len(self.online), "demos": len(self.demos),
             "lost": sum(self.ledger.lost.values()), "duplicates": self.ledger.duplicates,
             "stored": dict(self.ledger.stored), "durable": dict(self.ledger.durable),
             "actors": {k: {"weights_version": v["weights_version"], "unsent": v["unsent"],
                            "connected": v["connected"], "silent_s": round(now - v["seen"], 1)}
                        for k, v in self.actors.items()},
-            "wall_seconds": round(self.wall(), 1), "done": self.done,
+            "done": self.done,
             "busy": self.update_seconds / max(1e-9, time.monotonic() - self.started),
             "phase": self.phase(), "run": self.run_id,
         }
@@ -216,7 +218,7 @@ class Receiver:
         if not any(a["connected"] for a in self.actors.values()):
             return "waiting for actors to connect"
         if not self.ready_to_learn() and self.env_steps >= self.config.learning_starts:
-            return f"waiting for demonstrations ({self.demo_episodes}/{self.config.demos})"
+            return f"waiting for demonstrations ({self.demo_episodes}/{self.demo_target})"
         if self.env_steps < self.config.learning_starts:
             return "collecting"
         return "training"

@@ -127,10 +127,14 @@ def load_into_buffer(log, *, episodes: Sequence[int] | None = None, select: str 
 
 # --- evaluation ---------------------------------------------------------------------------------
 
-def evaluate(agent, env, episodes: int, seed: int) -> dict:
-    """Deterministic policy on `episodes` fixed seeds: success rate and mean time to success."""
+def evaluate(agent, env, episodes: int, seed: int, stop=None) -> dict | None:
+    """Deterministic policy on `episodes` fixed seeds: success rate and mean time to success.
+    `stop()`, asked before each episode, may cut the evaluation short: then None (a part of
+    the seeds is not the same measurement)."""
     successes, times = 0, []
     for i in range(episodes):
+        if stop is not None and stop():
+            return None
         obs, _ = env.reset(seed=2_000_000 + seed * 10_000 + i)
         for t in range(env.config.max_episode_steps):
             obs, _, terminated, truncated, info = env.step(agent.act(obs, deterministic=True))

@@ -1,10 +1,13 @@
 """What a training run writes into its run directory, besides checkpoints (run_state.py), in
 both modes (`robostack train` and `robostack train --single-process`):
 
-    config.json       the run's RunConfig (robostack/training/config.py), plus mode and endpoints
+    config.json       the run's RunConfig (robostack/training/config.py), plus mode and endpoints;
+                      a run is resumed only with the settings recorded here (start_run)
     metrics.csv       one row per evaluation (periodic and final), METRICS_FIELDS; always
-                      written, header only when no evaluation ran
-    eval.json         the final evaluation
+                      written, header only when no evaluation ran; a stand-alone `robostack
+                      eval` adds a row that names its result file (standalone_eval)
+    eval.json         the run's final evaluation
+    evals/            one result file per stand-alone `robostack eval`
     summary/<process>.json   each process's state for programs and tests: launcher, learner,
                       <actor id>, train (single process); rewritten atomically on every event
                       that matters (start, resume, checkpoint, robot server lost/back, end)
@@ -31,29 +34,50 @@ from pathlib import Path
 
 from robostack.files import write_json_atomic, write_text_atomic
 
-# Everything of a previous run that `--resume false` moves aside.
+# What a run writes: a folder holding any of these holds a run.
 RUN_STATE = ("checkpoints", "buffers", "spool", "episodes", "episodes.jsonl", "progress.csv",
-             "metrics.csv", "eval.json", "summary", "tensorboard", "logs", "config.json",
+             "metrics.csv", "eval.json", "evals", "summary", "tensorboard", "logs", "config.json",
              "processes.json")
+REPLACED = "replaced-"  # prefix of the folders earlier runs were moved into
 
 # metrics.csv's columns in both modes (a mode leaves the ones it has no value for empty).
 METRICS_FIELDS = ["env_steps", "wall_seconds", "success_rate", "time_to_success_s",
-                  "eval_seconds", "intervention_steps", "weights_version", "actor", "final"]
+                  "eval_seconds", "intervention_steps", "weights_version", "actor", "final",
+                  "standalone_eval"]
+
+
+def holds_run(folder: Path) -> bool:
+    return any((Path(folder) / name).exists() for name in RUN_STATE)
+
+
+def start_run(config, mode: str, say=print, **extra) -> Path | None:
+    """Once per run, in the command that starts it (the launcher, the single-process trainer),
+    before any process or env starts: refuse to resume a run recorded with other settings
+    (config.ResumeRefused), move a previous run aside (--resume false), write config.json with
+    `mode` and `extra` beside the RunConfig `config`. Returns where a previous run went."""
+    from robostack.training.config import check_resumable, write_run_config  # brings torch
+
+    check_resumable(config)
+    moved = None if config.resume else archive_previous_run(Path(config.run_dir), say)
+    write_run_config(config, mode=mode, **extra)
+    return moved
 
 
 def archive_previous_run(run_dir: Path, say=print) -> Path | None:
-    """--resume false on a used run directory: move the old run's state aside, never delete it.
-    Only the command that starts a run calls this (the launcher, the single-process trainer),
-    once, before any process that might be restarted: a restarted learner must find its own
-    checkpoint, not an empty directory."""
+    """--resume false on a used run directory: move the old run aside whole (everything in the
+    folder but the earlier replaced-* folders), never delete it. A folder holding no run file
+    (RUN_STATE) is left alone: it is not a run (`--run-dir runs` would otherwise move every run
+    in it). Only the command that starts a run calls this (the launcher, the single-process
+    trainer), once, before any process that might be restarted: a restarted learner must find
+    its own checkpoint, not an empty directory."""
     run_dir = Path(run_dir)
-    old = [name for name in RUN_STATE if (run_dir / name).exists()]
-    if not old:
+    if not holds_run(run_dir):
         return None
-    target = run_dir / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    old = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(REPLACED))
+    target = run_dir / f"{REPLACED}{time.strftime('%Y%m%d-%H%M%S')}"
     suffix = 1
     while target.exists():  # two runs replaced within one second
-        target = run_dir / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}"
+        target = run_dir / f"{REPLACED}{time.strftime('%Y%m%d-%H%M%S')}-{suffix}"
         suffix += 1
     target.mkdir(parents=True)
     for name in old:
@@ -117,8 +141,13 @@ def write_csv(path: Path, rows: list[dict], fields: list[str] = ()) -> None:
 
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
-    """metrics.csv: one row per evaluation; the header alone before any."""
-    write_csv(Path(run_dir) / "metrics.csv", history, METRICS_FIELDS)
+    """metrics.csv: one row per evaluation of the run (`history`), with the rows of stand-alone
+    evaluations already in the file (`robostack eval`: the run's history does not hold them),
+    in env-step order; the header alone before any."""
+    path = Path(run_dir) / "metrics.csv"
+    standalone = [row for row in read_csv(path) if row.get("standalone_eval")]
+    rows = sorted([*history, *standalone], key=lambda row: float(row.get("env_steps") or 0))
+    write_csv(path, rows, METRICS_FIELDS)
 
 
 def read_csv(path: Path) -> list[dict]:

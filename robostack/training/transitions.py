@@ -31,6 +31,9 @@ A restarted learner reports its durable seqs in the welcome, and the actor resen
 spooled batch past them; the learner drops any prefix it already holds, so after any sequence
 of crashes each transition is stored exactly once. A gap (a seq never received, e.g. a deleted spool) is
 accepted, counted as lost and logged, never hidden.
+
+One thing: the stream's contract with both of its ends (the actor's sender and spool, the
+learner's ledger), kept in one file so that the two ends cannot drift apart.
 """
 
 from __future__ import annotations
@@ -167,6 +170,18 @@ class Spool:
 
     def write_meta(self, meta: dict) -> None:
         write_json_atomic(self.dir / "spool.json", meta, indent=None)
+
+    def remove_if_empty(self) -> bool:
+        """Delete the spool (its spool.json and the folder) if it holds no batch: what a
+        finished actor leaves once the learner's checkpoint holds everything it sent."""
+        if any(self.dir.glob("*.npz")) or any(self.dir.glob("*.damaged")):
+            return False
+        (self.dir / "spool.json").unlink(missing_ok=True)
+        try:
+            self.dir.rmdir()
+        except OSError:  # something else lives there: leave the folder
+            return False
+        return True
 
 
 # --- the actor's end -------------------------------------------------------------------------
@@ -349,6 +364,18 @@ class TransitionSender:
                 return True
             time.sleep(0.05)
         return False
+
+    def wait_durable(self, timeout: float) -> bool:
+        """At the end of a run, after "bye": ask the learner until its checkpoint holds every
+        transition sent (each batch's spool file is deleted as it becomes durable), for up to
+        `timeout` s. True when nothing is left in the spool."""
+        deadline = time.monotonic() + timeout
+        while self.pending:
+            if time.monotonic() > deadline:
+                return False
+            if self._request("durable", {}, {}) is None or self.pending:
+                time.sleep(0.2)
+        return True
 
     def _send(self, batch: Batch) -> bool:
         skip = max(0, self.stored + 1 - batch.first_seq)  # the learner holds a prefix already

@@ -26,7 +26,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EPISODES = 2  # the person records these, then quits (of WANTED asked for)
 WANTED = 3
-PHASES = ("STARTING", "READY", "RECORDING", "PAUSED", "SAVED", "DROPPED", "KEEP?")
+PHASES = ("STARTING", "READY", "RECORDING", "PAUSED", "SAVED", "DROPPED", "KEEP?", "POLICY", "OPERATOR")
 NUMBER = r"([-+]\d+\.\d+)"
 
 
@@ -229,3 +229,110 @@ def test_the_demonstrations_train_a_short_run(recorded, tmp_path):
          "--sac-hidden-dims", "32", "32", "--sac-num-critics", "2"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_the_demonstrations_train_over_processes(recorded, tmp_path):
+    """The issue's figure: the person's demonstrations train a run over processes (`robostack
+    train`, the default mode), and the learner holds exactly them as its demonstrations."""
+    from robostack.data.episode_log import EpisodeLog
+    from robostack.training.run_state import load_run_state
+
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MUJOCO_GL="egl")
+    result = subprocess.run(
+        [sys.executable, "-m", "robostack.cli", "train", "--demo-log", str(recorded["log"]),
+         "--demos", str(EPISODES), "--total-steps", "200", "--learning-starts", "100",
+         "--eval-every", "0", "--final-eval-episodes", "1", "--progress-seconds", "5",
+         "--run-dir", str(run), "--sac-hidden-dims", "32", "32", "--sac-num-critics", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    log = EpisodeLog(recorded["log"])
+    actions = np.concatenate([log.episode(i)["action"] for i in range(len(log))
+                              if log.episodes[i]["rl/success"]])
+    state = load_run_state(run)
+    assert state.counters["demo_episodes"] == EPISODES
+    assert len(state.demos) == len(actions)  # the person's steps, no scripted expert's
+    np.testing.assert_allclose(state.demos._actions[state.demos._valid], actions, atol=1e-6)
+    assert state.counters["env_steps"] >= 200
+
+
+@dataclass
+class TakingOver:
+    """A person supervising training: waits for the policy to act, takes over (SPACE), moves
+    the arm a few centimetres up or down (r/f: down when the policy left it near the top of
+    the workspace, where up cannot move it), hands back (SPACE) and quits (q)."""
+
+    stage: str = "wait"
+    start_z: float | None = None
+    direction: str = "r"
+    looks_since: int = 0
+    seen: set = field(default_factory=set)
+
+    def keys(self, view: View) -> str:
+        self.seen.add(view.phase)
+        self.looks_since += 1
+        if view.tcp is None:
+            return ""
+        if self.stage == "wait" and view.phase == "POLICY":
+            self.stage, self.looks_since = "drive", 0
+            self.start(view)
+            return " "
+        if self.stage == "drive":
+            if abs(view.tcp[2] - self.start_z) > 0.04:
+                self.stage, self.looks_since = "hand back", 0
+                return " "
+            if view.phase == "POLICY" and self.looks_since > 10:  # a new episode reset the deadman
+                self.looks_since = 0
+                self.start(view)
+                return " "
+            return "3" + self.direction if view.speed != 100 else self.direction
+        if self.stage == "hand back" and view.phase == "POLICY":
+            self.stage = "quit"
+            return "q"
+        return ""
+
+    def start(self, view: View) -> None:
+        self.start_z = view.tcp[2]
+        self.direction = "f" if self.start_z > 0.3 else "r"
+
+
+def test_a_person_takes_over_during_training_over_processes(tmp_path):
+    """`robostack train --intervention keyboard`, the default multi-process mode, in a terminal:
+    the launcher holds the keyboard and the live view and relays the device to the actor. The
+    person's steps reach the learner as interventions, and q stops the run with a checkpoint."""
+    from robostack.training.run_state import load_run_state
+
+    tmux = tmux_binary()
+    if tmux is None:
+        pytest.skip("needs tmux (apt-get install -y tmux)")
+    run, exit_file = tmp_path / "run", tmp_path / "exit_code"
+    python_path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    command = (f"cd {ROOT} && env -u DISPLAY PYTHONPATH={python_path} OMP_NUM_THREADS=1 MUJOCO_GL=egl "
+               f"{sys.executable} -m robostack.cli train --task reach --intervention keyboard "
+               f"--total-steps 100000 --max-episode-steps 150 --demos 0 --learning-starts 50 "
+               f"--eval-every 0 --final-eval-episodes 0 --progress-seconds 3 --run-dir {run} "
+               f"--sac-hidden-dims 16 16 --sac-num-critics 2; echo $? > {exit_file}; sleep 300")
+    terminal = Terminal(tmux, command)
+    person, screens, deadline = TakingOver(), [], time.monotonic() + 200
+    try:
+        while time.monotonic() < deadline and not (exit_file.exists() and exit_file.read_text().strip()):
+            screen = terminal.screen()
+            view = View.read(screen)
+            if view.phase is not None:
+                screens.append(screen)
+            terminal.type(person.keys(view))
+            time.sleep(0.1)
+        final = terminal.screen()
+    finally:
+        terminal.close()
+    last = screens[-1] if screens else final
+    assert exit_file.exists(), f"train did not finish (stage {person.stage}); last screen:\n{last}"
+    assert int(exit_file.read_text()) == 0, final
+    assert person.stage == "quit" and {"POLICY", "OPERATOR"} <= person.seen, last
+    assert "stopped by the operator" in final, final
+    first = next(s for s in screens if "POLICY" in s and "goal_position" in s)
+    for shown in ("SPACE", "w/s", "r/f", "q/ESC", "tcp", "goal_position"):  # key map and readout
+        assert shown in first, f"{shown!r} not on the screen:\n{first}"
+    state = load_run_state(run)  # the checkpoint the stop wrote
+    assert state.counters["interventions"] >= 3
+    assert len(state.demos) == state.counters["interventions"]  # the person's steps are demonstrations

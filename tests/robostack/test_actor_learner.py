@@ -503,8 +503,10 @@ def test_train_two_actors_ctrl_c_then_resume_and_eval(tmp_path):
                                 "--episodes", "2"], capture_output=True, text=True, env=env, timeout=120)
     assert evaluated.returncode == 0, evaluated.stdout[-2000:] + evaluated.stderr[-2000:]
     assert "success" in evaluated.stdout and "mean time to success" in evaluated.stdout
-    result = json.loads((run_dir / "eval.json").read_text())
+    [written] = (run_dir / "evals").glob("eval-*-2ep.json")  # its own file; eval.json stays the run's
+    result = json.loads(written.read_text())
     assert result["episodes"] == 2 and result["env_steps"] == counters["env_steps"]
+    assert json.loads((run_dir / "eval.json").read_text())["episodes"] == 1
 
 
 def _both_actors_stored(run_dir: Path, count: int) -> bool:

@@ -187,3 +187,93 @@ def test_a_bad_autopilot_protocol_is_a_usage_error_not_a_traceback(tmp_path, cap
         main(["--task", "reach", "--run-dir", str(tmp_path / "run"), "--intervention", "expert",
               "--autopilot-start", "5", "2"])
     assert exc.value.code == 2 and "must be two steps lo <= hi" in capsys.readouterr().err
+
+
+# --- a person's device over processes: the launcher's relay ----------------------------------------
+
+class CountingDevice:
+    """A person's device held down: deadman on, pushing +x; counts episode starts."""
+
+    name = "scripted-person"
+
+    def __init__(self):
+        self.new_episodes = 0
+        self.success_pending = False
+        self.closed = False
+
+    def read(self) -> TeleopReading:
+        success, self.success_pending = self.success_pending, False
+        return TeleopReading(translation=np.array([0.5, 0.0, 0.0]), intervene=self.new_episodes > 0,
+                             success=success)
+
+    def new_episode(self) -> None:
+        self.new_episodes += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _read_until(device, predicate, timeout=5.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reading = device.read()
+        if predicate(reading):
+            return reading
+        time.sleep(0.01)
+    raise AssertionError(f"no such reading within {timeout} s; last {reading}")
+
+
+def test_the_relay_carries_a_person_s_device_to_the_actor_and_releases_it_when_stale():
+    import time
+
+    from robostack.env.teleop import start_episode
+    from robostack.env.teleop_relay import MAX_AGE, RelayedDevice, TeleopRelay
+
+    person = CountingDevice()
+    relay = TeleopRelay(person)
+    relay.start()
+    remote = RelayedDevice(relay.readings_endpoint, relay.view_endpoint)
+    try:
+        # Episode 0 has not been announced to the relay's device: no deadman yet.
+        assert not _read_until(remote, lambda r: r.timestamp > 0).intervene
+        # The actor's reset reaches the real device (the keyboard forgets its latched keys)...
+        start_episode(remote, 1)
+        reading = _read_until(remote, lambda r: r.intervene)
+        assert person.new_episodes >= 1
+        np.testing.assert_allclose(reading.translation, [0.5, 0.0, 0.0])
+        # ...an edge arrives once, however often the actor reads...
+        person.success_pending = True
+        _read_until(remote, lambda r: r.success)
+        assert not any(remote.read().success for _ in range(20))
+        # ...and readings of an earlier episode are no readings.
+        remote.reset(episode=5)
+        assert not remote.read().intervene
+        _read_until(remote, lambda r: r.intervene)
+    finally:
+        relay.close()
+    assert person.closed
+    time.sleep(MAX_AGE + 0.1)
+    released = remote.read()  # the launcher is gone: as if the person let go
+    assert not released.intervene and not np.any(released.translation)
+    remote.close()
+
+
+def test_a_device_that_fails_in_the_relay_is_reported_in_one_line_not_retried():
+    import time
+
+    from robostack.env.teleop_relay import TeleopRelay
+
+    class Unplugged(CountingDevice):
+        def read(self):
+            raise OSError("the gamepad was unplugged")
+
+    relay = TeleopRelay(Unplugged())
+    relay.start()
+    deadline = time.monotonic() + 5.0
+    while relay.failure is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    relay.close()
+    assert relay.failure == "the scripted-person device failed: the gamepad was unplugged"
+    assert relay.published == 0

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from robostack.env import make_env
-from robostack.data.episode_log import EpisodeLog, EpisodeWriter, features_from_spaces, state_names
+from robostack.data.episode_log import EpisodeWriter, features_from_spaces, state_names
 from robostack.commands.replay import ReplayConfig, ViewConfig, replay, view
 
 SEED = 3

@@ -10,9 +10,9 @@ import mujoco
 import numpy as np
 import pytest
 
-from controllers.rotations import matrix_to_quat, quat_angle, quat_multiply, rotvec_to_quat
+from controllers.rotations import quat_angle, quat_multiply, rotvec_to_quat
 from robostack.robot.server import RobotServer, RobotServerConfig
-from tasks import TaskConfig, make_task
+from tasks import make_task
 
 TRACKING_TOLERANCE = 0.005  # m
 CONTACT_MARGIN = 3.0  # N above stiffness x clip

@@ -1,6 +1,5 @@
 """The MuJoCo mirror: model sanity, gravity compensation, gripper, state consistency."""
 
-import mujoco
 import numpy as np
 import pytest
 

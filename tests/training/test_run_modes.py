@@ -48,7 +48,8 @@ def assert_consistent(run_dir: Path, at_least: int) -> int:
 
 def assert_eval_reads(run_dir: Path, env_steps: int) -> None:
     robostack("eval", "--run", str(run_dir), "--episodes", "1", timeout=120)
-    result = json.loads((run_dir / "eval.json").read_text())
+    [written] = (run_dir / "evals").glob("eval-*-1ep.json")  # its own file, not the run's eval.json
+    result = json.loads(written.read_text())
     assert result["episodes"] == 1 and result["env_steps"] == env_steps
 
 

@@ -66,6 +66,8 @@ def test_eval_overrides_the_run_s_task_params_without_touching_its_own_result(tm
     own = json.loads((tmp_path / "eval.json").read_text())
     result = evaluate_run(tmp_path, episodes=2, task_params="table_height=0.03", say=lambda _: None)
     assert result["task_params"] == "table_height=0.03" and result["episodes"] == 2
-    # (NaN != NaN: a time to success without a success is NaN; compare as text)
-    assert str(json.loads((tmp_path / "eval-table_height_0.03.json").read_text())) == str(result)
+    # Its own result file, named for the parameters (NaN != NaN: a time to success without a
+    # success is NaN; compare as text).
+    [written] = (tmp_path / "evals").glob("eval-*-2ep-table_height_0.03.json")
+    assert str(json.loads(written.read_text())) == str(result)
     assert str(json.loads((tmp_path / "eval.json").read_text())) == str(own)  # the run's own stays
