@@ -16,7 +16,13 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from controllers.franka import GRIPPER_MAX_WIDTH
+
 ROBOT_FIELDS = {"tcp_position": 3, "tcp_quaternion": 4, "tcp_velocity": 6, "gripper_width": 1}
+# The state fields whose range is known whatever the task: a unit quaternion's components, and
+# the fingertip distance between closed and fully open. The rest (positions, velocities, the
+# task's fields) are unbounded: an object can fall off the table, an arm can be pushed.
+KNOWN_BOUNDS = {"tcp_quaternion": (-1.0, 1.0), "gripper_width": (0.0, GRIPPER_MAX_WIDTH)}
 
 
 def state_layout(task) -> dict[str, slice]:
@@ -28,10 +34,20 @@ def state_layout(task) -> dict[str, slice]:
     return layout
 
 
+def state_bounds(task) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) of the state vector: KNOWN_BOUNDS where a field has them, else infinite."""
+    size = sum(ROBOT_FIELDS.values()) + sum(task.state_fields.values())
+    low, high = np.full(size, -np.inf, np.float32), np.full(size, np.inf, np.float32)
+    for name, where in state_layout(task).items():
+        if name in KNOWN_BOUNDS:
+            low[where], high[where] = KNOWN_BOUNDS[name]
+    return low, high
+
+
 def observation_space(task) -> gym.spaces.Dict:
     """The observation space of an env running `task` (a task object, `tasks.make_task`)."""
-    size = sum(ROBOT_FIELDS.values()) + sum(task.state_fields.values())
-    spaces = {"state": gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)}
+    low, high = state_bounds(task)
+    spaces = {"state": gym.spaces.Box(low, high, low.shape, np.float32)}
     for camera, (height, width) in getattr(task, "cameras", {}).items():
         spaces[f"images/{camera}"] = gym.spaces.Box(0, 255, (height, width, 3), np.uint8)
     return gym.spaces.Dict(spaces)

@@ -34,6 +34,29 @@ def test_the_learner_builds_the_env_s_spaces_from_the_task_alone(tmp_path, task_
         env.close()
 
 
+def test_the_state_s_known_bounds_are_finite_and_hold_while_the_gripper_closes():
+    from controllers.franka import GRIPPER_MAX_WIDTH
+
+    env = make_env("pick_cube", transport_kind="inprocess")
+    try:
+        space, layout = env.observation_space["state"], env.state_fields
+        quaternion, width = layout["tcp_quaternion"], layout["gripper_width"]
+        assert np.all(space.low[quaternion] == -1) and np.all(space.high[quaternion] == 1)
+        assert space.low[width] == 0 and space.high[width] == np.float32(GRIPPER_MAX_WIDTH)
+        assert np.all(np.isinf(space.low[layout["tcp_position"]]))  # unknown: left unbounded
+        obs, _ = env.reset(seed=1)
+        close = np.zeros(env.action_space.shape, np.float32)
+        close[-1] = 1.0  # the gripper's command (pick_cube controls it)
+        widths = []
+        for _ in range(15):
+            obs, *_ = env.step(close)
+            assert space.contains(obs["state"])
+            widths.append(obs["state"][width][0])
+        assert widths[-1] < 0.01  # it closed, on nothing: at (not past) the bound
+    finally:
+        env.close()
+
+
 def test_a_task_with_cameras_gets_their_image_keys():
     task = make_task("pick_cube")
     task.cameras = {"wrist": (64, 80), "front": (48, 48)}
