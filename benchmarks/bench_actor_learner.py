@@ -116,10 +116,10 @@ def weights_publisher(endpoint, pixels, rounds, go, out, ready):
 
     torch.set_num_threads(1)
     from robostack.rl.sac import build_agent
-    from robostack.training.config import TrainConfig
+    from robostack.training.config import RunConfig
     from robostack.training.weights import WeightsPublisher
 
-    agent = build_agent(TrainConfig().sac, *spaces(pixels))
+    agent = build_agent(RunConfig().sac, *spaces(pixels))
     publisher = WeightsPublisher(endpoint, repeat_every=1e9)
     ready.set()
     go.wait(30)
@@ -211,11 +211,11 @@ def bench_weights(pixels: bool, rounds: int) -> dict:
 
     torch.set_num_threads(1)
     from robostack.rl.sac import build_agent
-    from robostack.training.config import TrainConfig
+    from robostack.training.config import RunConfig
     from robostack.training.weights import WeightsSubscriber, acting_state
 
     ctx = mp.get_context("spawn")
-    agent = build_agent(TrainConfig().sac, *spaces(pixels))
+    agent = build_agent(RunConfig().sac, *spaces(pixels))
     nbytes = sum(a.nbytes for a in acting_state(agent).values())
 
     endpoint, go, out = free_tcp_endpoint(), ctx.Event(), ctx.Queue()

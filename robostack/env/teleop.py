@@ -1,5 +1,6 @@
-"""`robostack teleop`: teleop devices by name, the autopilot (a simulated human), and the frame
-conversion that stores an intervention in the policy's action space.
+"""Teleop devices by name (for `robostack teleop`, record-demos and training), the autopilot
+(a simulated human), and the frame conversion that stores an intervention in the policy's
+action space.
 
 Devices (hardware/teleop/) give a `TeleopReading` in the robot BASE frame, normalised to [-1, 1]
 of the env's largest step. The env's action may live in another frame (a tool-relative env):

@@ -298,11 +298,6 @@ def check_resumable(config: RunConfig) -> None:
             f"{', '.join('--' + name for name in sorted(MAY_CHANGE_ON_RESUME))}.")
 
 
-# The name this configuration had before it held the processes' options too (still used by
-# benchmarks/bench_actor_learner.py and tests/robostack/test_record.py).
-TrainConfig = RunConfig
-
-
 # --- process identities: what differs between the processes of one run ----------------------
 
 @dataclass

@@ -43,12 +43,12 @@ def test_recording_appends_to_an_existing_log(demo_log):
 
 
 def test_recorded_demos_train_a_short_single_process_run(demo_log, tmp_path):
-    from robostack.training.config import TrainConfig, default_sac_config
+    from robostack.training.config import RunConfig, default_sac_config
     from robostack.training.train import train
 
     sac = default_sac_config()
     sac.hidden_dims, sac.num_critics = (32, 32), 2
-    history = train(TrainConfig(task="pick_cube", demo_log=str(demo_log), demos=3, total_steps=120,
+    history = train(RunConfig(task="pick_cube", demo_log=str(demo_log), demos=3, total_steps=120,
                                 learning_starts=50, eval_every=120, eval_episodes=1,
                                 run_dir=str(tmp_path / "run"), sac=sac, progress_every=10_000),
                     progress=None)
