@@ -29,7 +29,7 @@ impedance law bounds force through its error clip and torque limits; every torqu
 made it, reaches the arm through one rate-limited ramp; a joint moving into the margin before
 its limit holds the arm. Each clamp and hold is reported in the next state message with its reason.
 
-One thing, at ~460 lines: the tick and the request handlers share the arm's mode, target and
+One thing: at ~460 lines, the tick and the request handlers share the arm's mode, target and
 torque ramp, and the safety rules only hold if every path through them sits in one place.
 """
 
