@@ -14,15 +14,27 @@ run_ticks, check_watchdogs, state_message, reset_reply, stats, running):
 * `serve_realtime`: the 1 kHz tick of wall-clock time a real arm runs on (`wait_until` paces it,
   `TickStats` measures it); between ticks it checks the watchdogs, publishes the state and
   answers requests, spread so that no tick carries two heavy items.
+
+What a request may cost a real-time tick is bounded: at most one request is received, decoded
+and answered per tick, and its size is bounded by the command socket (ZMQ_MAXMSGSIZE,
+RobotServerConfig.max_request_bytes; a peer sending more is disconnected by ZeroMQ's I/O
+thread, outside the tick). Measured on the 2-core dev machine with benchmarks/bench_fuzz.py: the
+worst single hostile request cost the tick < 1 ms at 16 KiB. (A receiving thread with a queue
+was the alternative; in CPython it competes with the tick for the GIL, so a large decode there
+stalls the tick as much, and later.) Nothing a request does can raise out of the loop: an
+unexpected error is logged with its traceback and answered with an "error" reply.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
 
 from robostack import transport
+
+log = logging.getLogger("robostack.robot.loop")
 
 DEFERRED = "deferred"  # a handler's reply kind when the reply follows later (see DeferredReply)
 
@@ -42,21 +54,42 @@ class TickStats:
     """Per real-time tick: lateness of its start against the schedule ("overrun") and the CPU
     time its work took (physics, controller, requests, publishing; not the wait), in rings for
     percentiles. High overrun with low CPU time means the machine, not the server's work, made
-    the tick late (other processes competing for the cores, no real-time priority)."""
+    the tick late (other processes competing for the cores, no real-time priority).
 
-    def __init__(self, size: int = 10_000):
+    Percentiles hide rare events, so beside them it counts every tick since the start of the
+    window that started more than one period late (`missed_ticks`), keeps the worst lateness
+    (`stall_max_ms`) whatever the ring holds, and the worst time one request took inside a
+    tick (`request_max_ms`: receive, decode, handle, reply)."""
+
+    def __init__(self, size: int = 10_000, period: float = 0.001):
         self.lateness = np.zeros(size)
         self.cpu = np.zeros(size)
+        self.period = period
         self.count = 0
+        self.missed = 0  # ticks that started more than one period late
+        self.stall_max = 0.0  # s, the latest start seen
+        self.requests = 0
+        self.request_max = 0.0  # s, the longest one request took inside a tick
+        self.request_max_kind = ""  # what that request was ("" if it was refused undecoded)
         self.started = time.perf_counter()
 
     def record(self, late: float) -> None:
         self.lateness[self.count % len(self.lateness)] = late
         self.count += 1
+        if late > self.period:
+            self.missed += 1
+            if late > self.stall_max:
+                self.stall_max = late
 
     def record_cpu(self, seconds: float) -> None:
         """The CPU time of the tick last passed to record()."""
         self.cpu[(self.count - 1) % len(self.cpu)] = seconds
+
+    def record_request(self, seconds: float, kind: str) -> None:
+        """Wall time one request took in a tick, from polling the socket to the reply sent."""
+        self.requests += 1
+        if seconds > self.request_max:
+            self.request_max, self.request_max_kind = seconds, kind
 
     @staticmethod
     def _percentiles_ms(values: np.ndarray) -> tuple[float, float, float]:
@@ -80,6 +113,10 @@ class TickStats:
             "rate_hz": self.count / elapsed if elapsed > 0 else 0.0,
             "overrun_p50_ms": late[0], "overrun_p99_ms": late[1], "overrun_max_ms": late[2],
             "cpu_p50_ms": cpu[0], "cpu_p99_ms": cpu[1], "cpu_max_ms": cpu[2],
+            # Since the window started (all ticks, not the ring):
+            "missed_ticks": self.missed, "stall_max_ms": self.stall_max * 1e3,
+            "requests": self.requests, "request_max_ms": self.request_max * 1e3,
+            "request_max_kind": self.request_max_kind,
         }
 
 
@@ -150,7 +187,8 @@ class DeferredReply:
 def serve(robot) -> None:
     """Bind the robot server's request and state sockets, and run its clock until it stops."""
     config = robot.config
-    requests = transport.RequestServer(config.command_endpoint, source="robot_server")
+    requests = transport.RequestServer(config.command_endpoint, source="robot_server",
+                                       max_message_bytes=config.max_request_bytes)
     publisher = transport.Publisher(config.state_endpoint, source="robot_server")
     try:
         if config.clock == "lockstep":
@@ -163,18 +201,50 @@ def serve(robot) -> None:
 
 
 def answer(robot, requests, request) -> None:
-    """Answer one request from the socket `requests`; a deferred reply follows when ready."""
-    reply = robot.handle(request.message.kind, request.message.meta, request.message.arrays)
-    if reply[0] == DEFERRED:
-        robot.reset_reply.wait(requests, request)
-    else:
-        send_reply(requests, request, reply)
+    """Answer one request from the socket `requests`; a deferred reply follows when ready.
+    Never raises: the loop must outlive any request (RobotServer.handle already turns errors
+    into replies; this catches what escapes it, e.g. a reply that cannot be sent)."""
+    try:
+        reply = robot.handle(request.message.kind, request.message.meta, request.message.arrays)
+        if reply[0] == DEFERRED:
+            robot.reset_reply.wait(requests, request)
+        else:
+            send_reply(requests, request, reply)
+    except Exception as exc:
+        log.exception("answering %.40r failed", request.message.kind)
+        try:
+            requests.reply_error(request, f"internal error answering {request.message.kind[:40]!r}: "
+                                          f"{type(exc).__name__}: {exc}; see the server's log")
+        except Exception:
+            log.exception("could not send the error reply either")
+
+
+def poll_and_answer(robot, requests) -> bool:
+    """Receive, decode and answer at most one request, without waiting; True if one came. Its
+    time (from the poll to the reply sent) goes into robot.stats."""
+    start, rejected = time.perf_counter(), requests.rejected
+    try:
+        request = requests.poll(0)
+    except Exception:  # a socket error: log it, keep the loop (and the arm's control) alive
+        log.exception("receiving a request failed")
+        return False
+    if request is None:
+        if requests.rejected != rejected:  # one came and was refused undecoded: it counts too
+            robot.stats.record_request(time.perf_counter() - start, "")
+        return False
+    answer(robot, requests, request)
+    robot.stats.record_request(time.perf_counter() - start, request.message.kind[:40])
+    return True
 
 
 def serve_lockstep(robot, requests) -> None:
     """Answer requests until the server stops; physics advances only inside them."""
     while robot.running:
-        request = requests.poll(0.1)
+        try:
+            request = requests.poll(0.1)
+        except Exception:  # a socket error: log it and go on serving
+            log.exception("receiving a request failed")
+            continue
         if request is not None:
             answer(robot, requests, request)
 
@@ -195,12 +265,15 @@ def serve_realtime(robot, requests, publisher) -> None:
     summary_tick = (1000 - publish_every // 2) % 1000  # between two state messages
     loop_summary = None
     meta = arrays = stamp = None
-    robot.stats = TickStats()
+    robot.stats = TickStats(period=period)
     next_tick = time.perf_counter()
     tick = 0
     while robot.running:
         now, cpu = time.perf_counter(), time.thread_time()
-        robot.stats.record(max(0.0, now - next_tick))
+        late = max(0.0, now - next_tick)
+        robot.stats.record(late)  # before any resynchronisation, so that no stall goes unseen
+        if late > 0.05:  # fell far behind: resynchronise rather than run the missed ticks fast
+            next_tick = now
         robot.run_ticks(1)
         phase = tick % publish_every
         if phase == build:
@@ -209,16 +282,15 @@ def serve_realtime(robot, requests, publisher) -> None:
             meta["loop"], loop_summary = loop_summary, None
             stamp = time.monotonic()
         if phase == send:
-            publisher.publish("state", meta, arrays, stamp=stamp)
+            try:
+                publisher.publish("state", meta, arrays, stamp=stamp)
+            except Exception:  # a state the wire cannot carry is a bug; the arm's control goes on
+                log.exception("publishing the state failed")
         if phase not in no_requests:
-            request = requests.poll(0)
-            if request is not None:
-                answer(robot, requests, request)
+            poll_and_answer(robot, requests)  # at most one request per tick
         if tick % 1000 == summary_tick:
             loop_summary = robot.stats.summary()  # goes out with the next state message
         robot.stats.record_cpu(time.thread_time() - cpu)
         tick += 1
         next_tick += period
         wait_until(next_tick)
-        if next_tick < time.perf_counter() - 0.05:  # fell far behind: resynchronise
-            next_tick = time.perf_counter()

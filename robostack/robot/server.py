@@ -29,7 +29,7 @@ impedance law bounds force through its error clip and torque limits; every torqu
 made it, reaches the arm through one rate-limited ramp; a joint moving into the margin before
 its limit holds the arm. Each clamp and hold is reported in the next state message with its reason.
 
-One thing: at ~460 lines, the tick and the request handlers share the arm's mode, target and
+One thing: at ~480 lines, the tick and the request handlers share the arm's mode, target and
 torque ramp, and the safety rules only hold if every path through them sits in one place.
 """
 
@@ -85,10 +85,16 @@ class RobotServerConfig:
     smoothing_time: float = 0.02  # s, time constant of the low-pass on reference/gain changes
     seed: int = 0  # seeds the first reset's randomisation (each reset may pass its own)
     fast_loop: bool = True  # lock-step: run the 1 kHz loop compiled (same law; false = Python)
+    # bytes, the largest frame a request may have (ZMQ_MAXMSGSIZE: a peer sending more is
+    # disconnected); commands are ~200 B, and decoding 16 KiB of hostile msgpack costs a
+    # real-time tick about 1 ms
+    max_request_bytes: int = 16384
 
     def __post_init__(self):
         if self.clock not in ("lockstep", "realtime"):
             raise ValueError(f"clock must be 'lockstep' or 'realtime', got {self.clock!r}")
+        if not 1024 <= self.max_request_bytes <= 2**30:
+            raise ValueError(f"max_request_bytes must be in [1024, 2**30], got {self.max_request_bytes}")
         parse_task_params(self.task, self.task_params)  # a usage error now, not at start-up
 
 
@@ -217,18 +223,30 @@ class RobotServer:
 
     # --- requests --------------------------------------------------------------------------
     def handle(self, kind: str, meta: dict, arrays: dict) -> tuple[str, dict, dict]:
-        """Answer one request. Returns (reply kind, meta, arrays); errors become "error" replies."""
+        """Answer one request. Returns (reply kind, meta, arrays); errors become "error" replies,
+        whatever raised them: no request can take the server down."""
         self.last_request = time.monotonic()
-        handler = getattr(self, f"_on_{kind}", None)
+        handler = getattr(self, f"_on_{kind}", None) if isinstance(kind, str) else None
         if handler is None:
             valid = sorted(n[4:] for n in dir(self) if n.startswith("_on_"))
-            return "error", {"error": f"unknown request {kind!r}: valid requests are {valid}"}, {}
+            return "error", {"error": f"unknown request {str(kind)[:40]!r}: valid requests are {valid}"}, {}
+        if not isinstance(meta or {}, dict) or not isinstance(arrays or {}, dict):
+            return "error", {"error": f"{kind}: meta and arrays must be dicts, got "
+                                      f"{type(meta).__name__} and {type(arrays).__name__}"}, {}
         if self.mode == "homing" and kind in ("arm", "disarm", "reset", "shutdown"):
             self._end_homing(f"{kind!r} requested")  # the waiting reset gets an error reply
         try:
             return handler(meta or {}, arrays or {})
         except (safety.CommandRejected, ValueError, KeyError, TypeError) as error:
             return "error", {"error": f"{kind}: {error}"}, {}
+        except Exception as error:  # a bug of ours, found by a request: hold, log, answer
+            log.exception("%r request failed unexpectedly", kind)
+            if self.mode == "armed":
+                s = self.backend.state
+                self.cartesian.snap_reference(s.tcp_position, matrix_to_quat(s.tcp_rotation))
+                self._enter("hold", "internal_error", f"{kind!r} failed: holding here")
+            return "error", {"error": f"{kind}: internal error ({type(error).__name__}: {error}); "
+                                      f"the server logged its traceback and goes on serving"}, {}
 
     def _state_reply(self, kind: str = "state"):
         meta, arrays = self.state_message()
@@ -285,9 +303,9 @@ class RobotServer:
 
     def _on_reset(self, meta, arrays):
         """Move to the home pose (+ optional noise) and, in the mirror, reset the task's scene."""
-        seed = meta.get("seed")
+        seed = transport.meta_int(meta, "seed", None, low=0)
         if seed is not None:
-            self.rng = np.random.default_rng(int(seed))
+            self.rng = np.random.default_rng(seed)
         tc = self.task.config
         home = np.array(tc.home_q, dtype=float)
         if tc.home_joint_noise > 0:
@@ -382,7 +400,7 @@ class RobotServer:
         if safe.gripper is not None:
             self.gripper_target = float(safe.gripper)
             self.backend.set_gripper(self.gripper_target)
-        self.command_seq = int(meta.get("seq", self.command_seq + 1))
+        self.command_seq = transport.meta_int(meta, "seq", self.command_seq + 1, low=-1)
 
     def _on_step(self, meta, arrays):
         if self.config.clock != "lockstep":
@@ -395,8 +413,10 @@ class RobotServer:
     def _on_command(self, meta, arrays):
         if self.config.clock != "realtime":
             raise ValueError("'command' is for real-time servers; in lock-step send 'step'")
+        # Finite and positive: a NaN deadline would never expire (now > NaN is always False).
+        deadline = transport.meta_float(meta, "deadline", self.config.command_deadline,
+                                        low=0.0, high=3600.0)
         self._command_target(meta, arrays)
-        deadline = float(meta.get("deadline", self.config.command_deadline))
         self.command_expires = time.monotonic() + deadline
         return "ack", {"command_seq": self.command_seq, "mode": self.mode}, {}
 

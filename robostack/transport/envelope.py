@@ -14,9 +14,16 @@ Every message on every socket is one *envelope*, a ZeroMQ multipart message:
 - "t" is the sender's time.monotonic() when it sent (or the stamp it passed, e.g. a camera's
   capture time). Monotonic clocks are only comparable on one host: see Message.age and
   Subscriber.latest for what that means for age checks.
-- "meta" is plain data (str/int/float/bool/None/list/dict); numbers in bulk go in arrays.
+- "meta" is plain data (str/int/float/bool/None/list/dict); numbers
+  in bulk go in arrays. Handlers read numbers out of it with `meta_int` / `meta_float`, which
+  refuse wrong types, non-finite values and integers outside the range a reply can carry.
 - Only bool/int/uint/float/complex arrays go on the wire. Nothing is ever pickled: a peer can
   send us garbage, never code.
+
+Every message from a socket is hostile until decode() has validated it: whatever the bytes,
+decode() returns a Message or raises ProtocolError naming the problem (never another type), and
+its cost is bounded by the size of the frames, which the receiving socket bounds (sockets.py,
+`max_message_bytes`).
 
 Bump SCHEMA_VERSION whenever the header changes shape; decode() refuses other versions with a
 message that says which side to upgrade.
@@ -32,10 +39,24 @@ import msgpack
 import numpy as np
 
 __all__ = ["SCHEMA_VERSION", "Message", "encode", "decode", "TransportError", "ProtocolError",
-           "PeerTimeout", "StaleMessage", "RemoteError"]
+           "PeerTimeout", "StaleMessage", "RemoteError", "meta_int", "meta_float", "MAX_ARRAYS"]
 
 
 SCHEMA_VERSION = 1
+
+# Integers a reply can carry: msgpack encodes int64 and uint64. A value read from a peer and sent
+# back (a seq, a counter) must stay inside, with room to count on, so meta_int's default range
+# is [-2**62, 2**62].
+INT_RANGE = 2**62
+
+# At most this many arrays in one message (a transitions batch has ~10); more is an attack on
+# the receiver's time, refused before any is looked at.
+MAX_ARRAYS = 256
+
+# The longest dtype string a peer may send: '<f8', '|b1', '<c16'. np.dtype() parses anything
+# (sub-arrays, structured types, a million-element shape), so the string is checked first.
+_MAX_DTYPE_CHARS = 8
+_MAX_DIMS = 32  # numpy allows 64; no array of ours has more than 4
 
 
 # Buffers at least this big are handed to ZeroMQ without a copy; smaller ones are copied,
@@ -194,9 +215,10 @@ def _wire_dtype(name, dtype_str) -> np.dtype:
     dtype = _DTYPES.get(dtype_str) if isinstance(dtype_str, str) else None
     if dtype is not None:
         return dtype
-    try:
-        dtype = np.dtype(dtype_str) if isinstance(dtype_str, str) else None
-    except TypeError:
+    try:  # np.dtype raises TypeError, ValueError, SyntaxError... on garbage: all mean "refuse"
+        ok = isinstance(dtype_str, str) and len(dtype_str) <= _MAX_DTYPE_CHARS
+        dtype = np.dtype(dtype_str) if ok else None
+    except Exception:
         dtype = None
     if dtype is None or dtype.kind not in _WIRE_KINDS:
         raise ProtocolError(
@@ -205,6 +227,10 @@ def _wire_dtype(name, dtype_str) -> np.dtype:
             f"structured or datetime); the sender must convert it")
     _DTYPES[dtype_str] = dtype
     return dtype
+
+
+def _refuse_ext(code, data):
+    raise ValueError(f"msgpack ext type {code} ({len(data)} bytes): robostack sends none")
 
 
 _HEADER_TYPES = (("kind", str), ("src", str), ("ses", str), ("seq", int), ("t", (float, int)),
@@ -219,7 +245,9 @@ def decode(frames) -> Message:
         raise ProtocolError("empty message: a robostack envelope has at least a header frame")
     head = frames[0]
     try:
-        header = msgpack.unpackb(head, strict_map_key=False)
+        # ext types are refused (nothing of ours sends them), a msgpack timestamp reads as a
+        # float; msgpack bounds nesting (StackError) and declared lengths by the frame's size.
+        header = msgpack.unpackb(head, strict_map_key=False, ext_hook=_refuse_ext, timestamp=1)
     except Exception as exc:  # msgpack raises a zoo of types on garbage; all mean the same here
         raise ProtocolError(
             f"header frame ({len(head)} bytes) is not msgpack ({type(exc).__name__}: {exc}): the "
@@ -247,21 +275,26 @@ def decode(frames) -> Message:
             raise ProtocolError(
                 f"schema v{SCHEMA_VERSION} header {problem} {key!r}: the sender's robostack is "
                 f"broken or not a release; upgrade it", seq)
+    if not math.isfinite(header["t"]):
+        raise ProtocolError(f"header field 't' is {header['t']!r}: a send time must be a finite "
+                            f"time.monotonic() stamp", seq)
 
     specs = header["arrays"]
+    if len(specs) > MAX_ARRAYS:
+        raise ProtocolError(f"{_short(header['kind'])} lists {len(specs)} arrays, more than the "
+                            f"{MAX_ARRAYS} a message may carry", seq)
     if len(specs) != len(frames) - 1:
         raise ProtocolError(
             f"{header['kind']!r} header lists {len(specs)} arrays but {len(frames) - 1} buffer "
             f"frames followed: the message was truncated or corrupted", seq)
     arrays = {}
     for spec, buf in zip(specs, frames[1:]):
-        try:
-            name, dtype_str, shape = spec
-            count = math.prod(shape)  # [-2, -4] multiplies out fine; np.ndarray refuses it
-            if not isinstance(name, str) or not isinstance(count, int) or count < 0:
-                raise TypeError
-        except (TypeError, ValueError):
-            raise ProtocolError(_bad_spec(header, spec), seq) from None
+        if not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str)
+                and isinstance(spec[2], list) and len(spec[2]) <= _MAX_DIMS
+                and all(type(d) is int and 0 <= d < INT_RANGE for d in spec[2])):
+            raise ProtocolError(_bad_spec(header, spec), seq)
+        name, dtype_str, shape = spec
+        count = math.prod(shape)
         dtype = _wire_dtype(name, dtype_str)
         # len() is the byte size for bytes, zmq.Frame and encode()'s flat memoryviews.
         if len(buf) != count * dtype.itemsize:
@@ -271,7 +304,7 @@ def decode(frames) -> Message:
                 f"truncated or corrupted", seq)
         try:  # a view on the frame, like np.frombuffer(buf, dtype).reshape(shape) but cheaper
             arrays[name] = np.ndarray(shape, dtype, buf)
-        except (TypeError, ValueError):
+        except Exception:  # e.g. [0, 2**61, 2**61]: no bytes, but numpy refuses the shape
             raise ProtocolError(_bad_spec(header, spec), seq) from None
     if len(arrays) != len(specs):
         raise ProtocolError(f"{header['kind']!r} header lists an array name twice", seq)
@@ -280,8 +313,52 @@ def decode(frames) -> Message:
 
 
 def _bad_spec(header: dict, spec) -> str:
-    return (f"{header['kind']!r} header has array entry {spec!r}, expected [name, dtype, shape] "
-            f"with a str name and non-negative int dims")
+    return (f"{_short(header['kind'])} header has array entry {_short(spec)}, expected [name, "
+            f"dtype, shape] with a str name and at most {_MAX_DIMS} non-negative int dims whose "
+            f"product numpy can hold")
+
+
+def _short(value, limit: int = 80) -> str:
+    """repr() of a peer's value for an error message, cut: a hostile peer chooses its size."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+# --- reading numbers out of meta --------------------------------------------------------------
+
+_REQUIRED = object()
+
+
+def meta_int(meta: dict, key: str, default=_REQUIRED, low: int = -INT_RANGE,
+             high: int = INT_RANGE) -> int:
+    """meta[key] as an int in [low, high], or ProtocolError naming the field and the fix. A
+    float is refused even when whole: a seq or a count that went through a float has lost
+    exactness somewhere. Absent: `default` (ProtocolError when none is given)."""
+    value = meta.get(key, default)
+    if value is _REQUIRED:
+        raise ProtocolError(f"meta lacks {key!r}: send an int in [{low}, {high}]")
+    if value is default:
+        return value
+    if type(value) is not int or not low <= value <= high:
+        raise ProtocolError(f"meta {key!r} is {_short(value)} ({type(value).__name__}): send an "
+                            f"int in [{low}, {high}]")
+    return value
+
+
+def meta_float(meta: dict, key: str, default=_REQUIRED, low: float = -math.inf,
+               high: float = math.inf, finite: bool = True) -> float:
+    """meta[key] as a float in [low, high] (finite unless finite=False, then NaN passes too:
+    e.g. "no success, so no time to success"), or ProtocolError naming the field."""
+    value = meta.get(key, default)
+    if value is _REQUIRED:
+        raise ProtocolError(f"meta lacks {key!r}: send a finite number in [{low}, {high}]")
+    if value is default:
+        return value
+    if type(value) not in (int, float) or (finite and not math.isfinite(value)) \
+            or not (low <= value <= high or (not finite and math.isnan(value))):
+        raise ProtocolError(f"meta {key!r} is {_short(value)} ({type(value).__name__}): send a "
+                            f"{'finite ' if finite else ''}number in [{low}, {high}]")
+    return float(value)
 
 
 def _topic(kind: str) -> bytes:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import zmq
 
 from robostack.transport.envelope import (
+    MAX_ARRAYS,
     SCHEMA_VERSION,
     ZERO_COPY_BYTES,
     Message,
@@ -346,6 +347,11 @@ class Request:
         return self.routing[0]
 
 
+# The largest frame (a header, or one array) a RequestServer accepts by default: room for a
+# learner's batches with images; the robot server takes less (RobotServerConfig.max_request_bytes).
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
+
+
 class RequestServer(_Socket):
     """ROUTER side of request/reply, made for a loop that also does other work:
 
@@ -356,14 +362,27 @@ class RequestServer(_Socket):
             ...control work...
 
     Requests that are not valid envelopes are answered at once with an "error" reply naming the
-    problem, logged, and never returned. Replies to clients that went away are dropped."""
+    problem, logged (rate-limited), and never returned. Replies to gone clients are dropped.
 
-    def __init__(self, endpoint: str, source: str, bind: bool = True, context=None):
+    What one request may cost is bounded: a frame over `max_message_bytes` makes ZeroMQ's I/O
+    thread drop it and disconnect the peer (ZMQ_MAXMSGSIZE; its request then times out), at
+    most `hwm` requests wait per peer, and a message of over MAX_ARRAYS + 3 frames is refused,
+    its rest dropped `drain_frames` frames per poll(), so that none lands in one tick."""
+
+    def __init__(self, endpoint: str, source: str, bind: bool = True, context=None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, hwm: int = 1000,
+                 drain_frames: int = 64):
+        if max_message_bytes <= 0:
+            raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
         self.endpoint = endpoint
         self.source = source
         self.session = _new_session()
+        self.max_message_bytes = max_message_bytes
+        self.drain_frames = drain_frames
         self.rejected = 0  # malformed requests answered with an error
-        self._sock = _open(context, zmq.ROUTER, endpoint, bind)
+        self._draining = False  # the rest of an over-long multipart message is being dropped
+        self._sock = _open(context, zmq.ROUTER, endpoint, bind,
+                           [(zmq.MAXMSGSIZE, max_message_bytes), (zmq.RCVHWM, hwm)])
         self._poller = zmq.Poller()  # reused: Socket.poll() would build one per call
         self._poller.register(self._sock, zmq.POLLIN)
 
@@ -371,19 +390,52 @@ class RequestServer(_Socket):
         """The next request, waiting up to `timeout` s; None if none (or it was malformed)."""
         if not self._poller.poll(_ms(timeout)):
             return None
-        frames = self._sock.recv_multipart(zmq.NOBLOCK)  # copied: see RequestClient
+        frames = self._drain() if self._draining else self._recv_frames()
+        if frames is None:
+            return None
         # A REQ client puts an empty delimiter after its identity; a header is never empty.
         split = 2 if len(frames) > 1 and len(frames[1]) == 0 else 1
         routing = frames[:split]
         try:
             msg = decode(frames[split:])
-        except ProtocolError as exc:
-            self.rejected += 1
-            _log.warning("%s: rejected a request: %s", self.endpoint, exc)
-            self._send_reply(routing, -1 if exc.seq is None else exc.seq, "error",
-                             {"error": f"malformed request: {exc}"}, {})
+        except Exception as exc:  # decode raises ProtocolError only; anything else is our bug
+            self._reject(routing, exc)
             return None
         return Request(msg, routing)
+
+    def _recv_frames(self) -> list | None:
+        """One multipart message, or None (refused and answered) when it has too many frames."""
+        sock, limit = self._sock, MAX_ARRAYS + 3  # routing id, REQ delimiter, header, arrays
+        frames = [sock.recv(zmq.NOBLOCK)]  # copied: see RequestClient
+        while sock.getsockopt(zmq.RCVMORE):
+            if len(frames) >= limit:
+                self._draining = True
+                self._reject(frames[:1], ProtocolError(
+                    f"message of more than {limit} frames: a request carries at most "
+                    f"{MAX_ARRAYS} arrays"))
+                self._drain()
+                return None
+            frames.append(sock.recv(zmq.NOBLOCK))
+        return frames
+
+    def _drain(self) -> None:
+        """Drop up to drain_frames parts of the over-long message being refused."""
+        for _ in range(self.drain_frames):
+            self._sock.recv(zmq.NOBLOCK, copy=False)
+            if not self._sock.getsockopt(zmq.RCVMORE):
+                self._draining = False
+                return
+
+    def _reject(self, routing: list, exc: Exception) -> None:
+        self.rejected += 1
+        if not isinstance(exc, ProtocolError):
+            _log.error("%s: decode failed unexpectedly", self.endpoint, exc_info=exc)
+        # Rate-limited: a flood of garbage must not turn into a flood of log lines.
+        if self.rejected <= 10 or self.rejected % 1000 == 0:
+            _log.warning("%s: rejected a request (%d so far): %s", self.endpoint, self.rejected, exc)
+        seq = getattr(exc, "seq", None)
+        self._send_reply(routing, -1 if seq is None else seq, "error",
+                         {"error": f"malformed request: {exc}"}, {})
 
     def reply(self, request: Request, kind: str, meta: dict | None = None,
               arrays: dict | None = None) -> None:
@@ -397,4 +449,11 @@ class RequestServer(_Socket):
 
     def _send_reply(self, routing, seq, kind, meta, arrays) -> None:
         msg = Message(kind, meta, arrays, self.source, self.session, seq, time.monotonic())
-        _send(self._sock, routing + encode(msg))
+        try:
+            frames = encode(msg)
+        except TypeError as exc:  # a handler put something in its reply the wire cannot carry
+            _log.error("%s: cannot encode the %r reply: %s", self.endpoint, kind, exc)
+            msg.kind, msg.arrays = "error", {}
+            msg.meta = {"error": f"internal error: cannot encode the {kind!r} reply ({exc})"}
+            frames = encode(msg)
+        _send(self._sock, routing + frames)
