@@ -36,6 +36,7 @@ from robostack.env.wrappers import make_training_env
 from robostack.training.config import ActorIdentity, RunConfig, parse_run_options
 from robostack.training.rollouts import collect_demonstrations, evaluate, open_env
 from robostack.training.run_dir import Summary
+from robostack.training.threads import exit_when_a_thread_dies
 from robostack.training.transitions import HandshakeRefused, TransitionSender, action_spec, observation_spec
 from robostack.training.weights import WeightsSubscriber
 
@@ -359,6 +360,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="robostack actor", description=__doc__.splitlines()[0])
     config, identity, _ = parse_run_options(parser, sys.argv[1:] if argv is None else argv, ActorIdentity)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    exit_when_a_thread_dies()  # a dead thread ends the process, so the launcher restarts it
     actor = Actor(config, identity, say=lambda text: print(text, flush=True))
 
     def stop(signum, frame):

@@ -59,6 +59,7 @@ from robostack.training.config import LearnerIdentity, RunConfig, parse_run_opti
 from robostack.training.progress import ProgressReport, Rates
 from robostack.training.receiver import Receiver
 from robostack.training.rollouts import logged_demonstrations, task_config
+from robostack.training.threads import exit_when_a_thread_dies
 from robostack.training.transitions import Ledger, action_spec, observation_spec
 from robostack.training.weights import WeightsPublisher
 from tasks import make_task
@@ -348,6 +349,7 @@ def main(argv=None) -> int:
     config, identity, args = parse_run_options(parser, sys.argv[1:] if argv is None else argv,
                                                LearnerIdentity)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    exit_when_a_thread_dies()  # a dead thread ends the process, so the launcher restarts it
     from robostack.rl.runtime import keep_freed_memory
 
     keep_freed_memory()  # reuse the update's multi-MB buffers instead of page-faulting them in

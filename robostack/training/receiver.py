@@ -14,14 +14,22 @@ so buffers, counters and ledger change only between two of the update loop's ste
                  checkpoint holds its transitions, and cleans its spool)
     stats        counters and rates (the launcher's progress lines)
 
-A malformed request is refused with a named error; the receiver keeps serving.
+Every request is hostile until validated: its numbers are read with transport.meta_int /
+meta_float (types, finite, ranges a reply can carry), a batch's arrays are checked against the
+learner's specs before anything (ledger included) changes. A malformed request is refused with
+a named error and a log line; an unexpected error in a handler is logged with its traceback
+and answered too: no request raises out of serve(). Should the thread die anyway (a socket
+error), threads.exit_when_a_thread_dies (installed by the learner's and actor's main) takes the
+process down with a non-zero code, so that the launcher restarts it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
+
 
 from robostack import transport
 from robostack.training import run_dir
@@ -30,6 +38,13 @@ from robostack.training.transitions import TO_DEMO_BUFFER, hello_mismatch, split
 
 log = logging.getLogger("robostack.training.learner")
 
+# The largest seq or count a batch may name: 2**53 transitions is beyond any run, and keeps
+# stored seqs exact as floats (JSON readers, progress.csv) and far inside int64.
+MAX_SEQ = 2**53
+MAX_BATCH = 2**20  # transitions in one batch (actors send ~100)
+MAX_EPISODES = 10_000  # episode summaries in one batch
+MAX_NAME = 128  # characters of an actor id
+
 
 class Receiver:
     """The request handlers of `Learner`; they use the learner's state (see Learner.__init__)."""
@@ -37,30 +52,44 @@ class Receiver:
     def serve(self, server: transport.RequestServer) -> None:
         while self.receiving:
             request = server.poll(0.05)
-            if request is None:
-                continue
-            kind = request.message.kind
-            handler = getattr(self, f"on_{kind}", None)
-            if handler is None:
-                server.reply_error(request, f"unknown request {kind!r}: a learner answers hello, "
-                                            f"transitions, status, eval, bye, durable and stats")
-                continue
-            try:
-                with self.lock:
-                    reply = handler(request.message)
-                    self.lock.notify_all()
-            except (ValueError, KeyError, TypeError) as exc:  # bad data: refuse it, keep serving
-                log.warning("refused %r from %s: %s", kind, request.message.source, exc)
-                server.reply_error(request, str(exc))
-                continue
-            if reply[0] == "error":
-                server.reply_error(request, reply[1])
-            else:
-                server.reply(request, reply[0], reply[1])
+            if request is not None:
+                self.answer(server, request)
+
+    def answer(self, server: transport.RequestServer, request: transport.Request) -> None:
+        """Answer one request; never raises for anything the request holds."""
+        kind = request.message.kind
+        handler = getattr(self, f"on_{kind}", None)
+        if handler is None:
+            server.reply_error(request, f"unknown request {kind[:40]!r}: a learner answers hello, "
+                                        f"transitions, status, eval, bye, durable and stats")
+            return
+        try:
+            with self.lock:
+                reply = handler(request.message)
+                self.lock.notify_all()
+        except (ValueError, KeyError, TypeError, IndexError) as exc:  # bad data: refuse it
+            self.refused = getattr(self, "refused", 0) + 1
+            if self.refused <= 10 or self.refused % 1000 == 0:  # a flood is not a log flood
+                log.warning("refused %r from %s (%d so far): %s", kind,
+                            request.message.source[:40], self.refused, exc)
+            server.reply_error(request, f"{kind}: {exc}")
+            return
+        except Exception as exc:  # a bug of ours, found by a request: log it, answer, go on
+            log.exception("%r from %s failed unexpectedly", kind, request.message.source[:40])
+            server.reply_error(request, f"{kind}: internal error ({type(exc).__name__}: {exc}); "
+                                        f"the learner logged its traceback and goes on serving")
+            return
+        if reply[0] == "error":
+            server.reply_error(request, reply[1])
+        else:
+            server.reply(request, reply[0], reply[1])
 
     def on_hello(self, msg):
-        problem = hello_mismatch(self.expected, msg.meta)
         actor = msg.meta.get("actor", "?")
+        if not isinstance(actor, str) or not 0 < len(actor) <= MAX_NAME:
+            raise ValueError(f"actor id must be a str of 1..{MAX_NAME} characters, got "
+                             f"{type(actor).__name__}")
+        problem = hello_mismatch(self.expected, msg.meta)
         if problem:
             self.say(f"learner: refused {actor}: {problem}")
             return "error", problem
@@ -81,28 +110,49 @@ class Receiver:
         if self.closed:  # after the final checkpoint: not stored, so the actor keeps them spooled
             return self._ack(actor)
         m, stream = msg.meta, msg.meta.get("stream")
-        if stream not in ("online",) + TO_DEMO_BUFFER:
-            raise ValueError(f"unknown stream {stream!r}")
-        got = self.ledger.accept(actor, int(m["first_seq"]), int(m["count"]), m.get("episodes", []))
-        if got.count:
-            a, s = msg.arrays, got.skip
-            # HIL-SERL: an intervention step is a demonstration and also online experience.
-            buffers = {"online": [self.online], "demo": [self.demos],
-                       "intervention": [self.demos, self.online]}[stream]
-            for buffer in buffers:
-                buffer.add_batch(split_observations(a, "obs/", s), a["actions"][s:], a["rewards"][s:],
-                                 split_observations(a, "next_obs/", s), a["terminations"][s:],
-                                 a["truncations"][s:])
-            if stream == "demo" and not self.scale_fixed:
-                done = a["terminations"][s:] | a["truncations"][s:]
-                self.demo_states += [a["obs/state"][s:].copy(), a["next_obs/state"][s:][done].copy()]
-            if stream != "demo":
-                self.env_steps += got.count
-            if stream == "intervention":
-                self.interventions += got.count
+        if not isinstance(stream, str) or stream not in ("online",) + TO_DEMO_BUFFER:
+            raise ValueError(f"unknown stream {str(stream)[:40]!r}: send online, "
+                             f"{', '.join(TO_DEMO_BUFFER)}")
+        first_seq = transport.meta_int(m, "first_seq", low=1, high=MAX_SEQ)
+        count = transport.meta_int(m, "count", low=0, high=MAX_BATCH)
+        episodes = _episodes(m.get("episodes", []))
+        self._check_batch(msg.arrays, count)
+        ledger = self.ledger
+        before = (ledger.stored.get(actor), ledger.lost.get(actor), ledger.duplicates)
+        try:
+            got = self.ledger.accept(actor, first_seq, count, episodes)
+            if got.count:
+                self._store(msg.arrays, got, stream)
+        except Exception:  # refused by a buffer (e.g. non-finite values): the ledger as it was
+            for table, value in ((ledger.stored, before[0]), (ledger.lost, before[1])):
+                if value is None:
+                    table.pop(actor, None)
+                else:
+                    table[actor] = value
+            ledger.duplicates = before[2]
+            raise
         for episode in got.new_episodes:
             self.record_episode(actor, episode)
         return self._ack(actor)
+
+    def _store(self, a: dict, got, stream: str) -> None:
+        """The new part of a batch into its buffer(s); ReplayBuffer.add_batch checks everything
+        before it writes, so a refusal leaves the buffers as they were."""
+        s = got.skip
+        # HIL-SERL: an intervention step is a demonstration and also online experience.
+        buffers = {"online": [self.online], "demo": [self.demos],
+                   "intervention": [self.demos, self.online]}[stream]
+        for buffer in buffers:
+            buffer.add_batch(split_observations(a, "obs/", s), a["actions"][s:], a["rewards"][s:],
+                             split_observations(a, "next_obs/", s), a["terminations"][s:],
+                             a["truncations"][s:])
+        if stream == "demo" and not self.scale_fixed:
+            done = a["terminations"][s:] | a["truncations"][s:]
+            self.demo_states += [a["obs/state"][s:].copy(), a["next_obs/state"][s:][done].copy()]
+        if stream != "demo":
+            self.env_steps += got.count
+        if stream == "intervention":
+            self.interventions += got.count
 
     def on_status(self, msg):
         actor = self._actor(msg)
@@ -110,7 +160,14 @@ class Receiver:
 
     def on_eval(self, msg):
         actor = self._actor(msg)
-        step = int(msg.meta["step"])
+        m = msg.meta
+        step = transport.meta_int(m, "step", low=0, high=MAX_SEQ)
+        # Checked before any of them is used: a refused result leaves no half-written row.
+        transport.meta_float(m, "success_rate", low=0.0, high=1.0)
+        transport.meta_float(m, "time_to_success_s", low=0.0, finite=False)  # NaN: no success
+        transport.meta_float(m, "seconds", 0.0, low=0.0)
+        transport.meta_int(m, "weights_version", low=-1)
+        transport.meta_int(m, "episodes", 0, low=0, high=MAX_SEQ)
         final = bool(msg.meta.get("final")) and self.final_request is not None \
             and step == self.final_request["step"] and self.final_result is None
         if final or (step >= self.next_eval and self.config.eval_every > 0 and not msg.meta.get("final")):
@@ -148,6 +205,8 @@ class Receiver:
         """An actor that left asks whether a checkpoint holds its transitions yet; unlike the
         other requests this one does not count as the actor being back."""
         actor = msg.meta.get("actor")
+        if not isinstance(actor, str):
+            raise ValueError(f"'durable' names no actor (got {type(actor).__name__}): send its id")
         info, ack = self.actors.get(actor), self.ledger.ack(actor)
         if info is not None and ack["durable"] >= ack["stored"]:
             info["awaiting_durable"] = False
@@ -159,13 +218,31 @@ class Receiver:
     def _actor(self, msg) -> str | None:
         """The actor a request comes from, if it greeted this learner session."""
         actor = msg.meta.get("actor")
-        info = self.actors.get(actor)
+        info = self.actors.get(actor) if isinstance(actor, str) else None
         if info is None or info["session"] != msg.session:
             return None
         info.update(seen=time.monotonic(), connected=True,
-                    weights_version=int(msg.meta.get("weights_version", -1)),
-                    unsent=int(msg.meta.get("unsent", 0)), evaluator=bool(msg.meta.get("evaluator")))
+                    weights_version=transport.meta_int(msg.meta, "weights_version", -1, low=-1),
+                    unsent=transport.meta_int(msg.meta, "unsent", 0, low=0),
+                    evaluator=bool(msg.meta.get("evaluator")))
         return actor
+
+    def _check_batch(self, arrays: dict, count: int) -> None:
+        """A batch's arrays against the learner's specs, before the ledger or a buffer changes
+        (ReplayBuffer.add_batch checks values again, but a refusal there would leave the ledger
+        counting transitions that no buffer holds)."""
+        obs_keys = set(self.expected["obs_spec"])
+        want = {"actions", "rewards", "terminations", "truncations",
+                *(f"{p}{k}" for p in ("obs/", "next_obs/") for k in obs_keys)}
+        if set(arrays) != want:
+            missing, extra = sorted(want - set(arrays)), sorted(set(arrays) - want)
+            raise ValueError(f"batch arrays: missing {missing}, unexpected {[k[:40] for k in extra][:8]}")
+        for name, array in arrays.items():
+            if array.ndim == 0 or len(array) != count:
+                raise ValueError(f"batch array {name!r} has shape {array.shape}: every array "
+                                 f"holds `count` = {count} rows")
+            if array.dtype.kind not in "biuf":
+                raise ValueError(f"batch array {name!r} has dtype {array.dtype}: send real numbers")
 
     def _ack(self, actor: str) -> tuple[str, dict]:
         owed = self.update_target() - self.update_calls
@@ -222,6 +299,24 @@ class Receiver:
         if self.env_steps < self.config.learning_starts:
             return "collecting"
         return "training"
+
+
+def _episodes(episodes) -> list:
+    """A batch's episode summaries (plain dicts with a valid last_seq and a finite return),
+    or ValueError: they go to episodes.jsonl, which must stay readable."""
+    if not isinstance(episodes, list) or len(episodes) > MAX_EPISODES:
+        raise ValueError(f"episodes must be a list of at most {MAX_EPISODES} summaries")
+    for episode in episodes:
+        if not isinstance(episode, dict):
+            raise ValueError(f"an episode summary is a {type(episode).__name__}, not a map")
+        transport.meta_int(episode, "last_seq", low=1, high=MAX_SEQ)
+        transport.meta_float(episode, "return", 0.0)
+        for key, value in episode.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"episode summary field {key!r} is {value}: send finite numbers")
+            if not isinstance(value, (str, int, float, bool, type(None), list)):
+                raise ValueError(f"episode summary field {key!r} is a {type(value).__name__}")
+    return episodes
 
 
 def _plain(value):
