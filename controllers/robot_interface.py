@@ -84,6 +84,14 @@ class BackendCapabilities:
     # world: object poses of the task's scene (the engine-neutral interface tasks act through);
     # simulations only, a real arm's scene is seen by cameras.
     world: bool = False
+    # read_faults() -> tuple[str, ...]: the fault codes active now, () when healthy (libfranka's
+    # error names on a Franka, "simulation_unstable" in a mirror); cheap enough for every tick.
+    # The safety supervisor (controllers/supervisor.py) reacts to them; without the capability
+    # only the faults the server detects itself reach it.
+    faults: bool = False
+    # recover_faults(): ask the arm to clear its faults (libfranka's automaticErrorRecovery);
+    # the supervisor asks for it when a recovery starts and waits until read_faults() is empty.
+    fault_recovery: bool = False
 
 
 # The attribute (usually a method) each capability promises.
@@ -94,6 +102,8 @@ CAPABILITY_MEMBER = {
     "simulated_reset": "reset",
     "compiled_impedance_loop": "run_impedance_ticks",
     "world": "world",
+    "faults": "read_faults",
+    "fault_recovery": "recover_faults",
 }
 
 

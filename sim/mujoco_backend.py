@@ -64,12 +64,18 @@ class MujocoBackend:
             coriolis=np.zeros(7),
             tau_external=np.zeros(7),
         )
+        # MuJoCo counts each unstable step (NaN/huge qacc, qvel, qpos), resets the data and goes
+        # on: counts above the value at the last reset are the mirror's one fault.
+        self._instability_warnings = [int(w) for w in (mujoco.mjtWarning.mjWARN_BADQACC,
+                                                       mujoco.mjtWarning.mjWARN_BADQVEL,
+                                                       mujoco.mjtWarning.mjWARN_BADQPOS)]
+        self._instabilities_at_reset = 0
         self._fast_scratch = {"q": np.zeros(7), "dq": np.zeros(7), "position": np.zeros(3),
                               "quaternion": np.zeros(4)}
         self.reset(self.home_q, gripper_width=self.gripper_max_width)
         self.capabilities = BackendCapabilities(
             kinematics=True, dynamics=True, external_wrench=True, simulated_reset=True,
-            compiled_impedance_loop=fast_path_available(self), world=True)
+            compiled_impedance_loop=fast_path_available(self), world=True, faults=True)
 
     # --- RobotBackend -----------------------------------------------------------------------
     def sense(self) -> RobotState:
@@ -122,6 +128,15 @@ class MujocoBackend:
         mujoco.mj_fullM(self.model, self.data, full)  # MuJoCo 4: reads the inertia from MjData
         return full[self._dof, self._dof].copy()
 
+    def _instabilities(self) -> int:
+        return sum(self.data.warning[w].number for w in self._instability_warnings)
+
+    def read_faults(self) -> tuple[str, ...]:
+        """("simulation_unstable",) once MuJoCo found the simulation unstable (and reset its data,
+        so the arm jumped) since the last reset(); () otherwise. Only a reset clears it: the
+        mirror has no fault recovery of its own."""
+        return ("simulation_unstable",) if self._instabilities() > self._instabilities_at_reset else ()
+
     def tcp_twist(self) -> np.ndarray:
         return self.state.jacobian @ self.state.dq
 
@@ -139,6 +154,7 @@ class MujocoBackend:
                 d.qvel[a] = 0.0
             self.set_gripper(gripper_width)
         mujoco.mj_forward(self.model, d)
+        self._instabilities_at_reset = self._instabilities()
         self.sense_kinematics()
 
     def sense_kinematics(self) -> RobotState:
