@@ -16,17 +16,19 @@ run_ticks, check_watchdogs, state_message, reset_reply, stats, running):
   answers requests, spread so that no tick carries two heavy items.
 
 What a request may cost a real-time tick is bounded: at most one request is received, decoded
-and answered per tick, and its size is bounded by the command socket (ZMQ_MAXMSGSIZE,
+and answered per tick, its frames are bounded by the command socket (ZMQ_MAXMSGSIZE,
 RobotServerConfig.max_request_bytes; a peer sending more is disconnected by ZeroMQ's I/O
-thread, outside the tick). Measured on the 2-core dev machine with benchmarks/bench_fuzz.py: the
-worst single hostile request cost the tick < 1 ms at 16 KiB. (A receiving thread with a queue
-was the alternative; in CPython it competes with the tick for the GIL, so a large decode there
-stalls the tick as much, and later.) Nothing a request does can raise out of the loop: an
-unexpected error is logged with its traceback and answered with an "error" reply.
+thread, outside the tick) and so is its frame count (sockets.RequestServer). The alternative, a
+receiving thread with a queue, was not built: in CPython a decode in another thread holds the
+GIL as long as it would here. Objects alive when the loop starts are frozen out of the garbage
+collector (see serve_realtime). Nothing a request does raises out of the loop: an unexpected
+error is logged with its traceback and answered with an "error" reply. TickStats reports the
+worst request per tick and every missed tick; benchmarks/bench_fuzz.py measures them.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 
@@ -59,7 +61,9 @@ class TickStats:
     Percentiles hide rare events, so beside them it counts every tick since the start of the
     window that started more than one period late (`missed_ticks`), keeps the worst lateness
     (`stall_max_ms`) whatever the ring holds, and the worst time one request took inside a
-    tick (`request_max_ms`: receive, decode, handle, reply)."""
+    tick (receive, decode, handle, reply): wall time (`request_max_ms`, which includes any
+    preemption by the OS meanwhile) and this thread's CPU time (`request_cpu_max_ms`, what the
+    request itself cost)."""
 
     def __init__(self, size: int = 10_000, period: float = 0.001):
         self.lateness = np.zeros(size)
@@ -71,6 +75,9 @@ class TickStats:
         self.requests = 0
         self.request_max = 0.0  # s, the longest one request took inside a tick
         self.request_max_kind = ""  # what that request was ("" if it was refused undecoded)
+        self.request_cpu_max = 0.0  # s of this thread's CPU time, the most one request took
+        self.request_cpu_max_kind = ""
+        self.slow_requests = 0  # requests that took more than a period of CPU time
         self.started = time.perf_counter()
 
     def record(self, late: float) -> None:
@@ -85,11 +92,15 @@ class TickStats:
         """The CPU time of the tick last passed to record()."""
         self.cpu[(self.count - 1) % len(self.cpu)] = seconds
 
-    def record_request(self, seconds: float, kind: str) -> None:
-        """Wall time one request took in a tick, from polling the socket to the reply sent."""
+    def record_request(self, seconds: float, cpu: float, kind: str) -> None:
+        """Wall and CPU time one request took in a tick, from polling the socket to the reply."""
         self.requests += 1
         if seconds > self.request_max:
             self.request_max, self.request_max_kind = seconds, kind
+        if cpu > self.period:
+            self.slow_requests += 1
+        if cpu > self.request_cpu_max:
+            self.request_cpu_max, self.request_cpu_max_kind = cpu, kind
 
     @staticmethod
     def _percentiles_ms(values: np.ndarray) -> tuple[float, float, float]:
@@ -117,6 +128,9 @@ class TickStats:
             "missed_ticks": self.missed, "stall_max_ms": self.stall_max * 1e3,
             "requests": self.requests, "request_max_ms": self.request_max * 1e3,
             "request_max_kind": self.request_max_kind,
+            "request_cpu_max_ms": self.request_cpu_max * 1e3,
+            "request_cpu_max_kind": self.request_cpu_max_kind,
+            "slow_requests": self.slow_requests,  # more than one period of CPU time
         }
 
 
@@ -222,7 +236,7 @@ def answer(robot, requests, request) -> None:
 def poll_and_answer(robot, requests) -> bool:
     """Receive, decode and answer at most one request, without waiting; True if one came. Its
     time (from the poll to the reply sent) goes into robot.stats."""
-    start, rejected = time.perf_counter(), requests.rejected
+    start, cpu, rejected = time.perf_counter(), time.thread_time(), requests.rejected
     try:
         request = requests.poll(0)
     except Exception:  # a socket error: log it, keep the loop (and the arm's control) alive
@@ -230,10 +244,11 @@ def poll_and_answer(robot, requests) -> bool:
         return False
     if request is None:
         if requests.rejected != rejected:  # one came and was refused undecoded: it counts too
-            robot.stats.record_request(time.perf_counter() - start, "")
+            robot.stats.record_request(time.perf_counter() - start, time.thread_time() - cpu, "")
         return False
     answer(robot, requests, request)
-    robot.stats.record_request(time.perf_counter() - start, request.message.kind[:40])
+    robot.stats.record_request(time.perf_counter() - start, time.thread_time() - cpu,
+                               request.message.kind[:40])
     return True
 
 
@@ -265,6 +280,12 @@ def serve_realtime(robot, requests, publisher) -> None:
     summary_tick = (1000 - publish_every // 2) % 1000  # between two state messages
     loop_summary = None
     meta = arrays = stamp = None
+    # What the process holds by now (modules, numba, the scene: a few 10^5 objects) goes to the
+    # collector's permanent generation. Otherwise a full collection scans all of it, and requests
+    # that allocate many small objects (a header of thousands of empty lists) trigger one every
+    # ~1000 requests: 30-38 ms inside one tick, measured with gc.callbacks (bench_fuzz.py).
+    gc.collect()
+    gc.freeze()
     robot.stats = TickStats(period=period)
     next_tick = time.perf_counter()
     tick = 0

@@ -29,7 +29,7 @@ impedance law bounds force through its error clip and torque limits; every torqu
 made it, reaches the arm through one rate-limited ramp; a joint moving into the margin before
 its limit holds the arm. Each clamp and hold is reported in the next state message with its reason.
 
-One thing: at ~480 lines, the tick and the request handlers share the arm's mode, target and
+One thing: at ~485 lines, the tick and the request handlers share the arm's mode, target and
 torque ramp, and the safety rules only hold if every path through them sits in one place.
 """
 
@@ -85,10 +85,9 @@ class RobotServerConfig:
     smoothing_time: float = 0.02  # s, time constant of the low-pass on reference/gain changes
     seed: int = 0  # seeds the first reset's randomisation (each reset may pass its own)
     fast_loop: bool = True  # lock-step: run the 1 kHz loop compiled (same law; false = Python)
-    # bytes, the largest frame a request may have (ZMQ_MAXMSGSIZE: a peer sending more is
-    # disconnected); commands are ~200 B, and decoding 16 KiB of hostile msgpack costs a
-    # real-time tick about 1 ms
-    max_request_bytes: int = 16384
+    max_request_bytes: int = 16384  # bytes, the largest frame a request may have (ZMQ_MAXMSGSIZE: a
+        # peer sending more is disconnected); commands are ~200 B, and 16 KiB of hostile msgpack
+        # costs a real-time tick under 1 ms to decode
 
     def __post_init__(self):
         if self.clock not in ("lockstep", "realtime"):
@@ -380,6 +379,10 @@ class RobotServer:
         if self.mode in ("disarmed", "stopped"):
             raise ValueError(f"the arm is {self.mode}: send 'reset' or 'arm' before commanding "
                              "motion (a reconnecting client never resumes motion by itself)")
+        for name in ("target_position", "target_quaternion"):  # complex or bool: refused, not cast
+            dtype = np.asarray(arrays[name]).dtype if name in arrays else np.dtype(float)
+            if dtype.kind not in "iuf":
+                raise ValueError(f"{name} has dtype {dtype}: send real numbers (float64)")
         s = self.backend.state
         tcp_quaternion = matrix_to_quat(s.tcp_rotation)
         safe = safety.filter_command(
