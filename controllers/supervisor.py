@@ -230,6 +230,14 @@ class Supervisor:
         if self.state == "armed":
             self._go(now, "tracking", f"command valid for {valid_for:g} s")
 
+    def hold(self, now: float, reason: str) -> None:
+        """Stop tracking and hold at the measured pose (e.g. the joint-limit guard tripped); the
+        next command tracks again. Outside armed / tracking it changes nothing."""
+        if self.state in ("armed", "tracking"):
+            self._hold_here = True
+            self.command_expires = -math.inf
+            self._go(now, "armed", reason)
+
     def heartbeat(self, now: float, peer=None) -> bool:
         """The controlling peer is alive; True if this heartbeat counted (it came from it)."""
         if not self._peer_matches(peer):

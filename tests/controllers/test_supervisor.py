@@ -122,6 +122,19 @@ def test_a_missed_command_deadline_holds_within_two_ticks(phase):
     assert sup.tick(0.451).mode == "track"
 
 
+def test_a_hold_from_the_server_stops_tracking_until_the_next_command():
+    sup = armed(0.0)
+    sup.command(0.0)
+    sup.hold(0.01, "joint 4 near its limit: holding")
+    out = sup.tick(0.011)
+    assert (out.mode, out.hold_here, out.reason) == ("hold", True, "joint 4 near its limit: holding")
+    sup.command(0.02)
+    assert sup.tick(0.021).mode == "track"
+    sup.disarm(0.03)
+    sup.hold(0.04, "ignored")
+    assert sup.state == "stopping"
+
+
 # --- the controlling peer ---------------------------------------------------------------------
 
 def test_heartbeats_keep_the_arm_armed_and_their_loss_is_a_damped_stop_then_disarmed():
@@ -336,7 +349,7 @@ def test_bad_configuration_is_refused_naming_the_field(field, value, words):
 
 EVENTS = ("tick", "tick", "tick", "tick", "arm", "disarm", "command", "command", "heartbeat",
           "heartbeat_other", "fault_transient", "fault_serious", "backend_fault", "reset_teleport",
-          "reset_homing", "homing_done", "wait")
+          "reset_homing", "homing_done", "hold", "wait")
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -382,6 +395,8 @@ def test_random_event_sequences_keep_the_invariants(seed):
                 needs_arm = False
             elif event == "homing_done":
                 sup.homing_done(now, arrived=rng.random() < 0.7)
+            elif event == "hold":
+                sup.hold(now, "the server holds (joint-limit guard)")
         except MotionRefused:
             assert sup.state == before, event  # a refusal changes nothing
         out = sup.tick(now, rng.choice([0.0, 0.005, 0.5]), backend_faults)
