@@ -5,7 +5,9 @@
 The launcher starts one robot server per actor, the learner and the actors as child processes on
 loopback tcp, prints live progress (from the learner's "stats" request), supervises them
 (a process that crashes is restarted, up to --restarts times: a restarted learner resumes from
-its checkpoint, actors resend what it lacks), and when the step budget is spent runs
+its checkpoint, actors resend what it lacks; any child that exits while the run is unfinished
+is restarted, whatever its exit code, since a robot server sent `shutdown` exits 0 too), and
+when the step budget is spent runs
 `robostack eval` on the final policy. Each child's output goes to <run_dir>/logs/<name>.log
 and is echoed here; <run_dir>/processes.json lists their pids.
 
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING
 from robostack import cpu_affinity, transport
 from robostack.files import write_json_atomic
 from robostack.training.progress import format_progress
-from robostack.training.run_dir import Summary, start_run
+from robostack.training.run_dir import Summary, read_summary, start_run
 
 # The run configuration (robostack/training/config.py) is imported where it is used: it brings
 # torch with the SAC settings, and this module is also every child's entry (`--child`), robot
@@ -221,32 +223,55 @@ class Launcher:
         return 0
 
     def supervise(self) -> str | None:
-        """Restart crashed children; 'done' once the learner finished its budget."""
+        """Restart any child that exited while the run is unfinished, whatever its exit code;
+        'done' once the learner finished its budget."""
         for child in self.children:
             code = child.poll()
             if code is None or child.finished:
                 continue
-            if code == 0 and child is self.learner:
+            if code == 0 and self.finished_on_purpose(child):
                 child.finished = True
-                return "done"
-            if code == 0:
-                child.finished = True  # an actor told by the learner that the budget is spent
-                continue
+                if child is self.learner:
+                    return "done"
+                continue  # an actor told by the learner that the budget is spent
             self.echo()
-            if child in self.actor_children and code == 2:
-                # Refused by the learner, or a setting it cannot run with (a teleop device
-                # missing): a restart cannot help.
+            if child is not self.learner and child not in self.actor_children:
+                pass  # a robot server's exit code says nothing the run can act on: restart it
+            elif code == 2:
+                # An actor refused by the learner (another task or spec), or a setting it cannot
+                # run with (a teleop device missing); a learner whose run files cannot be read
+                # (run_dir.RunFileError): a restart cannot help. Exit 2 is only ever deliberate
+                # (usage errors, these refusals); a crash exits 1 or by a signal.
                 return f"{child.name} cannot run: {self.last_error(child)}"
             if child.restarts >= self.options.restarts:
                 return (f"{child.name} exited with code {code} {child.restarts + 1} times; "
                         f"see {child.log_path}")
             child.restarts += 1
-            self.say(f"[launcher] {child.name} exited with code {code}; restarting it "
-                     f"({child.restarts}/{self.options.restarts})")
+            why = f"code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
+            self.say(f"[launcher] {child.name} exited ({why}) while the run is unfinished; "
+                     f"restarting it ({child.restarts}/{self.options.restarts})")
             child.start()
             self.write_pids()
             self.summary.update(restarts={c.name: c.restarts for c in self.children if c.restarts})
         return None
+
+    def finished_on_purpose(self, child: Child) -> bool:
+        """Whether a child that exited 0 is done with the run, by what it wrote on leaving
+        (summary/<name>.json, of this very process): the learner when its step budget was
+        reached, an actor when the learner said so (or its --max-steps was reached). Exit code 0
+        alone proves nothing: a robot server sent `shutdown`, a learner or actor sent SIGTERM
+        by someone else, also exit 0, and the run needs them back."""
+        if child in self.server_children:
+            return False  # the launcher stops them itself, at the end of the run
+        summary = read_summary(self.run_dir, child.name) or {}
+        if summary.get("pid") != child.process.pid:
+            return False  # it died before writing its own
+        if child is self.learner:
+            return summary.get("state") == "finished"
+        reason = str(summary.get("stop_reason", ""))
+        return summary.get("state") == "stopped" and (
+            reason == "the learner reached its step budget" or reason.startswith("max_steps")
+            or reason == "the operator pressed stop")
 
     def operator_outcome(self) -> str | None:
         """'stopped' when the person pressed the stop key, the reason when their device failed."""

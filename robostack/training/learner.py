@@ -41,7 +41,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from collections import deque
 from pathlib import Path
 
@@ -75,7 +74,7 @@ class Learner(Receiver):
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.run_dir = Path(config.run_dir)
-        state = run_state.load_run_state(self.run_dir)
+        state = run_state.load_run_state(self.run_dir, say)
         if state is not None and not config.resume:
             # Moving a run aside is the launcher's job, done once: a learner it restarts after a
             # crash must find its checkpoint, and a stand-alone one must not delete a run.
@@ -119,16 +118,20 @@ class Learner(Receiver):
         self.recent: deque = deque(maxlen=20)  # (return, success) of the last episodes
         self.history: list[dict] = []  # evaluation rows (metrics.csv)
         self.next_eval = config.eval_every
-        self.run_id = uuid.uuid4().hex[:12]
         self.summary = run_dir.Summary(self.run_dir, "learner")
         if state is not None:
             self.resume(state)
+        # The run's identity, recorded before this process binds its sockets (the launcher has
+        # written it before any child started): a learner restarted at any moment, even before
+        # its first checkpoint, is the same run, so the actors' spools are accepted as its own.
+        self.run_id = run_dir.run_identity(self.run_dir, state.counters.get("run_id") if state else None)
         # The demonstrations learning waits for: the logged ones this run holds, or --demos
         # episodes of the scripted expert (actors record what is missing).
         self.demo_target = self.demo_episodes if config.demo_log else config.demos
         self.ledger = Ledger(state.ledger if state is not None else None)
-        if state is not None:  # episodes after the checkpoint come again with the resends
-            run_dir.trim_episodes(self.run_dir, self.ledger.stored)
+        # Episodes after the checkpoint (all of them, restarted before the first one) come
+        # again with the resends.
+        run_dir.trim_episodes(self.run_dir, self.ledger.stored, say)
         self.lock = threading.Condition()  # guards buffers' writers, counters and ledger
         self.actors: dict[str, dict] = {}  # id -> {"seen", "weights_version", "unsent", ...}
         self.stopping = threading.Event()  # SIGTERM / Ctrl-C: checkpoint and leave
@@ -146,7 +149,8 @@ class Learner(Receiver):
         self.republish = False  # an actor connected: send it the weights without waiting
         self.rates = Rates()  # recent update and env-step rates
         # progress lines, progress.csv and TensorBoard scalars, as the single-process trainer writes them
-        self.progress = ProgressReport(self.run_dir, say, resume=state is not None)
+        # A learner restarted before its first checkpoint continues the run's progress.csv too.
+        self.progress = ProgressReport(self.run_dir, say, resume=state is not None or config.resume)
         self.tensorboard = self.progress.tensorboard
         self.summary.update(state="starting", run=self.run_id, env_steps=self.env_steps,
                             resumed_from=None if state is None else {
@@ -158,7 +162,7 @@ class Learner(Receiver):
         self.agent.load_state_dict(state.agent, state.state_scale)
         self.scale_fixed = bool(c.get("scale_fixed", state.state_scale is not None))
         for name in ("env_steps", "update_calls", "episodes", "interventions", "demo_episodes",
-                     "weights_version", "next_eval", "run_id", "eval_seconds"):
+                     "weights_version", "next_eval", "eval_seconds"):
             if name in c:
                 setattr(self, name, c[name])
         self.saves, self.wall_offset = state.saves, float(c["wall_seconds"])
@@ -356,7 +360,11 @@ def main(argv=None) -> int:
     if not args.config:  # stand-alone: this command line is the run's configuration
         write_run_config(config, mode="actor-learner", endpoints={
             "learner": identity.endpoint, "weights": identity.weights_endpoint})
-    learner = Learner(config, identity, say=lambda text: print(text, flush=True))
+    try:
+        learner = Learner(config, identity, say=lambda text: print(text, flush=True))
+    except (run_dir.RunFileError, run_state.CheckpointError) as exc:  # a restart cannot mend a file
+        print(f"robostack learner: {exc}", file=sys.stderr, flush=True)
+        return 2
 
     def stop(signum, frame):
         if learner.stopping.is_set():  # second signal: leave now

@@ -3,6 +3,10 @@ both modes (`robostack train` and `robostack train --single-process`):
 
     config.json       the run's RunConfig (robostack/training/config.py), plus mode and endpoints;
                       a run is resumed only with the settings recorded here (start_run)
+    run.json          the run's identity ({"run": id}), written once, before any process of the
+                      run starts (start_run) or before a stand-alone learner binds: a learner
+                      restarted at any moment, even before its first checkpoint, is the same
+                      run, and the actors' spools (which record it) are its own
     metrics.csv       one row per evaluation (periodic and final), METRICS_FIELDS; always
                       written, header only when no evaluation ran; a stand-alone `robostack
                       eval` adds a row that names its result file (standalone_eval)
@@ -20,7 +24,9 @@ both modes (`robostack train` and `robostack train --single-process`):
     checkpoints/, buffers/   the training state (run_state.py)
 
 Every file here is written with robostack.files (atomic, fsynced), except episodes.jsonl, an
-append-only log whose readers skip a torn last line.
+append-only log. Readers name the file that is damaged and what to do (RunFileError); a damaged
+line of episodes.jsonl or a damaged row of progress.csv / metrics.csv is skipped with a warning
+naming the file and the line, never a traceback (a torn last line is what a crash leaves).
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import time
+import uuid
 from pathlib import Path
 
 from robostack.files import write_json_atomic, write_text_atomic
@@ -37,7 +45,14 @@ from robostack.files import write_json_atomic, write_text_atomic
 # What a run writes: a folder holding any of these holds a run.
 RUN_STATE = ("checkpoints", "buffers", "spool", "episodes", "episodes.jsonl", "progress.csv",
              "metrics.csv", "eval.json", "evals", "summary", "tensorboard", "logs", "config.json",
-             "processes.json")
+             "processes.json", "run.json")
+RUN_FILE = "run.json"
+
+log = logging.getLogger("robostack.training.run_dir")
+
+
+class RunFileError(RuntimeError):
+    """A file of the run directory is unreadable: the message names it and says what to do."""
 REPLACED = "replaced-"  # prefix of the folders earlier runs were moved into
 
 # metrics.csv's columns in both modes (a mode leaves the ones it has no value for empty).
@@ -60,7 +75,40 @@ def start_run(config, mode: str, say=print, **extra) -> Path | None:
     check_resumable(config)
     moved = None if config.resume else archive_previous_run(Path(config.run_dir), say)
     write_run_config(config, mode=mode, **extra)
+    run_identity(config.run_dir)  # before the first transition: every restart is this run
     return moved
+
+
+def run_identity(run_dir: str | os.PathLike, checkpointed: str | None = None) -> str:
+    """The run's id, from <run_dir>/run.json; created (atomically) when the run has none yet.
+
+    `checkpointed`: the run id a resumed checkpoint recorded. It wins over run.json (the
+    checkpoint's ledger is what the actors' sequence numbers are counted against) and is written
+    back, so runs from before run.json existed keep their id. A run.json that cannot be read is
+    a RunFileError naming it, unless the checkpoint says which run this is."""
+    path = Path(run_dir) / RUN_FILE
+    recorded = None
+    if path.is_file():
+        try:
+            recorded = json.loads(path.read_text())["run"]
+            if not isinstance(recorded, str) or not recorded:
+                raise ValueError(f"'run' is {recorded!r}, not an id")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if checkpointed is None:
+                raise RunFileError(
+                    f"{path}: the run's identity is unreadable ({exc}); the actors' spools name "
+                    f"the run they belong to, so it cannot be guessed. Restore the file, or start "
+                    f"a new run (--resume false moves this one aside)") from None
+            log.warning("%s is unreadable (%s); rewriting it with the checkpoint's run id %s",
+                        path, exc, checkpointed)
+    run = checkpointed or recorded or uuid.uuid4().hex[:12]
+    if run != recorded:
+        if recorded is not None:
+            log.warning("%s says run %s but the checkpoint resumed is of run %s; using the "
+                        "checkpoint's", path, recorded, run)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"run": run, "created": time.time()})
+    return run
 
 
 def archive_previous_run(run_dir: Path, say=print) -> Path | None:
@@ -103,9 +151,10 @@ class Summary:
 def read_summary(run_dir: str | os.PathLike, name: str) -> dict | None:
     path = Path(run_dir) / "summary" / f"{name}.json"
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
         return None
+    return data if isinstance(data, dict) else None
 
 
 def append_episode(run_dir: Path, record: dict) -> None:
@@ -113,19 +162,47 @@ def append_episode(run_dir: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def trim_episodes(run_dir: Path, stored: dict[str, int]) -> None:
+def read_episodes(run_dir: str | os.PathLike, say=None) -> list[dict]:
+    """The records of <run_dir>/episodes.jsonl. A damaged line (torn by a crash, or bytes
+    changed on disk) is skipped with a warning naming the file and the line."""
+    path = Path(run_dir) / "episodes.jsonl"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise RunFileError(f"{path}: cannot be read ({exc}); check the disk and its permissions")
+    records = []
+    for number, line in enumerate(data.splitlines(), 1):
+        try:
+            record = json.loads(line.decode("utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError(f"a {type(record).__name__}, not an episode record")
+            int(record.get("last_seq", 0))
+        except (ValueError, TypeError) as exc:
+            _skipped(path, number, exc, say)
+            continue
+        records.append(record)
+    return records
+
+
+def _skipped(path: Path, number: int, exc: Exception, say=None) -> None:
+    text = f"{path} line {number}: damaged, skipped ({type(exc).__name__}: {str(exc)[:120]})"
+    log.warning(text)
+    if say is not None:
+        say(f"warning: {text}")
+
+
+def trim_episodes(run_dir: Path, stored: dict[str, int], say=None) -> None:
     """Keep only episodes whose last transition a resumed learner holds (stored[actor] seq):
-    actors resend the later transitions, and those episodes are logged again with them."""
+    actors resend the later transitions, and those episodes are logged again with them. A
+    learner restarted before its first checkpoint holds nothing (`stored` is empty): every
+    episode comes again."""
     path = Path(run_dir) / "episodes.jsonl"
     if not path.is_file():
         return
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:  # a line torn by a crash
-            continue
-    kept = [r for r in records if r.get("last_seq", 0) <= stored.get(r.get("actor"), 0)]
+    records = read_episodes(run_dir, say)
+    kept = [r for r in records if int(r.get("last_seq", 0)) <= stored.get(r.get("actor"), 0)]
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
@@ -150,11 +227,49 @@ def write_metrics(run_dir: Path, history: list[dict]) -> None:
     write_csv(path, rows, METRICS_FIELDS)
 
 
-def read_csv(path: Path) -> list[dict]:
-    if not path.is_file():
+def read_csv(path: Path, say=None) -> list[dict]:
+    """The rows of a CSV file this module wrote (metrics.csv, progress.csv). A damaged row (not
+    UTF-8, a NUL byte, more or fewer fields than the header) is skipped with a warning naming
+    the file and the line (a damaged header: every row, since they cannot be read without it)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    except OSError as exc:
+        raise RunFileError(f"{path}: cannot be read ({exc}); check the disk and its permissions")
+    lines = data.splitlines()
+    if not lines:
+        return []
+    try:
+        header = _csv_row(lines[0])
+        if not header or len(set(header)) != len(header):
+            raise ValueError(f"fields {header}")
+    except (ValueError, csv.Error) as exc:
+        # Its rows cannot be told apart without it: all skipped (the writer rewrites the file).
+        _skipped(path, 1, ValueError(f"the header: {exc}; its {len(lines) - 1} rows are skipped"), say)
+        return []
+    rows = []
+    for number, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        try:
+            values = _csv_row(line)
+            if len(values) != len(header):
+                raise ValueError(f"{len(values)} fields, the header has {len(header)}")
+        except (ValueError, csv.Error) as exc:
+            _skipped(path, number, exc, say)
+            continue
+        rows.append(dict(zip(header, values)))
+    return rows
+
+
+def _csv_row(line: bytes) -> list[str]:
+    """One line of a CSV file (our writers never put a newline inside a field)."""
+    text = line.decode("utf-8")
+    if "\0" in text:
+        raise ValueError("a NUL byte")
+    return next(csv.reader([text]), [])
 
 
 def tensorboard_writer(run_dir: Path):

@@ -13,18 +13,30 @@ Save number n writes
         history        JSON: the evaluation rows (metrics.csv)
         ledger         JSON: per-actor transition seqs (transitions.Ledger; {} in one process)
         online_buffer, demo_buffer   the names of the buffer files saved with it
+        buffer_files   JSON: {name: {"bytes", "sha256"}} of those files, checked on resume
 Checkpoints are numbered by save, not by env step: two saves at one env step must not
 collide, and the checkpoints kept are exactly those whose buffers are kept.
+
+Resume takes the newest checkpoint whose own files all verify (the checkpoint's SHA-256, its
+buffer files' sizes and SHA-256s, the buffers' own format checks); a damaged one is skipped with
+a line naming the damaged file, and the previous one is used. Transitions only the skipped
+checkpoint held are then counted lost by the ledger (their actors deleted them once durable).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from robostack.rl.buffers import ReplayBuffer
-from robostack.rl.checkpoint import load_latest_checkpoint, save_checkpoint
+from robostack.rl.buffers import BufferFileError, ReplayBuffer
+from robostack.rl.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
+
+__all__ = ["KEEP", "CheckpointError", "RunState", "commit", "load_run_state", "save_run_state",
+           "snapshot"]
+log = logging.getLogger("robostack.training.run_state")
 
 KEEP = 2  # checkpoints (and their buffers) kept
 
@@ -69,7 +81,11 @@ def snapshot(run_dir: str | Path, number: int, agent, online: ReplayBuffer, demo
 
 
 def commit(run_dir: str | Path, number: int, state: dict) -> Path:
-    """The second half: write the checkpoint, then delete the buffers no kept checkpoint names."""
+    """The second half: record the buffer files' sizes and hashes (outside the learner's lock),
+    write the checkpoint, then delete the buffers no kept checkpoint names."""
+    buffers = Path(run_dir) / "buffers"
+    state = {**state, "buffer_files": json.dumps(
+        {name: file_identity(buffers / name) for name in (state["online_buffer"], state["demo_buffer"])})}
     path = save_checkpoint(run_dir, number, state, keep_last=KEEP)
     kept = {f"{kind}_{n:06d}.npz" for kind in ("online", "demos") for n in range(number - KEEP + 1, number + 1)}
     for old in (Path(run_dir) / "buffers").glob("*.npz"):
@@ -78,23 +94,71 @@ def commit(run_dir: str | Path, number: int, state: dict) -> Path:
     return path
 
 
-def load_run_state(run_dir: str | Path) -> RunState | None:
-    """The newest intact checkpoint of the run with its buffers, or None if it has none."""
+def file_identity(path: Path) -> dict:
+    """{"bytes", "sha256"} of a file (the buffers' own checks miss flipped array bytes)."""
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"bytes": path.stat().st_size, "sha256": digest}
+
+
+def load_run_state(run_dir: str | Path, say=None) -> RunState | None:
+    """The newest checkpoint of the run whose files all verify, with its buffers; None if the
+    run has none. Each damaged newer checkpoint is skipped with a warning naming the damaged
+    file (also through `say`); CheckpointError, naming every problem, if none is intact (a run
+    never silently restarts from scratch)."""
     run_dir = Path(run_dir)
-    checkpoint = load_latest_checkpoint(run_dir)
-    if checkpoint is None:
-        return None
+    problems = []
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            state = _load(run_dir, path)
+        except (CheckpointError, BufferFileError, FileNotFoundError) as exc:
+            problems.append(str(exc))
+            text = f"resume: skipping checkpoint {path.name}: {exc}"
+            log.warning(text)
+            if say is not None:
+                say(f"warning: {text}")
+            continue
+        if problems:
+            text = (f"resume: falling back to {path.name}, the newest checkpoint whose files verify "
+                    f"(transitions only the newer one held are counted lost)")
+            log.warning(text)
+            if say is not None:
+                say(f"warning: {text}")
+        return state
+    if problems:
+        raise CheckpointError(f"no intact checkpoint in {run_dir / 'checkpoints'}:\n"
+                              + "\n".join(problems) + "\nRestore the damaged files from a backup, "
+                              "or start a new run (--resume false moves this one aside).")
+    return None
+
+
+def _load(run_dir: Path, path: Path) -> RunState:
+    """One checkpoint and its buffers, every file verified."""
+    checkpoint = load_checkpoint(path)
     s = checkpoint.state
+    buffers = run_dir / "buffers"
+    names = (s.get("online_buffer", "online.npz"), s.get("demo_buffer", "demos.npz"))
+    recorded = json.loads(s.get("buffer_files", "{}"))  # checkpoints before it: the buffers' own checks
+    for name in names:
+        expected, file = recorded.get(name), buffers / name
+        if expected is None:
+            continue
+        if not file.is_file():
+            raise FileNotFoundError(f"{file}: the buffer file saved with {path.name} is missing")
+        found = file_identity(file)
+        if found != expected:
+            raise BufferFileError(
+                f"{file}: damaged, it is not the buffer file saved with {path.name} "
+                f"({found['bytes']} bytes, sha256 {found['sha256'][:12]}..., recorded "
+                f"{expected['bytes']} bytes, sha256 {expected['sha256'][:12]}...)")
     counters = json.loads(s.get("counters", "{}"))
     # Checkpoints written before both modes shared this schema kept the history (and the
     # learner its wall clock) elsewhere.
     history = json.loads(s["history"]) if "history" in s else counters.pop("history", [])
     counters.setdefault("env_steps", int(s["env_steps"]))
     counters.setdefault("wall_seconds", counters.pop("wall_offset", s.get("wall_seconds", 0.0)))
-    buffers = run_dir / "buffers"
     return RunState(
         checkpoint=checkpoint.path, agent=s["agent"], state_scale=s.get("state_scale"),
         counters=counters, history=history, ledger=json.loads(s.get("ledger", "{}")),
-        online=ReplayBuffer.load(buffers / s.get("online_buffer", "online.npz")),
-        demos=ReplayBuffer.load(buffers / s.get("demo_buffer", "demos.npz")),
+        online=ReplayBuffer.load(buffers / names[0]), demos=ReplayBuffer.load(buffers / names[1]),
         saves=int(counters.get("saves", checkpoint.step)))
