@@ -64,7 +64,7 @@ def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
     if not 0 <= config.episode < len(log):
         raise SystemExit(f"robostack replay: {log_path} has {len(log)} episodes; --episode "
                          f"{config.episode} is out of range")
-    episode = log.episode(config.episode)
+    episode = _intact_episode(log, config.episode, "replay")
     meta = log.episodes[config.episode]
     task = config.task or episode["task"]
     seed = config.seed if config.seed >= 0 else int(meta.get("rl/reset_seed") or 0)
@@ -348,7 +348,7 @@ def view(log_path: str, config: ViewConfig, say=print) -> dict:
     if not 0 <= config.episode < len(log):
         raise SystemExit(f"robostack view: {log_path} has {len(log)} episodes; --episode "
                          f"{config.episode} is out of range")
-    episode = log.episode(config.episode, video=bool(log.video_keys))
+    episode = _intact_episode(log, config.episode, "view", video=bool(log.video_keys))
     out = Path(config.out or Path(log_path) / "views")
     out.mkdir(parents=True, exist_ok=True)
     stem = f"episode_{config.episode:06d}"
@@ -393,6 +393,32 @@ def view(log_path: str, config: ViewConfig, say=print) -> dict:
 
 
 # --------------------------------------------------------------------------- CLI
+def _intact_episode(log, index: int, command: str, video: bool = False) -> dict:
+    """Episode `index` of `log`; a damaged one (a file not matching its recorded checksum) is a
+    one-line refusal naming the file, and the intact episodes one can look at instead."""
+    from robostack.data.episode_log import EpisodeLogError
+
+    try:
+        return log.episode(index, video=video)
+    except EpisodeLogError as exc:
+        damaged = log.damaged(video=video)
+        intact = [i for i in range(len(log)) if i not in damaged]
+        raise SystemExit(f"robostack {command}: {exc}\nintact episodes: "
+                         f"{_ranges(intact) or 'none'}; damaged: {_ranges(sorted(damaged))}") from None
+
+
+def _ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    spans, start = [], None
+    for k, i in enumerate(indices):
+        if start is None:
+            start = i
+        if k + 1 == len(indices) or indices[k + 1] != i + 1:
+            spans.append(f"{start}" if start == i else f"{start}-{i}")
+            start = None
+    return ", ".join(spans)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="robostack replay",
                                      description="Re-execute a logged episode in the mirror and "

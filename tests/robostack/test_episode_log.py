@@ -281,11 +281,84 @@ def test_corrupt_or_missing_files_give_clear_errors(tmp_path):
     data.write_bytes(data.read_bytes()[:100])
     log = EpisodeLog(tmp_path)
     log.episode(0)  # the others stay readable
-    with pytest.raises(EpisodeLogError, match=r"file-001\.parquet: corrupt.*Fix"):
+    with pytest.raises(EpisodeLogError, match=r"episode 1: .*file-001\.parquet: damaged.*Fix"):
         log.episode(1)
     (tmp_path / "videos/observation.images.wrist/chunk-000/file-000.mp4").unlink()
     with pytest.raises(EpisodeLogError, match=r"file-000\.mp4: missing.*Fix"):
         log.episode(0, video=True)
+
+
+def _flip_a_byte_that_changes_an_action(path: Path, action: np.ndarray) -> None:
+    """Flip the first byte of `path` after which the parquet file still reads, with another
+    action: the silent change a reader without checksums takes for the demonstration."""
+    original = path.read_bytes()
+    for at in range(4, len(original)):
+        damaged = bytearray(original)
+        damaged[at] ^= 0x04
+        path.write_bytes(bytes(damaged))
+        try:
+            table = pq.read_table(path)
+            got = np.asarray(table.column("action").to_pylist(), np.float32)
+        except (pa.ArrowException, OSError, ValueError, KeyError):
+            continue
+        if got.shape == action.shape and not np.array_equal(got, action):
+            return
+    pytest.fail(f"no byte of {path} changes an action silently")
+
+
+def test_a_flipped_byte_names_the_damaged_episode_and_the_rest_still_load(tmp_path):
+    episodes = [make_episode(i, 4) for i in range(3)]
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        for ep in episodes:
+            write_episode(writer, ep)
+    info = json.loads((tmp_path / "meta/info.json").read_text())
+    recorded = info["robostack"]["sha256"]
+    assert {"data/chunk-000/file-001.parquet", "meta/episodes/chunk-000/file-001.parquet",
+            "videos/observation.images.front/chunk-000/file-001.mp4"} <= set(recorded)
+    data = tmp_path / "data/chunk-000/file-001.parquet"
+    _flip_a_byte_that_changes_an_action(data, episodes[1]["actions"])
+    log = EpisodeLog(tmp_path)
+    with pytest.raises(EpisodeLogError, match=r"episode 1: .*file-001\.parquet: damaged.*Fix"):
+        log.episode(1)
+    np.testing.assert_array_equal(log.episode(2)["action"], episodes[2]["actions"])
+    assert list(log.damaged()) == [1]
+    said = []
+    pieces = logged_transitions(log, images=False, say=said.append)
+    assert len(pieces) == 2
+    np.testing.assert_array_equal(pieces[1]["actions"], episodes[2]["actions"])
+    assert len(said) == 1 and "skipping episode 1" in said[0] and "file-001.parquet" in said[0]
+    # A damaged metadata file or video: that episode only, named.
+    meta = tmp_path / "meta/episodes/chunk-000/file-002.parquet"
+    meta.write_bytes(meta.read_bytes()[:-20] + b"x" * 20)
+    video = tmp_path / "videos/observation.images.wrist/chunk-000/file-000.mp4"
+    video.write_bytes(video.read_bytes()[:-1] + b"\0")
+    log = EpisodeLog(tmp_path)
+    assert set(log.damaged()) == {0, 1, 2} and set(log.damaged(video=False)) == {1, 2}
+    assert "file-002.parquet" in log.damaged()[2] and "file-000.mp4" in log.damaged()[0]
+    np.testing.assert_array_equal(log.episode(0)["action"], episodes[0]["actions"])
+    with pytest.raises(EpisodeLogError, match=r"episode 0: .*file-000\.mp4: damaged"):
+        log.episode(0, video=True)
+    # The writer appends after them, and the new episode verifies.
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        write_episode(writer, make_episode(3, 4))
+    assert set(EpisodeLog(tmp_path).damaged()) == {0, 1, 2}
+
+
+def test_replay_and_view_name_a_damaged_episode_and_the_intact_ones(tmp_path):
+    episodes = [make_episode(i, 4) for i in range(3)]
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        for ep in episodes:
+            write_episode(writer, ep)
+    _flip_a_byte_that_changes_an_action(tmp_path / "data/chunk-000/file-001.parquet", episodes[1]["actions"])
+    for command in ("replay", "view"):
+        done = subprocess.run([sys.executable, "-m", "robostack.cli", command, str(tmp_path),
+                               "--episode", "1"], capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, OMP_NUM_THREADS="1", MUJOCO_GL="egl"))
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
+        assert f"robostack {command}: " in done.stderr and "episode 1: " in done.stderr
+        assert "file-001.parquet: damaged" in done.stderr
+        assert "intact episodes: 0, 2; damaged: 1" in done.stderr, done.stderr
 
 
 def test_reader_needs_no_torch(tmp_path):
@@ -523,12 +596,13 @@ def test_a_log_from_before_stats_gets_them_when_reopened(tmp_path):
         for ep in eps:
             write_episode(writer, ep)
     # What the writer left before statistics were kept: no stats.json, no stats/* columns,
-    # a float fps and no split.
+    # a float fps and no split (and no checksums, which came later still).
     (tmp_path / "meta/stats.json").unlink()
     for path in (tmp_path / "meta/episodes").glob("*/*.parquet"):
         table = pq.read_table(path)
         pq.write_table(table.drop([c for c in table.column_names if c.startswith("stats/")]), path)
     info = json.loads((tmp_path / "meta/info.json").read_text())
+    del info["robostack"]["sha256"]
     (tmp_path / "meta/info.json").write_text(json.dumps({**info, "fps": 10.0, "splits": {}}))
     assert EpisodeLog(tmp_path).stats is None and EpisodeLog(tmp_path).episode_stats(0) == {}
 

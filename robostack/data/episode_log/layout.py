@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -132,6 +133,18 @@ def _is_temporary(path: Path) -> bool:
     """A file a crashed writer left: atomic_write's `.<name>.tmp-<pid>`, the video encoder's
     `<name>.tmp.mp4`, or `<name>.tmp` (logs written before robostack.files existed)."""
     return ".tmp" in path.name
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def checksums(info: dict) -> dict[str, str]:
+    """info.json's {path relative to the root: sha256} of every per-episode file (data, episode
+    metadata, videos), recorded at each episode's commit; {} in logs written before them (and
+    in other LeRobot datasets), whose files are then read unverified."""
+    return info.setdefault("robostack", {}).setdefault("sha256", {})
 
 
 def _write_parquet_atomic(table: pa.Table, path: Path) -> None:

@@ -1,16 +1,28 @@
-"""EpisodeLog: the torch-free reader, and the logged transitions in the replay buffers' format."""
+"""EpisodeLog: the torch-free reader, and the logged transitions in the replay buffers' format.
+
+Integrity: every per-episode file (data, episode metadata, videos) is checked against the
+sha256 its episode's commit recorded in meta/info.json before a byte of it is used. A damaged
+or missing file makes its episode damaged, never the log: `episode(i)` refuses it with an
+EpisodeLogError naming the episode and the file, `damaged()` lists them, and
+`logged_transitions` (training's --demo-log) loads the intact episodes and says which it skipped.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from robostack.data.episode_log import stats as feature_stats
-from robostack.data.episode_log.layout import INFO_PATH, TASKS_PATH, EpisodeLogError, _column, _read_table, env_key
+from robostack.data.episode_log.layout import INFO_PATH, TASKS_PATH, EpisodeLogError, _column, _read_table, checksums, env_key, file_sha256
+
+_logger = logging.getLogger("robostack.data.episode_log")
+_META_FILE = re.compile(r"chunk-(\d+)/file-(\d+)\.parquet$")
 
 
 class EpisodeLog:
@@ -26,6 +38,9 @@ class EpisodeLog:
         self.tasks = self._read_tasks(self.root)[:self.info["total_tasks"]] \
             if self.info["total_tasks"] else []
         self._episodes: list[dict] | None = None
+        self.checksums = checksums(self.info)
+        self._verified: dict[str, str | None] = {}  # relative path -> why it is damaged (None: intact)
+        self._damaged_meta: dict[int, str] = {}  # episodes whose metadata file is damaged
 
     def __len__(self) -> int:
         return int(self.info["total_episodes"])
@@ -59,15 +74,50 @@ class EpisodeLog:
             by_index = dict(zip(_column(table, "task_index").tolist(), table.column(name).to_pylist()))
         return [by_index[i] for i in sorted(by_index)]
 
+    def _damage(self, path: Path) -> str | None:
+        """Why the file at `path` is not what its episode's commit recorded (None: it is, or
+        nothing was recorded for it)."""
+        relative = path.relative_to(self.root).as_posix()
+        if relative not in self._verified:
+            expected, why = self.checksums.get(relative), None
+            if expected is not None:
+                if not path.is_file():
+                    why = f"{path}: missing"
+                elif file_sha256(path) != expected:
+                    why = (f"{path}: damaged (its sha256 is not the one recorded when the episode "
+                           f"was written: bytes changed on disk)")
+            self._verified[relative] = why
+        return self._verified[relative]
+
+    def _check_meta_file(self, path: Path) -> str | None:
+        why = self._damage(path)
+        if why is None:
+            return None
+        m = _META_FILE.search(path.as_posix())
+        if m:  # one metadata file per episode (files_per_episode 1)
+            index = int(m[1]) * int(self.info.get("chunks_size", 1000)) + int(m[2])
+            if index < len(self):
+                self._damaged_meta[index] = why
+        return why
+
     @property
     def episodes(self) -> list[dict]:
-        """Per-episode metadata rows (committed episodes only), in episode order."""
+        """Per-episode metadata rows (committed episodes only), in episode order. A damaged
+        episode's row holds only its index, length 0 and `damaged` (the reason)."""
         if self._episodes is None:
             rows = {}
             for path in sorted((self.root / "meta/episodes").glob("*/*.parquet")):
+                if self._check_meta_file(path):
+                    continue
                 for row in _read_table(path, "episode metadata").to_pylist():
                     if row["episode_index"] < len(self):
                         rows[row["episode_index"]] = row
+            for relative in self.checksums:  # recorded metadata files that are gone
+                if relative.startswith("meta/episodes/"):
+                    self._check_meta_file(self.root / relative)
+            for index, why in self._damaged_meta.items():
+                rows[index] = {"episode_index": index, "length": 0, "damaged": why,
+                               "rl/success": False}
             missing = sorted(set(range(len(self))) - set(rows))
             if missing:
                 raise EpisodeLogError(
@@ -96,15 +146,49 @@ class EpisodeLog:
         {} for an episode written before statistics were kept."""
         return feature_stats.from_columns(self.episodes[i])
 
+    def damage(self, i: int, *, video: bool = True) -> str | None:
+        """Why episode i cannot be trusted (a file of it missing or changed since it was
+        written; `video`: its camera files too), or None when every file of it verifies."""
+        meta = self.episodes[i]
+        if "damaged" in meta:
+            return f"episode {i}: {meta['damaged']}"
+        paths = [self._data_path(meta)]
+        if video:
+            paths += [self._video_path(meta, key) for key in self.video_keys]
+        for path in paths:
+            why = self._damage(path)
+            if why:
+                return f"episode {i}: {why}"
+        return None
+
+    def damaged(self, *, video: bool = True) -> dict[int, str]:
+        """{episode: why} for every episode whose files do not verify."""
+        found = {i: self.damage(i, video=video) for i in range(len(self))}
+        return {i: why for i, why in found.items() if why}
+
+    def _data_path(self, meta: dict) -> Path:
+        return self.root / self.info["data_path"].format(
+            chunk_index=meta["data/chunk_index"], file_index=meta["data/file_index"])
+
+    def _video_path(self, meta: dict, key: str) -> Path:
+        return self.root / self.info["video_path"].format(
+            video_key=key, chunk_index=meta[f"videos/{key}/chunk_index"],
+            file_index=meta[f"videos/{key}/file_index"])
+
     def episode(self, i: int, *, video: bool = False) -> dict:
         """Episode i: one numpy array per feature (T rows; vectors (T, n)), "task", and the final
         observation as "final/<key>". With `video`, camera frames are decoded: (T, H, W, 3)
-        uint8 RGB under the feature key and the final frame under "final/<key>"."""
+        uint8 RGB under the feature key and the final frame under "final/<key>". A damaged
+        episode is an EpisodeLogError naming it and its damaged file."""
         if not 0 <= i < len(self):
             raise IndexError(f"episode {i} out of range: the log has {len(self)}")
+        why = self.damage(i, video=video)
+        if why:
+            raise EpisodeLogError(f"{self.root}: {why}. Fix: restore that file from a copy; the "
+                                  f"log's other episodes are unaffected (EpisodeLog.damaged() lists "
+                                  f"every damaged one)")
         meta = self.episodes[i]
-        path = self.root / self.info["data_path"].format(
-            chunk_index=meta["data/chunk_index"], file_index=meta["data/file_index"])
+        path = self._data_path(meta)
         table = _read_table(path, f"frames of episode {i}")
         if table.num_rows != meta["length"]:
             import pyarrow.compute as pc
@@ -130,9 +214,11 @@ class EpisodeLog:
         import cv2
 
         meta = self.episodes[i]
-        path = self.root / self.info["video_path"].format(
-            video_key=key, chunk_index=meta[f"videos/{key}/chunk_index"],
-            file_index=meta[f"videos/{key}/file_index"])
+        path = self._video_path(meta, key)
+        why = self._damage(path)
+        if why:
+            raise EpisodeLogError(f"{self.root}: episode {i}: {why}. Fix: restore it from a copy, "
+                                  f"or read the episode without video=True.")
         if not path.is_file():
             raise EpisodeLogError(f"{path}: missing (video of episode {i}). Fix: restore it, or "
                                   "read the episode without video=True.")
@@ -180,17 +266,18 @@ class EpisodeLog:
 
 def logged_transitions(log: EpisodeLog | str | os.PathLike, *, episodes: Sequence[int] | None = None,
                        select: str = "all", successful_only: bool = False,
-                       images: bool = True) -> list[dict]:
+                       images: bool = True, say=None) -> list[dict]:
     """The transitions of a log's episodes, in the format robostack.rl.buffers.load_demonstrations
     takes (`load_demonstrations(logged_transitions(log))` is a demonstration buffer holding the
     same (obs, action, reward, next obs, termination, truncation) as scripted-expert demos).
     `select="intervention"` keeps only intervention segments; `successful_only` skips episodes
     that never reported success. The buffer is left to the caller so that this layer needs no
-    torch and no rl."""
+    torch and no rl. A damaged episode (a file not matching its recorded checksum) is skipped
+    with a warning naming it and the file (also through `say`)."""
     log = log if isinstance(log, EpisodeLog) else EpisodeLog(log)
     chosen = range(len(log)) if episodes is None else episodes
     pieces = []
-    for i in chosen:
+    for i in skip_damaged(log, chosen, video=images, say=say):
         if successful_only and not log.episodes[i].get("rl/success", True):
             continue
         pieces += log.transitions(i, select=select, images=images)
@@ -198,3 +285,22 @@ def logged_transitions(log: EpisodeLog | str | os.PathLike, *, episodes: Sequenc
         raise ValueError(f"{log.root}: no episodes to load (select={select!r}, "
                          f"successful_only={successful_only})")
     return pieces
+
+
+def skip_damaged(log: EpisodeLog, chosen: Sequence[int], *, video: bool = True, say=None) -> list[int]:
+    """The episodes of `chosen` whose files verify; each damaged one is named in a warning."""
+    intact = []
+    for i in chosen:
+        why = log.damage(i, video=video)
+        if why is None:
+            intact.append(i)
+            continue
+        text = f"{log.root}: skipping {why}"
+        log_warning(text, say)
+    return intact
+
+
+def log_warning(text: str, say=None) -> None:
+    _logger.warning(text)
+    if say is not None:
+        say(f"warning: {text}")

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robostack.data.episode_log import stats as feature_stats
-from robostack.data.episode_log.layout import _FILE_RE, CHUNKS_SIZE, CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, FORMAT_VERSION, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, _arrow_type, _chunk_file, _full_features, _is_temporary, _tasks_table, _write_parquet_atomic, feature_key
+from robostack.data.episode_log.layout import _FILE_RE, CHUNKS_SIZE, CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, FORMAT_VERSION, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, _arrow_type, _chunk_file, _full_features, _is_temporary, _tasks_table, _write_parquet_atomic, checksums, feature_key, file_sha256
 from robostack.data.episode_log.reader import EpisodeLog
 from robostack.files import fsync_dir, write_json_atomic
 
@@ -183,7 +183,8 @@ class EpisodeWriter:
                     "video_files_size_in_mb": 500, "fps": self.fps, "splits": {"train": "0:0"},
                     "data_path": DATA_PATH, "video_path": VIDEO_PATH if self.video_keys else None,
                     "features": self.features,
-                    "robostack": {"format_version": FORMAT_VERSION, "files_per_episode": 1}}
+                    "robostack": {"format_version": FORMAT_VERSION, "files_per_episode": 1,
+                                  "sha256": {}}}
             write_json_atomic(path, info, indent=INFO_INDENT)
             return info
         info = EpisodeLog._read_info(self.root)
@@ -220,6 +221,8 @@ class EpisodeWriter:
         log = EpisodeLog(self.root)
         per_episode = []
         for i, row in enumerate(log.episodes):
+            if "damaged" in row:  # its metadata file is damaged: the pool goes without it
+                continue
             episode_stats = feature_stats.from_columns(row)
             if sorted(episode_stats) != sorted(self._stat_keys):
                 episode_stats = self._backfill_episode_stats(log, i)
@@ -246,6 +249,11 @@ class EpisodeWriter:
                     del row[column]
                 row.update(feature_stats.to_columns(stats))
         _write_parquet_atomic(pa.Table.from_pylist(rows), path)
+        recorded = checksums(self.info)
+        relative = path.relative_to(self.root).as_posix()
+        if relative in recorded:
+            recorded[relative] = file_sha256(path)
+            write_json_atomic(self.root / INFO_PATH, self.info, indent=INFO_INDENT)
         return stats
 
     def _write_stats(self, stats: dict) -> None:
@@ -358,13 +366,18 @@ class EpisodeWriter:
             arrays.append(arr), fields.append(pa.field(key, typ))
         # Every file of the episode is renamed into place as soon as it is complete; none of
         # them counts until info.json does (below), and _recover removes them after a crash.
+        # Their checksums are committed with the episode (info.json, below): a reader verifies
+        # each file before trusting a byte of it.
+        sums = {}
         for key, (writer, tmp, final) in episode["videos"].items():
             writer.write(np.ascontiguousarray(end["final"][key].astype(np.uint8)[..., ::-1]))
             writer.release()
             _rename_durably(tmp, final)
+            sums[final] = file_sha256(final)
         where = _chunk_file(index)
-        _write_parquet_atomic(pa.Table.from_arrays(arrays, schema=pa.schema(fields)),
-                              self.root / DATA_PATH.format(**where))
+        data_path = self.root / DATA_PATH.format(**where)
+        _write_parquet_atomic(pa.Table.from_arrays(arrays, schema=pa.schema(fields)), data_path)
+        sums[data_path] = file_sha256(data_path)
         rewards = np.asarray(cols["next.reward"], np.float64)
         row = {"episode_index": index, "tasks": [end["task"]], "length": length,
                "data/chunk_index": where["chunk_index"], "data/file_index": where["file_index"],
@@ -386,7 +399,10 @@ class EpisodeWriter:
                 row[f"final/{key}"] = end["final"][key].astype(np.float32).tolist()
         episode_stats = {key: episode_stats[key] for key in self._stat_keys}  # feature order
         row.update(feature_stats.to_columns(episode_stats))
-        _write_parquet_atomic(pa.Table.from_pylist([row]), self.root / EPISODES_PATH.format(**where))
+        meta_path = self.root / EPISODES_PATH.format(**where)
+        _write_parquet_atomic(pa.Table.from_pylist([row]), meta_path)
+        sums[meta_path] = file_sha256(meta_path)
+        checksums(self.info).update({p.relative_to(self.root).as_posix(): h for p, h in sums.items()})
         if new_task:
             _write_parquet_atomic(_tasks_table(self._tasks), self.root / TASKS_PATH)
         # The commit point: until info.json counts it, the episode does not exist.
