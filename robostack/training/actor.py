@@ -35,7 +35,7 @@ from robostack.env.teleop import needs_pacing
 from robostack.env.wrappers import make_training_env
 from robostack.training.config import ActorIdentity, RunConfig, parse_run_options
 from robostack.training.rollouts import collect_demonstrations, evaluate, open_env
-from robostack.training.run_dir import Summary
+from robostack.training.run_dir import Summary, read_summary
 from robostack.training.threads import exit_when_a_thread_dies
 from robostack.training.transitions import HandshakeRefused, TransitionSender, action_spec, observation_spec
 from robostack.training.weights import WeightsSubscriber
@@ -50,9 +50,13 @@ class Actor:
         self.stop_reason: str | None = None
         self.steps = self.episodes = 0
         self.robot_server_losses = 0
-        self.rng = np.random.default_rng(self.seed + 7919)
         self.last_eval_step = -1
+        # This actor's starts in the run (its summary says how many came before): a restarted
+        # actor draws its reset seeds from a stream of its own (seed_stream), not the same
+        # episodes again.
+        self.starts = int((read_summary(config.run_dir, self.id) or {}).get("starts", 0)) + 1
         self.summary = Summary(config.run_dir, self.id)
+        self.summary.update(state="starting", starts=self.starts)
 
     # --- set-up ----------------------------------------------------------------------------
     def connect(self) -> None:
@@ -60,19 +64,6 @@ class Actor:
         torch.set_num_threads(1)
         self.env = open_env(config, self.seed, identity.robot_server, timeout=self.options.robot_timeout,
                             waiting=self.waiting_for_robot_server)
-        # What training episodes step: the env, or the operator's wrapper around it (HIL-SERL).
-        # A person's device is the launcher's (this process has no terminal): its readings come
-        # over the launcher's relay (robostack/env/teleop_relay.py).
-        device = None
-        if config.intervention and identity.teleop_readings:
-            from robostack.env.teleop_relay import RelayedDevice
-
-            device = RelayedDevice(identity.teleop_readings, identity.teleop_view, source=self.id)
-        self.acting = make_training_env(self.env, config.intervention, config.autopilot,
-                                        config.takeover_penalty, seed=self.seed, device=device)
-        # A person in the loop: the acting env steps in real time, and is paused for the
-        # learner only between episodes, as on a real-time robot.
-        self.realtime = self.env.realtime or needs_pacing(config.intervention)
         self.log = None
         if identity.episode_log:
             from robostack.data.episode_log import EpisodeWriter, features_from_spaces, state_names
@@ -91,6 +82,20 @@ class Actor:
         # Subscribed before the handshake: the learner resends its weights when we say hello.
         self.weights = WeightsSubscriber(identity.weights, say=self.say, name=self.id)
         welcome = self.sender.connect(self.options.connect_timeout)
+        self.rng, self.draw_seed = seed_stream(self.seed, self.starts, int(welcome["stored"]))
+        # What training episodes step: the env, or the operator's wrapper around it (HIL-SERL).
+        # A person's device is the launcher's (this process has no terminal): its readings come
+        # over the launcher's relay (robostack/env/teleop_relay.py).
+        device = None
+        if config.intervention and identity.teleop_readings:
+            from robostack.env.teleop_relay import RelayedDevice
+
+            device = RelayedDevice(identity.teleop_readings, identity.teleop_view, source=self.id)
+        self.acting = make_training_env(self.env, config.intervention, config.autopilot,
+                                        config.takeover_penalty, seed=self.draw_seed, device=device)
+        # A person in the loop: the acting env steps in real time, and is paused for the
+        # learner only between episodes, as on a real-time robot.
+        self.realtime = self.env.realtime or needs_pacing(config.intervention)
         self.agent = self.build_agent(welcome["sac"])
         if not self.load_weights(wait=self.options.weights_timeout):
             self.say(f"{self.id}: no weights from {identity.weights} within "
@@ -129,8 +134,9 @@ class Actor:
         wanted = int(welcome["demos"]) - int(welcome["demo_episodes"]) - spooled
         if wanted <= 0:
             return
+        # A restarted actor 0 records the missing demonstrations from other resets than before.
         episodes = collect_demonstrations(self.env, wanted, self.seed, self.config.demo_noise,
-                                          progress=self.say)
+                                          progress=self.say, rng=None if self.draw_seed == self.seed else self.rng)
         for ep in episodes:
             states = ep["observations"]["state"]
             for t in range(len(ep["actions"])):
@@ -354,6 +360,18 @@ class Actor:
                      getattr(self, "sender", None), env):
             if part is not None:
                 part.close()
+
+
+def seed_stream(seed: int, starts: int, held: int) -> tuple[np.random.Generator, int]:
+    """The generator of an actor's reset seeds, and a seed for its other draws, for its
+    `starts`-th start in the run when the learner holds `held` of its transitions. The first
+    start of a fresh run draws what it always drew (a run is reproducible from --seed); any
+    later one is keyed on both numbers, so that neither a lost summary (starts) nor a learner
+    holding nothing yet (held) makes a restart repeat the episodes it already played."""
+    if starts <= 1 and held == 0:
+        return np.random.default_rng(seed + 7919), seed
+    rng = np.random.default_rng([seed, 7919, starts, held])
+    return rng, int(rng.integers(2**31))
 
 
 def main(argv=None) -> int:

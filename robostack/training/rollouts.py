@@ -68,14 +68,18 @@ def open_env(config, seed: int, robot_server: str = "", transport_kind: str = "z
 # --- demonstrations -----------------------------------------------------------------------------
 
 
-def collect_demonstrations(env, count: int, seed: int, noise: float, progress=print) -> list[dict]:
-    """Run the task's scripted expert until `count` successful episodes are recorded."""
-    expert = env.task.expert(seed=seed, noise=noise)
+def collect_demonstrations(env, count: int, seed: int, noise: float, progress=print,
+                           rng: np.random.Generator | None = None) -> list[dict]:
+    """Run the task's scripted expert until `count` successful episodes are recorded. Resets
+    (and the expert's noise) are seeded from `seed`, or drawn from `rng` when given (a restarted
+    actor must not record the demonstrations it already recorded)."""
+    expert = env.task.expert(seed=seed if rng is None else int(rng.integers(2**31)), noise=noise)
     episodes, attempts = [], 0
     while len(episodes) < count:
         if attempts >= 5 * count:
             raise RuntimeError(f"scripted expert succeeded only {len(episodes)}/{attempts} times")
-        obs, _ = env.reset(seed=1_000_000 + seed * 10_000 + attempts)
+        obs, _ = env.reset(seed=1_000_000 + seed * 10_000 + attempts if rng is None
+                           else int(rng.integers(2**31)))
         attempts += 1
         expert.reset()
         states, actions, rewards, terms, truncs = [obs["state"]], [], [], [], []
@@ -101,11 +105,16 @@ def logged_demonstrations(log_dir: str, count: int, progress=print) -> list[dict
     """Up to `count` successful episodes of an episode log, as replay-buffer episodes."""
     from robostack.data.episode_log import EpisodeLog
 
+    from robostack.data.episode_log.reader import skip_damaged
+
     log = EpisodeLog(log_dir)
-    chosen = [i for i in range(len(log)) if log.episodes[i].get("rl/success", True)][:count]
+    # A damaged episode (a file not matching its recorded checksum) is named and skipped.
+    intact = skip_damaged(log, range(len(log)), video=False, say=progress)
+    chosen = [i for i in intact if log.episodes[i].get("rl/success", True)][:count]
     if not chosen:
-        raise SystemExit(f"{log_dir}: no successful episodes to use as demonstrations (the log "
-                         f"has {len(log)}); record some with `robostack record-demos`")
+        raise SystemExit(f"{log_dir}: no intact successful episodes to use as demonstrations (the "
+                         f"log has {len(log)}, {len(log) - len(intact)} damaged); record some with "
+                         f"`robostack record-demos`")
     episodes = [piece for i in chosen for piece in log.transitions(i, images=False)]
     progress(f"demonstrations: {len(chosen)} successful episodes from {log_dir}")
     return episodes
