@@ -293,8 +293,15 @@ class Learner(Receiver):
         until each one waiting has heard so (or `timeout` s)."""
         deadline = time.monotonic() + timeout
         with self.lock:
+            waited = any(a.get("awaiting_durable") for a in self.actors.values())
             while any(a.get("awaiting_durable") for a in self.actors.values()) \
                     and time.monotonic() < deadline and not self.stopping.is_set():
+                self.lock.wait(0.05)
+            # An actor whose request timed out on a loaded machine never read the answer that
+            # told it: it asks again within its request timeout, and must still be answered
+            # (else it waits a minute for a learner that is gone, its spool left behind).
+            grace = min(deadline, time.monotonic() + self.config.actor.request_timeout + 0.5)
+            while waited and time.monotonic() < grace and not self.stopping.is_set():
                 self.lock.wait(0.05)
 
     def final_evaluation(self) -> None:
