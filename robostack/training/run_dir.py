@@ -188,9 +188,10 @@ def read_episodes(run_dir: str | os.PathLike, say=None) -> list[dict]:
 
 def _skipped(path: Path, number: int, exc: Exception, say=None) -> None:
     text = f"{path} line {number}: damaged, skipped ({type(exc).__name__}: {str(exc)[:120]})"
-    log.warning(text)
     if say is not None:
         say(f"warning: {text}")
+    else:
+        log.warning(text)
 
 
 def trim_episodes(run_dir: Path, stored: dict[str, int], say=None) -> None:

@@ -113,17 +113,11 @@ def load_run_state(run_dir: str | Path, say=None) -> RunState | None:
             state = _load(run_dir, path)
         except (CheckpointError, BufferFileError, FileNotFoundError) as exc:
             problems.append(str(exc))
-            text = f"resume: skipping checkpoint {path.name}: {exc}"
-            log.warning(text)
-            if say is not None:
-                say(f"warning: {text}")
+            _warn(f"resume: skipping checkpoint {path.name}: {exc}", say)
             continue
         if problems:
-            text = (f"resume: falling back to {path.name}, the newest checkpoint whose files verify "
-                    f"(transitions only the newer one held are counted lost)")
-            log.warning(text)
-            if say is not None:
-                say(f"warning: {text}")
+            _warn(f"resume: falling back to {path.name}, the newest checkpoint whose files verify "
+                  f"(transitions only the newer one held are counted lost)", say)
         return state
     if problems:
         raise CheckpointError(f"no intact checkpoint in {run_dir / 'checkpoints'}:\n"
@@ -162,3 +156,11 @@ def _load(run_dir: Path, path: Path) -> RunState:
         counters=counters, history=history, ledger=json.loads(s.get("ledger", "{}")),
         online=ReplayBuffer.load(buffers / names[0]), demos=ReplayBuffer.load(buffers / names[1]),
         saves=int(counters.get("saves", checkpoint.step)))
+
+
+def _warn(text: str, say=None) -> None:
+    """To the caller's output when it has one (the learner's log), else the logging warning."""
+    if say is not None:
+        say(f"warning: {text}")
+    else:
+        log.warning(text)

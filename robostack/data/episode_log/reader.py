@@ -301,6 +301,7 @@ def skip_damaged(log: EpisodeLog, chosen: Sequence[int], *, video: bool = True, 
 
 
 def log_warning(text: str, say=None) -> None:
-    _logger.warning(text)
     if say is not None:
         say(f"warning: {text}")
+    else:
+        _logger.warning(text)
