@@ -48,6 +48,7 @@ import numpy as np
 
 from controllers import safety
 from controllers.cartesian_impedance import CartesianImpedanceController, CartesianImpedanceGains
+from controllers.gain_limits import GAIN_SHAPES, GainCeilings, check_gains, parse_ceilings, rated_ceilings
 from controllers.joint_impedance import HomingMove, JointImpedanceController
 from controllers.rotations import matrix_to_quat
 from robostack import transport
@@ -88,6 +89,9 @@ class RobotServerConfig:
     max_request_bytes: int = 16384  # bytes, the largest frame a request may have (ZMQ_MAXMSGSIZE: a
         # peer sending more is disconnected); commands are ~200 B, and 16 KiB of hostile msgpack
         # costs a real-time tick under 1 ms to decode
+    gain_ceilings: str = ""  # the most a 'gains' request may set, e.g. "translational_stiffness=1500,
+        # translational_clip=0.02" (torque_limits: 7 values a:b:...); each at most the arm's rated
+        # value (controllers/gain_limits.py); empty: the rated ceilings
 
     def __post_init__(self):
         if self.clock not in ("lockstep", "realtime"):
@@ -95,6 +99,7 @@ class RobotServerConfig:
         if not 1024 <= self.max_request_bytes <= 2**30:
             raise ValueError(f"max_request_bytes must be in [1024, 2**30], got {self.max_request_bytes}")
         parse_task_params(self.task, self.task_params)  # a usage error now, not at start-up
+        parse_ceilings(self.gain_ceilings)  # same: a bad or above-rated ceiling names itself now
 
 
 class RobotServer:
@@ -122,6 +127,9 @@ class RobotServer:
             max_position_step=self.config.max_position_step, max_rotation_step=self.config.max_rotation_step)
         self.cartesian = CartesianImpedanceController(
             dt=self.period, filter_coefficient=min(1.0, self.period / self.config.smoothing_time))
+        # The start option tightens the arm's rating; the starting gains are brought under it.
+        self.gain_ceilings = parse_ceilings(self.config.gain_ceilings, rated_ceilings(b.torque_limits))
+        self.cartesian.set_gains(_within(self.cartesian.gains, self.gain_ceilings))
         self.joint = JointImpedanceController(dt=self.period)
         # Every torque, whichever law made it, reaches the arm through this one ramp.
         self.ramp = safety.TorqueRamp(self.period, b.torque_limits)
@@ -288,11 +296,9 @@ class RobotServer:
         return self._state_reply()
 
     def _on_gains(self, meta, arrays):
-        allowed = {f.name for f in dataclasses.fields(CartesianImpedanceGains)}
-        unknown = set(meta) - allowed
-        if unknown:
-            raise ValueError(f"unknown gain(s) {sorted(unknown)}; valid: {sorted(allowed)}")
-        self.cartesian.set_gains(dataclasses.replace(self.cartesian.gains, **meta))
+        # Only within the ceilings the server was started with (GainRefused, a ValueError, names
+        # the gain, its value, the ceiling and how to raise it); a refused request changes nothing.
+        self.cartesian.set_gains(check_gains(meta, self.gain_ceilings, self.cartesian.gains))
         return self._state_reply()
 
     def _on_shutdown(self, meta, arrays):
@@ -452,6 +458,22 @@ class RobotServer:
                 self._end_homing("the server stopped")
             self.mode = "disarmed"
             self.backend.close()
+
+
+def _within(gains: CartesianImpedanceGains, ceilings: GainCeilings) -> CartesianImpedanceGains:
+    """`gains` with every number above its ceiling lowered to it (a start option may tighten
+    the ceilings below the default gains); GainRefused if they still break one (a spring-force
+    ceiling below the default stiffness x clip: name the gains in the start option too)."""
+    lowered = {}
+    for name, (n, _) in GAIN_SHAPES.items():
+        value = getattr(gains, name)
+        if value is None:  # a damping derived from the (lowered) stiffness
+            continue
+        a = np.broadcast_to(np.asarray(value, dtype=float), (n,))
+        top = ceilings.ceiling(name)
+        if (a > top).any():
+            lowered[name] = float(min(a[0], top[0])) if n == 1 else np.minimum(a, top).tolist()
+    return check_gains(lowered, ceilings, gains)
 
 
 def main(argv=None) -> int:

@@ -8,6 +8,7 @@ the test did. Control behaviour driven in-process lives in test_robot_server_con
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import subprocess
 import sys
@@ -323,3 +324,62 @@ def test_stats_report_the_loop_and_restart_their_window_on_request(realtime_serv
         assert summary is not None and summary["ticks"] > 0, "no loop summary on the stream"
     finally:
         subscriber.close()
+
+
+# --- gains: only within the ceilings the server was started with (issue 11 item 3) ------------------
+
+BOX_TOLERANCE = 0.005  # m, how far the tcp may sit outside the workspace box while pressing its edge
+
+
+@pytest.mark.parametrize("gains, named", [
+    ({"translational_stiffness": 3000.0}, "translational_stiffness = 3000 N/m is above its ceiling 2500"),
+    ({"translational_clip": math.inf}, "translational_clip"),  # no clip: an unbounded spring
+    ({"translational_clip": 0.2}, "translational_clip = 0.2 m is above its ceiling 0.05"),
+    ({"torque_limits": [1e6] * 7}, "torque_limits = 1e+06 Nm is above its ceiling"),
+    ({"max_torque_rate": 1e9}, "max_torque_rate = 1e+09 Nm/s is above its ceiling 1000"),
+    ({"translational_stiffness": 2500.0, "translational_clip": 0.05},  # each fits, the product not
+     "max_clip_force"),
+    ({"rotational_stiffness": -1.0}, "negative"),
+    ({"no_such_gain": 1.0}, "unknown gain"),
+])
+def test_gains_beyond_the_ceilings_are_refused_naming_the_gain_and_the_arm_stays_in_the_box(
+        gains, named):
+    with robot_server("--clock", "realtime", "--peer-timeout", "30",
+                      "--gain-ceilings", "translational_stiffness=2500") as server:
+        client = server.client
+        tc = client.request("hello").meta["task_config"]
+        lo, hi = np.array(tc["workspace_min"]), np.array(tc["workspace_max"])
+        start = client.request("reset", {"seed": 0}, timeout=30.0)
+        with pytest.raises(transport.RemoteError) as refused:
+            client.request("gains", gains)
+        assert named in str(refused.value), str(refused.value)
+        # Within the ceiling it is accepted: the refusal is the ceiling's, not a broken handler.
+        assert client.request("gains", {"translational_stiffness": 2500.0}).kind == "state"
+        # Press toward a point far outside the box (+x and down): the target is clipped to the box
+        # edge, the gains stayed bounded, so the tcp stays within the box up to the tolerance.
+        subscriber = server.subscribe()
+        try:
+            reply, worst, pressed = start, 0.0, None
+            wall_limit = time.monotonic() + 20.0  # 2 s of pressing; margin for a loaded machine
+            while time.monotonic() < wall_limit:
+                far = np.asarray(reply.arrays["tcp_position"]) + [1.0, 0.0, -1.0]
+                command(client, reply, far - np.asarray(reply.arrays["tcp_position"]))
+                reply = subscriber.latest(STREAM_TIMEOUT)
+                tcp = np.asarray(reply.arrays["tcp_position"])
+                worst = max(worst, float(np.max(np.maximum(lo - tcp, tcp - hi))))
+                pressed = pressed if pressed is not None else reply.meta["time"]
+                if reply.meta["time"] - pressed >= 2.0:
+                    break
+            assert reply.meta["time"] - pressed >= 2.0, "did not observe 2 s of pressing"
+            assert np.asarray(reply.arrays["tcp_position"])[0] > hi[0] - 0.05  # it did press the edge
+            assert worst < BOX_TOLERANCE, f"tcp {worst * 1e3:.1f} mm outside the workspace box"
+        finally:
+            subscriber.close()
+
+
+def test_a_gain_ceiling_above_the_arms_rating_is_a_usage_error_at_start():
+    result = subprocess.run(
+        [sys.executable, "-m", "robostack.robot.server", "--gain-ceilings", "translational_clip=1"],
+        env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "--gain-ceilings: translational_clip=1 m is above the arm's rated 0.05 m" in result.stderr
