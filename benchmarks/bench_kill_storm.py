@@ -57,7 +57,7 @@ def child_pid(run: Path, name: str) -> int | None:
 def one_run(run: Path, seed: int, total_steps: int, kills: list[tuple[float, str]],
             timeout: float) -> dict:
     command = [sys.executable, "-m", "robostack.cli", "train", *TINY, "--seed", str(seed),
-               "--run-dir", str(run), "--total-steps", str(total_steps), "--restarts", "50"]
+               "--run-dir", str(run), "--total-steps", str(total_steps)]
     run.parent.mkdir(parents=True, exist_ok=True)
     log = open(run.parent / f"{run.name}.log", "wb")
     started = time.monotonic()

@@ -55,7 +55,8 @@ class LaunchOptions:
     """The processes `robostack train` starts and supervises."""
 
     actors: int = 1  # actor processes, each with its own robot server
-    restarts: int = 3  # times a crashed process is restarted before the run is abandoned
+    restarts: int = 5  # times one process may be restarted within --restart-window before the run is abandoned (a crash loop)
+    restart_window: float = 600.0  # s over which --restarts counts: a process that crashes now and then in a long run is always restarted
     progress_seconds: float = 10.0  # s between the launcher's progress lines
     pin_cpus: bool = True  # each actor shares a core with its robot server, the learner gets the rest (Linux, needs actors + 1 cores)
 
@@ -163,7 +164,7 @@ VALID = {
     "sac-grasp-hidden-dims": _at_least(1), "sac-grasp-lr": _POSITIVE, "sac-grasp-epsilon": _FRACTION,
     "sac-seed": _at_least(0),
     # the processes
-    "actors": _at_least(1), "restarts": _at_least(0), "progress-seconds": _POSITIVE,
+    "actors": _at_least(1), "restarts": _at_least(0), "restart-window": _POSITIVE, "progress-seconds": _POSITIVE,
     "weights-every": _POSITIVE, "checkpoint-every": _POSITIVE, "max-lead": _at_least(0),
     "demo-wait": _at_least(0), "linger": _at_least(0), "intervention-capacity": _at_least(0),
     "batch-steps": _at_least(1), "request-timeout": _POSITIVE, "connect-timeout": _POSITIVE,
@@ -244,7 +245,7 @@ MAY_CHANGE_ON_RESUME = frozenset({
     "total-steps", "eval-every", "eval-episodes", "final-eval-episodes", "final-eval-timeout",
     "progress-every", "run-dir", "resume", "threads", "transport", "sac-compile",
     "sac-seed", "sac-utd-ratio",
-    "restarts", "progress-seconds", "pin-cpus",
+    "restarts", "restart-window", "progress-seconds", "pin-cpus",
     "weights-every", "checkpoint-every", "max-lead", "demo-wait", "linger",
     "batch-steps", "request-timeout", "connect-timeout", "weights-timeout", "robot-timeout",
     "max-steps",

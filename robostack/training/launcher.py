@@ -4,11 +4,11 @@
 
 The launcher starts one robot server per actor, the learner and the actors as child processes on
 loopback tcp, prints live progress (from the learner's "stats" request), supervises them
-(a process that crashes is restarted, up to --restarts times: a restarted learner resumes from
-its checkpoint, actors resend what it lacks; any child that exits while the run is unfinished
-is restarted, whatever its exit code, since a robot server sent `shutdown` exits 0 too), and
-when the step budget is spent runs
-`robostack eval` on the final policy. Each child's output goes to <run_dir>/logs/<name>.log
+(a process that crashes is restarted unless it crashed more than --restarts times within
+--restart-window s, a crash loop: a restarted learner resumes from its checkpoint, actors
+resend what it lacks; any child that exits while the run is unfinished is restarted, whatever
+its exit code, since a robot server sent `shutdown` exits 0 too), and when the step budget is
+spent runs `robostack eval` on the final policy. Each child's output goes to <run_dir>/logs/<name>.log
 and is echoed here; <run_dir>/processes.json lists their pids.
 
 Ctrl-C / SIGTERM: actors stop first (their last episode ends as truncated, their transitions are
@@ -51,6 +51,7 @@ class Child:
         self.log_path = log_dir / f"{name}.log"
         self.process: subprocess.Popen | None = None
         self.restarts = 0
+        self.exits: list[float] = []  # monotonic times of the exits that led to a restart
         self.finished = False  # exited on purpose (0), not to be restarted
         self._offset = 0
 
@@ -243,13 +244,17 @@ class Launcher:
                 # (run_dir.RunFileError): a restart cannot help. Exit 2 is only ever deliberate
                 # (usage errors, these refusals); a crash exits 1 or by a signal.
                 return f"{child.name} cannot run: {self.last_error(child)}"
-            if child.restarts >= self.options.restarts:
-                return (f"{child.name} exited with code {code} {child.restarts + 1} times; "
-                        f"see {child.log_path}")
+            # A crash loop, not a crash: more than --restarts exits within --restart-window s.
+            now, window = time.monotonic(), self.options.restart_window
+            child.exits = [t for t in child.exits if now - t < window] + [now]
+            if len(child.exits) > self.options.restarts:
+                return (f"{child.name} exited {len(child.exits)} times within {window:.0f} s "
+                        f"(last: code {code}); see {child.log_path}")
             child.restarts += 1
             why = f"code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
             self.say(f"[launcher] {child.name} exited ({why}) while the run is unfinished; "
-                     f"restarting it ({child.restarts}/{self.options.restarts})")
+                     f"restarting it ({len(child.exits)}/{self.options.restarts} within "
+                     f"{window:.0f} s, {child.restarts} in all)")
             child.start()
             self.write_pids()
             self.summary.update(restarts={c.name: c.restarts for c in self.children if c.restarts})

@@ -167,3 +167,34 @@ def test_a_killed_actor_and_a_robot_server_told_to_shut_down_are_restarted(tmp_p
     assert len(seeds) >= 6 and len(set(seeds)) == len(seeds), seeds
     assert read_summary(run, "actor-0")["starts"] == 2
     assert_every_acknowledged_transition_held_once(run)
+
+
+@pytest.mark.parametrize("window, abandoned", [(600.0, True), (0.3, False)])
+def test_a_crash_loop_ends_the_run_but_crashes_spread_out_never_do(tmp_path, window, abandoned):
+    """--restarts counts the exits within --restart-window s: a process that keeps dying at
+    once is a crash loop (the run is abandoned, naming it); one dying now and then is always
+    restarted. A real child process that exits 1 at once (a module that cannot be found)."""
+    from robostack.training.config import RunConfig
+    from robostack.training.launcher import Child, Launcher
+
+    config = RunConfig(task="reach", run_dir=str(tmp_path / "run"))
+    config.launch.restarts, config.launch.restart_window, config.launch.pin_cpus = 2, window, False
+    lines = []
+    launcher = Launcher(config, say=lines.append)
+    launcher.log_dir.mkdir(parents=True)
+    crashing = Child("robot-server-0", "robostack.no_such_module", [], launcher.log_dir)
+    launcher.children = [crashing]
+    crashing.start()
+    outcome, deadline = None, time.monotonic() + 60
+    try:
+        while outcome is None and time.monotonic() < deadline and crashing.restarts < 6:
+            outcome = launcher.supervise()
+            time.sleep(0.35 if window < 1 else 0.05)  # spread out: each exit outside the window
+    finally:
+        if crashing.poll() is None:
+            crashing.process.kill()
+    if abandoned:
+        assert outcome is not None and "robot-server-0 exited 3 times within 600 s" in outcome, lines
+        assert crashing.restarts == 2
+    else:
+        assert outcome is None and crashing.restarts >= 6, (outcome, lines)
