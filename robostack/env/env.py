@@ -80,6 +80,7 @@ class RobotEnv(gym.Env):
         self._seq = 0
         self._next_step_time = 0.0
         self._episode_start = 0.0  # robot clock (s) at the last reset
+        self._transition_seen = -1  # seq of the newest supervisor transition already in an info
 
     # --- gymnasium API ----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -152,8 +153,14 @@ class RobotEnv(gym.Env):
         # "time" is robot time since the reset, not the robot's clock, which runs on across
         # episodes: info must be the same for the same seed and actions (gymnasium's contract).
         time_ = meta.get("time")
+        # The supervisor's transitions since the last info, each once (the server repeats its
+        # latest few in every message): [from, to, reason], without the robot's running clock.
+        new = [t for t in (meta.get("supervisor") or {}).get("transitions", [])
+               if isinstance(t, list) and len(t) == 5 and isinstance(t[0], int) and t[0] > self._transition_seen]
+        if new:
+            self._transition_seen = new[-1][0]
         return {"success": outcome.success, "safety_flags": meta.get("flags", []),
-                "mode": meta.get("mode"),
+                "mode": meta.get("mode"), "supervisor_transitions": [t[2:] for t in new],
                 "time": None if time_ is None else round(time_ - self._episode_start, 9),
                 **outcome.info}
 

@@ -9,10 +9,10 @@ through the one TorqueRamp:
 * `damped_ticks`: disarmed / stopped: damped, gravity compensated, no motion commanded.
 
 The clocks connect a RobotServer to its sockets; they only call its public side (handle,
-run_ticks, check_watchdogs, state_message, reset_reply, stats, running):
+run_ticks, state_message, reset_reply, stats, running):
 * `serve_lockstep`: physics is frozen between requests; a request is answered as it arrives.
 * `serve_realtime`: the 1 kHz tick of wall-clock time a real arm runs on (`wait_until` paces it,
-  `TickStats` measures it); between ticks it checks the watchdogs, publishes the state and
+  `TickStats` measures it); between ticks (the supervisor ticks with the control tick) it publishes the state and
   answers requests, spread so that no tick carries two heavy items.
 
 What a request may cost a real-time tick is bounded: at most one request is received, decoded
@@ -219,7 +219,8 @@ def answer(robot, requests, request) -> None:
     Never raises: the loop must outlive any request (RobotServer.handle already turns errors
     into replies; this catches what escapes it, e.g. a reply that cannot be sent)."""
     try:
-        reply = robot.handle(request.message.kind, request.message.meta, request.message.arrays)
+        reply = robot.handle(request.message.kind, request.message.meta, request.message.arrays,
+                             peer=request.identity)
         if reply[0] == DEFERRED:
             robot.reset_reply.wait(requests, request)
         else:
@@ -295,10 +296,9 @@ def serve_realtime(robot, requests, publisher) -> None:
         robot.stats.record(late)  # before any resynchronisation, so that no stall goes unseen
         if late > 0.05:  # fell far behind: resynchronise rather than run the missed ticks fast
             next_tick = now
-        robot.run_ticks(1)
+        robot.run_ticks(1)  # the supervisor ticks with it: deadlines, peer loss, faults
         phase = tick % publish_every
         if phase == build:
-            robot.check_watchdogs(time.monotonic())
             meta, arrays = robot.state_message()
             meta["loop"], loop_summary = loop_summary, None
             stamp = time.monotonic()

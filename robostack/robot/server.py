@@ -3,25 +3,29 @@
 Whatever sits above (an env, a teleop device, a replay) talks to this process over ZeroMQ:
 
 * requests on a ROUTER socket (`command_endpoint`): hello, reset, step (lock-step only),
-  command (real-time only), state, arm, disarm, gains, stats, shutdown. Every request is
+  command (real-time only), heartbeat, state, arm, disarm, gains, stats, shutdown. Every request is
   answered, bad ones with an "error" reply that names the problem; the server keeps serving.
 * the latest state on a PUB socket (`state_endpoint`), in real-time mode at `state_hz`.
 
 Two clocks (robostack/robot/loop.py):
 
 * `realtime`: the loop ticks at 1 kHz of wall-clock time, as it does on a real arm. Commands carry
-  a deadline; when it passes without a new command the arm holds at the measured pose. When no
-  request at all arrives for `peer_timeout` seconds the controlling peer is presumed dead: damped
-  stop, and the arm stays disarmed until someone explicitly sends `arm` or `reset`.
+  a deadline; when it passes without a new command the arm holds at the measured pose (the next
+  tick). When the peer that armed sends no command or heartbeat for `peer_timeout` seconds it is
+  presumed dead (other peers' requests do not count): damped stop, then disarmed until someone
+  explicitly sends `arm` or `reset`.
 * `lockstep` (simulation only): physics is frozen between requests; each `step` advances it by
   exactly one policy period (100 ticks at 10 Hz), with the controller evaluated every tick. This
   is how training in the mirror runs many times faster than real time.
 
 The arm is whatever backend the factory made, used by its declared control mode and capabilities
-(controllers/robot_interface.py). Its modes: disarmed and stopped (damped), armed and hold
-(Cartesian impedance), homing (a real arm's reset: the joint impedance law drives it home tick
-by tick while the loop goes on serving, and the reset is answered when it is there, or with an
-error naming why not; the mirror teleports instead).
+(controllers/robot_interface.py). Which law drives it is the safety supervisor's
+(controllers/supervisor.py, asked before every chunk of ticks): disarmed, stopping, fault and
+recovering are damped; armed holds and tracking follows commands (Cartesian impedance, the
+stiffness soft-started after `arm`); homing is a real arm's reset (the joint impedance law drives
+it home tick by tick while the loop goes on serving, and the reset is answered when it is there,
+or with an error naming why not; the mirror teleports instead). Every transition and its reason
+is in the state message. `gains` requests stay within `--gain-ceilings` (controllers/gain_limits.py).
 
 Safety (controllers/safety.py, identical for sim and hardware): every command is checked for
 shape and finiteness, its target clipped to the task's workspace box and its step capped; the
@@ -29,7 +33,7 @@ impedance law bounds force through its error clip and torque limits; every torqu
 made it, reaches the arm through one rate-limited ramp; a joint moving into the margin before
 its limit holds the arm. Each clamp and hold is reported in the next state message with its reason.
 
-One thing: at ~485 lines, the tick and the request handlers share the arm's mode, target and
+One thing: at ~545 lines, the tick and the request handlers share the arm's mode, target and
 torque ramp, and the safety rules only hold if every path through them sits in one place.
 """
 
@@ -39,6 +43,7 @@ import argparse
 import dataclasses
 import functools
 import logging
+import math
 import signal
 import sys
 import time
@@ -48,9 +53,11 @@ import numpy as np
 
 from controllers import safety
 from controllers.cartesian_impedance import CartesianImpedanceController, CartesianImpedanceGains
-from controllers.gain_limits import GAIN_SHAPES, GainCeilings, check_gains, parse_ceilings, rated_ceilings
+from controllers.gain_limits import (GAIN_SHAPES, GainCeilings, check_gains, parse_ceilings,
+                                     rated_ceilings, soft_start_gains)
 from controllers.joint_impedance import HomingMove, JointImpedanceController
 from controllers.rotations import matrix_to_quat
+from controllers.supervisor import Supervisor, SupervisorConfig
 from robostack import transport
 from robostack.robot import loop
 from robostack.robot.backends import check_drivable, make_backend
@@ -59,7 +66,6 @@ from tasks import make_task, parse_task_params
 
 log = logging.getLogger("robostack.robot.server")
 
-MODES = ("disarmed", "armed", "hold", "stopped", "homing")
 STOP_DAMPING = np.array([20.0, 20.0, 20.0, 20.0, 5.0, 5.0, 5.0])  # Nms/rad, damped stop
 
 
@@ -76,7 +82,14 @@ class RobotServerConfig:
     state_endpoint: str = "tcp://127.0.0.1:5556"  # state stream (PUB, bound here)
     state_hz: float = 100.0  # real-time state publishing rate
     command_deadline: float = 0.3  # s a real-time command stays valid unless it says otherwise
-    peer_timeout: float = 2.0  # s without any request -> damped stop, disarmed
+    max_command_deadline: float = 1.0  # s, the longest deadline a command may ask for
+    peer_timeout: float = 2.0  # s without a command or heartbeat from the peer that armed -> damped
+        # stop, disarmed (other peers' requests, e.g. a dashboard polling state, do not count)
+    soft_start_time: float = 0.5  # s over which 'arm' ramps the stiffness from 0 to full
+    transient_faults: str = "communication_constraints_violation"  # backend fault codes recovered
+        # automatically (comma-separated), at most max_recoveries times within recovery_window
+    max_recoveries: int = 3
+    recovery_window: float = 60.0  # s
     max_position_step: float = 0.1  # m, cap on one command's target distance from the tcp
     max_rotation_step: float = 0.5  # rad, same for orientation
     settle_time: float = 0.2  # s of physics after a simulated reset, objects come to rest
@@ -100,6 +113,19 @@ class RobotServerConfig:
             raise ValueError(f"max_request_bytes must be in [1024, 2**30], got {self.max_request_bytes}")
         parse_task_params(self.task, self.task_params)  # a usage error now, not at start-up
         parse_ceilings(self.gain_ceilings)  # same: a bad or above-rated ceiling names itself now
+        self.supervisor_config()  # same: bad deadlines or timeouts
+
+    def supervisor_config(self) -> SupervisorConfig:
+        """The supervisor's rules. Lock-step has no wall clock to miss a deadline or lose a peer
+        by (physics waits for the client), so those never expire there."""
+        realtime = self.clock == "realtime"
+        return SupervisorConfig(
+            command_deadline=self.command_deadline if realtime else math.inf,
+            max_command_deadline=self.max_command_deadline if realtime else math.inf,
+            peer_timeout=self.peer_timeout if realtime else math.inf,
+            soft_start_time=self.soft_start_time,
+            transient_faults=tuple(filter(None, (c.strip() for c in self.transient_faults.split(",")))),
+            max_recoveries=self.max_recoveries, recovery_window=self.recovery_window)
 
 
 class RobotServer:
@@ -129,7 +155,8 @@ class RobotServer:
             dt=self.period, filter_coefficient=min(1.0, self.period / self.config.smoothing_time))
         # The start option tightens the arm's rating; the starting gains are brought under it.
         self.gain_ceilings = parse_ceilings(self.config.gain_ceilings, rated_ceilings(b.torque_limits))
-        self.cartesian.set_gains(_within(self.cartesian.gains, self.gain_ceilings))
+        self.gains = _within(self.cartesian.gains, self.gain_ceilings)  # full; the law may run scaled
+        self.cartesian.set_gains(self.gains)
         self.joint = JointImpedanceController(dt=self.period)
         # Every torque, whichever law made it, reaches the arm through this one ramp.
         self.ramp = safety.TorqueRamp(self.period, b.torque_limits)
@@ -137,18 +164,21 @@ class RobotServer:
         self._homing: HomingMove | None = None  # the move of a reset on a real arm, while it runs
         self.reset_reply = loop.DeferredReply()  # a real arm's reset is answered when home
         self.rng = np.random.default_rng(self.config.seed)
-        self.mode = "disarmed"
+        # Which law drives the arm is the supervisor's (controllers/supervisor.py). Its clock: wall
+        # time in real time; in lock-step the ticks run (simulated time, which a reset does not
+        # turn back).
+        self._ticks = 0
+        realtime = self.config.clock == "realtime"
+        self._now = time.monotonic if realtime else (lambda: self._ticks * self.period)
+        self._peers = realtime  # lock-step: one client drives, any peer counts as it
+        self._peer = None  # the sender of the request being answered
+        self.supervisor = Supervisor(self.config.supervisor_config(), now=self._now())
+        self._law = "damped"  # the law of the latest supervisor tick
+        self._scale = 1.0  # the soft start's stiffness scale now applied to self.gains
         self.flags: dict[str, str] = {}  # flag -> reason, since the last state report
-        # (mode, flag, reason) of the watchdog that put the arm in "hold" or "stopped". Unlike the
-        # one-shot flags above it is repeated in every state message while that mode lasts: the
-        # stream is lossy (subscribers keep only the newest message) and stream and `state`
-        # replies drain the same one-shot flags, so a single report would often go unseen.
-        self._condition: tuple[str, str, str] | None = None
         self._flag_ticks = np.zeros(len(CartesianImpedanceController.FLAG_NAMES), dtype=np.int64)
         self.gripper_target = b.gripper_max_width
         self.command_seq = -1
-        self.command_expires = float("inf")
-        self.last_request = time.monotonic()
         self.stats = TickStats()
         self.running = True
         compiled = self.config.clock == "lockstep" and self.config.fast_loop and b.capabilities.compiled_impedance_loop
@@ -158,32 +188,61 @@ class RobotServer:
         self._hold_here()
 
     # --- the 1 kHz tick --------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        """The supervisor's state (controllers.supervisor.STATES)."""
+        return self.supervisor.state
+
     def run_ticks(self, n: int) -> None:
-        """Advance n control ticks, in the law of the mode; a tick can change the mode (the
-        joint-limit guard trips, homing ends), and the remaining ticks follow the new one."""
+        """Advance n control ticks in the law the supervisor says; it is asked before every
+        chunk (real time runs one tick at a time, so a missed deadline holds on the next tick), a
+        tick can change the state (the joint-limit guard trips, homing ends), and the remaining
+        ticks follow the new law. While the soft start ramps, chunks are at most 10 ticks."""
         while n > 0:
-            if self.mode in ("armed", "hold"):
-                n -= self._cartesian_ticks(self.cartesian, n, self._flag_ticks, self.ramp, self.joint_guard)
+            out = self._supervise()
+            chunk = n if out.stiffness_scale >= 1.0 else min(n, 10)
+            if out.mode in ("hold", "track"):
+                done = self._cartesian_ticks(self.cartesian, chunk, self._flag_ticks, self.ramp, self.joint_guard)
                 if self.joint_guard.tick_counts[1]:
                     self._joint_limit_hold()
-            elif self.mode == "homing":
-                n -= loop.homing_ticks(self.backend, self._homing, n, self.ramp)
+            elif out.mode == "homing" and self._homing is not None:
+                done = loop.homing_ticks(self.backend, self._homing, chunk, self.ramp)
                 if self._homing.status != "moving":
                     self._end_homing()
             else:
-                n -= loop.damped_ticks(self.backend, STOP_DAMPING, n, self.ramp)
+                done = loop.damped_ticks(self.backend, STOP_DAMPING, chunk, self.ramp)
+            n -= done
+            self._ticks += done
+
+    def _supervise(self):
+        """One supervisor tick, and what it asks for done: engage the Cartesian law at the measured
+        pose, hold there, recover the backend, scale the stiffness, end a homing move."""
+        b, sup = self.backend, self.supervisor
+        out = sup.tick(self._now(), b.state.dq, b.read_faults() if b.capabilities.faults else ())
+        self._law = out.mode
+        if out.engage:
+            self._hold_here()
+        elif out.hold_here:  # keeps the torque memory: the hold starts from the torque it has
+            s = b.state
+            self.cartesian.snap_reference(s.tcp_position, matrix_to_quat(s.tcp_rotation))
+        if out.recover and b.capabilities.fault_recovery:
+            b.recover_faults()
+        scale = out.stiffness_scale if out.mode in ("hold", "track") else 1.0
+        if abs(scale - self._scale) >= 0.01 or (scale == 1.0 and self._scale != 1.0):
+            self._scale = scale
+            self.cartesian.set_gains(soft_start_gains(self.gains, scale))
+        if self._homing is not None and out.mode != "homing":
+            self._end_homing(out.reason)
+        return out
 
     def _joint_limit_hold(self) -> None:
         """The guard tripped: hold at the measured pose (torque memory kept, so no torque step),
         and say why until the next command moves the arm on."""
         s = self.backend.state
         self.cartesian.snap_reference(s.tcp_position, matrix_to_quat(s.tcp_rotation))
-        self._enter("hold", "joint_limit", self.joint_guard.trip(s.q, s.dq))
-
-    def _enter(self, mode: str, flag: str, reason: str) -> None:
-        """Change to `mode` because of `reason`, reported in every state message while it lasts."""
-        self.mode, self._condition = mode, (mode, flag, reason)
-        self.flags[flag] = reason
+        reason = self.joint_guard.trip(s.q, s.dq)
+        self.supervisor.hold(self._now(), reason)
+        self.flags["joint_limit"] = reason
 
     def _collect_controller_flags(self) -> None:
         if not self._flag_ticks.any():
@@ -218,10 +277,12 @@ class RobotServer:
         }
         if b.capabilities.world:  # simulated: the task observes its objects
             arrays.update(self.task.observe(b.world, s))
-        if self._condition is not None and self._condition[0] == self.mode:
-            self.flags.setdefault(self._condition[1], self._condition[2])
         meta = {
-            "mode": self.mode, "time": float(s.time), "command_seq": self.command_seq,
+            # The supervisor's state, law and report (its reason and latest transitions are
+            # repeated in every message: the stream is lossy, subscribers keep the newest only).
+            "mode": self.mode, "control": self._law, "supervisor": self.supervisor.report(),
+            "stiffness_scale": self._scale,  # the soft start: 0..1 of the gains set
+            "time": float(s.time), "command_seq": self.command_seq,
             "flags": [[k, v] for k, v in self.flags.items()],
             "gripper_target": self.gripper_target,
         }
@@ -229,10 +290,11 @@ class RobotServer:
         return meta, arrays
 
     # --- requests --------------------------------------------------------------------------
-    def handle(self, kind: str, meta: dict, arrays: dict) -> tuple[str, dict, dict]:
+    def handle(self, kind: str, meta: dict, arrays: dict, peer=None) -> tuple[str, dict, dict]:
         """Answer one request. Returns (reply kind, meta, arrays); errors become "error" replies,
-        whatever raised them: no request can take the server down."""
-        self.last_request = time.monotonic()
+        whatever raised them: no request can take the server down. `peer`: the sender's identity
+        (real time: only the peer that armed keeps the arm armed)."""
+        self._peer = peer if self._peers else None
         handler = getattr(self, f"_on_{kind}", None) if isinstance(kind, str) else None
         if handler is None:
             valid = sorted(n[4:] for n in dir(self) if n.startswith("_on_"))
@@ -240,7 +302,7 @@ class RobotServer:
         if not isinstance(meta or {}, dict) or not isinstance(arrays or {}, dict):
             return "error", {"error": f"{kind}: meta and arrays must be dicts, got "
                                       f"{type(meta).__name__} and {type(arrays).__name__}"}, {}
-        if self.mode == "homing" and kind in ("arm", "disarm", "reset", "shutdown"):
+        if self._homing is not None and kind in ("arm", "disarm", "reset", "shutdown"):
             self._end_homing(f"{kind!r} requested")  # the waiting reset gets an error reply
         try:
             return handler(meta or {}, arrays or {})
@@ -248,10 +310,8 @@ class RobotServer:
             return "error", {"error": f"{kind}: {error}"}, {}
         except Exception as error:  # a bug of ours, found by a request: hold, log, answer
             log.exception("%r request failed unexpectedly", kind)
-            if self.mode == "armed":
-                s = self.backend.state
-                self.cartesian.snap_reference(s.tcp_position, matrix_to_quat(s.tcp_rotation))
-                self._enter("hold", "internal_error", f"{kind!r} failed: holding here")
+            self.supervisor.hold(self._now(), f"{kind!r} failed: holding here")
+            self.flags["internal_error"] = f"{kind!r} failed: holding here"
             return "error", {"error": f"{kind}: internal error ({type(error).__name__}: {error}); "
                                       f"the server logged its traceback and goes on serving"}, {}
 
@@ -285,25 +345,31 @@ class RobotServer:
             self.stats = TickStats()  # a fresh measurement window, e.g. after start-up and reset
         return reply
 
+    def _on_heartbeat(self, meta, arrays):
+        """The controlling peer is alive (counts only from the peer that armed)."""
+        counted = self.supervisor.heartbeat(self._now(), self._peer)
+        return "ack", {"counted": counted, "mode": self.mode}, {}
+
     def _on_arm(self, meta, arrays):
-        self._hold_here()
-        self.mode = "armed"
-        self.command_expires = time.monotonic() + self.config.command_deadline
+        self.supervisor.arm(self._now(), self._peer)  # held at the measured pose, soft-started
+        self._supervise()
         return self._state_reply()
 
     def _on_disarm(self, meta, arrays):
-        self.mode = "disarmed"
+        self.supervisor.disarm(self._now(), "disarm requested")
+        self._supervise()
         return self._state_reply()
 
     def _on_gains(self, meta, arrays):
         # Only within the ceilings the server was started with (GainRefused, a ValueError, names
         # the gain, its value, the ceiling and how to raise it); a refused request changes nothing.
-        self.cartesian.set_gains(check_gains(meta, self.gain_ceilings, self.cartesian.gains))
+        self.gains = check_gains(meta, self.gain_ceilings, self.gains)
+        self.cartesian.set_gains(soft_start_gains(self.gains, self._scale))
         return self._state_reply()
 
     def _on_shutdown(self, meta, arrays):
         self.running = False
-        self.mode = "disarmed"
+        self.supervisor.disarm(self._now(), "shutdown requested")
         return "bye", {}, {}
 
     def _on_reset(self, meta, arrays):
@@ -319,11 +385,12 @@ class RobotServer:
         outside = safety.joint_limit_guard(home, b.joint_lower, b.joint_upper, margin=0.0)
         if outside:
             raise ValueError("home posture: " + "; ".join(r for _, r in outside) + "; fix the task's home_q")
-        self.joint_guard.latched.clear()
         if b.capabilities.simulated_reset:  # the mirror teleports; a real arm is driven there
+            self.joint_guard.latched.clear()
+            self.supervisor.reset(self._now(), teleport=True, peer=self._peer)  # full stiffness
             b.reset(home, gripper_width=b.gripper_max_width)
             self.ramp.restart()  # the arm is at rest with no torque: nothing to ramp from
-            self._hold_here()
+            self._supervise()  # engages the Cartesian law at the home pose
             if tc.home_tcp_noise > 0:
                 offset = np.zeros(3)
                 offset[:2] = self.rng.uniform(-tc.home_tcp_noise, tc.home_tcp_noise, 2)
@@ -331,18 +398,17 @@ class RobotServer:
                 self.cartesian.reset(b.state.q, position + offset, quaternion)
             if b.capabilities.world:  # the scene's objects are simulated too
                 self.task.reset_scene(b.world, self.rng)
-            self.mode = "armed"
             self.run_ticks(int(round(self.config.settle_time / self.period)))
             return self._armed_after_reset()
+        self.supervisor.reset(self._now(), teleport=False, peer=self._peer)  # MotionRefused: error reply
+        self.joint_guard.latched.clear()
         return self._start_homing(home)
 
     def _armed_after_reset(self):
         self.gripper_target = self.backend.gripper_max_width
         self.backend.set_gripper(self.gripper_target)
-        self.mode = "armed"
         self.flags = {}
         self._flag_ticks[:] = 0
-        self.command_expires = time.monotonic() + self.config.command_deadline
         return self._state_reply()
 
     # --- homing: a real arm's reset, driven tick by tick ------------------------------------------
@@ -352,39 +418,34 @@ class RobotServer:
         lock-step, where physics only advances inside requests, the move runs here."""
         self._homing = HomingMove(self.joint, home, self.backend.state.q, self.ramp.commanded,
                                   timeout_ticks=round(self.config.home_timeout / self.period))
-        self.mode = "homing"
         if self.config.clock == "realtime":
             return loop.DEFERRED, {}, {}
-        while self.mode == "homing":
+        while self._homing is not None:
             self.run_ticks(self.ticks_per_step)
         return self.reset_reply.result
 
     def _end_homing(self, aborted_by: str | None = None) -> None:
         """The move home ended: arrived (armed), timed out (damped stop), or aborted (disarmed)."""
         move, self._homing = self._homing, None
-        if aborted_by is not None:
-            self.mode = "disarmed"
+        if aborted_by is not None:  # the supervisor's transition (or the request) says why
             reply = "error", {"error": f"reset: homing aborted: {aborted_by}"}, {}
         elif move.status == "arrived":
+            self.supervisor.homing_done(self._now(), True)
             self._hold_here()
             reply = self._armed_after_reset()
         else:  # timed out: something is in the way, or home is out of reach
             reason = (f"home posture not reached within {self.config.home_timeout} s: "
                       f"{move.remaining_error(self.backend.state.q)}; damped stop: clear the way "
                       "(or fix the task's home_q) and send 'reset' again")
-            self._enter("stopped", "home_failed", reason)
+            self.supervisor.homing_done(self._now(), False, reason)
+            self.flags["home_failed"] = reason
             reply = "error", {"error": f"reset: {reason}"}, {}
-        self.last_request = time.monotonic()  # the waiting client is alive: it is being answered
         self.reset_reply.send(reply)
 
-    def _command_target(self, meta, arrays):
-        """Validate and safety-filter a Cartesian command; set reference and gripper."""
-        if self.mode == "homing":
-            raise ValueError("the arm is driving home (a reset is in progress): wait for the "
-                             "reset's reply before commanding motion")
-        if self.mode in ("disarmed", "stopped"):
-            raise ValueError(f"the arm is {self.mode}: send 'reset' or 'arm' before commanding "
-                             "motion (a reconnecting client never resumes motion by itself)")
+    def _command_target(self, meta, arrays, valid_for=None):
+        """Validate and safety-filter a Cartesian command, let the supervisor admit it (armed, from
+        the controlling peer, a deadline it allows: MotionRefused names why not); set reference
+        and gripper."""
         for name in ("target_position", "target_quaternion"):  # complex or bool: refused, not cast
             dtype = np.asarray(arrays[name]).dtype if name in arrays else np.dtype(float)
             if dtype.kind not in "iuf":
@@ -395,6 +456,7 @@ class RobotServer:
             arrays.get("target_position"), arrays.get("target_quaternion"), meta.get("gripper"),
             s.tcp_position, tcp_quaternion, self.limits,
         )
+        self.supervisor.command(self._now(), valid_for, self._peer)  # raises unless motion is allowed
         self.flags.update(safe.flags)
         refusal = None  # while a joint is held off its limit, nothing moves it further toward it
         if self.joint_guard.latched:
@@ -402,9 +464,8 @@ class RobotServer:
                                                safe.position, safe.quaternion)
         if refusal is None:
             self.cartesian.set_reference(safe.position, safe.quaternion)
-            if self.mode == "hold":
-                self.mode = "armed"
-        else:
+        else:  # admitted, but not followed: the arm holds where it is
+            self.supervisor.hold(self._now(), refusal)
             self.flags["joint_limit"] = refusal
         if safe.gripper is not None:
             self.gripper_target = float(safe.gripper)
@@ -425,25 +486,8 @@ class RobotServer:
         # Finite and positive: a NaN deadline would never expire (now > NaN is always False).
         deadline = transport.meta_float(meta, "deadline", self.config.command_deadline,
                                         low=0.0, high=3600.0)
-        self._command_target(meta, arrays)
-        self.command_expires = time.monotonic() + deadline
+        self._command_target(meta, arrays, valid_for=deadline)
         return "ack", {"command_seq": self.command_seq, "mode": self.mode}, {}
-
-    # --- watchdogs (real time) --------------------------------------------------------------
-    def check_watchdogs(self, now: float) -> None:
-        if self.mode in ("armed", "hold") and now - self.last_request > self.config.peer_timeout:
-            self._enter("stopped", "peer_lost", (
-                f"no request for {now - self.last_request:.2f} s (peer_timeout "
-                f"{self.config.peer_timeout} s): damped stop; send 'arm' or 'reset' to resume"))
-        elif self.mode == "armed" and now > self.command_expires:
-            # Not _hold_here(): resetting the controller would also zero its torque memory, and
-            # its output would drop toward zero at the rate limit while the arm is moving.
-            # snap_reference keeps the torque memory: the hold starts from the torque it has.
-            s = self.backend.state
-            self.cartesian.snap_reference(s.tcp_position, matrix_to_quat(s.tcp_rotation))
-            self._enter("hold", "hold", (
-                f"command deadline missed by {now - self.command_expires:.3f} s: holding at the "
-                "measured pose until the next command"))
 
     # --- serving loops ------------------------------------------------------------------------
     def serve(self) -> None:
@@ -454,9 +498,9 @@ class RobotServer:
         try:
             loop.serve(self)
         finally:
-            if self.mode == "homing":
+            if self._homing is not None:
                 self._end_homing("the server stopped")
-            self.mode = "disarmed"
+            self.supervisor.disarm(self._now(), "server stopped")
             self.backend.close()
 
 

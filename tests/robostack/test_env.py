@@ -303,7 +303,7 @@ def test_a_robot_server_restarted_on_the_same_endpoint_refuses_to_step_on():
         server.kill()
         server.wait(10)
         server = start_server()
-        with pytest.raises(transport.RemoteError, match="disarmed: send 'reset'"):
+        with pytest.raises(transport.RemoteError, match="disarmed.*send 'arm' or 'reset'"):
             for _ in range(60):
                 try:
                     env.step(np.zeros(env.action_space.shape, np.float32))

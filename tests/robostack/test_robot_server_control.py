@@ -117,9 +117,30 @@ def test_bad_commands_get_error_replies_and_server_keeps_serving():
 
 def test_disarmed_arm_refuses_motion_until_armed():
     server, start = make_server()
-    server.handle("disarm", {}, {})
-    kind, meta, _ = server.handle("step", {}, {"target_position": start["tcp_position"],
-                                               "target_quaternion": start["tcp_quaternion"]})
+    target = {"target_position": start["tcp_position"], "target_quaternion": start["tcp_quaternion"]}
+    assert server.handle("disarm", {}, {})[1]["mode"] == "stopping"  # damped; lock-step: time frozen
+    kind, meta, _ = server.handle("step", {}, target)
+    assert kind == "error" and "stopping" in meta["error"] and "send 'arm' or 'reset'" in meta["error"]
+    server.run_ticks(1000)  # the damped stop ends once the arm is still (at most stop_timeout, 1 s)
+    assert server.mode == "disarmed"
+    kind, meta, _ = server.handle("step", {}, target)
     assert kind == "error" and "disarmed" in meta["error"]
     kind, meta, _ = server.handle("arm", {}, {})
     assert meta["mode"] == "armed"
+
+
+def test_the_env_reports_each_supervisor_transition_once_with_its_reason():
+    from robostack.env import make_env
+
+    env = make_env("reach", transport_kind="inprocess")
+    try:
+        _, info = env.reset(seed=0)
+        assert [t[:2] for t in info["supervisor_transitions"]] == [["disarmed", "armed"]], info
+        assert "reset" in info["supervisor_transitions"][0][2]
+        action = np.zeros(env.action_space.shape, np.float32)
+        infos = [env.step(action)[-1] for _ in range(3)]
+        assert [t[:2] for t in infos[0]["supervisor_transitions"]] == [["armed", "tracking"]], infos[0]
+        assert infos[1]["supervisor_transitions"] == infos[2]["supervisor_transitions"] == []
+        assert infos[2]["mode"] == "tracking"
+    finally:
+        env.close()

@@ -130,8 +130,12 @@ def test_an_unreachable_home_gets_an_error_reply_and_the_server_keeps_serving():
         # Afterwards: damped, still, saying why, and serving.
         time.sleep(0.5)
         state = client.request("state")
-        assert state.meta["mode"] == "stopped", state.meta
-        assert "home_failed" in dict(state.meta["flags"])
+        # The supervisor: homing -> stopping (damped, saying why) -> disarmed once still.
+        assert state.meta["mode"] == "disarmed", state.meta
+        steps = [(t[2], t[3], t[4]) for t in state.meta["supervisor"]["transitions"]]
+        assert any(s == "homing" and t == "stopping" and "homing failed" in r and
+                   "home posture not reached" in r for s, t, r in steps), steps
+        assert steps[-1][:2] == ("stopping", "disarmed"), steps
         assert np.linalg.norm(state.arrays["tcp_velocity"][:3]) < 0.01
         time.sleep(0.5)
         idle = client.request("stats").meta["loop"]

@@ -62,7 +62,7 @@ def test_driving_a_joint_toward_its_limit_trips_the_guard_and_holds_it_off(fast_
     assert tripped is not None, f"the guard never tripped; joint 7 went to {wrist.max():.4f} rad (limit {upper})"
     meta, _ = replies[tripped]
     reason = dict(meta["flags"])["joint_limit"]
-    assert meta["mode"] == "hold", meta
+    assert meta["mode"] == "armed" and "joint 7" in meta["supervisor"]["reason"], meta  # holding
     assert "joint 7" in reason and "upper limit" in reason and "holding" in reason, reason
     assert wrist[tripped] > upper - MARGIN - 0.005  # it tripped at the margin, not before
     # Pushed on for the rest of the 40 steps, the wrist stays off its limit: each further push
@@ -72,7 +72,7 @@ def test_driving_a_joint_toward_its_limit_trips_the_guard_and_holds_it_off(fast_
     assert sum("command refused" in text for text in later) > 10, later
     # A command turning the wrist back is obeyed: the arm moves again.
     back = twist_wrist(server, replies[-1][1], toward_limit=False, steps=5)
-    assert back[-1][0]["mode"] == "armed"
+    assert back[-1][0]["mode"] == "tracking"
     assert back[-1][1]["q"][WRIST] < wrist[-1] - 0.08
 
 
@@ -82,14 +82,14 @@ def test_the_compiled_and_the_python_loop_guard_alike():
         server, state = wrist_near_its_limit(fast_loop)
         replies = twist_wrist(server, state, toward_limit=True, steps=20)
         runs.append(([m["mode"] for m, _ in replies], np.array([s["q"] for _, s in replies])))
-    assert runs[0][0] == runs[1][0] and "hold" in runs[0][0]
+    assert runs[0][0] == runs[1][0] and "armed" in runs[0][0]  # tracking, then holding
     np.testing.assert_allclose(runs[0][1], runs[1][1], atol=1e-9)
 
 
 def test_the_guard_leaves_ordinary_motion_alone():
     server, state = wrist_near_its_limit(fast_loop=True)
     replies = twist_wrist(server, state, toward_limit=False, steps=10)  # away from the limit
-    assert all(meta["mode"] == "armed" and "joint_limit" not in dict(meta["flags"]) for meta, _ in replies)
+    assert all(meta["mode"] == "tracking" and "joint_limit" not in dict(meta["flags"]) for meta, _ in replies)
 
 
 def test_guard_check_trips_only_within_the_margin_and_moving_toward_the_limit():

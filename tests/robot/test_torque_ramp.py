@@ -72,11 +72,16 @@ def test_a_change_of_control_law_ramps_the_torque(event):
     if event == "disarm":
         server.handle("disarm", {}, {})
     elif event == "peer_lost":
-        server.check_watchdogs(server.last_request + server.config.peer_timeout + 1.0)
-        assert server.mode == "stopped"
+        # Lock-step never loses a peer or misses a deadline by itself: give its supervisor the
+        # real-time rule (a 1 ms peer timeout), or an expired deadline, and tick.
+        sup = server.supervisor
+        sup.config = dataclasses.replace(sup.config, peer_timeout=0.001)
+        server.run_ticks(5)
+        assert server.mode == "stopping" and "silent" in sup.reason, sup.reason
     elif event == "deadline_hold":
-        server.check_watchdogs(max(server.command_expires, server.last_request) + 0.01)
-        assert server.mode == "hold"
+        server.supervisor.command_expires = server._now() - 0.001  # expired a tick ago
+        server.run_ticks(5)
+        assert server.mode == "armed" and "deadline missed" in server.supervisor.reason
     else:  # disarm, and arm again while the torque is still ramping down
         server.handle("disarm", {}, {})
         server.run_ticks(5)
