@@ -371,7 +371,10 @@ def test_robot_server_or_actor_death_and_restart(tmp_path, procs):
     whose numbering continues where the learner's holdings end."""
     learner = Learner(tmp_path, procs, tmp_path / "run", "--total-steps", "240")
     server, endpoints = robot_server(tmp_path, procs)
-    act = actor(tmp_path, procs, learner, endpoints[0], "actor-0", "--robot-timeout", "60")
+    # One long episode, so the kill lands inside it: with 20-step episodes the actor often
+    # sits at an episode's start (it waits for the learner there), and no episode is cut.
+    act = actor(tmp_path, procs, learner, endpoints[0], "actor-0", "--robot-timeout", "60",
+                "--max-episode-steps", "200")
     learner.wait_for(lambda s: s["env_steps"] >= 60, STARTUP, "60 env steps")
     server.process.send_signal(signal.SIGKILL)
     server.wait(10)
