@@ -166,12 +166,7 @@ def read_episodes(run_dir: str | os.PathLike, say=None) -> list[dict]:
     """The records of <run_dir>/episodes.jsonl. A damaged line (torn by a crash, or bytes
     changed on disk) is skipped with a warning naming the file and the line."""
     path = Path(run_dir) / "episodes.jsonl"
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise RunFileError(f"{path}: cannot be read ({exc}); check the disk and its permissions")
+    data = _read_run_file(path)
     records = []
     for number, line in enumerate(data.splitlines(), 1):
         try:
@@ -184,6 +179,16 @@ def read_episodes(run_dir: str | os.PathLike, say=None) -> list[dict]:
             continue
         records.append(record)
     return records
+
+
+def _read_run_file(path: Path) -> bytes:
+    """The bytes of a run file read line by line (b"" when it does not exist yet)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        raise RunFileError(f"{path}: cannot be read ({exc}); check the disk and its permissions")
 
 
 def _skipped(path: Path, number: int, exc: Exception, say=None) -> None:
@@ -233,13 +238,7 @@ def read_csv(path: Path, say=None) -> list[dict]:
     UTF-8, a NUL byte, more or fewer fields than the header) is skipped with a warning naming
     the file and the line (a damaged header: every row, since they cannot be read without it)."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise RunFileError(f"{path}: cannot be read ({exc}); check the disk and its permissions")
-    lines = data.splitlines()
+    lines = _read_run_file(path).splitlines()
     if not lines:
         return []
     try:
