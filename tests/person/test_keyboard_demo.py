@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,18 +164,16 @@ def tmux():
     return found
 
 
-@pytest.fixture(scope="module")
-def recorded(tmux, tmp_path_factory):
-    """Two successful keyboard demonstrations recorded through the terminal view."""
-    folder = tmp_path_factory.mktemp("person")
-    log, exit_file = folder / "demos", folder / "exit_code"
+def drive_in_terminal(tmux: str, robostack_args: str, person, exit_file: Path, timeout: float):
+    """Run `robostack ROBOSTACK_ARGS` in a tmux terminal (no display, one thread) and let
+    `person` watch the screen and type until the program exits (its code in `exit_file`) or
+    `timeout` s pass. Returns (the screens that showed a phase, the final screen)."""
     python_path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p)
     command = (f"cd {ROOT} && env -u DISPLAY PYTHONPATH={python_path} OMP_NUM_THREADS=1 "
-               f"MUJOCO_GL=egl {sys.executable} -m robostack.cli record-demos --device keyboard "
-               f"--task pick_cube --episodes {WANTED} --max-attempts 5 --seed 3 --log {log}; "
+               f"MUJOCO_GL=egl {sys.executable} -m robostack.cli {robostack_args}; "
                f"echo $? > {exit_file}; sleep 300")
     terminal = Terminal(tmux, command)
-    person, screens, deadline = Person(), [], time.monotonic() + 120
+    screens, deadline = [], time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and not (exit_file.exists() and exit_file.read_text().strip()):
             screen = terminal.screen()
@@ -186,6 +185,17 @@ def recorded(tmux, tmp_path_factory):
         final = terminal.screen()
     finally:
         terminal.close()
+    return screens, final
+
+
+@pytest.fixture(scope="module")
+def recorded(tmux, tmp_path_factory):
+    """Two successful keyboard demonstrations recorded through the terminal view."""
+    folder = tmp_path_factory.mktemp("person")
+    log, exit_file = folder / "demos", folder / "exit_code"
+    screens, final = drive_in_terminal(
+        tmux, f"record-demos --device keyboard --task pick_cube --episodes {WANTED} --max-attempts 5 "
+              f"--seed 3 --log {log}", Person(), exit_file, timeout=120)
     assert exit_file.exists(), "record-demos did not finish in time; last screen:\n" + \
         (screens[-1] if screens else final)
     return {"log": log, "exit_code": int(exit_file.read_text()), "screens": screens, "final": final}
@@ -296,35 +306,19 @@ class TakingOver:
         self.direction = "f" if self.start_z > 0.3 else "r"
 
 
-def test_a_person_takes_over_during_training_over_processes(tmp_path):
+def test_a_person_takes_over_during_training_over_processes(tmux, tmp_path):
     """`robostack train --intervention keyboard`, the default multi-process mode, in a terminal:
     the launcher holds the keyboard and the live view and relays the device to the actor. The
     person's steps reach the learner as interventions, and q stops the run with a checkpoint."""
     from robostack.training.run_state import load_run_state
 
-    tmux = tmux_binary()
-    if tmux is None:
-        pytest.skip("needs tmux (apt-get install -y tmux)")
     run, exit_file = tmp_path / "run", tmp_path / "exit_code"
-    python_path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p)
-    command = (f"cd {ROOT} && env -u DISPLAY PYTHONPATH={python_path} OMP_NUM_THREADS=1 MUJOCO_GL=egl "
-               f"{sys.executable} -m robostack.cli train --task reach --intervention keyboard "
-               f"--total-steps 100000 --max-episode-steps 150 --demos 0 --learning-starts 50 "
-               f"--eval-every 0 --final-eval-episodes 0 --progress-seconds 3 --run-dir {run} "
-               f"--sac-hidden-dims 16 16 --sac-num-critics 2; echo $? > {exit_file}; sleep 300")
-    terminal = Terminal(tmux, command)
-    person, screens, deadline = TakingOver(), [], time.monotonic() + 200
-    try:
-        while time.monotonic() < deadline and not (exit_file.exists() and exit_file.read_text().strip()):
-            screen = terminal.screen()
-            view = View.read(screen)
-            if view.phase is not None:
-                screens.append(screen)
-            terminal.type(person.keys(view))
-            time.sleep(0.1)
-        final = terminal.screen()
-    finally:
-        terminal.close()
+    person = TakingOver()
+    screens, final = drive_in_terminal(
+        tmux, f"train --task reach --intervention keyboard --total-steps 100000 --max-episode-steps 150 "
+              f"--demos 0 --learning-starts 50 --eval-every 0 --final-eval-episodes 0 "
+              f"--progress-seconds 3 --run-dir {run} --sac-hidden-dims 16 16 --sac-num-critics 2",
+        person, exit_file, timeout=200)
     last = screens[-1] if screens else final
     assert exit_file.exists(), f"train did not finish (stage {person.stage}); last screen:\n{last}"
     assert int(exit_file.read_text()) == 0, final
