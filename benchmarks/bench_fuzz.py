@@ -105,24 +105,11 @@ def robot(clock: str, n: int, seed: int) -> None:
         result = flood(command, batch)
         big = oversized(command, [2**20, 16 * 2**20, 64 * 2**20])
         loop = client.request("stats").meta["loop"]
-        rss_after = hostile.rss_bytes(process.pid)
-        crashed = process.poll() is not None
-        try:
-            ok = client.request("hello", timeout=5.0).kind == "hello"
-        except transport.TransportError:
-            ok = False
+        crashed, ok, rss_after = aftermath(process, client, "hello", timeout=5.0)
         report(f"robot server, {clock}", result, crashed, ok, rss_before, rss_after, big)
         if clock == "realtime":
-            print(f"  loop, hostile: worst request in a tick: CPU {loop['request_cpu_max_ms']:.3f} ms "
-                  f"({loop['request_cpu_max_kind'] or 'refused undecoded'}), wall {loop['request_max_ms']:.3f} ms "
-                  f"({loop['request_max_kind'] or 'refused undecoded'}); {loop['slow_requests']} of {loop['requests']} requests over 1 ms CPU, "
-                  f"missed ticks {loop['missed_ticks']} of {loop['ticks']}, worst tick lateness "
-                  f"{loop['stall_max_ms']:.2f} ms, overrun p99 {loop['overrun_p99_ms']:.3f} ms")
-            print(f"  loop, valid:   worst request in a tick: CPU {base_loop['request_cpu_max_ms']:.3f} ms "
-                  f"({base_loop['request_cpu_max_kind']}), wall {base_loop['request_max_ms']:.3f} ms "
-                  f"({base_loop['request_max_kind']}); {base_loop['slow_requests']} of {base_loop['requests']} requests over 1 ms CPU, missed ticks "
-                  f"{base_loop['missed_ticks']} of {base_loop['ticks']}, worst tick lateness "
-                  f"{base_loop['stall_max_ms']:.2f} ms, overrun p99 {base_loop['overrun_p99_ms']:.3f} ms")
+            print(loop_line("loop, hostile:", loop))
+            print(loop_line("loop, valid:  ", base_loop))
             for what in ("request_cpu_max_ms", "request_max_ms"):
                 ratio = loop[what] / max(1e-9, base_loop[what])
                 verdict = "MET" if loop[what] <= 2.0 else "MISSED"
@@ -152,17 +139,33 @@ def learner(n: int, seed: int) -> None:
             rss_before = hostile.rss_bytes(process.pid)
             result = flood(endpoint, batch)
             big = oversized(endpoint, [257 * 2**20])
-            rss_after = hostile.rss_bytes(process.pid)
-            crashed = process.poll() is not None
-            try:
-                ok = client.request("stats", timeout=10.0).kind == "stats"
-            except transport.TransportError:
-                ok = False
+            crashed, ok, rss_after = aftermath(process, client, "stats", timeout=10.0)
             report("learner", result, crashed, ok, rss_before, rss_after, big)
         finally:
             client.close()
             process.kill()
             process.wait(10)
+
+
+def aftermath(process, client, kind: str, timeout: float) -> tuple[bool, bool, int]:
+    """After a flood: (crashed, still answers a valid `kind` request, RSS in bytes)."""
+    rss = hostile.rss_bytes(process.pid)
+    crashed = process.poll() is not None
+    try:
+        ok = client.request(kind, timeout=timeout).kind == kind
+    except transport.TransportError:
+        ok = False
+    return crashed, ok, rss
+
+
+def loop_line(label: str, loop: dict) -> str:
+    """The real-time loop's own account of a flood (its "stats" reply's loop summary)."""
+    return (f"  {label} worst request in a tick: CPU {loop['request_cpu_max_ms']:.3f} ms "
+            f"({loop['request_cpu_max_kind'] or 'refused undecoded'}), wall {loop['request_max_ms']:.3f} ms "
+            f"({loop['request_max_kind'] or 'refused undecoded'}); {loop['slow_requests']} of "
+            f"{loop['requests']} requests over 1 ms CPU, missed ticks {loop['missed_ticks']} of "
+            f"{loop['ticks']}, worst tick lateness {loop['stall_max_ms']:.2f} ms, overrun p99 "
+            f"{loop['overrun_p99_ms']:.3f} ms")
 
 
 def report(name, result, crashed, ok, rss_before, rss_after, big) -> None:
