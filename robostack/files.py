@@ -10,6 +10,7 @@ file as it was.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -56,3 +57,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, data, indent: int | None = 2) -> None:
     write_text_atomic(path, json.dumps(data, indent=indent) + ("\n" if indent is not None else ""))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, hex: what integrity records (checkpoints, episode logs) hold."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

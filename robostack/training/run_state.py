@@ -25,12 +25,12 @@ checkpoint held are then counted lost by the ledger (their actors deleted them o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from robostack.files import file_sha256
 from robostack.rl.buffers import BufferFileError, ReplayBuffer
 from robostack.rl.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
 
@@ -96,9 +96,7 @@ def commit(run_dir: str | Path, number: int, state: dict) -> Path:
 
 def file_identity(path: Path) -> dict:
     """{"bytes", "sha256"} of a file (the buffers' own checks miss flipped array bytes)."""
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    return {"bytes": path.stat().st_size, "sha256": digest}
+    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def load_run_state(run_dir: str | Path, say=None) -> RunState | None:

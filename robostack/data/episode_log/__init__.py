@@ -31,8 +31,8 @@ place; `meta/info.json` is rewritten last, atomically, and is the commit point: 
 exists when `total_episodes` counts it. A crash (kill -9 included) loses at most the episode in
 flight; reopening the log removes its leftovers and appends after the last committed episode.
 Integrity: the commit records a sha256 of each of the episode's files in `meta/info.json`
-(robostack.sha256, by path); the reader verifies a file before using it, and a damaged episode
-is named and skipped, never silently read (reader.py).
+(robostack.files.file_sha256, by path); the reader verifies a file before using it, and a
+damaged episode is named and skipped, never silently read (reader.py).
 `meta/stats.json` follows each commit (as in LeRobot); a writer that finds it not covering
 exactly the committed frames (a crash in between) pools it again from the episodes' rows.
 

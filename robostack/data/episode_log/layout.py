@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -133,11 +132,6 @@ def _is_temporary(path: Path) -> bool:
     """A file a crashed writer left: atomic_write's `.<name>.tmp-<pid>`, the video encoder's
     `<name>.tmp.mp4`, or `<name>.tmp` (logs written before robostack.files existed)."""
     return ".tmp" in path.name
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def checksums(info: dict) -> dict[str, str]:

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from robostack.data.episode_log import stats as feature_stats
-from robostack.data.episode_log.layout import INFO_PATH, TASKS_PATH, EpisodeLogError, _column, _read_table, checksums, env_key, file_sha256
+from robostack.data.episode_log.layout import INFO_PATH, TASKS_PATH, EpisodeLogError, _column, _read_table, checksums, env_key
+from robostack.files import file_sha256
 
 _logger = logging.getLogger("robostack.data.episode_log")
 _META_FILE = re.compile(r"chunk-(\d+)/file-(\d+)\.parquet$")
