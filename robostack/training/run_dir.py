@@ -270,25 +270,3 @@ def _csv_row(line: bytes) -> list[str]:
     if "\0" in text:
         raise ValueError("a NUL byte")
     return next(csv.reader([text]), [])
-
-
-def tensorboard_writer(run_dir: Path):
-    """A SummaryWriter on <run_dir>/tensorboard, or None without the tensorboard package."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # optional: every scalar is in the CSV files anyway
-        return None
-    return SummaryWriter(str(Path(run_dir) / "tensorboard"))
-
-
-def format_progress(s: dict) -> str:
-    """One progress line from the learner's stats."""
-    versions = ",".join(f"v{a['weights_version']}" for a in s["actors"].values()) or "-"
-    unsent = sum(a["unsent"] for a in s["actors"].values())
-    return (f"step {s['env_steps']:>6}/{s['total_steps']}  episodes {s['episodes']:>4}  "
-            f"success(last 20) {s['success_rate']:4.0%}  return {s['return']:5.2f}  "
-            f"updates/s {s['updates_per_s']:5.0f}  UTD {s['utd']:.2f}/{s['utd_target']}  "
-            f"interventions {s['interventions']}  weights v{s['weights_version']} "
-            f"(actors {versions})  {s['env_steps_per_s']:5.1f} steps/s"
-            + (f"  spooled {unsent}" if unsent else "") + (f"  LOST {s['lost']}" if s["lost"] else "")
-            + ("" if s["phase"] == "training" else f"  [{s['phase']}]"))
