@@ -16,7 +16,8 @@ the task's observation fields, the phase, and a hint. Each attempt:
              every kept one is saved). Ctrl-C quits the same way.
 `--keep success` (default) logs successful episodes only, `all` logs every one, `ask` asks after
 each (answered with the device's success / failure keys). The log is the episode log
-(robostack/data/episode_log/: LeRobot v3 layout), written in the background and crash-safe;
+(robostack/data/episode_log/: LeRobot v3 layout), written in the background and crash-safe,
+with the safety supervisor's transitions and their reasons at the frames they happened;
 `robostack train --demo-log DIR` trains from it and `robostack replay DIR --episode N`
 re-executes an episode. The autopilot (the task's scripted expert as the operator) starts at
 once and runs as fast as the env steps.
@@ -103,6 +104,7 @@ class Recorder:
         self.kept = self.attempts = 0
         self.max_attempts = config.max_attempts or 3 * config.episodes
         self.stopped = False
+        self.reset_events: list = []  # the last reset's supervisor transitions, until frame 0
         view.update(controls=self.controls, task_fields=tuple(env.task.state_fields))
 
     # --- what the view shows ----------------------------------------------------------------
@@ -136,7 +138,10 @@ class Recorder:
         while self.kept < self.config.episodes and self.attempts < self.max_attempts and not self.stopped:
             seed = self.config.seed + self.attempts
             self.attempts += 1
-            obs, _ = self.env.reset(seed=seed)
+            obs, info = self.env.reset(seed=seed)
+            # The reset's supervisor transitions (e.g. disarmed -> armed) belong to the episode:
+            # they are logged with its first frame.
+            self.reset_events = list(info.get("supervisor_transitions", []))
             start_episode(self.device, self.attempts - 1)
             self.view.update(counters=self._counters(), progress=self._progress(0),
                              fields=self.env.fields(), images=self._images(obs))
@@ -184,10 +189,12 @@ class Recorder:
             next_obs, reward, terminated, truncated, info = env.step(action)
             success = bool(info["success"]) or reading.success
             labelled = reading.success or reading.failure
+            events = self.reset_events + list(info.get("supervisor_transitions", []))
+            self.reset_events = []
             writer.add_frame(obs, action, reward, terminated or labelled, truncated,
                              success=success, intervention=bool(reading.intervene),
                              timestamps={"state": np.nan if info.get("time") is None
-                                         else float(info["time"])})
+                                         else float(info["time"])}, events=events)
             obs, steps = next_obs, steps + 1
             paused = self.person and not reading.intervene
             self.view.update(

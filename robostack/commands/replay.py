@@ -57,7 +57,7 @@ def state_field(log, episode: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
-    from robostack.data.episode_log import EpisodeLog
+    from robostack.data.episode_log import EpisodeLog, event_lines
     from robostack.env import make_env
 
     log = EpisodeLog(log_path)
@@ -80,6 +80,8 @@ def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
         say(f"episode {config.episode} of {log_path}: {len(actions)} steps, task {task}, reset "
             f"seed {seed}; start reached in {approach['steps']} steps "
             f"({1e3 * approach['error']:.1f} mm off)")
+        for line in event_lines(episode["events"], log.fps):
+            say(line)
         errors, success = [], False
         targets = np.concatenate([logged_tcp[1:], final_tcp[None]])
         for t, action in enumerate(actions):
@@ -342,7 +344,7 @@ def view(log_path: str, config: ViewConfig, say=print) -> dict:
     (plot_episode's description: panels, their series and legends, shaded interventions)."""
     import cv2
 
-    from robostack.data.episode_log import EpisodeLog
+    from robostack.data.episode_log import EpisodeLog, event_lines
 
     log = EpisodeLog(log_path)
     if not 0 <= config.episode < len(log):
@@ -385,6 +387,9 @@ def view(log_path: str, config: ViewConfig, say=print) -> dict:
             writer.write(bgr)
         writer.release()
         written[key] = str(path)
+    say(f"episode {config.episode} of {log_path}: {len(rewards)} steps, task {episode['task']}")
+    for line in event_lines(episode["events"], log.fps):
+        say(line)
     if not log.video_keys:
         say("the log has no camera streams: wrote the plot only")
     for what, path in written.items():

@@ -625,3 +625,110 @@ def test_a_log_from_before_stats_gets_them_when_reopened(tmp_path):
 def test_fps_must_be_a_whole_number(tmp_path):
     with pytest.raises(ValueError, match="integer frame rate"):
         EpisodeWriter(tmp_path, 7.5, features())
+
+
+# --- safety events (the supervisor's transitions) ------------------------------------------------
+HOSTILE = "\x1b[2J\x1b[31mfault\nrm -rf /\x00\ud800" + "x" * 100_000  # escapes, NUL, a lone surrogate
+
+
+def write_with_events(writer: EpisodeWriter, ep: dict, events: dict[int, list]) -> int:
+    """`ep` with `events[t]` (a list) given to frame t's add_frame."""
+    for t in range(len(ep["actions"])):
+        writer.add_frame(ep["obs"][t], ep["actions"][t], ep["rewards"][t], ep["done"][t],
+                         ep["trunc"][t], success=ep["success"][t], events=events.get(t))
+    return writer.end_episode(ep["obs"][-1])
+
+
+def test_safety_events_are_logged_at_their_frames_and_read_back(tmp_path):
+    from robostack.data.episode_log.layout import MAX_EVENTS_PER_FRAME
+
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        write_with_events(writer, make_episode(0, 4), {})
+        write_with_events(writer, make_episode(1, 6), {
+            0: [["disarmed", "armed", "reset: at rest"], ["armed", "tracking", "command valid"]],
+            3: [{"from_state": "tracking", "to_state": "armed", "reason": "joint limit hold",
+                 "time": 0.31}, {"kind": "torque_ramp", "reason": "ramping down"}],
+            5: [["tracking", "fault", HOSTILE]] + [["fault", "fault", "again"]] * 40})
+    log = EpisodeLog(tmp_path)
+    assert log.events(0) == [] and log.episode(0)["events"] == []
+    events = log.events(1)
+    assert str(log.episode(1)["events"]) == str(events)  # (NaN times: == would not hold)
+    assert [(e["frame_index"], e["kind"], e["from_state"], e["to_state"]) for e in events[:4]] == [
+        (0, "supervisor", "disarmed", "armed"), (0, "supervisor", "armed", "tracking"),
+        (3, "supervisor", "tracking", "armed"), (3, "torque_ramp", "", "")]
+    assert [e["reason"] for e in events[:4]] == ["reset: at rest", "command valid",
+                                                 "joint limit hold", "ramping down"]
+    assert events[2]["time"] == pytest.approx(0.31) and np.isnan(events[0]["time"])
+    # The hostile reason: one bounded printable line, its escapes visible, the length it had said.
+    hostile = events[4]["reason"]
+    assert hostile.isprintable() and hostile.startswith("\\x1b[2J\\x1b[31mfault\\nrm -rf /\\x00\\ud800")
+    assert len(hostile) < 600 and "more characters)" in hostile
+    # A flood is bounded: the first MAX_EVENTS_PER_FRAME, then one event saying how many went.
+    at_5 = [e for e in events if e["frame_index"] == 5]
+    assert len(at_5) == MAX_EVENTS_PER_FRAME + 1 and at_5[-1]["kind"] == "dropped"
+    assert at_5[-1]["reason"].startswith(f"{41 - MAX_EVENTS_PER_FRAME} more events")
+    # The file, as any parquet reader sees it: global frame indices beside the episode's.
+    table = pq.read_table(tmp_path / "meta/events/chunk-000/file-001.parquet")
+    assert table.column("index").to_pylist()[:4] == [4, 4, 7, 7]
+    assert set(table.column("episode_index").to_pylist()) == {1}
+    info = json.loads((tmp_path / "meta/info.json").read_text())
+    assert {"meta/events/chunk-000/file-000.parquet",
+            "meta/events/chunk-000/file-001.parquet"} <= set(info["robostack"]["sha256"])
+
+
+def test_malformed_events_are_refused_naming_the_event(tmp_path):
+    ep = make_episode(0, 2)
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        for bad, message in ((["armed", "tracking"], r"expected \[from_state, to_state, reason\]"),
+                             ([["armed", 3, "why"]], "to_state must be a string, got int"),
+                             ([{"from_state": "a", "colour": "red"}], r"unknown keys \['colour'\]"),
+                             ([{"reason": "r", "time": "soon"}], "time must be a number"),
+                             ("armed -> tracking", "expected a list of events")):
+            with pytest.raises(TypeError, match=message):
+                writer.add_frame(ep["obs"][0], ep["actions"][0], events=bad)
+        write_with_events(writer, ep, {1: [["armed", "tracking", "fine"]]})  # the log goes on
+    assert [e["frame_index"] for e in EpisodeLog(tmp_path).events(0)] == [1]
+
+
+def test_a_flipped_byte_in_an_events_file_names_it_and_the_rest_still_load(tmp_path):
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        for i in range(3):
+            write_with_events(writer, make_episode(i, 4), {0: [["disarmed", "armed", f"reset {i}"]]})
+    path = tmp_path / "meta/events/chunk-000/file-001.parquet"
+    data = bytearray(path.read_bytes())
+    at = data.index(b"reset 1")  # the reason itself: still a readable file, another reason
+    data[at + 6] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert pq.read_table(path).column("reason").to_pylist() == ["reset 0"]  # silently different
+    log = EpisodeLog(tmp_path)
+    with pytest.raises(EpisodeLogError, match=r"episode 1: .*meta/events/chunk-000/file-001\.parquet: damaged"):
+        log.events(1)
+    with pytest.raises(EpisodeLogError, match=r"episode 1: .*file-001\.parquet: damaged"):
+        log.episode(1)
+    assert list(log.damaged(video=False)) == [1]
+    assert log.events(2)[0]["reason"] == "reset 2"
+    path.unlink()
+    assert "file-001.parquet: missing" in EpisodeLog(tmp_path).damaged(video=False)[1]
+
+
+def test_a_log_from_before_events_reads_with_none_and_logs_them_from_then_on(tmp_path):
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        write_episode(writer, make_episode(0, 3))
+        write_episode(writer, make_episode(1, 3))
+    # What the writer left before events were logged: no meta/events, no events_path, no
+    # checksums of them.
+    for path in (tmp_path / "meta/events").glob("*/*.parquet"):
+        path.unlink()
+    info = json.loads((tmp_path / "meta/info.json").read_text())
+    del info["robostack"]["events_path"]
+    info["robostack"]["sha256"] = {k: v for k, v in info["robostack"]["sha256"].items()
+                                   if not k.startswith("meta/events/")}
+    (tmp_path / "meta/info.json").write_text(json.dumps(info))
+    log = EpisodeLog(tmp_path)
+    assert log.events(0) == log.events(1) == [] and log.damaged() == {}
+    assert log.episode(1)["events"] == []
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        write_with_events(writer, make_episode(2, 3), {2: [["tracking", "armed", "hold"]]})
+    log = EpisodeLog(tmp_path)
+    assert log.events(1) == [] and [e["reason"] for e in log.events(2)] == ["hold"]
+    assert log.info["robostack"]["events_path"].startswith("meta/events/")

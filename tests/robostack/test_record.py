@@ -36,6 +36,34 @@ def test_a_recorded_demo_replays_in_the_mirror_from_its_logged_seed(demo_log):
     assert result["success"] and result["max_error"] < 0.001
 
 
+def test_the_supervisors_transitions_are_logged_with_their_reasons_and_replay_lists_them(demo_log):
+    log = EpisodeLog(demo_log)
+    for i in range(3):
+        events = log.events(i)
+        # Each reset brings the arm to rest and arms it (from armed: record-demos' first reset
+        # built the scene; from tracking: the previous episode); the first command tracks.
+        assert [(e["frame_index"], e["kind"], e["to_state"]) for e in events] == [
+            (0, "supervisor", "armed"), (0, "supervisor", "tracking")], events
+        assert events[0]["from_state"] == ("armed" if i == 0 else "tracking")
+        assert events[0]["reason"].startswith("reset: ") and events[1]["from_state"] == "armed"
+        assert events[1]["reason"] == "command valid for inf s"  # lock-step: no deadline
+    lines = []
+    replay(str(demo_log), ReplayConfig(episode=2, transport="inprocess"), say=lines.append)
+    assert "safety events: 2" in lines
+    assert "  frame 0 (0.0 s) supervisor armed -> tracking: command valid for inf s" in lines
+
+
+def test_transitions_over_a_robot_server_subprocess_reach_the_log(tmp_path):
+    # zmq: the robot server in its own process, the state messages over loopback sockets.
+    record(RecordConfig(task="reach", device="autopilot", episodes=1, keep="all",
+                        max_episode_steps=4, log=str(tmp_path / "log"), transport="zmq", seed=1),
+           say=lambda s: None)
+    events = EpisodeLog(tmp_path / "log").events(0)
+    assert [(e["frame_index"], e["from_state"], e["to_state"]) for e in events] == [
+        (0, "armed", "armed"), (0, "armed", "tracking")], events
+    assert "reset" in events[0]["reason"]
+
+
 def test_recording_appends_to_an_existing_log(demo_log):
     record(RecordConfig(task="pick_cube", device="autopilot", episodes=1, log=str(demo_log),
                         transport="inprocess", seed=50), say=lambda s: None)

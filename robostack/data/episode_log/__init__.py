@@ -11,6 +11,11 @@ Layout (LeRobotDataset v3.0, readable by LeRobot; templates as in lerobot.datase
                                                   indices, dataset_from/to_index, video
                                                   from/to timestamps, rl/* summary, final/*,
                                                   stats/<feature>/<stat> of the episode
+    meta/events/chunk-CCC/file-FFF.parquet        the episode's safety events (the supervisor's
+                                                  transitions, ...), one row each: episode_index,
+                                                  frame_index, index, kind, from_state,
+                                                  to_state, reason, time (robostack's; LeRobot
+                                                  never reads it)
     data/chunk-CCC/file-FFF.parquet               one row per step
     videos/<video key>/chunk-CCC/file-FFF.mp4     one per camera (mp4v, RGB in and out)
 
@@ -44,10 +49,10 @@ The reader needs numpy, pyarrow and OpenCV only (no torch).
 """
 
 from robostack.data.episode_log.layout import CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, env_key, feature_key, features_from_spaces, state_names
-from robostack.data.episode_log.reader import EpisodeLog, logged_transitions
+from robostack.data.episode_log.reader import EpisodeLog, event_lines, logged_transitions
 from robostack.data.episode_log.stats import STATS_PATH, aggregate_stats
 from robostack.data.episode_log.writer import EpisodeWriter
 
 __all__ = ["CODEBASE_VERSION", "DATA_PATH", "EPISODES_PATH", "INFO_PATH", "STATS_PATH", "TASKS_PATH", "VIDEO_PATH",
-           "EpisodeLog", "EpisodeLogError", "EpisodeWriter", "aggregate_stats", "env_key", "feature_key",
+           "EpisodeLog", "EpisodeLogError", "EpisodeWriter", "aggregate_stats", "env_key", "event_lines", "feature_key",
            "features_from_spaces", "logged_transitions", "state_names"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +23,10 @@ TASKS_PATH = "meta/tasks.parquet"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+# Safety events (the supervisor's transitions, ...) of each episode, one row per event. Under
+# meta/: LeRobot loads data/ and meta/episodes/ as whole folders, and a table of another shape
+# there would break its loader.
+EVENTS_PATH = "meta/events/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 _FILE_RE = re.compile(r"chunk-(\d+)/file-(\d+)\.(parquet|mp4)$")
 
 DEFAULT_FEATURES = {
@@ -121,6 +126,83 @@ def _full_features(features: Mapping[str, Mapping], fps: float,
 def _arrow_type(ft: Mapping) -> pa.DataType:
     t = _ARROW[ft["dtype"]]
     return t if ft["shape"] == [1] else pa.list_(t, ft["shape"][0])
+
+
+# --------------------------------------------------------------------------- safety events
+EVENT_COLUMNS = {"episode_index": pa.int64(), "frame_index": pa.int64(), "index": pa.int64(),
+                 "kind": pa.string(), "from_state": pa.string(), "to_state": pa.string(),
+                 "reason": pa.string(), "time": pa.float64()}
+EVENT_TEXT_LIMITS = {"kind": 64, "from_state": 64, "to_state": 64, "reason": 500}  # characters
+MAX_EVENTS_PER_FRAME = 32  # the supervisor makes a few per step at most; more is a flood
+
+
+def clean_text(value: str, limit: int) -> str:
+    """`value` as one bounded, printable line: what a robot server sent (hostile until shown
+    otherwise) can neither break the file (lone surrogates are not UTF-8) nor a terminal that
+    prints it (escape sequences, newlines: written as \\x1b, \\n); past `limit` characters it
+    is cut, saying how much was cut."""
+    text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                       for c in text)
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
+    return text
+
+
+def check_events(events, frame_index: int) -> list[tuple]:
+    """The rows of one frame's events: each `[from_state, to_state, reason]` (a supervisor
+    transition, as the env's info["supervisor_transitions"] lists them) or a dict with
+    from_state, to_state, reason and optionally kind (default "supervisor") and time (s, the
+    robot's time since the reset; NaN when not given). A wrong shape or type is a TypeError
+    naming the event; text is made safe and bounded (clean_text); past MAX_EVENTS_PER_FRAME
+    the rest is replaced by one "dropped" event that counts them."""
+    if isinstance(events, (str, bytes, Mapping)) or not isinstance(events, Sequence):
+        raise TypeError(f"events of frame {frame_index}: expected a list of events, got "
+                        f"{type(events).__name__}")
+    rows = []
+    for event in events[:MAX_EVENTS_PER_FRAME]:
+        if isinstance(event, Mapping):
+            unknown = set(event) - {"kind", "from_state", "to_state", "reason", "time"}
+            if unknown:
+                raise TypeError(f"event {event!r:.200} of frame {frame_index}: unknown keys "
+                                f"{sorted(map(str, unknown))}; an event has kind, from_state, "
+                                "to_state, reason, time")
+            fields = {"kind": event.get("kind", "supervisor"), "from_state": event.get("from_state", ""),
+                      "to_state": event.get("to_state", ""), "reason": event.get("reason", "")}
+            when = event.get("time", math.nan)
+        elif isinstance(event, Sequence) and not isinstance(event, (str, bytes)) and len(event) == 3:
+            fields = {"kind": "supervisor", "from_state": event[0], "to_state": event[1],
+                      "reason": event[2]}
+            when = math.nan
+        else:
+            raise TypeError(f"event {event!r:.200} of frame {frame_index}: expected "
+                            "[from_state, to_state, reason] or a dict of them")
+        for name, value in fields.items():
+            if not isinstance(value, str):
+                raise TypeError(f"event {event!r:.200} of frame {frame_index}: {name} must be "
+                                f"a string, got {type(value).__name__}")
+        if isinstance(when, bool) or not isinstance(when, (int, float)):
+            raise TypeError(f"event {event!r:.200} of frame {frame_index}: time must be a "
+                            f"number (s), got {type(when).__name__}")
+        rows.append((frame_index, *(clean_text(fields[k], n) for k, n in EVENT_TEXT_LIMITS.items()),
+                     float(when)))
+    if len(events) > MAX_EVENTS_PER_FRAME:
+        rows.append((frame_index, "dropped", "", "", f"{len(events) - MAX_EVENTS_PER_FRAME} more "
+                     f"events at this frame not logged (at most {MAX_EVENTS_PER_FRAME} a frame)",
+                     math.nan))
+    return rows
+
+
+def events_table(episode: int, first_index: int, rows: Sequence[tuple]) -> pa.Table:
+    """One episode's events file: rows (frame_index, kind, from_state, to_state, reason, time)."""
+    columns = list(zip(*rows)) if rows else [()] * 6
+    frames = [int(f) for f in columns[0]]
+    data = {"episode_index": [episode] * len(rows), "frame_index": frames,
+            "index": [first_index + f for f in frames], "kind": columns[1],
+            "from_state": columns[2], "to_state": columns[3], "reason": columns[4],
+            "time": columns[5]}
+    return pa.table({name: pa.array(list(data[name]), typ) for name, typ in EVENT_COLUMNS.items()})
 
 
 # --------------------------------------------------------------------------- file helpers

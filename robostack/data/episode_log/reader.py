@@ -1,6 +1,6 @@
 """EpisodeLog: the torch-free reader, and the logged transitions in the replay buffers' format.
 
-Integrity: every per-episode file (data, episode metadata, videos) is checked against the
+Integrity: every per-episode file (data, episode metadata, events, videos) is checked against the
 sha256 its episode's commit recorded in meta/info.json before a byte of it is used. A damaged
 or missing file makes its episode damaged, never the log: `episode(i)` refuses it with an
 EpisodeLogError naming the episode and the file, `damaged()` lists them, and
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from robostack.data.episode_log import stats as feature_stats
-from robostack.data.episode_log.layout import INFO_PATH, TASKS_PATH, EpisodeLogError, _column, _read_table, checksums, env_key
+from robostack.data.episode_log.layout import EVENT_TEXT_LIMITS, EVENTS_PATH, INFO_PATH, TASKS_PATH, EpisodeLogError, _column, _read_table, checksums, clean_text, env_key
 from robostack.files import file_sha256
 
 _logger = logging.getLogger("robostack.data.episode_log")
@@ -153,7 +153,7 @@ class EpisodeLog:
         meta = self.episodes[i]
         if "damaged" in meta:
             return f"episode {i}: {meta['damaged']}"
-        paths = [self._data_path(meta)]
+        paths = [self._data_path(meta), self._events_path(meta)]
         if video:
             paths += [self._video_path(meta, key) for key in self.video_keys]
         for path in paths:
@@ -171,14 +171,39 @@ class EpisodeLog:
         return self.root / self.info["data_path"].format(
             chunk_index=meta["data/chunk_index"], file_index=meta["data/file_index"])
 
+    def _events_path(self, meta: dict) -> Path:
+        return self.root / self.info.get("robostack", {}).get("events_path", EVENTS_PATH).format(
+            chunk_index=meta["meta/episodes/chunk_index"], file_index=meta["meta/episodes/file_index"])
+
+    def events(self, i: int) -> list[dict]:
+        """Episode i's safety events (the supervisor's transitions, ...) in order: dicts of
+        frame_index (the frame whose step reported it; frame 0's include the reset's),
+        kind, from_state, to_state, reason, time (s since the reset; NaN when not given).
+        [] for an episode written before events were logged. A damaged events file is an
+        EpisodeLogError naming it."""
+        meta = self.episodes[i]
+        if "damaged" in meta:
+            raise EpisodeLogError(f"{self.root}: episode {i}: {meta['damaged']}. Fix: restore "
+                                  "that file from a copy")
+        path = self._events_path(meta)
+        if path.relative_to(self.root).as_posix() not in self.checksums:
+            return []  # written before events were logged (or another LeRobot dataset)
+        why = self._damage(path)
+        if why:
+            raise EpisodeLogError(f"{self.root}: episode {i}: {why}. Fix: restore it from a copy; "
+                                  "the log's other episodes are unaffected")
+        table = _read_table(path, f"safety events of episode {i}")
+        return [{k: v for k, v in row.items() if k not in ("episode_index", "index")}
+                for row in table.to_pylist()]
+
     def _video_path(self, meta: dict, key: str) -> Path:
         return self.root / self.info["video_path"].format(
             video_key=key, chunk_index=meta[f"videos/{key}/chunk_index"],
             file_index=meta[f"videos/{key}/file_index"])
 
     def episode(self, i: int, *, video: bool = False) -> dict:
-        """Episode i: one numpy array per feature (T rows; vectors (T, n)), "task", and the final
-        observation as "final/<key>". With `video`, camera frames are decoded: (T, H, W, 3)
+        """Episode i: one numpy array per feature (T rows; vectors (T, n)), "task", the final
+        observation as "final/<key>", and "events" (`events(i)`). With `video`, camera frames are decoded: (T, H, W, 3)
         uint8 RGB under the feature key and the final frame under "final/<key>". A damaged
         episode is an EpisodeLogError naming it and its damaged file."""
         if not 0 <= i < len(self):
@@ -201,6 +226,7 @@ class EpisodeLog:
         out = {k: _column(table, k) for k in table.column_names}
         out["task"] = self.tasks[int(out["task_index"][0])] if self.tasks else meta["tasks"][0]
         out.update({k: np.asarray(v, np.float32) for k, v in meta.items() if k.startswith("final/")})
+        out["events"] = self.events(i)
         if video:
             for key in self.video_keys:
                 frames = self.frames(i, key)
@@ -263,6 +289,23 @@ class EpisodeLog:
                  "rewards": ep["next.reward"][a:b].astype(np.float32),
                  "terminations": ep["next.done"][a:b], "truncations": ep["next.truncated"][a:b]}
                 for a, b in spans]
+
+
+def event_lines(events: list[dict], fps: float) -> list[str]:
+    """The episode's safety events, one line each, for the text output: frame, time into the
+    episode, kind, transition, reason. The text is shown escaped and bounded whatever the log
+    holds (a log from elsewhere need not have been written by our writer)."""
+    def text(event, name):
+        return clean_text(str(event.get(name) or ""), EVENT_TEXT_LIMITS[name])
+
+    lines = [f"safety events: {len(events) or 'none logged'}"]
+    for event in events:
+        frame = int(event["frame_index"])
+        move = f"{text(event, 'from_state')} -> {text(event, 'to_state')}: " \
+            if event.get("from_state") or event.get("to_state") else ""
+        lines.append(f"  frame {frame} ({frame / fps:.1f} s) {text(event, 'kind')} {move}"
+                     f"{text(event, 'reason')}")
+    return lines
 
 
 def logged_transitions(log: EpisodeLog | str | os.PathLike, *, episodes: Sequence[int] | None = None,

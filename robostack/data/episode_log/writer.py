@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robostack.data.episode_log import stats as feature_stats
-from robostack.data.episode_log.layout import _FILE_RE, CHUNKS_SIZE, CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, FORMAT_VERSION, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, _arrow_type, _chunk_file, _full_features, _is_temporary, _tasks_table, _write_parquet_atomic, checksums, feature_key
+from robostack.data.episode_log.layout import _FILE_RE, CHUNKS_SIZE, CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, EVENTS_PATH, FORMAT_VERSION, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, _arrow_type, _chunk_file, _full_features, _is_temporary, _tasks_table, _write_parquet_atomic, check_events, checksums, events_table, feature_key
 from robostack.data.episode_log.reader import EpisodeLog
 from robostack.files import file_sha256, fsync_dir, write_json_atomic
 
@@ -30,7 +30,8 @@ class EpisodeWriter:
     and `features`). One writer per log at a time (a lock file enforces it).
 
         writer = EpisodeWriter(root, fps=10, features=features_from_spaces(...), task="pick_cube")
-        writer.add_frame(obs, action, reward, terminated, truncated, success=..., ...)
+        writer.add_frame(obs, action, reward, terminated, truncated, success=..., ...,
+                         events=info["supervisor_transitions"])
         writer.end_episode(final_obs)        # commits in the background; returns the index
         writer.close()                       # waits for every committed episode to be on disk
     """
@@ -74,10 +75,15 @@ class EpisodeWriter:
     def add_frame(self, obs: Mapping[str, np.ndarray], action, reward: float = 0.0,
                   terminated: bool = False, truncated: bool = False, *, success: bool = False,
                   intervention: bool = False, policy_action=None,
-                  timestamps: Mapping[str, float] | None = None) -> None:
+                  timestamps: Mapping[str, float] | None = None, events=None) -> None:
         """Log one step: `obs` (env or feature keys) is where `action` was taken; reward,
-        terminated, truncated, success are its outcome. Copies the arrays; never writes."""
+        terminated, truncated, success are its outcome. Copies the arrays; never writes.
+        `events`: the safety events since the previous frame (for the first frame, since the
+        reset began), e.g. the env's info["supervisor_transitions"]; each [from_state,
+        to_state, reason] or a dict (layout.check_events). They go to the episode's events
+        file with this frame's index."""
         self._raise_pending()
+        event_rows = check_events(events, self._frames_in_episode) if events else []
         frame = {}
         for key, value in obs.items():
             name = feature_key(key)
@@ -109,7 +115,7 @@ class EpisodeWriter:
             frame[f"timestamp.{source}"] = float(timestamps.get(source, math.nan)) \
                 if timestamps else math.nan
         self._frames_in_episode += 1
-        self._put(("frame", frame))
+        self._put(("frame", (frame, event_rows)))
 
     def end_episode(self, final_obs: Mapping[str, np.ndarray], *, task: str | None = None,
                     metadata: Mapping[str, float | int | bool | str] | None = None) -> int:
@@ -184,7 +190,7 @@ class EpisodeWriter:
                     "data_path": DATA_PATH, "video_path": VIDEO_PATH if self.video_keys else None,
                     "features": self.features,
                     "robostack": {"format_version": FORMAT_VERSION, "files_per_episode": 1,
-                                  "sha256": {}}}
+                                  "events_path": EVENTS_PATH, "sha256": {}}}
             write_json_atomic(path, info, indent=INFO_INDENT)
             return info
         info = EpisodeLog._read_info(self.root)
@@ -195,8 +201,11 @@ class EpisodeWriter:
                 f"{sorted(self.features)} (or shapes/names differ). Fix: write to a new folder.")
         # A log written before fps was an integer and the split was kept gets both now (the
         # features compared equal, 10.0 == 10; ours carry the integer video.fps).
+        # One written before safety events were logged gets them from its next episode on.
         upgraded = {**info, "fps": self.fps, "features": json.loads(json.dumps(self.features)),
-                    "splits": {"train": f"0:{info['total_episodes']}"}}
+                    "splits": {"train": f"0:{info['total_episodes']}"},
+                    "robostack": {**info.get("robostack", {}), "format_version": FORMAT_VERSION,
+                                  "events_path": EVENTS_PATH}}
         if upgraded != info:
             write_json_atomic(path, upgraded, indent=INFO_INDENT)
         return upgraded
@@ -272,7 +281,7 @@ class EpisodeWriter:
             self._tasks = tasks[:self.info["total_tasks"]]
             if len(tasks) > len(self._tasks):
                 _write_parquet_atomic(_tasks_table(self._tasks), self.root / TASKS_PATH)
-        for top in ("data", "videos", "meta/episodes"):
+        for top in ("data", "videos", "meta/episodes", "meta/events"):
             for path in (self.root / top).rglob("*") if (self.root / top).exists() else ():
                 if not path.is_file():
                     continue
@@ -307,7 +316,7 @@ class EpisodeWriter:
     def _start(self, index: int) -> dict:
         import cv2
 
-        episode = {"index": index, "columns": {k: [] for k in self.features}, "videos": {},
+        episode = {"index": index, "columns": {k: [] for k in self.features}, "videos": {}, "events": [],
                    "histograms": {key: [] for key in self.video_keys}}  # per frame, for the stats
         for key in self.video_keys:
             final = self.root / VIDEO_PATH.format(video_key=key, **_chunk_file(index))
@@ -321,7 +330,9 @@ class EpisodeWriter:
             episode["videos"][key] = (writer, tmp, final)
         return episode
 
-    def _append(self, episode: dict, frame: dict) -> None:
+    def _append(self, episode: dict, item: tuple) -> None:
+        frame, event_rows = item
+        episode["events"] += event_rows
         cols = episode["columns"]
         for key, value in frame.items():
             if key in episode["videos"]:
@@ -378,6 +389,11 @@ class EpisodeWriter:
         data_path = self.root / DATA_PATH.format(**where)
         _write_parquet_atomic(pa.Table.from_arrays(arrays, schema=pa.schema(fields)), data_path)
         sums[data_path] = file_sha256(data_path)
+        # Same columns in every metadata row (LeRobot loads them as one table): the events file
+        # is found by the episode's meta/episodes indices, and exists where a checksum says so.
+        events_path = self.root / EVENTS_PATH.format(**where)
+        _write_parquet_atomic(events_table(index, first, episode["events"]), events_path)
+        sums[events_path] = file_sha256(events_path)
         rewards = np.asarray(cols["next.reward"], np.float64)
         row = {"episode_index": index, "tasks": [end["task"]], "length": length,
                "data/chunk_index": where["chunk_index"], "data/file_index": where["file_index"],
