@@ -8,7 +8,8 @@ through spawn_robot_server), measured from its 100 Hz state stream:
 
   lock-step   hostile_stream   40 commands, 2 in 3 hostile (NaN, inf, 1e9, out-of-box, bad
                                quaternions, wrong shapes), in random order
-              out_of_box       15 steps toward a point 1-5 m outside the box, random direction
+              out_of_box       10 steps to a random corner of the box, then 15 toward a point
+                               1-5 m outside it in a random direction
               reset_contact    press the table or the cube, then reset
               torque_step      a gain jump (to the ceilings or down), a target jump across the
                                box, or a disarm while moving and arm again
@@ -69,7 +70,11 @@ def lockstep_run(kind: str, server, recorder, rng) -> dict:
             if reply == "error":
                 refused += 1
                 named += expected.startswith("refused:") and expected[8:] in meta["error"]
-    elif kind == "out_of_box":
+    elif kind == "out_of_box":  # from a corner of the box (as far as the arm gets), far out
+        lo, hi = fi.box(server)
+        corner = np.where(rng.random(3) < 0.5, lo, hi)
+        for _ in range(10):
+            step(server, corner, q)
         d = rng.normal(size=3)
         far = start["tcp_position"] + d / np.linalg.norm(d) * rng.uniform(1.0, 5.0)
         for _ in range(15):

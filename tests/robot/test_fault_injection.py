@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 # TRACKING_TOLERANCE: see the module docstring of controllers/cartesian_impedance.py (measured
 # there: how far the tcp overshoots a clipped target, per base axis, at the default gains).
@@ -157,6 +158,29 @@ def test_a_stream_of_hostile_targets_to_a_lockstep_server_is_refused_or_clamped_
     assert server.handle("state", {}, {})[0] == "state"  # still serving
     print(f"lock-step: {sum(outcomes.values())} commands {outcomes}; worst box excursion "
           f"{worst * 1e3:.2f} mm over {len(recorder.tcp)} ticks")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "controllers/safety.py filter_command caps the step from a tcp that overshot the box without "
+    "clipping the capped target back into it: a push along a face keeps the reference outside "
+    "(9.8 mm here) and the tcp overshoots that (13.8 mm); clipping the capped position into the "
+    "box again measured 5.3 mm"))
+def test_a_push_along_the_top_face_from_a_corner_stays_within_the_tolerance():
+    server, recorder, start = mirror()
+    quaternion = start["tcp_quaternion"]
+    for _ in range(25):  # to the corner +x +y +z (the arm reaches x 0.655 m there)
+        kind, meta, _ = server.handle("step", {"gripper": 0.08}, {
+            "target_position": np.array([0.75, 0.35, 0.45]), "target_quaternion": quaternion})
+    since, references = recorder.mark(), []
+    for _ in range(25):  # toward a point far out, back and up: slides along the top face
+        kind, meta, reply = server.handle("step", {"gripper": 0.08}, {
+            "target_position": np.array([-5.0, 0.35, 3.0]), "target_quaternion": quaternion})
+        assert kind == "state", meta
+        references.append(reply["reference_position"])
+    lo, hi = box(server)
+    worst = recorder.excursion(since)
+    assert worst <= TRACKING_TOLERANCE, (f"tcp {worst * 1e3:.1f} mm outside the box, its reference "
+                                         f"{box_excursion(references, lo, hi) * 1e3:.1f} mm")
 
 
 class ChildLines:
