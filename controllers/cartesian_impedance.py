@@ -25,6 +25,19 @@ not the quaternion's vector part sin(θ/2)·axis, so rotational stiffness really
 rotational clip really is rad. franka_ros' rotational gains are worth about half as much here at
 small angles; halve them when porting.
 
+Tracking tolerance (default gains: 2000 N/m, damping 2 sqrt(K), clip 1 cm per axis, reference
+smoothing 0.02 s; the robot server's step caps 0.1 m and 0.5 rad per command at 10 Hz), per axis
+of the base frame, for the tcp position against its clipped target:
+* overshoot: the tcp may pass a target on the workspace box's face by up to 10 mm, the tracking
+  tolerance (TRACKING_TOLERANCE in tests/robot/test_fault_injection.py): the arm's momentum at
+  up to ~0.35 m/s against a spring the clip bounds at 20 N. Measured on the MuJoCo Panda, every
+  reference inside the box: worst 7.5 mm over 432 pushes toward points 1-5 m outside the box and
+  to its corners; braking from 0.12 m/s into a hold, 6.1-6.3 mm (tests/robostack/
+  test_robot_server_zmq.py). The safety filter as it is can leave the reference itself outside
+  the box along a face, and the tcp overshoots that: docs/fault_injection.md.
+* lag: while moving, the tcp trails the newest target by up to one step cap (0.1 m); a reachable
+  target is reached within 5 mm once it settles (tests/robostack/test_robot_server_control.py).
+
 `CartesianImpedanceController` wraps the law with smoothed reference and gain changes and the
 state it needs between ticks; its `compute()` is one call into compiled code.
 """
