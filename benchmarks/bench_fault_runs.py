@@ -12,7 +12,7 @@ through spawn_robot_server), measured from its 100 Hz state stream:
                                1-5 m outside it in a random direction
               reset_contact    press the table or the cube, then reset
               torque_step      a gain jump (to the ceilings or down), a target jump across the
-                               box, or a disarm while moving and arm again
+                               box, or a disarm while moving and arm again (a row each)
   real time   zmq_hostile      the hostile stream over ZeroMQ
               kill_client      kill -9 of the controlling client process at a random moment
               sigstop_client   SIGSTOP of the controlling client, 2 s held, SIGCONT
@@ -93,7 +93,7 @@ def lockstep_run(kind: str, server, recorder, rng) -> dict:
         for _ in range(5):
             step(server, rng.uniform(lo, hi), q)
         since = recorder.mark()
-        change = rng.choice(["stiff", "soft", "jump", "disarm_arm"])
+        change = str(rng.choice(["stiff", "soft", "jump", "disarm_arm"]))
         if change == "stiff":
             server.handle("gains", {"translational_stiffness": 3000.0, "translational_clip": 0.033}, {})
         elif change == "soft":
@@ -107,7 +107,7 @@ def lockstep_run(kind: str, server, recorder, rng) -> dict:
             step(server, corner, q)
         server.handle("gains", {"translational_stiffness": 2000.0, "translational_clip": 0.01}, {})
     return {"excursion": recorder.excursion(run_start), "torque_step": recorder.max_torque_step(since),
-            "refused": refused, "named": named}
+            "refused": refused, "named": named, "detail": change if kind == "torque_step" else ""}
 
 
 def clean_run(server, recorder, rng) -> dict:
@@ -171,7 +171,7 @@ def realtime_run(kind: str, connection, lo, hi, rng) -> dict:
 
 def table(title: str, rows: dict, ramp_step: float) -> None:
     print(f"\n{title}")
-    print(f"{'kind':<16} {'runs':>4} {'worst out mm':>12} {'mean out mm':>11} {'max dtau Nm':>11} "
+    print(f"{'kind':<22} {'runs':>4} {'worst out mm':>12} {'mean out mm':>11} {'max dtau Nm':>11} "
           f"{'ramp Nm':>7} {'refused (named)':>15}")
     for kind, results in rows.items():
         out = np.array([r["excursion"] for r in results]) * 1e3
@@ -179,12 +179,12 @@ def table(title: str, rows: dict, ramp_step: float) -> None:
         dtau = "n/a" if np.isnan(steps).all() else f"{np.nanmax(steps):.3f}"
         refusals = (f"{sum(r.get('refused', 0) for r in results)} ({sum(r.get('named', 0) for r in results)})"
                     if "refused" in results[0] else "-")
-        print(f"{kind:<16} {len(results):>4} {out.max():>12.2f} {out.mean():>11.2f} {dtau:>11} "
+        print(f"{kind:<22} {len(results):>4} {out.max():>12.2f} {out.mean():>11.2f} {dtau:>11} "
               f"{ramp_step:>7.3f} {refusals:>15}")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--runs", type=int, default=100, help="fault runs (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the draw of kinds and parameters")
     parser.add_argument("--realtime-share", type=float, default=0.1,
@@ -216,15 +216,16 @@ def main() -> int:
             else:
                 result = lockstep_run(kind, server, recorder, rng)
             del recorder.tcp[:-1], recorder.torque[:-1]  # keep memory flat; the last tick stays
-            results[kind].append(result)
+            row = f"{kind}/{result['detail']}" if result.get("detail") else kind
+            results[row].append(result)
             if result["excursion"] > tolerance:
-                print(f"  run {i} ({kind}): {result['excursion'] * 1e3:.2f} mm outside the box", flush=True)
+                print(f"  run {i} ({row}): {result['excursion'] * 1e3:.2f} mm outside the box", flush=True)
     finally:
         if connection is not None:
             context.__exit__(None, None, None)
     clean = {"clean": [clean_run(server, recorder, rng) for _ in range(args.runs - n_realtime)]}
     wall = time.monotonic() - started
-    order = [k for k in LOCKSTEP_KINDS + REALTIME_KINDS if k in results]
+    order = [k for kind in LOCKSTEP_KINDS + REALTIME_KINDS for k in sorted(results) if k.split("/")[0] == kind]
     table("fault runs", {k: results[k] for k in order}, ramp_step)
     table("baseline: clean lock-step runs (valid targets in the box)", clean, ramp_step)
     every = [r for k in order for r in results[k]]
