@@ -223,7 +223,7 @@ COMMIT_CRASH_CHILD = textwrap.dedent("""
     write_episode(writer, make_episode(0, 5))
     writer.flush()
     # Die inside the commit: every file of episode 1 renamed into place, info.json not yet.
-    episode_log.write_json_atomic = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+    episode_log.write_info = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
     write_episode(writer, make_episode(1, 5), task="new task")
     writer.flush()
 """)
@@ -583,11 +583,23 @@ def test_stats_written_late_by_a_crash_are_pooled_again_on_reopen(tmp_path):
         check=False, capture_output=True, text=True, cwd=REPO, timeout=60,
         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
     assert child.returncode == -signal.SIGKILL, child.stderr
-    log = EpisodeLog(root)
-    assert len(log) == 2 and log.stats["action"]["count"].tolist() == [5]  # stale: episode 0 only
-    EpisodeWriter(root, 10, features(), task="pick").close()  # reopening alone repairs it
+    stale = json.loads((root / "meta/stats.json").read_text())
+    assert stale["action"]["count"] == [5]  # episode 0 only
+    said = []
+    log = EpisodeLog(root, say=said.append)
     actions = [make_episode(0, 5)["actions"], make_episode(1, 4)["actions"]]
-    assert_pooled(EpisodeLog(root).stats["action"], np.concatenate(actions), quantiles_from=actions)
+    # The reader does not hand out the stale file: it checks it against the episodes' rows.
+    assert len(log) == 2 and log.stats["action"]["count"].tolist() == [9]
+    assert len(said) == 1 and "stats.json: not the statistics of the episodes" in said[0]
+    EpisodeWriter(root, 10, features(), task="pick").close()  # reopening alone repairs it
+    said.clear()
+    assert_pooled(EpisodeLog(root, say=said.append).stats["action"], np.concatenate(actions),
+                  quantiles_from=actions)
+    from robostack.data.episode_log.stats import from_json, same_stats
+
+    rewritten = from_json(json.loads((root / "meta/stats.json").read_text()))
+    assert rewritten["action"]["count"].tolist() == [9]
+    assert same_stats(rewritten, EpisodeLog(root).pooled_stats())
 
 
 def test_a_log_from_before_stats_gets_them_when_reopened(tmp_path):
@@ -596,13 +608,13 @@ def test_a_log_from_before_stats_gets_them_when_reopened(tmp_path):
         for ep in eps:
             write_episode(writer, ep)
     # What the writer left before statistics were kept: no stats.json, no stats/* columns,
-    # a float fps and no split (and no checksums, which came later still).
+    # a float fps and no split (and no checksums, digests or events, which came later still).
     (tmp_path / "meta/stats.json").unlink()
     for path in (tmp_path / "meta/episodes").glob("*/*.parquet"):
         table = pq.read_table(path)
         pq.write_table(table.drop([c for c in table.column_names if c.startswith("stats/")]), path)
     info = json.loads((tmp_path / "meta/info.json").read_text())
-    del info["robostack"]["sha256"]
+    info["robostack"] = {"format_version": 1, "files_per_episode": 1}
     (tmp_path / "meta/info.json").write_text(json.dumps({**info, "fps": 10.0, "splits": {}}))
     assert EpisodeLog(tmp_path).stats is None and EpisodeLog(tmp_path).episode_stats(0) == {}
 
@@ -716,11 +728,12 @@ def test_a_log_from_before_events_reads_with_none_and_logs_them_from_then_on(tmp
         write_episode(writer, make_episode(0, 3))
         write_episode(writer, make_episode(1, 3))
     # What the writer left before events were logged: no meta/events, no events_path, no
-    # checksums of them.
+    # checksums of them (nor the info and task digests, which came with them).
     for path in (tmp_path / "meta/events").glob("*/*.parquet"):
         path.unlink()
     info = json.loads((tmp_path / "meta/info.json").read_text())
-    del info["robostack"]["events_path"]
+    for key in ("events_path", "info_sha256", "tasks_sha256"):
+        del info["robostack"][key]
     info["robostack"]["sha256"] = {k: v for k, v in info["robostack"]["sha256"].items()
                                    if not k.startswith("meta/events/")}
     (tmp_path / "meta/info.json").write_text(json.dumps(info))
@@ -732,3 +745,90 @@ def test_a_log_from_before_events_reads_with_none_and_logs_them_from_then_on(tmp
     log = EpisodeLog(tmp_path)
     assert log.events(1) == [] and [e["reason"] for e in log.events(2)] == ["hold"]
     assert log.info["robostack"]["events_path"].startswith("meta/events/")
+
+
+# --- the log's own files: info.json, tasks.parquet, stats.json; logs from before checksums --------
+def test_a_healthy_log_reads_without_a_warning(tmp_path):
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        write_episode(writer, make_episode(0, 3))
+        write_episode(writer, make_episode(1, 3), task="b")
+    said = []
+    log = EpisodeLog(tmp_path, say=said.append)
+    assert log.tasks == ["a", "b"] and log.stats["action"]["count"].tolist() == [6]
+    assert log.damaged() == {} and said == []
+
+
+def test_a_changed_info_json_is_refused_naming_it(tmp_path):
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        write_episode(writer, make_episode(0, 3))
+    path = tmp_path / "meta/info.json"
+    text = path.read_text()
+    assert '"fps": 10,' in text
+    path.write_text(text.replace('"fps": 10,', '"fps": 11,'))  # one byte: still valid JSON
+    with pytest.raises(EpisodeLogError, match=r"info\.json: its content is not what the writer wrote.*Fix"):
+        EpisodeLog(tmp_path)
+    # Edited on purpose: without the digest it reads (and a writer records a new one).
+    info = json.loads(path.read_text())
+    del info["robostack"]["info_sha256"]
+    path.write_text(json.dumps({**info, "fps": 10}))
+    assert EpisodeLog(tmp_path).fps == 10
+    EpisodeWriter(tmp_path, 10, features(), task="a").close()
+    assert "info_sha256" in json.loads(path.read_text())["robostack"]
+
+
+def test_a_damaged_task_list_is_named_and_the_tasks_come_from_the_episodes(tmp_path):
+    with EpisodeWriter(tmp_path, 10, features(), task="pick") as writer:
+        write_episode(writer, make_episode(0, 3))
+        write_episode(writer, make_episode(1, 3), task="place")
+    path = tmp_path / "meta/tasks.parquet"
+    data = bytearray(path.read_bytes())
+    at = data.index(b"place")
+    data[at] ^= 0x20  # "Place": still a readable file, another task
+    path.write_bytes(bytes(data))
+    assert pq.read_table(path).column("task").to_pylist() == ["pick", "Place"]
+    said = []
+    log = EpisodeLog(tmp_path, say=said.append)
+    assert log.tasks == [] and [log.episode(i)["task"] for i in range(2)] == ["pick", "place"]
+    assert len(said) == 1 and "tasks.parquet: damaged" in said[0] and "Fix" in said[0]
+    EpisodeLog(tmp_path, say=said.append).tasks  # noqa: B018 (once per process, not per reader)
+    assert len(said) == 1
+    # A writer rebuilds it from the episodes' rows and appends as before.
+    with EpisodeWriter(tmp_path, 10, features(), task="place") as writer:
+        write_episode(writer, make_episode(2, 3))
+    assert pq.read_table(path).column("task").to_pylist() == ["pick", "place"]
+    log = EpisodeLog(tmp_path)
+    assert log.tasks == ["pick", "place"] and log.episode(2)["task_index"][0] == 1
+
+
+def test_a_changed_stats_json_is_not_handed_out(tmp_path):
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        write_episode(writer, make_episode(0, 5))
+        write_episode(writer, make_episode(1, 4))
+    path = tmp_path / "meta/stats.json"
+    good = EpisodeLog(tmp_path).stats
+    stats = json.loads(path.read_text())
+    stats["action"]["mean"][0] += 0.25
+    path.write_text(json.dumps(stats))
+    said = []
+    got = EpisodeLog(tmp_path, say=said.append).stats
+    np.testing.assert_allclose(got["action"]["mean"], good["action"]["mean"])
+    assert len(said) == 1 and "stats.json: not the statistics of the episodes" in said[0]
+    EpisodeWriter(tmp_path, 10, features(), task="a").close()  # the count was right: still rewritten
+    np.testing.assert_allclose(json.loads(path.read_text())["action"]["mean"], good["action"]["mean"])
+
+
+def test_a_log_from_before_checksums_reads_with_one_warning_naming_its_episodes(tmp_path):
+    eps = [make_episode(i, 3) for i in range(3)]
+    with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
+        for ep in eps:
+            write_episode(writer, ep)
+    info = json.loads((tmp_path / "meta/info.json").read_text())
+    info["robostack"] = {"format_version": 1, "files_per_episode": 1}  # as it was then
+    (tmp_path / "meta/info.json").write_text(json.dumps(info))
+    said = []
+    log = EpisodeLog(tmp_path, say=said.append)
+    np.testing.assert_array_equal(log.episode(1)["action"], eps[1]["actions"])
+    logged_transitions(log, images=False, say=said.append)
+    EpisodeLog(tmp_path, say=said.append).episode(0)
+    assert len(said) == 1, said
+    assert "episodes 0-2 have no recorded checksums" in said[0] and "read unverified" in said[0]

@@ -35,9 +35,19 @@ episode. Everything of an episode is written under temporary names, fsynced and 
 place; `meta/info.json` is rewritten last, atomically, and is the commit point: an episode
 exists when `total_episodes` counts it. A crash (kill -9 included) loses at most the episode in
 flight; reopening the log removes its leftovers and appends after the last committed episode.
-Integrity: the commit records a sha256 of each of the episode's files in `meta/info.json`
-(robostack.files.file_sha256, by path); the reader verifies a file before using it, and a
-damaged episode is named and skipped, never silently read (reader.py).
+Integrity: the commit records a sha256 of each of the episode's files (data, metadata, events,
+videos) in `meta/info.json` (robostack.files.file_sha256, by path); the reader verifies a file
+before using it, and a damaged episode is named and skipped, never silently read (reader.py).
+The log's own files: info.json holds a digest of its own content (robostack.info_sha256; a
+changed one is refused, since every other check hangs on it); the committed task list's digest
+(robostack.tasks_sha256; a damaged tasks.parquet is named and each episode's task read from its
+row, and a writer rebuilds the file); stats.json is derived, so it is checked against the
+statistics pooled from the checksummed episode rows (a mismatch is named and the pooled ones
+used). Episodes without recorded checksums (logs from before them) read with one warning.
+Safety events: `add_frame(..., events=info["supervisor_transitions"])` logs the supervisor's
+transitions (and other safety events) with their reasons at the frame whose step reported them;
+`EpisodeLog.events(i)` reads them back (layout.check_events: what is accepted and how it is
+bounded).
 `meta/stats.json` follows each commit (as in LeRobot); a writer that finds it not covering
 exactly the committed frames (a crash in between) pools it again from the episodes' rows.
 

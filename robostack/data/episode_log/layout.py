@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -13,12 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from robostack.files import atomic_write
+from robostack.files import atomic_write, write_json_atomic
 
 CODEBASE_VERSION = "v3.0"
 FORMAT_VERSION = 1  # robostack's extension of the layout (RL fields, final observations)
 CHUNKS_SIZE = 1000  # files per chunk directory (LeRobot's DEFAULT_CHUNK_SIZE)
 INFO_PATH = "meta/info.json"
+INFO_INDENT = 4  # meta/info.json as LeRobot writes it
 TASKS_PATH = "meta/tasks.parquet"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
@@ -221,6 +223,28 @@ def checksums(info: dict) -> dict[str, str]:
     metadata, videos), recorded at each episode's commit; {} in logs written before them (and
     in other LeRobot datasets), whose files are then read unverified."""
     return info.setdefault("robostack", {}).setdefault("sha256", {})
+
+
+def info_digest(info: dict) -> str:
+    """The sha256 of what info.json says, without its own digest (robostack.info_sha256): a
+    file cannot hold the checksum of its own bytes, so it holds one of its content (keys
+    sorted), which a changed byte, or an edit, changes."""
+    content = json.loads(json.dumps(info))
+    content.get("robostack", {}).pop("info_sha256", None)
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def tasks_digest(tasks: Sequence[str]) -> str:
+    """The sha256 of the committed task list, recorded in info.json (robostack.tasks_sha256):
+    of the list, not of tasks.parquet's bytes, because a crash inside a commit may leave the
+    file with one more task than info.json counts, and the reader reads only the counted ones."""
+    return hashlib.sha256(json.dumps(list(tasks)).encode()).hexdigest()
+
+
+def write_info(root: Path, info: dict) -> None:
+    """info.json, atomically, with its content digest (info_digest) updated."""
+    info.setdefault("robostack", {})["info_sha256"] = info_digest(info)
+    write_json_atomic(root / INFO_PATH, info, indent=INFO_INDENT)
 
 
 def _write_parquet_atomic(table: pa.Table, path: Path) -> None:

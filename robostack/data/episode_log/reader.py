@@ -19,25 +19,26 @@ from pathlib import Path
 import numpy as np
 
 from robostack.data.episode_log import stats as feature_stats
-from robostack.data.episode_log.layout import EVENT_TEXT_LIMITS, EVENTS_PATH, INFO_PATH, TASKS_PATH, EpisodeLogError, _column, _read_table, checksums, clean_text, env_key
+from robostack.data.episode_log.layout import EVENT_TEXT_LIMITS, EVENTS_PATH, INFO_PATH, TASKS_PATH, EpisodeLogError, _column, _read_table, checksums, clean_text, env_key, info_digest, tasks_digest
 from robostack.files import file_sha256
 
 _logger = logging.getLogger("robostack.data.episode_log")
+_warned: set[tuple[str, str]] = set()  # (log root, what): each warning once per process
 _META_FILE = re.compile(r"chunk-(\d+)/file-(\d+)\.parquet$")
 
 
 class EpisodeLog:
     """Read-only view of a log (ours, or any LeRobot v3.0 dataset on disk). No torch."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, *, say=None):
+        """`say`: where the log's warnings go (each once per process), else to logging."""
         self.root = Path(root)
+        self.say = say
         self.info = self._read_info(self.root)
         self.fps = self.info["fps"]
         self.features = self.info["features"]
         self.video_keys = [k for k, f in self.features.items() if f["dtype"] == "video"]
-        # Rows past total_tasks belong to an episode whose commit a crash interrupted.
-        self.tasks = self._read_tasks(self.root)[:self.info["total_tasks"]] \
-            if self.info["total_tasks"] else []
+        self.tasks = self._verified_tasks()
         self._episodes: list[dict] | None = None
         self.checksums = checksums(self.info)
         self._verified: dict[str, str | None] = {}  # relative path -> why it is damaged (None: intact)
@@ -59,11 +60,63 @@ class EpisodeLog:
             raise EpisodeLogError(f"{path}: unreadable ({exc!r}). Fix: restore it from a copy; "
                                   "it is always replaced atomically, so damage came from "
                                   "outside the writer.") from exc
+        digest = info.get("robostack", {}).get("info_sha256")
+        if digest is not None and digest != info_digest(info):
+            raise EpisodeLogError(
+                f"{path}: its content is not what the writer wrote (robostack.info_sha256 does "
+                "not match: a byte changed on disk, or the file was edited). Every other file is "
+                "checked against it, so nothing of the log is read. Fix: restore it from a copy; "
+                "if you edited it on purpose, delete the robostack.info_sha256 entry (the next "
+                "EpisodeWriter on the log records a new one).")
         if not str(info.get("codebase_version", "")).startswith("v3."):
             raise EpisodeLogError(f"{path}: codebase_version {info.get('codebase_version')!r}; "
                                   "this reader needs v3.x. Fix: convert it with LeRobot's "
                                   "convert_dataset_v21_to_v30 script.")
         return info
+
+    def _warn(self, what: str, text: str) -> None:
+        key = (str(self.root.resolve()), what)
+        if key not in _warned:
+            _warned.add(key)
+            log_warning(text, self.say)
+
+    def _verified_tasks(self) -> list[str]:
+        """The committed tasks (rows past total_tasks belong to an episode whose commit a crash
+        interrupted); [] when tasks.parquet does not match the list its commit recorded, and
+        then each episode's task comes from its own (checksummed) metadata row."""
+        if not self.info["total_tasks"]:
+            return []
+        expected = self.info.get("robostack", {}).get("tasks_sha256")
+        try:
+            tasks = self._read_tasks(self.root)[:self.info["total_tasks"]]
+        except EpisodeLogError as exc:
+            if expected is None:
+                raise
+            why = str(exc)
+        else:
+            if expected is None or tasks_digest(tasks) == expected:
+                return tasks
+            why = (f"{self.root / TASKS_PATH}: damaged (its tasks are not the ones recorded at "
+                   "the last commit)")
+        self._warn("tasks", f"{why}; each episode's task is read from its metadata row instead. "
+                   "Fix: restore the file from a copy, or open the log with an EpisodeWriter, "
+                   "which rebuilds it from those rows.")
+        return []
+
+    def tasks_from_episodes(self) -> list[str]:
+        """The task list again, from the episodes' (checksummed) metadata rows, for a damaged
+        tasks.parquet: tasks are numbered in the order episodes first used them."""
+        rows = self.episodes
+        damaged = [row["episode_index"] for row in rows if "damaged" in row]
+        tasks = list(dict.fromkeys(row["tasks"][0] for row in rows if "damaged" not in row))
+        expected = self.info.get("robostack", {}).get("tasks_sha256")
+        if damaged or len(tasks) != self.info["total_tasks"] or \
+                (expected and tasks_digest(tasks) != expected):
+            raise EpisodeLogError(
+                f"{self.root / TASKS_PATH}: damaged, and the episodes' rows cannot rebuild it "
+                f"(damaged episodes {damaged[:10]}; {len(tasks)} tasks found, info.json counts "
+                f"{self.info['total_tasks']}). Fix: restore it from a copy.")
+        return tasks
 
     @staticmethod
     def _read_tasks(root: Path) -> list[str]:
@@ -126,21 +179,52 @@ class EpisodeLog:
                     f"{self.root / INFO_PATH} counts. Fix: restore the missing meta/episodes "
                     "files, or lower total_episodes/total_frames in info.json to drop them.")
             self._episodes = [rows[i] for i in range(len(self))]
+            unverified = [i for i, row in enumerate(self._episodes) if "damaged" not in row and
+                          self._data_path(row).relative_to(self.root).as_posix() not in self.checksums]
+            if unverified:
+                self._warn("unverified", (
+                    f"{self.root}: episodes {_ranges(unverified)} have no recorded checksums "
+                    "(written before the log recorded them, or by another tool): they are read "
+                    "unverified, so a byte changed on disk in them goes unnoticed. Fix: nothing "
+                    "to read them; to have them verified, record them again into a new log "
+                    "(the writer cannot vouch for files it did not write)."))
         return self._episodes
 
     @property
     def stats(self) -> dict[str, dict[str, np.ndarray]] | None:
         """meta/stats.json as LeRobot loads it ({feature: {stat: array}}), None if the log has
-        none (no episode yet, or a log from before statistics were kept)."""
+        none (no episode yet, or a log from before statistics were kept).
+        Integrity: stats.json is derived, rewritten after every commit, so no checksum of it is
+        committed; it is checked against the statistics pooled from the episodes' checksummed
+        metadata rows instead, and where they differ (a changed byte; a crash between a commit
+        and its statistics) the pooled ones are returned, with a warning."""
         path = self.root / feature_stats.STATS_PATH
         if not path.is_file():
             return None
         try:
-            return feature_stats.from_json(json.loads(path.read_text()))
+            stats = feature_stats.from_json(json.loads(path.read_text()))
         except ValueError as exc:
             raise EpisodeLogError(f"{path}: unreadable ({exc!r}). Fix: delete it; the next "
                                   "EpisodeWriter on this log pools it again from the "
                                   "episodes' statistics.") from exc
+        pooled = self.pooled_stats()
+        if pooled is not None and not feature_stats.same_stats(stats, pooled):
+            self._warn("stats", f"{path}: not the statistics of the episodes (they do not match "
+                       "those pooled from the episodes' checksummed metadata rows: a byte "
+                       "changed, or a crash came between a commit and its statistics); using "
+                       "the pooled ones. Fix: open the log with an EpisodeWriter, which writes "
+                       "them again.")
+            return pooled
+        return stats
+
+    def pooled_stats(self) -> dict[str, dict[str, np.ndarray]] | None:
+        """The log's statistics pooled from its episodes' metadata rows; None when an episode
+        is damaged or has none (a log from before statistics were kept)."""
+        per_episode = [feature_stats.from_columns(row) for row in self.episodes if "damaged" not in row]
+        if not per_episode or len(per_episode) < len(self) or not all(per_episode) or \
+                any(sorted(s) != sorted(per_episode[0]) for s in per_episode):
+            return None
+        return feature_stats.aggregate_stats(per_episode)
 
     def episode_stats(self, i: int) -> dict[str, dict[str, np.ndarray]]:
         """Episode i's statistics from its metadata row (the stats/<feature>/<stat> columns);
@@ -308,6 +392,17 @@ def event_lines(events: list[dict], fps: float) -> list[str]:
     return lines
 
 
+def _ranges(indices: Sequence[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    spans, start = [], None
+    for k, i in enumerate(indices):
+        start = i if start is None else start
+        if k + 1 == len(indices) or indices[k + 1] != i + 1:
+            spans.append(f"{start}" if start == i else f"{start}-{i}")
+            start = None
+    return ", ".join(spans)
+
+
 def logged_transitions(log: EpisodeLog | str | os.PathLike, *, episodes: Sequence[int] | None = None,
                        select: str = "all", successful_only: bool = False,
                        images: bool = True, say=None) -> list[dict]:
@@ -318,7 +413,7 @@ def logged_transitions(log: EpisodeLog | str | os.PathLike, *, episodes: Sequenc
     that never reported success. The buffer is left to the caller so that this layer needs no
     torch and no rl. A damaged episode (a file not matching its recorded checksum) is skipped
     with a warning naming it and the file (also through `say`)."""
-    log = log if isinstance(log, EpisodeLog) else EpisodeLog(log)
+    log = log if isinstance(log, EpisodeLog) else EpisodeLog(log, say=say)
     chosen = range(len(log)) if episodes is None else episodes
     pieces = []
     for i in skip_damaged(log, chosen, video=images, say=say):

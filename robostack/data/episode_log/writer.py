@@ -18,11 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robostack.data.episode_log import stats as feature_stats
-from robostack.data.episode_log.layout import _FILE_RE, CHUNKS_SIZE, CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, EVENTS_PATH, FORMAT_VERSION, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, _arrow_type, _chunk_file, _full_features, _is_temporary, _tasks_table, _write_parquet_atomic, check_events, checksums, events_table, feature_key
+from robostack.data.episode_log.layout import _FILE_RE, CHUNKS_SIZE, CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, EVENTS_PATH, FORMAT_VERSION, INFO_INDENT, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, _arrow_type, _chunk_file, _full_features, _is_temporary, _tasks_table, _write_parquet_atomic, check_events, checksums, events_table, feature_key, tasks_digest, write_info
 from robostack.data.episode_log.reader import EpisodeLog
 from robostack.files import file_sha256, fsync_dir, write_json_atomic
-
-INFO_INDENT = 4  # meta/info.json as LeRobot writes it
 
 
 class EpisodeWriter:
@@ -191,7 +189,7 @@ class EpisodeWriter:
                     "features": self.features,
                     "robostack": {"format_version": FORMAT_VERSION, "files_per_episode": 1,
                                   "events_path": EVENTS_PATH, "sha256": {}}}
-            write_json_atomic(path, info, indent=INFO_INDENT)
+            write_info(self.root, info)
             return info
         info = EpisodeLog._read_info(self.root)
         if info["fps"] != self.fps or info["features"] != json.loads(json.dumps(self.features)):
@@ -206,8 +204,8 @@ class EpisodeWriter:
                     "splits": {"train": f"0:{info['total_episodes']}"},
                     "robostack": {**info.get("robostack", {}), "format_version": FORMAT_VERSION,
                                   "events_path": EVENTS_PATH}}
-        if upgraded != info:
-            write_json_atomic(path, upgraded, indent=INFO_INDENT)
+        if upgraded != info or "info_sha256" not in upgraded["robostack"]:
+            write_info(self.root, upgraded)
         return upgraded
 
     def _open_stats(self) -> dict | None:
@@ -219,15 +217,17 @@ class EpisodeWriter:
         if self.info["total_episodes"] == 0:
             path.unlink(missing_ok=True)
             return None
+        log = EpisodeLog(self.root)
         if path.is_file():
             try:
                 stats = feature_stats.from_json(json.loads(path.read_text()))
+                pooled = log.pooled_stats()
                 if sorted(stats) == sorted(self._stat_keys) and \
-                        int(stats["action"]["count"][0]) == self.info["total_frames"]:
+                        int(stats["action"]["count"][0]) == self.info["total_frames"] and \
+                        (pooled is None or feature_stats.same_stats(stats, pooled)):
                     return stats
             except (ValueError, KeyError, TypeError, IndexError):
                 pass  # damaged: rebuilt below from the episodes' statistics
-        log = EpisodeLog(self.root)
         per_episode = []
         for i, row in enumerate(log.episodes):
             if "damaged" in row:  # its metadata file is damaged: the pool goes without it
@@ -262,7 +262,7 @@ class EpisodeWriter:
         relative = path.relative_to(self.root).as_posix()
         if relative in recorded:
             recorded[relative] = file_sha256(path)
-            write_json_atomic(self.root / INFO_PATH, self.info, indent=INFO_INDENT)
+            write_info(self.root, self.info)
         return stats
 
     def _write_stats(self, stats: dict) -> None:
@@ -277,9 +277,16 @@ class EpisodeWriter:
                 path.unlink()
         if self.info["total_tasks"]:
             # A crash inside a commit can leave tasks.parquet with the uncommitted episode's task.
-            tasks = EpisodeLog._read_tasks(self.root)
-            self._tasks = tasks[:self.info["total_tasks"]]
-            if len(tasks) > len(self._tasks):
+            try:
+                tasks = EpisodeLog._read_tasks(self.root)
+            except EpisodeLogError:
+                tasks = None
+            self._tasks = (tasks or [])[:self.info["total_tasks"]]
+            expected = self.info["robostack"].get("tasks_sha256")
+            if tasks is None or (expected and tasks_digest(self._tasks) != expected):
+                self._tasks = EpisodeLog(self.root).tasks_from_episodes()  # (it warns, once)
+                _write_parquet_atomic(_tasks_table(self._tasks), self.root / TASKS_PATH)
+            elif len(tasks) > len(self._tasks):
                 _write_parquet_atomic(_tasks_table(self._tasks), self.root / TASKS_PATH)
         for top in ("data", "videos", "meta/episodes", "meta/events"):
             for path in (self.root / top).rglob("*") if (self.root / top).exists() else ():
@@ -421,10 +428,11 @@ class EpisodeWriter:
         checksums(self.info).update({p.relative_to(self.root).as_posix(): h for p, h in sums.items()})
         if new_task:
             _write_parquet_atomic(_tasks_table(self._tasks), self.root / TASKS_PATH)
+        self.info["robostack"]["tasks_sha256"] = tasks_digest(self._tasks)
         # The commit point: until info.json counts it, the episode does not exist.
         self.info.update(total_episodes=index + 1, total_frames=first + length,
                          total_tasks=len(self._tasks), splits={"train": f"0:{index + 1}"})
-        write_json_atomic(self.root / INFO_PATH, self.info, indent=INFO_INDENT)
+        write_info(self.root, self.info)
         # After the commit, as LeRobot orders it: a crash here leaves stats.json without this
         # episode, which the next writer notices (its frame count) and pools again.
         self._stats = episode_stats if self._stats is None else \
