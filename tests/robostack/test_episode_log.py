@@ -569,37 +569,33 @@ WRITE_STATS_CRASH_CHILD = textwrap.dedent("""
     writer = EpisodeWriter({root!r}, 10, features(), task="pick")
     write_episode(writer, make_episode(0, 5))
     writer.flush()
-    # Die after episode 1's commit (info.json counts it), before stats.json follows.
-    episode_log.EpisodeWriter._write_stats = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+    # Die after episode 1's statistics are in stats.json, before the commit (info.json) counts it.
+    episode_log.write_info = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
     write_episode(writer, make_episode(1, 4))
     writer.flush()
 """)
 
 
-def test_stats_written_late_by_a_crash_are_pooled_again_on_reopen(tmp_path):
+def test_stats_written_ahead_of_a_crashed_commit_are_pooled_again(tmp_path):
     root = tmp_path / "log"
     child = subprocess.run(
         [sys.executable, "-c", WRITE_STATS_CRASH_CHILD.format(tests=str(Path(__file__).parent), root=str(root))],
         check=False, capture_output=True, text=True, cwd=REPO, timeout=60,
         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
     assert child.returncode == -signal.SIGKILL, child.stderr
-    stale = json.loads((root / "meta/stats.json").read_text())
-    assert stale["action"]["count"] == [5]  # episode 0 only
+    ahead = json.loads((root / "meta/stats.json").read_text())
+    assert ahead["action"]["count"] == [9]  # episodes 0 and 1, of which only 0 is committed
     said = []
     log = EpisodeLog(root, say=said.append)
-    actions = [make_episode(0, 5)["actions"], make_episode(1, 4)["actions"]]
-    # The reader does not hand out the stale file: it checks it against the episodes' rows.
-    assert len(log) == 2 and log.stats["action"]["count"].tolist() == [9]
-    assert len(said) == 1 and "stats.json: not the statistics of the episodes" in said[0]
+    # The reader does not hand out the file: it is not the one the commit recorded.
+    assert len(log) == 1 and log.stats["action"]["count"].tolist() == [5]
+    assert len(said) == 1 and "stats.json: damaged (not the file the last commit recorded" in said[0]
+    action = make_episode(0, 5)["actions"]
+    assert_pooled(log.stats["action"], action, quantiles_from=[action])
     EpisodeWriter(root, 10, features(), task="pick").close()  # reopening alone repairs it
-    said.clear()
-    assert_pooled(EpisodeLog(root, say=said.append).stats["action"], np.concatenate(actions),
-                  quantiles_from=actions)
-    from robostack.data.episode_log.stats import from_json, same_stats
-
-    rewritten = from_json(json.loads((root / "meta/stats.json").read_text()))
-    assert rewritten["action"]["count"].tolist() == [9]
-    assert same_stats(rewritten, EpisodeLog(root).pooled_stats())
+    assert json.loads((root / "meta/stats.json").read_text())["action"]["count"] == [5]
+    info = json.loads((root / "meta/info.json").read_text())
+    assert info["robostack"]["sha256"]["meta/stats.json"] == file_sha256(root / "meta/stats.json")
 
 
 def test_a_log_from_before_stats_gets_them_when_reopened(tmp_path):
@@ -748,6 +744,12 @@ def test_a_log_from_before_events_reads_with_none_and_logs_them_from_then_on(tmp
 
 
 # --- the log's own files: info.json, tasks.parquet, stats.json; logs from before checksums --------
+def file_sha256(path):
+    from robostack.files import file_sha256 as sha
+
+    return sha(path)
+
+
 def test_a_healthy_log_reads_without_a_warning(tmp_path):
     with EpisodeWriter(tmp_path, 10, features(), task="a") as writer:
         write_episode(writer, make_episode(0, 3))
@@ -807,12 +809,12 @@ def test_a_changed_stats_json_is_not_handed_out(tmp_path):
     path = tmp_path / "meta/stats.json"
     good = EpisodeLog(tmp_path).stats
     stats = json.loads(path.read_text())
-    stats["action"]["mean"][0] += 0.25
+    stats["action"]["mean"][0] += 0.25  # valid JSON, the right frame count: only the checksum tells
     path.write_text(json.dumps(stats))
     said = []
     got = EpisodeLog(tmp_path, say=said.append).stats
     np.testing.assert_allclose(got["action"]["mean"], good["action"]["mean"])
-    assert len(said) == 1 and "stats.json: not the statistics of the episodes" in said[0]
+    assert len(said) == 1 and "stats.json: damaged" in said[0] and "pooled" in said[0]
     EpisodeWriter(tmp_path, 10, features(), task="a").close()  # the count was right: still rewritten
     np.testing.assert_allclose(json.loads(path.read_text())["action"]["mean"], good["action"]["mean"])
 

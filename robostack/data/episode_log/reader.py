@@ -193,29 +193,29 @@ class EpisodeLog:
     @property
     def stats(self) -> dict[str, dict[str, np.ndarray]] | None:
         """meta/stats.json as LeRobot loads it ({feature: {stat: array}}), None if the log has
-        none (no episode yet, or a log from before statistics were kept).
-        Integrity: stats.json is derived, rewritten after every commit, so no checksum of it is
-        committed; it is checked against the statistics pooled from the episodes' checksummed
-        metadata rows instead, and where they differ (a changed byte; a crash between a commit
-        and its statistics) the pooled ones are returned, with a warning."""
+        none (no episode yet, or a log from before statistics were kept). A file that is not
+        the one the last commit recorded (its sha256: a changed byte, or a crash between the
+        statistics and the commit) is named in a warning, and the statistics pooled from the
+        episodes' checksummed metadata rows are returned instead."""
         path = self.root / feature_stats.STATS_PATH
+        recorded = self.checksums.get(feature_stats.STATS_PATH)
+        if recorded is not None and (not path.is_file() or file_sha256(path) != recorded):
+            pooled = self.pooled_stats()
+            self._warn("stats", f"{path}: {'damaged' if path.is_file() else 'missing'} (not the "
+                       "file the last commit recorded: a byte changed, or a crash came between "
+                       "the statistics and the commit); "
+                       + ("using the statistics pooled from the episodes' metadata rows" if pooled
+                          else "and a damaged episode leaves nothing to pool them from")
+                       + ". Fix: open the log with an EpisodeWriter, which writes them again.")
+            return pooled
         if not path.is_file():
             return None
         try:
-            stats = feature_stats.from_json(json.loads(path.read_text()))
+            return feature_stats.from_json(json.loads(path.read_text()))
         except ValueError as exc:
             raise EpisodeLogError(f"{path}: unreadable ({exc!r}). Fix: delete it; the next "
                                   "EpisodeWriter on this log pools it again from the "
                                   "episodes' statistics.") from exc
-        pooled = self.pooled_stats()
-        if pooled is not None and not feature_stats.same_stats(stats, pooled):
-            self._warn("stats", f"{path}: not the statistics of the episodes (they do not match "
-                       "those pooled from the episodes' checksummed metadata rows: a byte "
-                       "changed, or a crash came between a commit and its statistics); using "
-                       "the pooled ones. Fix: open the log with an EpisodeWriter, which writes "
-                       "them again.")
-            return pooled
-        return stats
 
     def pooled_stats(self) -> dict[str, dict[str, np.ndarray]] | None:
         """The log's statistics pooled from its episodes' metadata rows; None when an episode

@@ -138,19 +138,6 @@ def _aggregate_feature(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, n
     return out
 
 
-def same_stats(a: Mapping[str, Mapping[str, np.ndarray]], b: Mapping[str, Mapping[str, np.ndarray]]) -> bool:
-    """Whether two sets of statistics agree: the same features and statistics, the values up
-    to rounding (pooling episode by episode or all at once differs in the last bits)."""
-    if sorted(a) != sorted(b) or any(sorted(a[k]) != sorted(b[k]) for k in a):
-        return False
-    for key, ft in a.items():
-        for name, value in ft.items():
-            x, y = np.asarray(value, np.float64), np.asarray(b[key][name], np.float64)
-            if x.shape != y.shape or not np.allclose(x, y, rtol=1e-9, atol=1e-12):
-                return False
-    return True
-
-
 # --------------------------------------------------------------------------- on disk
 def to_json(stats: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
     """Nested lists, as LeRobot's write_stats writes them."""

@@ -209,25 +209,26 @@ class EpisodeWriter:
         return upgraded
 
     def _open_stats(self) -> dict | None:
-        """The statistics of the committed episodes: meta/stats.json when it covers exactly
-        them, else pooled again from the episodes' own statistics. That happens after a crash
-        between a commit and the stats write (stats.json then lacks the last episode), and for
-        a log written before statistics were kept (its episodes get theirs computed now)."""
+        """The statistics of the committed episodes: meta/stats.json when it is the file the
+        last commit recorded (its sha256; in logs from before that: when it covers exactly
+        the committed frames), else pooled again from the episodes' own statistics. That
+        happens after a crash between the stats write and the commit (stats.json then covers
+        the uncommitted episode too), after damage, and for a log written before statistics
+        were kept (its episodes get theirs computed now)."""
         path = self.root / feature_stats.STATS_PATH
         if self.info["total_episodes"] == 0:
             path.unlink(missing_ok=True)
             return None
-        log = EpisodeLog(self.root)
-        if path.is_file():
+        recorded = checksums(self.info).get(feature_stats.STATS_PATH)
+        if path.is_file() and (recorded is None or file_sha256(path) == recorded):
             try:
                 stats = feature_stats.from_json(json.loads(path.read_text()))
-                pooled = log.pooled_stats()
                 if sorted(stats) == sorted(self._stat_keys) and \
-                        int(stats["action"]["count"][0]) == self.info["total_frames"] and \
-                        (pooled is None or feature_stats.same_stats(stats, pooled)):
+                        int(stats["action"]["count"][0]) == self.info["total_frames"]:
                     return stats
             except (ValueError, KeyError, TypeError, IndexError):
                 pass  # damaged: rebuilt below from the episodes' statistics
+        log = EpisodeLog(self.root)
         per_episode = []
         for i, row in enumerate(log.episodes):
             if "damaged" in row:  # its metadata file is damaged: the pool goes without it
@@ -238,6 +239,7 @@ class EpisodeWriter:
             per_episode.append(episode_stats)
         stats = feature_stats.aggregate_stats(per_episode)
         self._write_stats(stats)
+        write_info(self.root, self.info)  # with the new file's checksum
         return stats
 
     def _backfill_episode_stats(self, log: EpisodeLog, i: int) -> dict:
@@ -266,8 +268,10 @@ class EpisodeWriter:
         return stats
 
     def _write_stats(self, stats: dict) -> None:
-        write_json_atomic(self.root / feature_stats.STATS_PATH, feature_stats.to_json(stats),
-                          indent=INFO_INDENT)
+        """stats.json, and its checksum into self.info (which the caller writes)."""
+        path = self.root / feature_stats.STATS_PATH
+        write_json_atomic(path, feature_stats.to_json(stats), indent=INFO_INDENT)
+        checksums(self.info)[feature_stats.STATS_PATH] = file_sha256(path)
 
     def _recover(self) -> None:
         """Remove what a crash left: temporary files and files of uncommitted episodes."""
@@ -429,15 +433,17 @@ class EpisodeWriter:
         if new_task:
             _write_parquet_atomic(_tasks_table(self._tasks), self.root / TASKS_PATH)
         self.info["robostack"]["tasks_sha256"] = tasks_digest(self._tasks)
+        # Before the commit (LeRobot writes them after it), so that the commit records their
+        # checksum: a crash in between leaves stats.json covering this uncommitted episode
+        # too and not matching that checksum, which the next writer notices and pools again.
+        pooled = episode_stats if self._stats is None else \
+            feature_stats.aggregate_stats([self._stats, episode_stats])
+        self._write_stats(pooled)
         # The commit point: until info.json counts it, the episode does not exist.
         self.info.update(total_episodes=index + 1, total_frames=first + length,
                          total_tasks=len(self._tasks), splits={"train": f"0:{index + 1}"})
         write_info(self.root, self.info)
-        # After the commit, as LeRobot orders it: a crash here leaves stats.json without this
-        # episode, which the next writer notices (its frame count) and pools again.
-        self._stats = episode_stats if self._stats is None else \
-            feature_stats.aggregate_stats([self._stats, episode_stats])
-        self._write_stats(self._stats)
+        self._stats = pooled
 
 
 def _rename_durably(tmp: Path, final: Path) -> None:
