@@ -41,15 +41,17 @@ before using it, and a damaged episode is named and skipped, never silently read
 The log's own files: info.json holds a digest of its own content (robostack.info_sha256; a
 changed one is refused, since every other check hangs on it); the committed task list's digest
 (robostack.tasks_sha256; a damaged tasks.parquet is named and each episode's task read from its
-row, and a writer rebuilds the file); stats.json is derived, so it is checked against the
-statistics pooled from the checksummed episode rows (a mismatch is named and the pooled ones
-used). Episodes without recorded checksums (logs from before them) read with one warning.
+row, and a writer rebuilds the file); stats.json's sha256 is committed with the episode like
+the episode's files (a file that does not match is named and the statistics pooled from the
+episodes' rows used instead). Episodes without recorded checksums (logs from before them)
+read with one warning naming them.
 Safety events: `add_frame(..., events=info["supervisor_transitions"])` logs the supervisor's
 transitions (and other safety events) with their reasons at the frame whose step reported them;
 `EpisodeLog.events(i)` reads them back (layout.check_events: what is accepted and how it is
 bounded).
-`meta/stats.json` follows each commit (as in LeRobot); a writer that finds it not covering
-exactly the committed frames (a crash in between) pools it again from the episodes' rows.
+`meta/stats.json` is written just before each commit (LeRobot writes it after), so that the
+commit records its checksum; a writer that finds it not the file the commit recorded (a crash
+in between) pools it again from the episodes' rows.
 
 Writes happen on a background thread behind a bounded queue: `add_frame` copies the arrays and
 enqueues them (microseconds); video encoding, parquet writing and statistics (a histogram per
