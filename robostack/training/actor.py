@@ -35,9 +35,15 @@ from robostack.env.teleop import needs_pacing
 from robostack.env.wrappers import make_training_env
 from robostack.training.config import ActorIdentity, RunConfig, parse_run_options
 from robostack.training.rollouts import collect_demonstrations, evaluate, open_env
-from robostack.training.run_dir import Summary, read_summary
+from robostack.training.run_dir import RUN_FILE, Summary, read_summary
 from robostack.training.threads import exit_when_a_thread_dies
-from robostack.training.transitions import HandshakeRefused, TransitionSender, action_spec, observation_spec
+from robostack.training.transitions import (
+    HandshakeRefused,
+    Superseded,
+    TransitionSender,
+    action_spec,
+    observation_spec,
+)
 from robostack.training.weights import WeightsSubscriber
 
 
@@ -76,7 +82,8 @@ class Actor:
                  "action_spec": action_spec(self.env.action_space)}
         spool = identity.spool_dir or str(Path(config.run_dir) / "spool" / self.id)
         self.sender = TransitionSender(identity.learner, self.id, hello, spool, self.options.batch_steps,
-                                       self.options.request_timeout, say=self.say)
+                                       self.options.request_timeout, say=self.say,
+                                       run_file=identity.run_file or Path(config.run_dir) / RUN_FILE)
         if self.sender.pending:
             self.say(f"{self.id}: {len(self.sender.pending)} spooled batches in {spool} will be resent")
         # Subscribed before the handshake: the learner resends its weights when we say hello.
@@ -395,6 +402,10 @@ def main(argv=None) -> int:
         print(f"robostack actor: {exc}", file=sys.stderr, flush=True)
         actor.summary.update(state="refused", reason=str(exc))
         return 2
+    except Superseded as exc:  # a newer copy of this actor took over; the spool keeps the rest
+        print(f"robostack actor: {exc}", file=sys.stderr, flush=True)
+        actor.summary.update(state="superseded", reason=str(exc))
+        return 1
     except transport.PeerTimeout as exc:
         print(f"robostack actor: {exc}", file=sys.stderr, flush=True)
         actor.summary.update(state="gave up", reason=str(exc))

@@ -12,6 +12,13 @@ RunConfig; each process uses the part that concerns it.
 `robostack actor` takes the same options directly; with `--config`, options given on its
 command line override the file's.
 
+A stand-alone pair shares the run's identity through run.json (run id and secret, created by the
+learner in its --run-dir, mode 0600): an actor with the same --run-dir on the same machine reads
+it there; an actor on another machine is given a copy of it (`--run-file PATH`, kept 0600). The
+learner takes actor ids actor-0 .. actor-<N-1> with `--actors N` (default 1), and listens on
+loopback unless told otherwise (`--endpoint tcp://*:5600 --weights-endpoint tcp://*:5601` for
+actors on other machines).
+
 Every value is checked when a RunConfig is built (`VALID`: each numeric option's range), so a
 bad option is a usage error before any process, env or file of the run exists. A run is resumed
 only with the settings it recorded (`resume_differences`), except for the options in
@@ -305,8 +312,8 @@ def check_resumable(config: RunConfig) -> None:
 class LearnerIdentity:
     """Where the learner listens."""
 
-    endpoint: str = "tcp://*:5600"  # actors' requests: hello, transitions, status (ROUTER, bound)
-    weights_endpoint: str = "tcp://*:5601"  # weights broadcast to actors (PUB, bound)
+    endpoint: str = "tcp://127.0.0.1:5600"  # actors' requests: hello, transitions, status (ROUTER, bound; loopback unless told: tcp://*:5600 for actors on other machines)
+    weights_endpoint: str = "tcp://127.0.0.1:5601"  # weights broadcast to actors (PUB, bound; loopback unless told)
 
 
 @dataclass
@@ -319,6 +326,7 @@ class ActorIdentity:
     weights: str = "tcp://127.0.0.1:5601"  # the learner's weights endpoint
     robot_server: str = ""  # robot server command endpoint ("": start one on loopback)
     spool_dir: str = ""  # where unacknowledged batches wait on disk ("": <run_dir>/spool/<actor-id>)
+    run_file: str = ""  # the run's identity and secret, which the hello proves ("": <run_dir>/run.json, the learner's; on another machine, a copy of it, mode 0600)
     episode_log: str = ""  # episode log folder (LeRobot v3 layout) for the training rollouts ("": none)
     evaluator: bool = False  # run the learner's evaluations (deterministic policy)
     teleop_readings: str = ""  # a person's device readings, relayed by the launcher (PUB there; "": open --intervention's device here)

@@ -2,14 +2,17 @@
 
     robot server(s) (MuJoCo mirror)  <-  actor(s)  ->  learner  ->  weights  ->  actor(s)
 
-The launcher starts one robot server per actor, the learner and the actors as child processes on
-loopback tcp, prints live progress (from the learner's "stats" request), supervises them
+The launcher starts one robot server per actor, the learner and the actors as child processes
+talking over unix sockets (transport.ipc_endpoint, named after the run: a restarted process
+comes back on the same ones, and another user cannot take them), prints live progress (from the learner's "stats" request), supervises them
 (a process that crashes is restarted unless it crashed more than --restarts times within
 --restart-window s, a crash loop: a restarted learner resumes from its checkpoint, actors
 resend what it lacks; any child that exits while the run is unfinished is restarted, whatever
 its exit code, since a robot server sent `shutdown` exits 0 too), and when the step budget is
 spent runs `robostack eval` on the final policy. Each child's output goes to <run_dir>/logs/<name>.log
-and is echoed here; <run_dir>/processes.json lists their pids.
+and is echoed here; <run_dir>/processes.json lists their pids. The endpoints go into
+config.json only once the processes that bind them answer there, the learner with its proof
+made with the run's secret (a process squatting its endpoint is named, and the run abandoned).
 
 Ctrl-C / SIGTERM: actors stop first (their last episode ends as truncated, their transitions are
 flushed to the learner), then the learner (it writes a checkpoint), then the robot servers. A
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -32,7 +36,7 @@ from typing import TYPE_CHECKING
 from robostack import cpu_affinity, transport
 from robostack.files import write_json_atomic
 from robostack.training.progress import format_progress
-from robostack.training.run_dir import Summary, read_summary, start_run
+from robostack.training.run_dir import RUN_FILE, Summary, read_run_identity, read_summary, start_run
 
 # The run configuration (robostack/training/config.py) is imported where it is used: it brings
 # torch with the SAC settings, and this module is also every child's entry (`--child`), robot
@@ -99,9 +103,6 @@ class Child:
 
 class Launcher:
     def __init__(self, config: RunConfig, say=print, relay=None):
-        from robostack.training.config import ActorIdentity, LearnerIdentity, identity_argv
-        from robostack.training.rollouts import server_options
-
         self.config, self.options, self.say = config, config.launch, say
         # A person at the controls: their device runs here, in the process that holds the
         # terminal, and `relay` (robostack/env/teleop_relay.py: TeleopRelay) forwards it to actor 0.
@@ -112,10 +113,35 @@ class Launcher:
         self.summary = Summary(self.run_dir, "launcher")
         self.stop_signal: int | None = None
         self.learner_answered = False
-        self.learner_endpoint = transport.free_tcp_endpoint()
-        self.weights_endpoint = transport.free_tcp_endpoint()
-        self.servers = [(transport.free_tcp_endpoint(), transport.free_tcp_endpoint())
-                        for _ in range(self.options.actors)]
+        self.endpoints_published = False
+        self.next_endpoint_check = 0.0
+        self.children: list[Child] = []  # made by prepare_run_dir, once the run has its identity
+
+    # --- the run -----------------------------------------------------------------------------
+    def prepare_run_dir(self) -> None:
+        """Once per run, before any child starts: refuse to resume a run recorded with other
+        settings, move a previous run aside whole (--resume false), write the config.json the
+        children read (run_dir.start_run; its endpoints come once they are bound:
+        publish_endpoints), and make the children, on endpoints named after the run."""
+        start_run(self.config, "actor-learner", self.say)
+        self.run_id, self.run_secret = read_run_identity(self.run_dir / RUN_FILE)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "eval.json").unlink(missing_ok=True)  # the previous run's result
+        self.make_children()
+
+    def make_children(self) -> None:
+        from robostack.training.config import ActorIdentity, LearnerIdentity, identity_argv
+        from robostack.training.rollouts import server_options
+
+        config = self.config
+
+        def endpoint(role: str) -> str:
+            # Unix sockets in the user's private folder, short names (a socket path has ~107
+            # bytes), named after the run: the same after any restart, another run's elsewhere.
+            return transport.ipc_endpoint(f"{self.run_id}-{role}")
+
+        self.learner_endpoint, self.weights_endpoint = endpoint("l"), endpoint("w")
+        self.servers = [(endpoint(f"c{i}"), endpoint(f"s{i}")) for i in range(self.options.actors)]
         self.server_children = [
             Child(f"robot-server-{i}", "robostack.robot.server",
                   ["--task", config.task, "--clock", "lockstep", "--command-endpoint", command,
@@ -137,8 +163,8 @@ class Launcher:
                                   spool_dir=str(self.run_dir / "spool" / f"actor-{i}"),
                                   episode_log=str(self.run_dir / "episodes" / f"actor-{i}"),
                                   evaluator=i == 0)
-            if relay is not None and i == 0:
-                actor.teleop_readings, actor.teleop_view = relay.readings_endpoint, relay.view_endpoint
+            if self.relay is not None and i == 0:
+                actor.teleop_readings, actor.teleop_view = self.relay.readings_endpoint, self.relay.view_endpoint
             self.actor_children.append(Child(f"actor-{i}", "robostack.training.actor",
                                              [*run_options, *identity_argv(actor)], self.log_dir))
         self.children = [*self.server_children, self.learner, *self.actor_children]
@@ -146,16 +172,41 @@ class Launcher:
         for child in self.children:
             child.cpus = (self.cpu_plan or {}).get(child.name)
 
-    # --- the run -----------------------------------------------------------------------------
-    def prepare_run_dir(self) -> None:
-        """Once per run, before any child starts: refuse to resume a run recorded with other
-        settings, move a previous run aside whole (--resume false), write the config.json the
-        children read (run_dir.start_run)."""
-        start_run(self.config, "actor-learner", self.say, endpoints={
+    def publish_endpoints(self, client: transport.RequestClient) -> str | None:
+        """config.json's endpoints, written once every process that binds one answers on it:
+        the learner with its proof over a fresh challenge (made with the run's secret), each
+        robot server to a hello. Until then nothing outside the run reads an endpoint that
+        another process could take first. Returns why the run cannot go on when what answers on
+        the learner's endpoint is not this run's learner; checks at most once a second."""
+        from robostack.training.config import write_run_config
+        from robostack.training.transitions import proof_matches, welcome_proof
+
+        if self.endpoints_published or time.monotonic() < self.next_endpoint_check:
+            return None
+        self.next_endpoint_check = time.monotonic() + 1.0
+        challenge = secrets.token_hex(16)
+        try:
+            stats = client.request("stats", {"challenge": challenge}, timeout=0.5).meta
+        except transport.RemoteError as exc:
+            stats = {"error": exc.text}
+        except transport.TransportError:
+            return None  # not up yet
+        if stats.get("run") != self.run_id or not proof_matches(
+                welcome_proof(self.run_secret, self.run_id, "launcher", challenge), stats.get("proof")):
+            return (f"the process answering at {self.learner_endpoint} is not run {self.run_id}'s "
+                    f"learner (no proof made with this run's secret; it says run "
+                    f"{str(stats.get('run'))[:40]!r}): another process holds that endpoint; stop it")
+        for command, _ in self.servers:
+            with transport.RequestClient(command, "launcher", timeout=0.5) as server:
+                try:
+                    server.request("hello", {"task": self.config.task})
+                except transport.TransportError:
+                    return None  # not up yet (or restarting): next time
+        write_run_config(self.config, mode="actor-learner", endpoints={
             "learner": self.learner_endpoint, "weights": self.weights_endpoint,
             "robot_servers": [c for c, _ in self.servers]})
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "eval.json").unlink(missing_ok=True)  # the previous run's result
+        self.endpoints_published = True
+        return None
 
     def run(self) -> int:
         started = time.perf_counter()
@@ -178,7 +229,7 @@ class Launcher:
                 if self.stop_signal is not None:
                     outcome = "stopped"
                     break
-                outcome = self.operator_outcome() or self.supervise()
+                outcome = self.operator_outcome() or self.supervise() or self.publish_endpoints(stats_client)
                 self.echo()
                 if time.monotonic() - last_progress > self.options.progress_seconds and outcome is None:
                     last_progress = time.monotonic()

@@ -68,8 +68,12 @@ class Learner(Receiver):
     """The learner's state (set up here, resumed from a checkpoint of either training mode),
     its update loop (`run`) and its checkpoints; the answers to actors come from `Receiver`."""
 
-    def __init__(self, config: RunConfig, identity: LearnerIdentity | None = None, say=print):
+    def __init__(self, config: RunConfig, identity: LearnerIdentity | None = None, say=print,
+                 publish_endpoints: bool = False):
         self.config, self.identity, self.say = config, identity or LearnerIdentity(), say
+        # Stand-alone: write the endpoints into config.json once they are bound (run()), so
+        # that nothing reads an endpoint another process could still take first.
+        self.publish_endpoints = publish_endpoints
         self.options = config.learner
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
@@ -125,6 +129,12 @@ class Learner(Receiver):
         # written it before any child started): a learner restarted at any moment, even before
         # its first checkpoint, is the same run, so the actors' spools are accepted as its own.
         self.run_id = run_dir.run_identity(self.run_dir, state.counters.get("run_id") if state else None)
+        # Its secret: what this run's actors prove themselves with (receiver.identity_problem).
+        _, self.run_secret = run_dir.read_run_identity(self.run_dir / run_dir.RUN_FILE)
+        # The actor ids this run has a place for: the launcher's actor-0 .. actor-<N-1>, and as
+        # many for stand-alone actors (`robostack learner --actors N`).
+        self.actor_ids = frozenset(f"actor-{i}" for i in range(config.launch.actors))
+        self.retired: dict[str, list[str]] = {}  # actor id -> sessions a newer one replaced
         # The demonstrations learning waits for: the logged ones this run holds, or --demos
         # episodes of the scripted expert (actors record what is missing).
         self.demo_target = self.demo_episodes if config.demo_log else config.demos
@@ -178,6 +188,9 @@ class Learner(Receiver):
         server = transport.RequestServer(self.identity.endpoint, source="learner")
         self.weights = WeightsPublisher(self.identity.weights_endpoint)
         self.weights.publish(self.agent, self.weights_version)
+        if self.publish_endpoints:  # both bound: now they may be read
+            write_run_config(cfg, mode="actor-learner", endpoints={
+                "learner": self.identity.endpoint, "weights": self.identity.weights_endpoint})
         receiver = threading.Thread(target=self.serve, args=(server,), name="receiver", daemon=True)
         receiver.start()
         self.summary.update(state="running")
@@ -365,10 +378,10 @@ def main(argv=None) -> int:
 
     keep_freed_memory()  # reuse the update's multi-MB buffers instead of page-faulting them in
     if not args.config:  # stand-alone: this command line is the run's configuration
-        write_run_config(config, mode="actor-learner", endpoints={
-            "learner": identity.endpoint, "weights": identity.weights_endpoint})
+        write_run_config(config, mode="actor-learner")  # its endpoints once bound (run())
     try:
-        learner = Learner(config, identity, say=lambda text: print(text, flush=True))
+        learner = Learner(config, identity, say=lambda text: print(text, flush=True),
+                          publish_endpoints=not args.config)
     except (run_dir.RunFileError, run_state.CheckpointError) as exc:  # a restart cannot mend a file
         print(f"robostack learner: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -4,15 +4,24 @@
 receiver polls the learner's ROUTER socket and answers each request under the learner's lock,
 so buffers, counters and ledger change only between two of the update loop's steps:
 
-    hello        check the actor's task and specs (transitions.hello_mismatch); welcome it with
-                 the seqs held of it, the run id, the SAC config and the demonstrations wanted
+    hello        check the actor's task and specs (transitions.hello_mismatch), that it is of
+                 this run (run id, and its proof made with the run's secret), that the run has
+                 a place for its actor id; welcome it with the seqs held of it, the run id, the
+                 learner's own proof, the SAC config and the demonstrations wanted. A newer
+                 session for an actor id replaces the older one (see on_hello)
     transitions  store the new part of a batch (transitions.Ledger drops resent prefixes) in
                  the online and/or demonstration buffer, count env steps, log finished episodes
     status       the ack alone: stored/durable seqs, wait (UTD pacing), done, eval requests
     eval         an evaluation result: a metrics.csv row (and the final result)
     bye          the actor left (at the end of a run it then asks "durable" until the final
                  checkpoint holds its transitions, and cleans its spool)
-    stats        counters and rates (the launcher's progress lines)
+    stats        counters and rates (the launcher's progress lines), and the run id; with a
+                 `challenge`, the learner's proof over it (how the launcher tells that the
+                 process answering on an endpoint is this run's learner before it records it)
+
+transitions, status, eval and bye are taken only from the session that said hello for their
+actor id (anything else: "rehello", or "superseded" for a replaced session); durable from any
+one, but only that session's may end the learner's wait for it.
 
 Every request is hostile until validated: its numbers are read with transport.meta_int /
 meta_float (types, finite, ranges a reply can carry), a batch's arrays are checked against the
@@ -34,7 +43,15 @@ import time
 from robostack import transport
 from robostack.training import run_dir
 from robostack.training.progress import progress_stats
-from robostack.training.transitions import TO_DEMO_BUFFER, hello_mismatch, split_observations
+from robostack.training.transitions import (
+    TO_DEMO_BUFFER,
+    Superseded,
+    hello_mismatch,
+    hello_proof,
+    proof_matches,
+    split_observations,
+    welcome_proof,
+)
 
 log = logging.getLogger("robostack.training.learner")
 
@@ -44,6 +61,7 @@ MAX_SEQ = 2**53
 MAX_BATCH = 2**20  # transitions in one batch (actors send ~100)
 MAX_EPISODES = 10_000  # episode summaries in one batch
 MAX_NAME = 128  # characters of an actor id
+RETIRED_SESSIONS = 16  # replaced sessions remembered per actor id (they are told "superseded")
 
 
 class Receiver:
@@ -67,6 +85,10 @@ class Receiver:
             with self.lock:
                 reply = handler(request.message)
                 self.lock.notify_all()
+        except Superseded as exc:  # a replaced session: its process must stop, not retry
+            self.note_refusal(f"refused {kind!r} of a replaced session: {exc}")
+            server.reply(request, "superseded", {"error": str(exc)})
+            return
         except (ValueError, KeyError, TypeError, IndexError) as exc:  # bad data: refuse it
             self.refused = getattr(self, "refused", 0) + 1
             if self.refused <= 10 or self.refused % 1000 == 0:  # a flood is not a log flood
@@ -89,19 +111,59 @@ class Receiver:
         if not isinstance(actor, str) or not 0 < len(actor) <= MAX_NAME:
             raise ValueError(f"actor id must be a str of 1..{MAX_NAME} characters, got "
                              f"{type(actor).__name__}")
-        problem = hello_mismatch(self.expected, msg.meta)
+        problem = hello_mismatch(self.expected, msg.meta) or self.identity_problem(actor, msg)
         if problem:
-            self.say(f"learner: refused {actor}: {problem}")
+            self.note_refusal(f"refused hello of {actor[:40]!r}: {problem}")
             return "error", problem
-        known = actor in self.actors
+        resend_from = transport.meta_int(msg.meta, "resend_from", low=1, high=MAX_SEQ + 1)
+        known, info = actor in self.actors, self.actors.get(actor)
+        if info is not None and info["session"] != msg.session:
+            # A newer session replaces the older one rather than being refused: after kill -9
+            # the learner cannot tell that the older one is dead (ZeroMQ says nothing), and the
+            # restarted actor must not wait for it to time out. Both proved they are this run's
+            # actor, so this is a restart or a duplicate copy, never an outsider; the older one
+            # is told "superseded" and may not come back, so two copies cannot take turns.
+            self.retired.setdefault(actor, []).append(info["session"])
+            del self.retired[actor][:-RETIRED_SESSIONS]
+            self.say(f"learner: a new session of {actor} replaces the previous one "
+                     f"({'connected' if info['connected'] else 'gone'}, seen "
+                     f"{time.monotonic() - info['seen']:.0f} s ago)")
         self.actors[actor] = {"session": msg.session, "connected": True, "seen": time.monotonic(),
-                              "weights_version": -1, "unsent": 0, "evaluator": False}
+                              "weights_version": -1, "unsent": 0, "evaluator": False,
+                              "resend_from": resend_from}
         self.republish = True
         self.say(f"learner: {'re' if known else ''}connected {actor} (holding its transitions up "
                  f"to #{self.ledger.stored.get(actor, 0)})")
         return "welcome", {**self.ledger.ack(actor), "run": self.run_id, "demos": self.demo_target,
+                           "proof": welcome_proof(self.run_secret, self.run_id, actor, msg.session),
                            "demo_episodes": self.demo_episodes,
                            "sac": _plain(dataclasses.asdict(self.agent.config))}
+
+    def identity_problem(self, actor: str, msg) -> str | None:
+        """Why a hello is not from this run's actor `actor`, or None (transitions.py: who may
+        send). Raises Superseded for a session that a newer one replaced."""
+        run, proof = msg.meta.get("run"), msg.meta.get("proof")
+        if run != self.run_id:
+            return (f"wrong run: the hello is of run {str(run)[:40]!r}, this learner runs "
+                    f"{self.run_id} ({self.run_dir}); point the actor at its own run's learner, "
+                    f"or give it this run's run.json (--run-file)")
+        if not proof_matches(hello_proof(self.run_secret, run, actor, msg.session), proof):
+            return (f"bad proof: the hello does not carry run {run}'s proof (HMAC with the run "
+                    f"secret of {self.run_dir / run_dir.RUN_FILE}); give the actor this run's "
+                    f"run.json (--run-file), not another run's")
+        if actor not in self.actor_ids:
+            return (f"unknown actor id: run {run} has actors {', '.join(sorted(self.actor_ids))} "
+                    f"(--actors {len(self.actor_ids)}); start it with one of them (--actor-id)")
+        if msg.session in self.retired.get(actor, ()):
+            raise Superseded(f"a newer session of {actor} said hello since: this process is a "
+                             f"replaced copy of {actor}; stop it")
+        return None
+
+    def note_refusal(self, text: str) -> None:
+        """A refused hello or request, logged by name; a flood is not a log flood."""
+        self.refusals = getattr(self, "refusals", 0) + 1
+        if self.refusals <= 10 or self.refusals % 1000 == 0:
+            log.warning("learner: %s (%d refusals so far)", text, self.refusals)
 
     def on_transitions(self, msg):
         actor = self._actor(msg)
@@ -117,10 +179,12 @@ class Receiver:
         count = transport.meta_int(m, "count", low=0, high=MAX_BATCH)
         episodes = _episodes(m.get("episodes", []))
         self._check_batch(msg.arrays, count)
-        ledger = self.ledger
+        ledger, info = self.ledger, self.actors[actor]
         before = (ledger.stored.get(actor), ledger.lost.get(actor), ledger.duplicates)
         try:
-            got = self.ledger.accept(actor, first_seq, count, episodes)
+            # SeqAhead (a ValueError) before anything changes: a batch the actor could not
+            # have sent is refused by name.
+            got = self.ledger.accept(actor, first_seq, count, episodes, info["resend_from"])
             if got.count:
                 self._store(msg.arrays, got, stream)
         except Exception:  # refused by a buffer (e.g. non-finite values): the ledger as it was
@@ -131,6 +195,8 @@ class Receiver:
                     table[actor] = value
             ledger.duplicates = before[2]
             raise
+        if got.count:
+            info["resend_from"] = None  # the declared gap is behind: from now on, no gap
         for episode in got.new_episodes:
             self.record_episode(actor, episode)
         return self._ack(actor)
@@ -160,6 +226,8 @@ class Receiver:
 
     def on_eval(self, msg):
         actor = self._actor(msg)
+        if actor is None:  # a result from outside this run's actors: no metrics row
+            return "rehello", {}
         m = msg.meta
         step = transport.meta_int(m, "step", low=0, high=MAX_SEQ)
         # Checked before any of them is used: a refused result leaves no half-written row.
@@ -176,7 +244,7 @@ class Receiver:
                    "success_rate": float(msg.meta["success_rate"]),
                    "time_to_success_s": float(msg.meta["time_to_success_s"]),
                    "eval_seconds": round(self.eval_seconds, 1), "intervention_steps": self.interventions,
-                   "weights_version": int(msg.meta["weights_version"]), "actor": actor or "?",
+                   "weights_version": int(msg.meta["weights_version"]), "actor": actor,
                    "final": final}
             if final:
                 self.final_result = {**row, "episodes": int(msg.meta["episodes"])}
@@ -188,7 +256,7 @@ class Receiver:
                      f"(weights v{row['weights_version']})")
             while self.config.eval_every > 0 and self.next_eval <= max(step, self.env_steps):
                 self.next_eval += self.config.eval_every
-        return ("rehello", {}) if actor is None else self._ack(actor)
+        return self._ack(actor)
 
     def on_bye(self, msg):
         actor = self._actor(msg)
@@ -208,19 +276,33 @@ class Receiver:
         if not isinstance(actor, str):
             raise ValueError(f"'durable' names no actor (got {type(actor).__name__}): send its id")
         info, ack = self.actors.get(actor), self.ledger.ack(actor)
-        if info is not None and ack["durable"] >= ack["stored"]:
+        # Answered to anyone (seqs only, as in stats: a restarted learner still tells an actor
+        # that left what its checkpoint holds), but only the actor's own session ends the wait.
+        if info is not None and info["session"] == msg.session and ack["durable"] >= ack["stored"]:
             info["awaiting_durable"] = False
         return "ack", {**ack, "done": True, "wait": False, "eval": None, "final_eval": False}
 
     def on_stats(self, msg):
-        return "stats", self.stats()
+        challenge = msg.meta.get("challenge")
+        if challenge is None:
+            return "stats", self.stats()
+        if not isinstance(challenge, str) or not 16 <= len(challenge) <= 64:
+            raise ValueError("'challenge' must be a str of 16..64 characters (a fresh random one)")
+        # The launcher's check that this process is its run's learner (launcher.learner_proven).
+        return "stats", {**self.stats(), "proof": welcome_proof(self.run_secret, self.run_id,
+                                                                "launcher", challenge)}
 
     def _actor(self, msg) -> str | None:
         """The actor a request comes from, if it greeted this learner session."""
         actor = msg.meta.get("actor")
         info = self.actors.get(actor) if isinstance(actor, str) else None
-        if info is None or info["session"] != msg.session:
+        if info is None:
             return None
+        if info["session"] != msg.session:
+            if msg.session in self.retired.get(actor, ()):
+                raise Superseded(f"a newer session of {actor} said hello since: this process "
+                                 f"is a replaced copy of {actor}; stop it")
+            return None  # a session this learner does not know: it must say hello (and prove)
         info.update(seen=time.monotonic(), connected=True,
                     weights_version=transport.meta_int(msg.meta, "weights_version", -1, low=-1),
                     unsent=transport.meta_int(msg.meta, "unsent", 0, low=0),

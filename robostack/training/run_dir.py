@@ -3,10 +3,12 @@ both modes (`robostack train` and `robostack train --single-process`):
 
     config.json       the run's RunConfig (robostack/training/config.py), plus mode and endpoints;
                       a run is resumed only with the settings recorded here (start_run)
-    run.json          the run's identity ({"run": id}), written once, before any process of the
-                      run starts (start_run) or before a stand-alone learner binds: a learner
-                      restarted at any moment, even before its first checkpoint, is the same
-                      run, and the actors' spools (which record it) are its own
+    run.json          the run's identity ({"run": id, "secret": 32 hex digits}), written once,
+                      before any process of the run starts (start_run) or before a stand-alone
+                      learner binds: a learner restarted at any moment, even before its first
+                      checkpoint, is the same run, and the actors' spools (which record it) are
+                      its own. Mode 0600: the secret is what an actor proves it belongs to the
+                      run with (transitions.hello_proof); it is never printed or sent
     metrics.csv       one row per evaluation (periodic and final), METRICS_FIELDS; always
                       written, header only when no evaluation ran; a stand-alone `robostack
                       eval` adds a row that names its result file (standalone_eval)
@@ -36,11 +38,12 @@ import io
 import json
 import logging
 import os
+import secrets
 import time
 import uuid
 from pathlib import Path
 
-from robostack.files import write_json_atomic, write_text_atomic
+from robostack.files import atomic_write, write_json_atomic, write_text_atomic
 
 # What a run writes: a folder holding any of these holds a run.
 RUN_STATE = ("checkpoints", "buffers", "spool", "episodes", "episodes.jsonl", "progress.csv",
@@ -80,35 +83,66 @@ def start_run(config, mode: str, say=print, **extra) -> Path | None:
 
 
 def run_identity(run_dir: str | os.PathLike, checkpointed: str | None = None) -> str:
-    """The run's id, from <run_dir>/run.json; created (atomically) when the run has none yet.
+    """The run's id, from <run_dir>/run.json; created (atomically, with the run's secret) when
+    the run has none yet.
 
     `checkpointed`: the run id a resumed checkpoint recorded. It wins over run.json (the
     checkpoint's ledger is what the actors' sequence numbers are counted against) and is written
     back, so runs from before run.json existed keep their id. A run.json that cannot be read is
-    a RunFileError naming it, unless the checkpoint says which run this is."""
+    a RunFileError naming it, unless the checkpoint says which run this is. A run.json from
+    before run secrets gains one (the same id), so its actors can prove they belong to it."""
     path = Path(run_dir) / RUN_FILE
-    recorded = None
+    recorded, secret = None, None
     if path.is_file():
         try:
-            recorded = json.loads(path.read_text())["run"]
-            if not isinstance(recorded, str) or not recorded:
-                raise ValueError(f"'run' is {recorded!r}, not an id")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            recorded, secret = _read_identity(path, need_secret=False)
+        except RunFileError:
             if checkpointed is None:
-                raise RunFileError(
-                    f"{path}: the run's identity is unreadable ({exc}); the actors' spools name "
-                    f"the run they belong to, so it cannot be guessed. Restore the file, or start "
-                    f"a new run (--resume false moves this one aside)") from None
-            log.warning("%s is unreadable (%s); rewriting it with the checkpoint's run id %s",
-                        path, exc, checkpointed)
+                raise
+            log.warning("%s is unreadable; rewriting it with the checkpoint's run id %s",
+                        path, checkpointed)
     run = checkpointed or recorded or uuid.uuid4().hex[:12]
-    if run != recorded:
-        if recorded is not None:
+    if run != recorded or secret is None:
+        if recorded is not None and run != recorded:
             log.warning("%s says run %s but the checkpoint resumed is of run %s; using the "
                         "checkpoint's", path, recorded, run)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, {"run": run, "created": time.time()})
+        # 0600 from the first byte (the temp file is created so): other users must not read it.
+        with atomic_write(path, "w", encoding="utf-8", opener=_private) as f:
+            json.dump({"run": run, "secret": secret or secrets.token_hex(16),
+                       "created": time.time()}, f)
     return run
+
+
+def read_run_identity(path: str | os.PathLike) -> tuple[str, str]:
+    """(run id, run secret) from a run.json (<run_dir>/run.json, or a copy of it next to a
+    stand-alone actor on another machine); RunFileError naming the file and the fix."""
+    return _read_identity(Path(path), need_secret=True)
+
+
+def _read_identity(path: Path, need_secret: bool) -> tuple[str, str | None]:
+    try:
+        data = json.loads(path.read_text())
+        run, secret = data["run"], data.get("secret")
+        if not isinstance(run, str) or not run:
+            raise ValueError(f"'run' is {run!r}, not an id")
+        if secret is not None and not (isinstance(secret, str) and len(secret) == 32
+                                       and all(c in "0123456789abcdef" for c in secret)):
+            raise ValueError("'secret' is not 32 hex digits")
+        if need_secret and secret is None:
+            raise ValueError("it holds no 'secret' (a run from before run secrets: start its "
+                             "learner once, which adds one)")
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # never the secret in the message
+        raise RunFileError(
+            f"{path}: the run's identity is unreadable ({exc}); the actors' spools name the run "
+            f"they belong to, and the actors prove they belong to it with its secret, so it "
+            f"cannot be guessed. Restore the file, or start a new run (--resume false moves "
+            f"this one aside)") from None
+    return run, secret
+
+
+def _private(path, flags):
+    return os.open(path, flags, 0o600)
 
 
 def archive_previous_run(run_dir: Path, say=print) -> Path | None:

@@ -3,9 +3,11 @@
 Every transition an actor produces gets the next number of that actor's sequence (1, 2, ...,
 one counter over all streams). Transitions travel in batches over a DEALER/ROUTER request:
 
-    actor -> learner  "hello"        meta: protocol, task, obs_spec, action_spec, actor, run
-                      reply "welcome": stored, durable (this actor's seqs), run, sac, demos
-                      or an error naming the mismatch (task, spec, protocol): HandshakeRefused
+    actor -> learner  "hello"        meta: protocol, task, obs_spec, action_spec, actor, run,
+                                     proof, resend_from
+                      reply "welcome": stored, durable (this actor's seqs), run, proof, sac, demos
+                      or an error naming the mismatch (task, spec, protocol, run, proof, actor
+                      id): HandshakeRefused
     actor -> learner  "transitions"  meta: actor, stream, first_seq, count, episodes, ...
                                      arrays: obs/<key>, next_obs/<key>, actions, rewards,
                                              terminations, truncations (leading axis: count)
@@ -29,8 +31,25 @@ moment, or a machine losing power, loses at most the batch it was filling (an fs
 ~1 per second at training rates).
 A restarted learner reports its durable seqs in the welcome, and the actor resends every
 spooled batch past them; the learner drops any prefix it already holds, so after any sequence
-of crashes each transition is stored exactly once. A gap (a seq never received, e.g. a deleted spool) is
-accepted, counted as lost and logged, never hidden.
+of crashes each transition is stored exactly once.
+
+Who may send. Each run has a secret (run.json, mode 0600, run_dir.run_identity). A hello
+carries `proof` = HMAC-SHA256(secret, run | actor id | session): the learner welcomes only its
+own run's actors (and only the actor ids the run was configured with), and every later
+request (transitions, status, eval, bye, durable) only from the session that said hello for
+that actor id. The welcome carries the learner's proof over the same session, so an actor also
+knows that what answered on the endpoint is its run's learner and not a process squatting it.
+HMAC rather than the secret itself: the secret never travels, so an actor on another machine
+(plain tcp) does not hand it to whoever reads the wire, and a proof seen on the wire is good for
+that one session only. (Whoever can read the wire can still ride that session: encryption is
+the transport's CURVE, not this.)
+
+Sequence numbers are checked against what the actor could have sent: a batch continues where
+the learner's ledger stands (first_seq <= stored + 1; a resent prefix is dropped). A gap is
+accepted once per hello and only where the actor declared it there (`resend_from`: the oldest
+seq its spool still holds, or the next seq it will number when the spool is empty, e.g. after
+it was deleted or a batch was damaged); it is then counted as lost and logged, never hidden. A
+batch starting anywhere else ahead is refused by name (SeqAhead) and changes nothing.
 
 One thing: the stream's contract with both of its ends (the actor's sender and spool, the
 learner's ledger), kept in one file so that the two ends cannot drift apart.
@@ -38,6 +57,8 @@ learner's ledger), kept in one file so that the two ends cannot drift apart.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -49,8 +70,9 @@ import numpy as np
 
 from robostack import transport
 from robostack.files import atomic_write, write_json_atomic
+from robostack.training.run_dir import RunFileError, read_run_identity
 
-PROTOCOL = 1  # the hello/transitions/ack contract; bump when it changes shape
+PROTOCOL = 2  # the hello/transitions/ack contract; bump when it changes shape (2: run proofs, resend_from)
 STREAMS = ("online", "intervention", "demo")
 TO_DEMO_BUFFER = ("intervention", "demo")
 
@@ -58,7 +80,42 @@ log = logging.getLogger("robostack.training.transitions")
 
 
 class HandshakeRefused(RuntimeError):
-    """The learner refused this actor (different task, spec or protocol): retrying cannot help."""
+    """The learner refused this actor (different task, spec, protocol or run, a bad proof, an
+    actor id the run has no place for), or what answered is not this run's learner: retrying
+    cannot help."""
+
+
+class Superseded(RuntimeError):
+    """A newer session of this actor id said hello to the learner, which now takes only its
+    requests: this process is a stale or duplicate copy of the actor and must stop. (Under the
+    launcher a restart is harmless: the restarted actor is the newest session.)"""
+
+
+class SeqAhead(ValueError):
+    """A batch starts ahead of what its actor could have sent (not where the learner's ledger
+    stands, nor at the gap the actor declared in its hello): refused, nothing changes."""
+
+
+# --- who may send ------------------------------------------------------------------------------
+
+def hello_proof(secret: str, run: str, actor: str, session: str) -> str:
+    """What an actor's hello proves its run membership with: HMAC-SHA256 of run, actor id and
+    session under the run's secret (hex)."""
+    return _mac(secret, "actor", run, actor, session)
+
+
+def welcome_proof(secret: str, run: str, actor: str, session: str) -> str:
+    """The learner's answer to a hello: the same fields under another label, so that a proof
+    an actor sent cannot be echoed back as the learner's."""
+    return _mac(secret, "learner", run, actor, session)
+
+
+def proof_matches(expected: str, given) -> bool:
+    return isinstance(given, str) and hmac.compare_digest(expected, given)
+
+
+def _mac(secret: str, *fields: str) -> str:
+    return hmac.new(bytes.fromhex(secret), "\n".join(fields).encode(), hashlib.sha256).hexdigest()
 
 
 # --- spec of what travels ---------------------------------------------------------------------
@@ -189,7 +246,7 @@ class Spool:
 class TransitionSender:
     """Batches, spools and sends one actor's transitions; never blocks longer than `timeout`.
 
-        sender = TransitionSender(endpoint, "actor-0", hello, "spool/actor-0")
+        sender = TransitionSender(endpoint, "actor-0", hello, "spool/actor-0", run_file="run/run.json")
         sender.connect(deadline_s)               # handshake; HandshakeRefused on mismatch
         sender.add(obs, action, reward, next_obs, terminated, truncated, stream="online")
         sender.end_episode({...summary...})      # closes the batch at an episode end
@@ -201,8 +258,12 @@ class TransitionSender:
 
     def __init__(self, endpoint: str, actor_id: str, hello: dict, spool_dir: str | os.PathLike,
                  batch_steps: int = 32, timeout: float = 2.0, retry_every: float = 1.0,
-                 say=print):
+                 say=print, *, run_file: str | os.PathLike):
         self.actor_id = actor_id
+        # The run's identity (id and secret), read at every hello: a stand-alone actor may
+        # start before its learner has created it, and a run.json restored or rewritten by a
+        # resumed learner is taken as it is now.
+        self.run_file = Path(run_file)
         self.hello_meta = dict(hello, protocol=PROTOCOL, actor=actor_id)
         self.batch_steps = max(1, int(batch_steps))
         self.timeout = timeout
@@ -246,24 +307,48 @@ class TransitionSender:
 
     def _hello(self) -> bool:
         try:
-            reply = self.client.request("hello", self.hello_meta, timeout=self.timeout)
+            run, secret = read_run_identity(self.run_file)
+        except RunFileError as exc:
+            if not self.run_file.exists():  # the learner creates it before it binds: not yet up
+                self._note_down()
+                return False
+            raise HandshakeRefused(f"{self.actor_id}: {exc}") from None
+        session = self.client.session
+        # Where this session's batches will start: a gap up to there (the spool lost, damaged
+        # or deleted since the learner last held this actor's transitions) is declared here,
+        # and is the only one the learner accepts from this session.
+        resend_from = self.pending[0].first_seq if self.pending else self.seq + 1
+        meta = {**self.hello_meta, "run": run, "resend_from": resend_from,
+                "proof": hello_proof(secret, run, self.actor_id, session)}
+        try:
+            reply = self.client.request("hello", meta, timeout=self.timeout)
         except transport.RemoteError as exc:
             raise HandshakeRefused(f"learner at {self.client.endpoint} refused {self.actor_id}: "
                                    f"{exc.text}") from None
         except transport.PeerTimeout:
             self._note_down()
             return False
+        if reply.kind == "superseded":
+            raise Superseded(f"{self.actor_id}: {reply.meta.get('error')}")
+        if reply.kind != "welcome" or reply.meta.get("run") != run or not proof_matches(
+                welcome_proof(secret, run, self.actor_id, session), reply.meta.get("proof")):
+            raise HandshakeRefused(
+                f"{self.actor_id}: what answers at {self.client.endpoint} is not run {run}'s "
+                f"learner (its reply to hello is {reply.kind!r} for run "
+                f"{str(reply.meta.get('run'))[:40]!r} without this run's proof): another process "
+                f"holds that endpoint, or --learner points at another run's learner; stop it or "
+                f"fix --learner")
         self.welcome = reply.meta
         self.welcome_count += 1
         spool_run = self.spool.read_meta().get("run")
-        if spool_run not in (None, reply.meta["run"]) and self.pending:
+        if spool_run not in (None, run) and self.pending:
             raise HandshakeRefused(
                 f"{self.actor_id}: the spool {self.spool.dir} holds {len(self.pending)} batches "
-                f"of run {spool_run}, but the learner runs {reply.meta['run']}: resend them to "
+                f"of run {spool_run}, but the learner runs {run}: resend them to "
                 f"their own learner, or delete the spool / pick another --spool-dir")
-        self.spool.write_meta({"run": reply.meta["run"], "actor": self.actor_id})
-        self.stored = int(reply.meta["stored"])
-        self._set_durable(int(reply.meta["durable"]))
+        self.spool.write_meta({"run": run, "actor": self.actor_id})
+        self.stored = transport.meta_int(reply.meta, "stored", low=0)
+        self._set_durable(transport.meta_int(reply.meta, "durable", low=0))
         # A restarted actor continues its numbering after whatever the learner already holds.
         self.seq = max(self.seq, self.stored)
         if self._down_since is not None and self.welcome_count > 1:
@@ -394,6 +479,8 @@ class TransitionSender:
         if reply.kind == "rehello":  # a new learner session: handshake, then send again
             self.connected = False
             return self._request(kind, meta, arrays) if self._hello() else None
+        if reply.kind == "superseded":
+            raise Superseded(f"{self.actor_id}: {reply.meta.get('error')}")
         if reply.kind != "ack":
             return reply.meta
         self.reply = reply.meta
@@ -452,17 +539,35 @@ class Ledger:
         self.lost: dict[str, int] = dict(state.get("lost", {}))
         self.duplicates = 0  # resent transitions dropped since this process started
 
-    def accept(self, actor: str, first_seq: int, count: int, episodes: list) -> Accepted:
+    def accept(self, actor: str, first_seq: int, count: int, episodes: list,
+               declared_gap_to: int | None = None) -> Accepted:
+        """What to store of a batch of `count` transitions from `first_seq` on. It must continue
+        where the ledger stands (first_seq <= stored + 1), or start exactly at
+        `declared_gap_to`, the seq its actor's hello said its spool resumes at (the seqs before
+        are then counted as lost). Anything else is SeqAhead, raised before anything changes,
+        as is an episode summary that does not end inside the batch."""
         stored = self.stored.get(actor, 0)
+        if first_seq > stored + 1 and first_seq != declared_gap_to:
+            declared = "declared no gap" if declared_gap_to is None or declared_gap_to <= stored + 1 \
+                else f"declared a gap up to #{declared_gap_to}"
+            raise SeqAhead(f"first_seq {first_seq} is ahead of what {actor} could have sent: the "
+                           f"learner holds its transitions up to #{stored} and its hello "
+                           f"{declared}; refused, nothing stored (an actor sends from #{stored + 1})")
+        last = first_seq + count - 1
+        for episode in episodes:
+            if not first_seq <= int(episode.get("last_seq", 0)) <= last:
+                raise SeqAhead(f"an episode summary ends at #{episode.get('last_seq')}, outside "
+                               f"its batch #{first_seq}..#{last}: refused, nothing stored")
         skip = min(count, max(0, stored + 1 - first_seq))
         lost = max(0, first_seq - stored - 1)
         if lost:
-            log.warning("%s: transitions %d..%d never arrived (the actor's spool was lost or "
-                        "deleted?); continuing after them", actor, stored + 1, first_seq - 1)
+            log.warning("%s: transitions %d..%d never arrived (its hello declared its spool "
+                        "resumes at #%d: lost or deleted); continuing after them", actor,
+                        stored + 1, first_seq - 1, first_seq)
             self.lost[actor] = self.lost.get(actor, 0) + lost
         self.duplicates += skip
         if count > skip:
-            self.stored[actor] = first_seq + count - 1
+            self.stored[actor] = last
         new_episodes = [e for e in episodes if int(e.get("last_seq", 0)) > stored]
         return Accepted(skip, count - skip, lost, new_episodes)
 

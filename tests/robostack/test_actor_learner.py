@@ -134,8 +134,8 @@ def final_state(run_dir: Path) -> tuple[dict, ReplayBuffer, ReplayBuffer, dict]:
 
 # --- the stream pieces, in this process ------------------------------------------------------
 
-def test_ledger_drops_resent_prefix_and_counts_gaps():
-    from robostack.training.transitions import Ledger
+def test_ledger_drops_resent_prefix_and_counts_only_declared_gaps():
+    from robostack.training.transitions import Ledger, SeqAhead
 
     ledger = Ledger()
     assert ledger.accept("a", 1, 8, []).count == 8
@@ -143,7 +143,14 @@ def test_ledger_drops_resent_prefix_and_counts_gaps():
     assert (resent.skip, resent.count, resent.lost) == (4, 4, 0)
     assert [e["last_seq"] for e in resent.new_episodes] == [12]  # episode 8 was recorded before
     assert ledger.accept("a", 1, 12, []).count == 0  # all duplicates
-    gap = ledger.accept("a", 20, 2, [])
+    # Ahead of the ledger: refused by name unless the actor's hello declared exactly this gap.
+    for first, declared in ((20, None), (20, 19), (14, 20)):
+        with pytest.raises(SeqAhead, match="ahead of what a could have sent"):
+            ledger.accept("a", first, 2, [], declared_gap_to=declared)
+    with pytest.raises(SeqAhead, match="outside its batch"):  # an episode it did not end
+        ledger.accept("a", 13, 2, [{"last_seq": 99}])
+    assert ledger.ack("a") == {"stored": 12, "durable": 0} and ledger.lost == {}
+    gap = ledger.accept("a", 20, 2, [], declared_gap_to=20)
     assert (gap.count, gap.lost) == (2, 7)
     assert ledger.ack("a") == {"stored": 21, "durable": 0}
     restored = Ledger(ledger.state_dict())  # what a restarted learner starts from
@@ -196,7 +203,12 @@ def test_learner_writes_tensorboard_scalars_and_metrics_csv(tmp_path):
     config.sac = dataclasses.replace(config.sac, hidden_dims=(16, 16), num_critics=2)
     learner = InProcessLearner(config, say=lambda text: None)
     assert learner.tensorboard is not None
+    from robostack.training.transitions import PROTOCOL, hello_proof
+
+    hello = {"protocol": PROTOCOL, **learner.expected, "actor": "actor-0", "run": learner.run_id,
+             "proof": hello_proof(learner.run_secret, learner.run_id, "actor-0", "s"), "resend_from": 1}
     with learner.lock:
+        assert learner.on_hello(SimpleNamespace(session="s", meta=hello))[0] == "welcome"
         learner.on_eval(SimpleNamespace(session="s", meta={
             "actor": "actor-0", "step": 100, "success_rate": 0.5, "time_to_success_s": 2.5,
             "weights_version": 3, "episodes": 4}))
@@ -278,17 +290,20 @@ def test_handshake_mismatch_is_refused_with_a_message_naming_it(tmp_path, procs)
 
     learner = Learner(tmp_path, procs, tmp_path / "run", "--total-steps", "100")
     learner.wait_for(lambda s: True, STARTUP, "start")
+    run_file = tmp_path / "run" / "run.json"
     good = {"task": "pick_cube", "obs_spec": {"state": [[20], "<f4"]},
             "action_spec": {"shape": [4], "low": -1.0, "high": 1.0}}
     cases = [({**good, "task": "reach"}, "task mismatch"),
              ({**good, "obs_spec": {"state": [[17], "<f4"]}}, "observation spec mismatch"),
              ({**good, "action_spec": {**good["action_spec"], "shape": [7]}}, "action spec mismatch")]
     for i, (hello, problem) in enumerate(cases):
-        sender = TransitionSender(learner.endpoint, f"bad-{i}", hello, tmp_path / f"spool{i}")
+        sender = TransitionSender(learner.endpoint, "actor-0", hello, tmp_path / f"spool{i}",
+                                  run_file=run_file)
         with pytest.raises(HandshakeRefused, match=problem):
             sender.connect(timeout=10.0)
         sender.close()
-    sender = TransitionSender(learner.endpoint, "good", good, tmp_path / "spool-good")
+    sender = TransitionSender(learner.endpoint, "actor-0", good, tmp_path / "spool-good",
+                              run_file=run_file)
     assert sender.connect(timeout=10.0)["stored"] == 0  # the reference hello is accepted
     sender.close()
 
@@ -458,10 +473,13 @@ def test_train_two_actors_ctrl_c_then_resume_and_eval(tmp_path):
                                  stderr=subprocess.STDOUT, env=env)
         try:
             deadline = time.monotonic() + STARTUP
+            published: list[str] = []  # what config.json said before it named the endpoints
             while not _both_actors_stored(run_dir, 50):
                 assert first.poll() is None, log.read_text()[-3000:]
                 assert time.monotonic() < deadline, log.read_text()[-3000:]
+                _endpoints_published_only_once_bound(run_dir, published)
                 time.sleep(0.3)
+            assert published[:1] == ["without endpoints"] and published[-1] == "checked", published
             pids = json.loads((run_dir / "processes.json").read_text())
             first.send_signal(signal.SIGINT)
             assert first.wait(120) == 130
@@ -510,6 +528,33 @@ def test_train_two_actors_ctrl_c_then_resume_and_eval(tmp_path):
     result = json.loads(written.read_text())
     assert result["episodes"] == 2 and result["env_steps"] == counters["env_steps"]
     assert json.loads((run_dir / "eval.json").read_text())["episodes"] == 1
+
+
+def _endpoints_published_only_once_bound(run_dir: Path, published: list[str]) -> None:
+    """The launcher's endpoints are unix sockets, and the first time config.json names them the
+    learner answers there with its proof made with the run's secret (a fresh challenge)."""
+    import secrets
+
+    from robostack.training.run_dir import read_run_identity
+    from robostack.training.transitions import welcome_proof
+
+    if published[-1:] == ["checked"]:
+        return
+    try:
+        endpoints = json.loads((run_dir / "config.json").read_text()).get("endpoints")
+    except (OSError, ValueError):
+        return
+    if endpoints is None:
+        published[-1:] = ["without endpoints"]
+        return
+    assert all(e.startswith("ipc://") for e in [endpoints["learner"], endpoints["weights"],
+                                                *endpoints["robot_servers"]]), endpoints
+    run, secret = read_run_identity(run_dir / "run.json")
+    challenge = secrets.token_hex(16)
+    with transport.RequestClient(endpoints["learner"], "test", timeout=5.0) as client:
+        stats = client.request("stats", {"challenge": challenge}).meta
+    assert stats["run"] == run and stats["proof"] == welcome_proof(secret, run, "launcher", challenge)
+    published.append("checked")
 
 
 def _both_actors_stored(run_dir: Path, count: int) -> bool:

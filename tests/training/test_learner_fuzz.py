@@ -27,7 +27,8 @@ from robostack.env.spaces import action_space, observation_space
 from robostack.training.config import RunConfig
 from robostack.training.rollouts import task_config
 from robostack.training.threads import EXIT_THREAD_DIED
-from robostack.training.transitions import PROTOCOL, action_spec, observation_spec
+from robostack.training.run_dir import read_run_identity
+from robostack.training.transitions import PROTOCOL, action_spec, hello_proof, observation_spec
 from robostack.transport import hostile
 from tasks import make_task
 
@@ -37,9 +38,9 @@ TINY = ["--task", "reach", "--sac-hidden-dims", "16", "16", "--sac-num-critics",
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MUJOCO_GL="egl", PYTHONUNBUFFERED="1")
 MESSAGES = 600  # the benchmark sends 10,000
 ROWS = 4
-ACTOR, SESSION = "actor-fuzz", "fuzzsession"
+ACTOR, SESSION = "actor-0", "fuzzsession"
 LEARNER_KINDS = {
-    "hello": ["protocol", "task", "obs_spec", "action_spec", "actor"],
+    "hello": ["protocol", "task", "obs_spec", "action_spec", "actor", "run", "proof", "resend_from"],
     "transitions": ["actor", "stream", "first_seq", "count", "episodes", "weights_version", "unsent"],
     "status": ["actor", "weights_version", "unsent", "evaluator"],
     "eval": ["step", "success_rate", "time_to_success_s", "seconds", "weights_version", "episodes", "final"],
@@ -53,10 +54,13 @@ def specs():
     return obs, act
 
 
-def hello_meta() -> dict:
+def hello_meta(run_dir, actor: str = ACTOR, session: str = SESSION, resend_from: int = 1) -> dict:
+    """A hello of this run's actor `actor` (its proof made with the run's secret, run.json)."""
     obs, act = specs()
+    run, secret = read_run_identity(run_dir / "run.json")
     return {"protocol": PROTOCOL, "task": "reach", "obs_spec": observation_spec(obs),
-            "action_spec": action_spec(act), "actor": ACTOR}
+            "action_spec": action_spec(act), "actor": actor, "run": run,
+            "proof": hello_proof(secret, run, actor, session), "resend_from": resend_from}
 
 
 def batch_arrays(rows: int = ROWS) -> dict:
@@ -72,8 +76,8 @@ def batch_arrays(rows: int = ROWS) -> dict:
     return arrays
 
 
-def message(kind: str, meta: dict, arrays=None, seq: int = 1) -> list:
-    frames = transport.encode(transport.Message(kind, meta, arrays or {}, ACTOR, SESSION, seq, time.monotonic()))
+def message(kind: str, meta: dict, arrays=None, seq: int = 1, session: str = SESSION) -> list:
+    frames = transport.encode(transport.Message(kind, meta, arrays or {}, ACTOR, session, seq, time.monotonic()))
     return [bytes(f) for f in frames]
 
 
@@ -90,11 +94,18 @@ def exchange(endpoint: str, frames: list) -> dict:
 
 @pytest.fixture
 def learner(tmp_path):
+    yield from start_learner(tmp_path)
+
+
+def start_learner(tmp_path):
+    """A stand-alone learner process (run in tmp_path/run), stderr (its log) in learner.err:
+    yields (process, endpoint, stats client), killed afterwards."""
     endpoint, weights = transport.free_tcp_endpoint(), transport.free_tcp_endpoint()
+    err = open(tmp_path / "learner.err", "w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "robostack.training.learner", *TINY, "--run-dir", str(tmp_path / "run"),
          "--endpoint", endpoint, "--weights-endpoint", weights],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        env=ENV, stdout=subprocess.DEVNULL, stderr=err, text=True)
     client = transport.RequestClient(endpoint, source="test", timeout=1.0)
     deadline = time.monotonic() + 90
     try:
@@ -103,18 +114,19 @@ def learner(tmp_path):
                 client.request("stats")
                 break
             except transport.PeerTimeout:
-                assert process.poll() is None, f"learner exited: {process.stderr.read()[-3000:]}"
+                assert process.poll() is None, f"learner exited: {(tmp_path / 'learner.err').read_text()[-3000:]}"
                 assert time.monotonic() < deadline, "learner not up in 90 s"
         yield process, endpoint, client
     finally:
         client.close()
         process.kill()
         process.wait(10)
+        err.close()
 
 
-def test_fuzz_the_learner_stays_up_names_every_error_and_stores_a_valid_batch(learner):
+def test_fuzz_the_learner_stays_up_names_every_error_and_stores_a_valid_batch(learner, tmp_path):
     process, endpoint, client = learner
-    welcome = exchange(endpoint, message("hello", hello_meta()))
+    welcome = exchange(endpoint, message("hello", hello_meta(tmp_path / "run")))
     assert welcome["kind"] == "welcome", welcome
     rng = np.random.default_rng(21)
     layout = {name: (a.shape, a.dtype.str) for name, a in batch_arrays().items()}
@@ -135,7 +147,7 @@ def test_fuzz_the_learner_stays_up_names_every_error_and_stores_a_valid_batch(le
         assert not sock.poll(500), "an oversized frame was answered, so it was read"
     for thread in threads:
         thread.join(120)
-    assert process.poll() is None, f"learner died: {process.stderr.read()[-3000:]}"
+    assert process.poll() is None, f"learner died: {(tmp_path / 'learner.err').read_text()[-3000:]}"
     sent, replies = sum(r.sent for r in results), sum(r.replies for r in results)
     assert sent == MESSAGES and replies == sent, f"{replies} replies to {sent} messages"
     unnamed = [u for r in results for u in r.unnamed]
@@ -144,7 +156,7 @@ def test_fuzz_the_learner_stays_up_names_every_error_and_stores_a_valid_batch(le
     assert hostile.rss_bytes(process.pid) - rss_before < 128 * 2**20
 
     # Still the same learner, answering correctly: a valid batch after what it holds is stored.
-    exchange(endpoint, message("hello", hello_meta()))
+    exchange(endpoint, message("hello", hello_meta(tmp_path / "run")))
     status = exchange(endpoint, message("status", {"actor": ACTOR}))
     assert status["kind"] == "ack", status
     held = status["meta"]["stored"]
@@ -153,14 +165,15 @@ def test_fuzz_the_learner_stays_up_names_every_error_and_stores_a_valid_batch(le
                                                      "episodes": []}, batch_arrays()))
     assert ack["kind"] == "ack" and ack["meta"]["stored"] == held + ROWS, ack
     stats = client.request("stats", timeout=10.0).meta
-    assert stats["online"] == held + ROWS and stats["lost"] == held  # nothing half-stored
+    # Nothing half-stored, and no gap: a batch ahead of the ledger is refused, never counted lost.
+    assert stats["online"] == held + ROWS and stats["lost"] == 0
 
 
-def test_a_refused_batch_changes_nothing(learner):
+def test_a_refused_batch_changes_nothing(learner, tmp_path):
     """A batch whose arrays do not fit is refused before the ledger moves: its seqs are not
     counted as stored, so the actor's valid resend of them is."""
     process, endpoint, client = learner
-    exchange(endpoint, message("hello", hello_meta()))
+    exchange(endpoint, message("hello", hello_meta(tmp_path / "run")))
     bad = batch_arrays()
     bad["actions"] = np.zeros((ROWS, 99), np.float32)
     for arrays, meta in ((bad, {}), (batch_arrays(), {"first_seq": 2**64 - 1}),
