@@ -177,7 +177,8 @@ class EpisodeLog:
                 raise EpisodeLogError(
                     f"{self.root / 'meta/episodes'}: no metadata for episodes {missing[:10]} that "
                     f"{self.root / INFO_PATH} counts. Fix: restore the missing meta/episodes "
-                    "files, or lower total_episodes/total_frames in info.json to drop them.")
+                    "files, or lower total_episodes/total_frames in info.json to drop them (and "
+                    "delete its robostack.info_sha256 entry: an edited info.json is refused).")
             self._episodes = [rows[i] for i in range(len(self))]
             unverified = [i for i, row in enumerate(self._episodes) if "damaged" not in row and
                           self._data_path(row).relative_to(self.root).as_posix() not in self.checksums]
