@@ -4,17 +4,26 @@
 A server this module starts never outlives its owner: it dies with the process that started it
 (robostack/processes.py), and the connection stops it on close(), when it is garbage-collected
 and at interpreter exit.
+
+ZmqConnection holds the server's lease for its user (robostack/robot/lease.py, docs/leases.md),
+so that no env, teleop or replay client has to know about it: the first request that needs the
+lease acquires it (waiting up to `lease_wait` s while another holder's lease runs out), every
+request carries it, a lease that expired is acquired again (the arm is then disarmed: only an
+explicit arm or reset moves it), a thread of its own heartbeats while the user is idle, and
+close() releases it.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 import uuid
 import weakref
 
 from robostack import cpu_affinity, processes, transport
+from robostack.robot import lease
 
 
 class InProcessConnection:
@@ -34,21 +43,105 @@ class InProcessConnection:
         pass
 
 
-class ZmqConnection:
-    """A robot server in another process (or machine), over a DEALER socket with timeouts."""
+PEER = "the robot server (`robostack robot-server`)"  # named in timeout errors
 
-    def __init__(self, endpoint: str, timeout: float = 5.0, process: subprocess.Popen | None = None):
+
+class ZmqConnection:
+    """A robot server in another process (or machine), over a DEALER socket with timeouts, and
+    its lease held for the user (see the module docstring).
+
+    holder: the name the server gives others refused the lease (default: host process id).
+    lease_wait: s to keep asking while another client holds the lease (a dead one's runs out
+    within the server's lease timeout, 0.5 s real time, 5 s lock-step); then RemoteError naming
+    the holder. heartbeat: keep the lease alive from a thread while the user sends nothing (off:
+    the lease lives only as long as the user keeps sending). admin_endpoint: the server's admin
+    socket, used by close() to stop a server this connection started."""
+
+    def __init__(self, endpoint: str, timeout: float = 5.0, process: subprocess.Popen | None = None,
+                 holder: str | None = None, lease_wait: float = 15.0, heartbeat: bool = True,
+                 admin_endpoint: str | None = None):
         self.endpoint = endpoint
-        self.client = transport.RequestClient(
-            endpoint, source="env", timeout=timeout,
-            peer="the robot server (`robostack robot-server`)")  # named in timeout errors
+        self.timeout = timeout
+        self.client = transport.RequestClient(endpoint, source="env", timeout=timeout, peer=PEER)
         self.process = process
+        self.holder = holder or f"{os.uname().nodename} pid {os.getpid()}"
+        self.lease_wait = lease_wait
+        self.heartbeat = heartbeat
+        self.admin_endpoint = admin_endpoint or lease.admin_endpoint_for(endpoint)
+        # Shared with the heartbeat thread, which holds no reference to self (so that a forgotten
+        # connection is still garbage-collected and its server stopped).
+        self._lease = _LeaseState()
+        self._heartbeat_thread: threading.Thread | None = None
+        self._stop_heartbeat = weakref.finalize(self, self._lease.stop.set)
         # A user who forgets close(): stop the server at garbage collection or interpreter exit.
         self._stop_process = weakref.finalize(self, _stop, process) if process is not None else None
 
+    @property
+    def lease(self) -> str | None:
+        """The lease token held now (None: not held, or lost and not yet acquired again)."""
+        return self._lease.token
+
     def request(self, kind, meta=None, arrays=None, timeout=None) -> transport.Message:
+        meta = dict(meta or {})
+        if kind in lease.OPEN_REQUESTS:
+            return self._send(kind, meta, arrays, timeout)
+        had = self._lease.token
+        meta["lease"] = had or self.acquire()
         try:
-            return self.client.request(kind, meta or {}, arrays or {}, timeout=timeout)
+            return self._send(kind, meta, arrays, timeout)
+        except transport.RemoteError as refused:
+            if had is None or lease.NO_LEASE not in refused.text:
+                raise
+        # The lease expired (a pause past the lease timeout) or was broken: acquire it again
+        # and send once more. The server disarmed the arm meanwhile, so a motion request is
+        # refused until the user arms or resets: losing the lease never resumes motion by itself.
+        self._lease.drop(had)
+        meta["lease"] = self.acquire()
+        return self._send(kind, meta, arrays, timeout)
+
+    def acquire(self) -> str:
+        """Hold the lease (asking again every 0.2 s for up to lease_wait s while another client
+        holds it); its token. RemoteError naming the holder when it is still held."""
+        deadline = time.monotonic() + self.lease_wait
+        while True:
+            try:
+                reply = self._send("acquire", {"holder": self.holder, "lease": self._lease.token},
+                                   None, None)
+                break
+            except transport.RemoteError as refused:
+                if lease.HELD_BY not in refused.text or time.monotonic() >= deadline:
+                    if lease.HELD_BY in refused.text:
+                        raise transport.RemoteError(
+                            f"{refused.text} (asked for {self.lease_wait:g} s)", self.endpoint,
+                            "acquire") from None
+                    raise
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        token = reply.meta.get("lease")
+        period = reply.meta.get("heartbeat_period")
+        if not isinstance(token, str) or not isinstance(period, (int, float)) or not period > 0:
+            raise transport.ProtocolError(f"'acquire' reply from {self.endpoint} carries no lease "
+                                          f"token and heartbeat period: {reply.meta}")
+        self._lease.hold(token)
+        if self.heartbeat and (self._heartbeat_thread is None or not self._heartbeat_thread.is_alive()):
+            self._heartbeat_thread = threading.Thread(
+                target=_heartbeat, args=(self.endpoint, self._lease, float(period)),
+                name=f"lease heartbeat {self.endpoint}", daemon=True)
+            self._heartbeat_thread.start()
+        return token
+
+    def release(self) -> None:
+        """Give the lease up (the server makes a damped stop if the arm was energized)."""
+        token = self._lease.token
+        self._lease.drop(token)
+        if token is not None:
+            try:
+                self._send("release", {"lease": token}, None, 1.0)
+            except transport.TransportError:
+                pass  # the server is gone or the lease was lost: either way it is not ours
+
+    def _send(self, kind, meta, arrays, timeout) -> transport.Message:
+        try:
+            return self.client.request(kind, meta, arrays or {}, timeout=timeout)
         except transport.PeerTimeout:
             if self.process is not None and self.process.poll() is not None:
                 raise transport.TransportError(
@@ -58,13 +151,21 @@ class ZmqConnection:
 
     def close(self) -> None:
         try:
+            self._lease.stop.set()
             if self.process is not None and self.process.poll() is None:
-                try:
-                    self.client.request("shutdown", timeout=1.0)
-                except transport.TransportError:
-                    pass
+                # Our own server: stopped on its admin socket, whoever holds the lease.
+                with transport.RequestClient(self.admin_endpoint, source="env", timeout=1.0,
+                                             peer=PEER) as admin:
+                    try:
+                        admin.request("shutdown")
+                    except transport.TransportError:
+                        pass
+            else:
+                self.release()
             if self._stop_process is not None:
                 self._stop_process()
+            if self._heartbeat_thread is not None:
+                self._heartbeat_thread.join(timeout=2.0)
         finally:
             self.client.close()
 
@@ -73,6 +174,47 @@ class ZmqConnection:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _LeaseState:
+    """The lease token, shared by a connection and its heartbeat thread."""
+
+    def __init__(self):
+        self.token: str | None = None
+        self.stop = threading.Event()  # the connection closed or was collected
+        self._lock = threading.Lock()
+
+    def hold(self, token: str) -> None:
+        with self._lock:
+            self.token = token
+
+    def drop(self, token) -> None:
+        """Forget `token` (if it is still the one held: a newer one stays)."""
+        with self._lock:
+            if self.token == token:
+                self.token = None
+
+
+def _heartbeat(endpoint: str, state: _LeaseState, period: float) -> None:
+    """Renew the lease every `period` s on a socket of this thread's own (ZeroMQ sockets are not
+    thread-safe) until the connection closes. A refusal means the lease is gone: forget it (the
+    user's next request acquires a new one). A process that dies or is stopped stops this too,
+    and so its lease expires."""
+    client = transport.RequestClient(endpoint, source="env-heartbeat", timeout=max(period, 0.5),
+                                     peer=PEER)
+    try:
+        while not state.stop.wait(period):
+            token = state.token
+            if token is None:
+                continue
+            try:
+                client.request("heartbeat", {"lease": token})
+            except transport.RemoteError:
+                state.drop(token)
+            except transport.TransportError:
+                pass  # a busy or restarting server: the next beat tries again
+    finally:
+        client.close()
 
 
 def _stop(process: subprocess.Popen, grace: float = 3.0) -> None:
@@ -108,7 +250,8 @@ def spawn_robot_server(task: str, backend: str = "mujoco", clock: str = "lockste
     )
     if cpus:
         cpu_affinity.pin(process.pid, cpus)
-    connection = ZmqConnection(command_endpoint, process=process)
+    connection = ZmqConnection(command_endpoint, process=process,
+                               admin_endpoint=lease.admin_endpoint_for(command_endpoint))
     connection.state_endpoint = state_endpoint
     deadline = time.monotonic() + startup_timeout
     while True:

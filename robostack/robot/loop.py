@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 
 import numpy as np
@@ -111,20 +112,13 @@ class TickStats:
         p50, p99, top = np.partition(values, ranks)[ranks]
         return float(p50 * 1e3), float(p99 * 1e3), float(top * 1e3)
 
-    def summary(self) -> dict:
-        n = min(self.count, len(self.lateness))
-        if n == 0:
-            return {"ticks": 0}
+    def counters(self) -> dict:
+        """The figures kept since the window started (all ticks, not the ring): cheap, a few
+        microseconds, so a `stats` request can read them fresh inside a tick."""
         elapsed = time.perf_counter() - self.started
-        late = self._percentiles_ms(self.lateness[:n])
-        cpu = self._percentiles_ms(self.cpu[:n])
         return {
             "ticks": self.count,
-            "window_ticks": n,  # the percentiles cover the last `window_ticks` ticks
             "rate_hz": self.count / elapsed if elapsed > 0 else 0.0,
-            "overrun_p50_ms": late[0], "overrun_p99_ms": late[1], "overrun_max_ms": late[2],
-            "cpu_p50_ms": cpu[0], "cpu_p99_ms": cpu[1], "cpu_max_ms": cpu[2],
-            # Since the window started (all ticks, not the ring):
             "missed_ticks": self.missed, "stall_max_ms": self.stall_max * 1e3,
             "requests": self.requests, "request_max_ms": self.request_max * 1e3,
             "request_max_kind": self.request_max_kind,
@@ -132,6 +126,22 @@ class TickStats:
             "request_cpu_max_kind": self.request_cpu_max_kind,
             "slow_requests": self.slow_requests,  # more than one period of CPU time
         }
+
+    def summary(self) -> dict:
+        """counters() and the percentiles of the ring (~0.5 ms on 10,000 ticks: the real-time
+        loop computes it once a second on a tick that answers no request)."""
+        n = min(self.count, len(self.lateness))
+        if n == 0:
+            return {"ticks": 0}
+        late = self._percentiles_ms(self.lateness[:n])
+        cpu = self._percentiles_ms(self.cpu[:n])
+        summary = self.counters()
+        summary.update({
+            "window_ticks": n,  # the percentiles cover the last `window_ticks` ticks
+            "overrun_p50_ms": late[0], "overrun_p99_ms": late[1], "overrun_max_ms": late[2],
+            "cpu_p50_ms": cpu[0], "cpu_p99_ms": cpu[1], "cpu_max_ms": cpu[2],
+        })
+        return summary
 
 
 def cartesian_ticks(backend, controller, n: int, flag_counts, ramp, guard) -> int:
@@ -199,28 +209,70 @@ class DeferredReply:
 
 
 def serve(robot) -> None:
-    """Bind the robot server's request and state sockets, and run its clock until it stops."""
+    """Bind the robot server's request, admin and state sockets, and run its clock until it
+    stops."""
     config = robot.config
     requests = transport.RequestServer(config.command_endpoint, source="robot_server",
                                        max_message_bytes=config.max_request_bytes)
-    publisher = transport.Publisher(config.state_endpoint, source="robot_server")
+    admin = publisher = None
     try:
+        admin = bind_admin(config.admin(), config.max_request_bytes)
+        publisher = transport.Publisher(config.state_endpoint, source="robot_server")
         if config.clock == "lockstep":
-            serve_lockstep(robot, requests)
+            serve_lockstep(robot, requests, admin)
         else:
-            serve_realtime(robot, requests, publisher)
+            serve_realtime(robot, requests, publisher, admin)
     finally:
-        requests.close()
-        publisher.close()
+        for sock in (requests, admin, publisher):
+            if sock is not None:
+                sock.close()
+        if admin is not None:
+            _remove_socket_file(config.admin())
 
 
-def answer(robot, requests, request) -> None:
+def bind_admin(endpoint: str, max_bytes: int):
+    """The admin socket: owner-only (whoever may open its file may stop the server). A stale file
+    of a dead server is replaced; a live server there keeps it (TransportError, as for a port)."""
+    path = endpoint[len("ipc://"):]
+    if os.path.exists(path):
+        probe = transport.RequestClient(endpoint, source="robot_server", timeout=0.3)
+        try:
+            probe.request("hello")
+            alive = True
+        except transport.TransportError:
+            alive = False
+        finally:
+            probe.close()
+        if alive:
+            raise transport.TransportError(
+                f"cannot bind the admin socket {endpoint!r}: another robot server answers there; "
+                "stop it, or give this one another --command-endpoint or --admin-endpoint")
+        os.unlink(path)
+    old = os.umask(0o177)  # created 0600, never briefly open to others
+    try:
+        admin = transport.RequestServer(endpoint, source="robot_server_admin",
+                                        max_message_bytes=max_bytes)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    log.info("admin socket (shutdown, disarm, state, stats, break_lease without a lease): %s", endpoint)
+    return admin
+
+
+def _remove_socket_file(endpoint: str) -> None:
+    try:
+        os.unlink(endpoint[len("ipc://"):])
+    except OSError:
+        pass
+
+
+def answer(robot, requests, request, access: str = "remote") -> None:
     """Answer one request from the socket `requests`; a deferred reply follows when ready.
     Never raises: the loop must outlive any request (RobotServer.handle already turns errors
     into replies; this catches what escapes it, e.g. a reply that cannot be sent)."""
     try:
         reply = robot.handle(request.message.kind, request.message.meta, request.message.arrays,
-                             peer=request.identity)
+                             peer=request.identity, access=access)
         if reply[0] == DEFERRED:
             robot.reset_reply.wait(requests, request)
         else:
@@ -234,9 +286,10 @@ def answer(robot, requests, request) -> None:
             log.exception("could not send the error reply either")
 
 
-def poll_and_answer(robot, requests) -> bool:
+def poll_and_answer(robot, requests, access: str = "remote") -> bool:
     """Receive, decode and answer at most one request, without waiting; True if one came. Its
-    time (from the poll to the reply sent) goes into robot.stats."""
+    time (from the poll to the reply sent) goes into robot.stats. `access`: "remote" (the
+    command socket) or "admin" (see RobotServer.handle)."""
     start, cpu, rejected = time.perf_counter(), time.thread_time(), requests.rejected
     try:
         request = requests.poll(0)
@@ -247,25 +300,27 @@ def poll_and_answer(robot, requests) -> bool:
         if requests.rejected != rejected:  # one came and was refused undecoded: it counts too
             robot.stats.record_request(time.perf_counter() - start, time.thread_time() - cpu, "")
         return False
-    answer(robot, requests, request)
+    answer(robot, requests, request, access)
     robot.stats.record_request(time.perf_counter() - start, time.thread_time() - cpu,
                                request.message.kind[:40])
     return True
 
 
-def serve_lockstep(robot, requests) -> None:
-    """Answer requests until the server stops; physics advances only inside them."""
+def serve_lockstep(robot, requests, admin) -> None:
+    """Answer requests until the server stops; physics advances only inside them. The admin
+    socket is looked at between requests (waits up to 50 ms when nothing comes)."""
     while robot.running:
-        try:
-            request = requests.poll(0.1)
-        except Exception:  # a socket error: log it and go on serving
-            log.exception("receiving a request failed")
-            continue
-        if request is not None:
-            answer(robot, requests, request)
+        for sock, wait, access in ((requests, 0.05, "remote"), (admin, 0.0, "admin")):
+            try:
+                request = sock.poll(wait)
+            except Exception:  # a socket error: log it and go on serving
+                log.exception("receiving a request failed")
+                continue
+            if request is not None:
+                answer(robot, sock, request, access)
 
 
-def serve_realtime(robot, requests, publisher) -> None:
+def serve_realtime(robot, requests, publisher, admin) -> None:
     """Tick at the control period of wall-clock time until the server stops."""
     period = robot.period
     publish_every = max(1, int(round(1.0 / (robot.config.state_hz * period))))
@@ -275,10 +330,12 @@ def serve_realtime(robot, requests, publisher) -> None:
     # request 0.3-0.5 ms; all on one tick came to ~1 ms, the whole period. So: watchdogs and
     # the state message on one tick, publishing on the next (stamped with the build time),
     # loop statistics on a third, and requests wait out the build and publish ticks (at most
-    # 2 ms more latency for a request).
+    # 2 ms more latency for a request) and the statistics tick.
     build, send = 0, 1 % publish_every
     no_requests = {build, send} if publish_every > 2 else set()
     summary_tick = (1000 - publish_every // 2) % 1000  # between two state messages
+    if summary_tick % publish_every in no_requests:  # a state_hz that puts it on a busy tick
+        summary_tick = (summary_tick + 2) % 1000
     loop_summary = None
     meta = arrays = stamp = None
     # What the process holds by now (modules, numba, the scene: a few 10^5 objects) goes to the
@@ -307,10 +364,17 @@ def serve_realtime(robot, requests, publisher) -> None:
                 publisher.publish("state", meta, arrays, stamp=stamp)
             except Exception:  # a state the wire cannot carry is a bug; the arm's control goes on
                 log.exception("publishing the state failed")
-        if phase not in no_requests:
-            poll_and_answer(robot, requests)  # at most one request per tick
         if tick % 1000 == summary_tick:
             loop_summary = robot.stats.summary()  # goes out with the next state message
+            robot.loop_summary = (time.perf_counter(), loop_summary)  # and in 'stats' replies
+        elif phase not in no_requests:
+            # At most one request per tick; the admin socket first every 16th tick, so that a
+            # flood on the command socket cannot lock its owner out.
+            sockets = [(requests, "remote"), (admin, "admin")]
+            if tick % 16 == 3:
+                sockets.reverse()
+            if not poll_and_answer(robot, *sockets[0]):
+                poll_and_answer(robot, *sockets[1])
         robot.stats.record_cpu(time.thread_time() - cpu)
         tick += 1
         next_tick += period

@@ -3,17 +3,22 @@
 Whatever sits above (an env, a teleop device, a replay) talks to this process over ZeroMQ:
 
 * requests on a ROUTER socket (`command_endpoint`): hello, reset, step (lock-step only),
-  command (real-time only), heartbeat, state, arm, disarm, gains, stats, shutdown. Every request is
-  answered, bad ones with an "error" reply that names the problem; the server keeps serving.
+  command (real-time only), heartbeat, state, arm, disarm, gains, stats, shutdown, and the lease's
+  acquire and release. Every request is answered, bad ones with an "error" reply that names the
+  problem; the server keeps serving.
+* who may move the arm: one client at a time holds the lease (robostack/robot/lease.py,
+  docs/leases.md); without it a client may send hello, state, stats and acquire only. A local
+  admin socket (`admin_endpoint`, ipc, owner-only) serves shutdown, disarm, state, stats and
+  break_lease without one. `handle()` called in this process is trusted, as before.
 * the latest state on a PUB socket (`state_endpoint`), in real-time mode at `state_hz`.
 
 Two clocks (robostack/robot/loop.py):
 
 * `realtime`: the loop ticks at 1 kHz of wall-clock time, as it does on a real arm. Commands carry
   a deadline; when it passes without a new command the arm holds at the measured pose (the next
-  tick). When the peer that armed sends no command or heartbeat for `peer_timeout` seconds it is
-  presumed dead (other peers' requests do not count): damped stop, then disarmed until someone
-  explicitly sends `arm` or `reset`.
+  tick). When the lease holder sends no request for `peer_timeout` seconds it is presumed dead
+  and its lease expires (other peers' requests do not count): damped stop, then disarmed until
+  someone holding the lease explicitly sends `arm` or `reset`.
 * `lockstep` (simulation only): physics is frozen between requests; each `step` advances it by
   exactly one policy period (100 ticks at 10 Hz), with the controller evaluated every tick. This
   is how training in the mirror runs many times faster than real time.
@@ -57,9 +62,9 @@ from controllers.gain_limits import (GAIN_SHAPES, GainCeilings, check_gains, par
                                      rated_ceilings, soft_start_gains)
 from controllers.joint_impedance import HomingMove, JointImpedanceController
 from controllers.rotations import matrix_to_quat
-from controllers.supervisor import Supervisor, SupervisorConfig
+from controllers.supervisor import ENERGIZED, Supervisor, SupervisorConfig
 from robostack import transport
-from robostack.robot import loop
+from robostack.robot import lease, loop
 from robostack.robot.backends import check_drivable, make_backend
 from robostack.robot.loop import TickStats
 from tasks import make_task, parse_task_params
@@ -83,8 +88,14 @@ class RobotServerConfig:
     state_hz: float = 100.0  # real-time state publishing rate
     command_deadline: float = 0.3  # s a real-time command stays valid unless it says otherwise
     max_command_deadline: float = 1.0  # s, the longest deadline a command may ask for
-    peer_timeout: float = 2.0  # s without a command or heartbeat from the peer that armed -> damped
-        # stop, disarmed (other peers' requests, e.g. a dashboard polling state, do not count)
+    peer_timeout: float = 0.5  # s, real time: the lease expires this long after its holder's last
+        # request (ZmqConnection heartbeats every peer_timeout / 5) -> damped stop, disarmed; other
+        # peers' requests (e.g. a dashboard polling state) do not count. 0.5 s + the damped stop
+        # keeps heartbeat loss -> zero velocity under 1 s (docs/leases.md)
+    lockstep_lease_timeout: float = 5.0  # s, lock-step: physics waits for the client, so nothing
+        # moves while it is silent; longer, so that a loaded machine never expires a live client
+    admin_endpoint: str = ""  # the local admin socket (ipc://, owner-only): shutdown, disarm,
+        # state, stats, break_lease without the lease; empty: derived from command_endpoint
     soft_start_time: float = 0.5  # s over which 'arm' ramps the stiffness from 0 to full
     transient_faults: str = "communication_constraints_violation"  # backend fault codes recovered
         # automatically (comma-separated), at most max_recoveries times within recovery_window
@@ -114,6 +125,19 @@ class RobotServerConfig:
         parse_task_params(self.task, self.task_params)  # a usage error now, not at start-up
         parse_ceilings(self.gain_ceilings)  # same: a bad or above-rated ceiling names itself now
         self.supervisor_config()  # same: bad deadlines or timeouts
+        if not self.lockstep_lease_timeout > 0:
+            raise ValueError(f"lockstep_lease_timeout must be > 0 s, got {self.lockstep_lease_timeout}")
+        if self.admin_endpoint and not self.admin_endpoint.startswith("ipc://"):
+            raise ValueError(f"admin_endpoint must be a local ipc:// endpoint (anyone who can reach "
+                             f"it may stop the server), got {self.admin_endpoint!r}")
+
+    def lease_timeout(self) -> float:
+        """s without a request from the lease holder before its lease expires."""
+        return self.peer_timeout if self.clock == "realtime" else self.lockstep_lease_timeout
+
+    def admin(self) -> str:
+        """The admin socket's endpoint."""
+        return self.admin_endpoint or lease.admin_endpoint_for(self.command_endpoint)
 
     def supervisor_config(self) -> SupervisorConfig:
         """The supervisor's rules. Lock-step has no wall clock to miss a deadline or lose a peer
@@ -173,6 +197,7 @@ class RobotServer:
         self._peers = realtime  # lock-step: one client drives, any peer counts as it
         self._peer = None  # the sender of the request being answered
         self.supervisor = Supervisor(self.config.supervisor_config(), now=self._now())
+        self._access = "local"  # of the request being answered (see handle)
         self._law = "damped"  # the law of the latest supervisor tick
         self._scale = 1.0  # the soft start's stiffness scale now applied to self.gains
         self.flags: dict[str, str] = {}  # flag -> reason, since the last state report
@@ -180,6 +205,9 @@ class RobotServer:
         self.gripper_target = b.gripper_max_width
         self.command_seq = -1
         self.stats = TickStats()
+        self.loop_summary = None  # real time: the loop's latest TickStats.summary() (see _on_stats)
+        self.lease = lease.Lease(self.config.lease_timeout())
+        self._hello = self._hello_info()  # fixed for the server's life: built once, not per request
         self.running = True
         compiled = self.config.clock == "lockstep" and self.config.fast_loop and b.capabilities.compiled_impedance_loop
         self._fast_loop = b.run_impedance_ticks if compiled else None  # the same ticks, compiled
@@ -290,10 +318,13 @@ class RobotServer:
         return meta, arrays
 
     # --- requests --------------------------------------------------------------------------
-    def handle(self, kind: str, meta: dict, arrays: dict, peer=None) -> tuple[str, dict, dict]:
+    def handle(self, kind: str, meta: dict, arrays: dict, peer=None,
+               access: str = "local") -> tuple[str, dict, dict]:
         """Answer one request. Returns (reply kind, meta, arrays); errors become "error" replies,
-        whatever raised them: no request can take the server down. `peer`: the sender's identity
-        (real time: only the peer that armed keeps the arm armed)."""
+        whatever raised them: no request can take the server down. `access`: "local" (a caller
+        in this process: trusted, `peer` is the controlling peer's name, real time only),
+        "remote" (the command socket: what the lease allows, the lease token is the peer) or
+        "admin" (the admin socket: lease.ADMIN_REQUESTS only)."""
         self._peer = peer if self._peers else None
         handler = getattr(self, f"_on_{kind}", None) if isinstance(kind, str) else None
         if handler is None:
@@ -302,10 +333,35 @@ class RobotServer:
         if not isinstance(meta or {}, dict) or not isinstance(arrays or {}, dict):
             return "error", {"error": f"{kind}: meta and arrays must be dicts, got "
                                       f"{type(meta).__name__} and {type(arrays).__name__}"}, {}
-        if self._homing is not None and kind in ("arm", "disarm", "reset", "shutdown"):
+        self._access = access
+        if access == "admin":
+            if kind not in lease.ADMIN_REQUESTS:
+                return "error", {"error": f"{kind!r} is not served on the admin socket, only "
+                                          f"{sorted(lease.ADMIN_REQUESTS)}; send it on the command "
+                                          "socket with the lease"}, {}
+            self._peer = None
+        elif access == "remote" and kind in lease.OPEN_REQUESTS:
+            self._peer = None  # reading (or asking for the lease) controls nothing
+        elif access == "remote":
+            if kind == "break_lease":
+                return "error", {"error": "'break_lease' is served on the admin socket only "
+                                          f"({self.config.admin()})"}, {}
+            now = time.monotonic()
+            try:
+                self.lease.check(now, (meta or {}).get("lease"))
+            except ValueError as refused:
+                return "error", {"error": f"{kind}: {refused}"}, {}
+            self._peer = self.lease.token  # the supervisor's controlling peer: the token
+            meta = {k: v for k, v in meta.items() if k != "lease"}  # the handlers' fields only
+            self.supervisor.heartbeat(self._now(), self._peer)  # every request of the holder counts
+        if self._homing is not None and kind in ("arm", "disarm", "reset", "shutdown", "release",
+                                                  "break_lease"):
             self._end_homing(f"{kind!r} requested")  # the waiting reset gets an error reply
         try:
-            return handler(meta or {}, arrays or {})
+            reply = handler(meta or {}, arrays or {})
+            if self._access == "remote" and self._peer is not None and self.lease.token == self._peer:
+                self.lease.renewed = time.monotonic()  # a long request (a reset) must not expire it
+            return reply
         except (safety.CommandRejected, ValueError, KeyError, TypeError) as error:
             return "error", {"error": f"{kind}: {error}"}, {}
         except Exception as error:  # a bug of ours, found by a request: hold, log, answer
@@ -319,36 +375,86 @@ class RobotServer:
         meta, arrays = self.state_message()
         return kind, meta, arrays
 
-    def _on_hello(self, meta, arrays):
+    def _hello_info(self) -> dict:
         tc, b = self.task.config, self.backend
-        info = {
+        return {
             "schema": transport.SCHEMA_VERSION, "task": self.task.name, "clock": self.config.clock,
             "backend": self.config.backend, "control_mode": b.control_mode.value,
             "capabilities": dataclasses.asdict(b.capabilities),
             "control_period": self.period, "policy_hz": tc.policy_hz,
             "task_config": dataclasses.asdict(tc), "task_fields": dict(self.task.state_fields),
             "gripper_max_width": b.gripper_max_width,
+            "lease_timeout": self.config.lease_timeout(),
         }
+
+    def _on_hello(self, meta, arrays):
         if meta.get("task") not in (None, self.task.name):
             return "error", {"error": f"task mismatch: this server runs {self.task.name!r}, the "
-                                      f"client expects {meta['task']!r}; start the server with "
-                                      f"--task {meta['task']}"}, {}
-        return "hello", info, {}
+                                      f"client expects {str(meta['task'])[:60]!r}; start the server "
+                                      f"with --task {str(meta['task'])[:60]}"}, {}
+        return "hello", self._hello, {}
 
     def _on_state(self, meta, arrays):
         return self._state_reply()
 
     def _on_stats(self, meta, arrays):
-        """Real-time loop statistics since the loop started or the last {"reset": true}."""
-        reply = "stats", {"loop": self.stats.summary(), "mode": self.mode}, {}
+        """Real-time loop statistics since the loop started or the last {"reset": true}. In real
+        time the summary is the one the loop computes once a second between ticks' requests
+        (`loop_summary`, up to 1 s old, "age_s" says how old): computing it here cost a tick
+        ~1 ms (bench_fuzz.py); the counters are read fresh."""
+        if self.loop_summary is not None:
+            summary = dict(self.loop_summary[1])
+            summary.update(self.stats.counters())
+            summary["age_s"] = time.perf_counter() - self.loop_summary[0]
+        else:
+            summary = self.stats.summary()
+        reply = "stats", {"loop": summary, "mode": self.mode}, {}
         if meta.get("reset"):
-            self.stats = TickStats()  # a fresh measurement window, e.g. after start-up and reset
+            self.stats = TickStats(period=self.stats.period)  # a fresh window, e.g. after start-up
+            self.loop_summary = None
         return reply
 
     def _on_heartbeat(self, meta, arrays):
-        """The controlling peer is alive (counts only from the peer that armed)."""
+        """The controlling peer is alive (counts only from the peer that armed); over the
+        command socket it also renews the lease (handle() did)."""
         counted = self.supervisor.heartbeat(self._now(), self._peer)
         return "ack", {"counted": counted, "mode": self.mode}, {}
+
+    # --- the lease (robostack/robot/lease.py) --------------------------------------------------------
+    def _on_acquire(self, meta, arrays):
+        """Take the lease (or renew one's own): a new holder finds the arm disarmed (a damped stop
+        if it was energized): arming is explicit, reconnection never resumes motion."""
+        holder = meta.get("holder", "")
+        holder = holder[:80] if isinstance(holder, str) else ""
+        token, new = self.lease.acquire(time.monotonic(), holder or "unnamed client",
+                                        meta.get("lease"))
+        if new:
+            self._stop_for(f"lease acquired by {holder or 'unnamed client'!r}")
+            self.supervisor.heartbeat(self._now(), token)
+            log.info("lease acquired by %r", holder)
+        timeout = self.lease.timeout
+        return "lease", {"lease": token, "holder": self.lease.holder, "timeout": timeout,
+                         "heartbeat_period": timeout / 5, "mode": self.mode}, {}
+
+    def _on_release(self, meta, arrays):
+        """Give the lease up; an energized arm makes a damped stop."""
+        holder = self.lease.holder
+        self.lease.release()
+        self._stop_for(f"lease released by {holder!r}")
+        return "released", {"mode": self.mode}, {}
+
+    def _stop_for(self, reason: str) -> None:
+        """The controller changed: an energized arm makes a damped stop (a fault stays a fault)."""
+        if self.mode in ENERGIZED:
+            self.supervisor.disarm(self._now(), reason)
+            self._supervise()
+
+    def _on_break_lease(self, meta, arrays):
+        """Admin socket (or in-process): end whoever's lease; an energized arm makes a damped stop."""
+        holder = self.lease.holder if self.lease.live(time.monotonic()) else None
+        self.lease.release()
+        self._stop_for(f"lease of {holder!r} broken on the admin socket")
+        return "released", {"broken": holder, "mode": self.mode}, {}
 
     def _on_arm(self, meta, arrays):
         self.supervisor.arm(self._now(), self._peer)  # held at the measured pose, soft-started
@@ -492,9 +598,9 @@ class RobotServer:
     # --- serving loops ------------------------------------------------------------------------
     def serve(self) -> None:
         """Bind the configured endpoints and serve until shutdown (robostack/robot/loop.py)."""
-        log.info("robot server: task=%s backend=%s clock=%s commands=%s state=%s",
+        log.info("robot server: task=%s backend=%s clock=%s commands=%s state=%s admin=%s",
                  self.task.name, self.config.backend, self.config.clock,
-                 self.config.command_endpoint, self.config.state_endpoint)
+                 self.config.command_endpoint, self.config.state_endpoint, self.config.admin())
         try:
             loop.serve(self)
         finally:

@@ -55,7 +55,13 @@ class ServerProcess:
             self.kill()  # the caller never gets this object, so it cannot clean up
             raise
 
-    def connect(self) -> transport.RequestClient:
+    def connect(self, **lease_options) -> ZmqConnection:
+        """A controlling client: it takes the lease on its first request that needs it."""
+        return ZmqConnection(self.command_endpoint, timeout=REPLY_TIMEOUT, holder="test",
+                             **lease_options)
+
+    def reader(self) -> transport.RequestClient:
+        """A client without the lease (a dashboard): it may read hello, state and stats only."""
         return transport.RequestClient(self.command_endpoint, source="test", timeout=REPLY_TIMEOUT)
 
     def subscribe(self) -> transport.Subscriber:
@@ -286,11 +292,12 @@ STOP_BOUND = 1.0  # s from the peer's timeout to every joint still (issue 11: <=
 def test_lost_peer_stops_the_arm_until_it_is_explicitly_armed():
     with robot_server("--clock", "realtime", "--peer-timeout", str(PEER_TIMEOUT)) as server:
         subscriber = server.subscribe()
+        controller = server.connect(heartbeat=False)  # the lease lives only on its requests
         try:
-            start = server.client.request("reset", {"seed": 0}, timeout=30.0)
-            command(server.client, start, offset=(0.03, 0.0, 0.0), deadline=1.0)  # moving, then silent
+            start = controller.request("reset", {"seed": 0}, timeout=30.0)
+            command(controller, start, offset=(0.03, 0.0, 0.0), deadline=1.0)  # moving, then silent
+            start_lease = controller.lease
             silent_since = time.monotonic()  # from here on the controller sends nothing
-            server.client.close()
             disarmed = None
             while disarmed is None and time.monotonic() < silent_since + 10.0:
                 message = subscriber.latest(STREAM_TIMEOUT)
@@ -309,7 +316,8 @@ def test_lost_peer_stops_the_arm_until_it_is_explicitly_armed():
             print(f"peer_timeout {PEER_TIMEOUT} s: silent -> stopping {waited:.3f} s, "
                   f"stopping -> disarmed (still) {end[1] - stop[1]:.3f} s")
 
-            # A client (re)connecting is refused motion: it has to arm explicitly.
+            # A client (re)connecting takes the expired lease, and is refused motion all the
+            # same: it has to arm explicitly.
             client = server.connect()
             try:
                 with pytest.raises(transport.RemoteError) as refused:
@@ -328,15 +336,19 @@ def test_lost_peer_stops_the_arm_until_it_is_explicitly_armed():
                 assert client.request("arm").meta["mode"] == "armed"
                 reply = command(client, message, offset=(0.0, 0.0, 0.02))
                 assert reply.kind == "ack" and reply.meta["mode"] == "tracking"
+                # The silent controller's lease is gone: it may not move the arm either.
+                with pytest.raises(transport.RemoteError, match="the lease is held by 'test'"):
+                    controller.client.request("command", {"lease": start_lease}, {})
             finally:
                 client.close()
         finally:
+            controller.close()
             subscriber.close()
 
 
 def test_a_state_poller_does_not_keep_a_silent_controllers_arm_armed():
     with robot_server("--clock", "realtime", "--peer-timeout", str(PEER_TIMEOUT)) as server:
-        controller, poller = server.client, server.connect()
+        controller, poller = server.connect(heartbeat=False), server.reader()
         try:
             controller.request("reset", {"seed": 0}, timeout=30.0)  # the controller: the one that armed
             # Its heartbeats keep the arm armed for well past peer_timeout ...
@@ -345,20 +357,26 @@ def test_a_state_poller_does_not_keep_a_silent_controllers_arm_armed():
                 assert controller.request("heartbeat").meta == {"counted": True, "mode": "armed"}
                 assert poller.request("state").meta["mode"] == "armed"
                 time.sleep(0.05)
-            # ... while another peer's requests count for nothing: it polls, the controller is
-            # silent, and the arm stops after peer_timeout all the same.
-            assert poller.request("heartbeat").meta["counted"] is False
+            # ... while another peer's requests count for nothing: without the lease its
+            # heartbeat is refused, it polls, the controller is silent, and the arm stops after
+            # peer_timeout all the same.
+            with pytest.raises(transport.RemoteError, match="held by 'test'.*send 'acquire' first"):
+                poller.request("heartbeat")
             silent_since, mode = time.monotonic(), "armed"
             while mode == "armed" and time.monotonic() < silent_since + 10.0:
                 mode = poller.request("state").meta["mode"]
                 time.sleep(0.01)
             assert mode in ("stopping", "disarmed"), mode
             assert time.monotonic() - silent_since < PEER_TIMEOUT + 1.0
-            # Nor may the poller move the arm: it has to arm (and so take control) first.
+            # Nor may the poller move the arm, or arm it: it has to take the lease first.
             state = poller.request("state")
-            with pytest.raises(transport.RemoteError):
+            for kind in ("command", "arm", "step", "reset", "gains", "disarm", "shutdown"):
+                with pytest.raises(transport.RemoteError, match="send 'acquire' first"):
+                    poller.request(kind)
+            with pytest.raises(transport.RemoteError, match="send 'acquire' first"):
                 command(poller, state)
         finally:
+            controller.close()
             poller.close()
 
 

@@ -5,6 +5,10 @@ stay up, answer each message with a reply that names the problem (oversized fram
 ZeroMQ, their sender disconnected), answer a valid request correctly afterwards, keep its memory
 bounded and, in real time, keep every tick's request work within budget.
 
+Half the hostile messages carry the lease of the test's client (a controller gone hostile:
+they reach the handlers), half carry none (a stranger: only hello, state, stats and acquire get
+past the lease check, robostack/robot/lease.py).
+
 Seeded and short: benchmarks/bench_fuzz.py runs the same at >= 10,000 messages.
 """
 
@@ -25,6 +29,8 @@ import zmq
 
 from controllers.cartesian_impedance import CartesianImpedanceGains
 from robostack import transport
+from robostack.robot.client import ZmqConnection
+from robostack.robot.lease import OPEN_REQUESTS
 from robostack.transport import hostile
 
 STARTUP_TIMEOUT = 60.0
@@ -38,6 +44,10 @@ ROBOT_KINDS = {
     "gains": [f.name for f in dataclasses.fields(CartesianImpedanceGains)], "nosuch": [],
 }
 ROBOT_ARRAYS = {"target_position": ((3,), "<f8"), "target_quaternion": ((4,), "<f8")}
+# What a stranger without the lease sends besides: the lease's own requests (a hostile 'acquire'
+# is refused while the test's client holds it; 'release' and 'heartbeat' without it, too).
+LEASE_KINDS = {"acquire": ["holder", "lease"], "release": ["lease"], "heartbeat": ["lease"],
+               "break_lease": [], "shutdown": ["lease"]}
 
 
 def robot_kinds(clock: str) -> dict:
@@ -57,7 +67,7 @@ class Server:
              "--log-level", "CRITICAL", *extra],
             env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True)
-        self.client = transport.RequestClient(self.command, source="test", timeout=5.0)
+        self.client = ZmqConnection(self.command, timeout=5.0, holder="test")
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
             try:
@@ -83,9 +93,27 @@ def server(request):
     s.stop()
 
 
-def messages(seed: int, n: int, clock: str):
+def messages(seed: int, n: int, clock: str, lease: str):
+    """n hostile messages: even ones with `lease` (the holder's token), odd ones without."""
     rng = np.random.default_rng(seed)
-    return [hostile.hostile_message(rng, robot_kinds(clock), arrays=ROBOT_ARRAYS) for _ in range(n)]
+    holder, stranger = robot_kinds(clock), {**robot_kinds(clock), **LEASE_KINDS}
+    return [hostile.hostile_message(rng, holder, arrays=ROBOT_ARRAYS, base_meta={"lease": lease})
+            if i % 2 == 0 else hostile.hostile_message(rng, stranger, arrays=ROBOT_ARRAYS)
+            for i in range(n)]
+
+
+def with_lease(frames: list, lease: str) -> list:
+    """`frames` with `lease` added to the header's meta, for a request that needs it (so that it
+    reaches its handler); frames whose header is not a readable map are left as they are."""
+    try:
+        header = msgpack.unpackb(frames[0])
+    except Exception:
+        return frames
+    if not isinstance(header, dict) or header.get("kind") in OPEN_REQUESTS \
+            or not isinstance(header.get("meta"), dict):
+        return frames
+    header["meta"]["lease"] = lease
+    return [msgpack.packb(header), *frames[1:]]
 
 
 def assert_serves_correctly(server: Server) -> None:
@@ -144,10 +172,9 @@ def test_each_known_crasher_is_refused_by_name_and_the_server_goes_on(clock):
     server = Server(clock)
     server.clock = clock
     try:
-        if clock == "realtime":
-            server.client.request("arm")
+        server.client.request("arm")  # takes the lease: the crashers carry it
         for what, frames in CRASHERS.items():
-            header = raw_request(server, frames)
+            header = raw_request(server, with_lease(frames, server.client.lease))
             if header["kind"] != "error":  # some are valid once read (a 'state' with odd meta)
                 assert what in ("nesting bomb", "seq 2**64-1 in meta") or header["kind"] == "state", (what, header)
                 continue
@@ -178,8 +205,9 @@ def test_a_nan_deadline_never_keeps_a_real_time_arm_armed():
 # --- the fuzz ----------------------------------------------------------------------------------
 
 def test_fuzz_the_server_stays_up_names_every_error_and_keeps_time(server):
-    batch = messages(11 if server.clock == "lockstep" else 12, MESSAGES, server.clock)
     server.client.request("arm")
+    batch = messages(11 if server.clock == "lockstep" else 12, MESSAGES, server.clock,
+                     server.client.lease)
     server.client.request("stats", {"reset": True})
     rss_before = hostile.rss_bytes(server.process.pid)
     results = []

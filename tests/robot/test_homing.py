@@ -5,6 +5,9 @@ The arm is the MuJoCo mirror presented as a real arm (tests/robot/stand_in.py: n
 reset, so the server must drive it), served in real time in its own process. While it drives
 home the server keeps ticking at its rate, publishing, and answering other clients; the reset is
 answered when the arm is home, or with an error naming the problem when it cannot get there.
+
+The test's client holds the lease (robostack/robot/lease.py); the reset goes out on a socket of
+its own in a thread, carrying the same lease token: the token, not the socket, is the controller.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pytest
 
 from controllers.franka import HOME_Q  # where the stand-in starts
 from robostack import transport
+from robostack.robot.client import ZmqConnection
 
 REACHABLE_HOME = tuple(np.add(HOME_Q, [0.3, 0.15, -0.2, 0.25, 0.2, -0.2, 0.3]))
 UNREACHABLE_HOME = (0.0, 0.75, 0.0, -2.05, 0.0, 2.1, math.pi / 4)  # tcp 4.5 cm inside the table
@@ -38,7 +42,7 @@ def stand_in_server(home_q, home_timeout: float):
     script = Path(__file__).with_name("stand_in.py")
     process = subprocess.Popen([sys.executable, str(script), command, state, json.dumps(list(home_q)),
                                 str(home_timeout)])
-    client = transport.RequestClient(command, source="test", timeout=REPLY_TIMEOUT)
+    client = ZmqConnection(command, timeout=REPLY_TIMEOUT, holder="test")
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
@@ -59,14 +63,16 @@ def stand_in_server(home_q, home_timeout: float):
             process.wait(timeout=5.0)
 
 
-def reset_in_background(endpoint: str) -> tuple[threading.Thread, dict]:
-    """Send `reset` from a client of its own, in a thread; the outcome lands in the dict."""
+def reset_in_background(endpoint: str, owner: ZmqConnection) -> tuple[threading.Thread, dict]:
+    """Send `reset` with `owner`'s lease from a client of its own, in a thread; the outcome lands
+    in the dict."""
     outcome: dict = {}
+    token = owner.lease or owner.acquire()
 
     def run():
         client = transport.RequestClient(endpoint, source="resetter", timeout=30.0)
         try:
-            outcome["reply"] = client.request("reset", {"seed": 0})
+            outcome["reply"] = client.request("reset", {"seed": 0, "lease": token})
         except transport.TransportError as error:
             outcome["error"] = error
         finally:
@@ -96,7 +102,7 @@ def test_reset_drives_home_through_the_ticks_and_the_server_keeps_serving():
             subscriber.latest(2.0)
             client.request("stats", {"reset": True})
             started = time.monotonic()
-            thread, outcome = reset_in_background(command)
+            thread, outcome = reset_in_background(command, client)
             seen = watch_while(thread, client, np.array(REACHABLE_HOME))
             homing_seconds = time.monotonic() - started
             during = client.request("stats", {"reset": True}).meta["loop"]
@@ -120,7 +126,7 @@ def test_reset_drives_home_through_the_ticks_and_the_server_keeps_serving():
 def test_an_unreachable_home_gets_an_error_reply_and_the_server_keeps_serving():
     with stand_in_server(UNREACHABLE_HOME, home_timeout=1.5) as (command, _, client):
         client.request("stats", {"reset": True})
-        thread, outcome = reset_in_background(command)
+        thread, outcome = reset_in_background(command, client)
         seen = watch_while(thread, client, np.array(UNREACHABLE_HOME))
         during = client.request("stats", {"reset": True}).meta["loop"]
         assert "error" in outcome, outcome
@@ -146,7 +152,7 @@ def test_an_unreachable_home_gets_an_error_reply_and_the_server_keeps_serving():
 @pytest.mark.parametrize("request_kind", ["disarm", "reset"])
 def test_a_request_that_changes_the_mode_ends_homing_and_answers_the_waiting_reset(request_kind):
     with stand_in_server(REACHABLE_HOME, home_timeout=10.0) as (command, _, client):
-        thread, outcome = reset_in_background(command)
+        thread, outcome = reset_in_background(command, client)
         deadline = time.monotonic() + 10.0
         while client.request("state").meta["mode"] != "homing":
             assert time.monotonic() < deadline, "never saw the arm homing"
