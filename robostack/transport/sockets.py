@@ -1,5 +1,10 @@
 """The four socket roles every process uses, over the envelope of envelope.py.
 
+Who may connect (docs/security.md): every socket serves this machine only unless it is given
+CURVE keys. Unix sockets (ipc_endpoint) live in a directory only this user can open; a bind on
+a tcp address that is not loopback (tcp://*:5600, tcp://0.0.0.0:5600, a LAN address) is refused
+without `curve=CurveKeys(...)` (auth.py), and with them admits only allow-listed client keys.
+
 Socket roles (all sockets LINGER 0, so closing never blocks on undelivered messages; like any
 ZeroMQ socket, use each object from one thread only):
 
@@ -19,9 +24,11 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 
+from robostack.transport.auth import CurveKeys, apply_client, apply_server, private_dir
 from robostack.transport.envelope import (
     MAX_ARRAYS,
     SCHEMA_VERSION,
@@ -39,7 +46,8 @@ from robostack.transport.envelope import (
 
 __all__ = [
     "Publisher", "Subscriber", "RequestClient", "RequestServer", "Request",
-    "free_tcp_endpoint", "ipc_endpoint", "default_context",
+    "free_tcp_endpoint", "ipc_endpoint", "ipc_dir", "default_context", "CurveKeys",
+    "is_loopback",
 ]
 
 
@@ -62,19 +70,90 @@ def free_tcp_endpoint(host: str = "127.0.0.1") -> str:
         return f"tcp://{host}:{s.getsockname()[1]}"
 
 
+# A unix socket's path must fit sockaddr_un.sun_path: 108 bytes with the terminating NUL.
+MAX_IPC_PATH_BYTES = 107
+
+
+def ipc_dir() -> Path:
+    """This user's directory for robostack's unix sockets, created 0700: $XDG_RUNTIME_DIR/robostack
+    when XDG_RUNTIME_DIR is set and private (systemd makes /run/user/<uid> so), else
+    /tmp/robostack-<uid>. Refused (TransportError) when it exists but is not ours or is open to
+    group or others: a socket in it would let that other user in."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        try:
+            st = os.stat(runtime)
+            if st.st_uid == os.getuid() and not st.st_mode & 0o077:
+                return private_dir(Path(runtime) / "robostack", "robostack's socket directory")
+        except OSError:
+            pass  # not there: fall back to /tmp
+    return private_dir(Path(f"/tmp/robostack-{os.getuid()}"), "robostack's socket directory")
+
+
 def ipc_endpoint(name: str) -> str:
-    """A per-user unix-socket endpoint, faster than loopback tcp between processes on one host."""
+    """A per-user unix-socket endpoint (in ipc_dir()), faster than loopback tcp between
+    processes on one host, and only this user can connect to it."""
     if not name or "/" in name:
         raise ValueError(f"ipc endpoint name must be a non-empty word without '/', got {name!r}")
-    return f"ipc:///tmp/robostack-{os.getuid()}-{name}"
+    endpoint = f"ipc://{ipc_dir() / name}"
+    _check_ipc_length(endpoint)
+    return endpoint
 
 
-def _open(context, kind: int, endpoint: str, bind: bool, options=()) -> zmq.Socket:
-    sock = (context or default_context()).socket(kind)
+def _check_ipc_length(endpoint: str) -> None:
+    path = endpoint[len("ipc://"):]
+    if len(path.encode()) > MAX_IPC_PATH_BYTES:
+        raise TransportError(
+            f"unix socket path {path!r} is {len(path.encode())} bytes, over the {MAX_IPC_PATH_BYTES} "
+            f"a unix socket allows: use a shorter name, or a shorter private directory (e.g. "
+            f"XDG_RUNTIME_DIR=/run/user/{os.getuid()})")
+
+
+def is_loopback(host: str) -> bool:
+    """True for hosts only this machine can reach: localhost, 127.0.0.0/8, ::1."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _serves_network(endpoint: str) -> bool:
+    """True when binding `endpoint` lets other machines connect: tcp on anything but loopback,
+    and every transport other than ipc and inproc."""
+    scheme, _, rest = endpoint.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return False
+    if scheme == "tcp":
+        return not is_loopback(rest.rpartition(":")[0])
+    return True
+
+
+def _open(context, kind: int, endpoint: str, bind: bool, options=(),
+          curve: CurveKeys | None = None) -> zmq.Socket:
+    if bind and curve is None and _serves_network(endpoint):
+        raise TransportError(
+            f"refusing to bind {endpoint!r} without CURVE: any machine on the network could "
+            f"connect to it. Bind loopback (tcp://127.0.0.1:PORT) for this machine only, or "
+            f"serve the network with keys: `robostack keys create NAME` on this machine, "
+            f"`robostack keys allow CLIENT.key` for each client, and pass the key (the CURVE key "
+            f"option of the command; in code curve=CurveKeys('NAME')): docs/security.md")
+    if endpoint.startswith("ipc://"):
+        _check_ipc_length(endpoint)
+    context = context or default_context()
+    sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.copy_threshold = ZERO_COPY_BYTES
     for option, value in options:
         sock.setsockopt(option, value)
+    try:
+        if curve is not None:
+            apply_server(sock, context, curve) if bind else apply_client(sock, curve)
+    except BaseException:
+        sock.close()
+        raise
     try:
         sock.bind(endpoint) if bind else sock.connect(endpoint)
     except zmq.ZMQError as exc:
@@ -86,7 +165,7 @@ def _open(context, kind: int, endpoint: str, bind: bool, options=()) -> zmq.Sock
         elif exc.errno in (zmq.EINVAL, zmq.EPROTONOSUPPORT):
             fix = "expected 'tcp://HOST:PORT' or 'ipc:///path' (check the config)"
         elif exc.errno == zmq.EADDRNOTAVAIL:
-            fix = "that address is not on this machine: bind tcp://*:PORT or one of its own"
+            fix = "that address is not on this machine: bind one of its own (or tcp://*:PORT, with CURVE)"
         else:
             fix = "check the endpoint in the config"
         raise TransportError(f"cannot {verb} {endpoint!r}: {exc.strerror}: {fix}") from None
@@ -100,6 +179,15 @@ def _send(sock: zmq.Socket, frames: list) -> None:
     last = len(frames) - 1
     for i, frame in enumerate(frames):
         sock.send(frame, zmq.NOBLOCK | (zmq.SNDMORE if i < last else 0), copy=False)
+
+
+def _curve_hint(curve: CurveKeys | None) -> str:
+    """What a silent CURVE peer may mean: a refused key looks exactly like no server at all."""
+    if curve is None:
+        return ""
+    return (f" CURVE is on: the server may have refused our key (fingerprint {curve.fingerprint}; "
+            f"its log names it): on the server, `robostack keys allow` our public key file; and "
+            f"check that {curve.server_key!r} is that server's public key")
 
 
 def _ms(seconds: float) -> int:
@@ -134,12 +222,13 @@ class Publisher(_Socket):
     periodically (state and frames do by nature; a weights publisher should resend its latest
     weights every few seconds)."""
 
-    def __init__(self, endpoint: str, source: str, bind: bool = True, context=None, hwm: int = 2):
+    def __init__(self, endpoint: str, source: str, bind: bool = True, context=None, hwm: int = 2,
+                 curve: CurveKeys | None = None):
         self.endpoint = endpoint
         self.source = source
         self.session = _new_session()
         self._seq = 0
-        self._sock = _open(context, zmq.PUB, endpoint, bind, [(zmq.SNDHWM, hwm)])
+        self._sock = _open(context, zmq.PUB, endpoint, bind, [(zmq.SNDHWM, hwm)], curve)
 
     def publish(self, kind: str, meta: dict | None = None, arrays: dict | None = None,
                 stamp: float | None = None) -> int:
@@ -156,13 +245,7 @@ def _is_same_host(endpoint: str) -> bool:
     """True when the endpoint can only reach this machine, so sender stamps are on our clock."""
     if endpoint.startswith(("ipc://", "inproc://")):
         return True
-    host = endpoint.partition("://")[2].rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(endpoint.partition("://")[2].rpartition(":")[0])
 
 
 class Subscriber(_Socket):
@@ -180,10 +263,11 @@ class Subscriber(_Socket):
     """
 
     def __init__(self, endpoint: str, topic_kinds=None, connect: bool = True, context=None,
-                 hwm: int = 1000, same_host: bool | None = None):
+                 hwm: int = 1000, same_host: bool | None = None, curve: CurveKeys | None = None):
         self.endpoint = endpoint
         self.kinds = [topic_kinds] if isinstance(topic_kinds, str) else list(topic_kinds or [])
-        self._sock = _open(context, zmq.SUB, endpoint, not connect, [(zmq.RCVHWM, hwm)])
+        self.curve = curve
+        self._sock = _open(context, zmq.SUB, endpoint, not connect, [(zmq.RCVHWM, hwm)], curve)
         for topic in [_topic(k) for k in self.kinds] or [b""]:
             self._sock.setsockopt(zmq.SUBSCRIBE, topic)
         self._poller = zmq.Poller()  # reused: Socket.poll() would build one per call
@@ -247,7 +331,7 @@ class Subscriber(_Socket):
             since = f"last one {time.monotonic() - self._last_rx:.2f} s ago"
         return (f"no {what} message from {self.endpoint} within {timeout:.2f} s ({since}): is its "
                 f"publisher running and publishing there, with the same robostack schema "
-                f"v{SCHEMA_VERSION}?")
+                f"v{SCHEMA_VERSION}?{_curve_hint(self.curve)}")
 
 
 # --- requests -----------------------------------------------------------------------------------
@@ -268,8 +352,9 @@ class RequestClient(_Socket):
     One thread per client: ZeroMQ sockets are not thread-safe."""
 
     def __init__(self, endpoint: str, source: str, timeout: float = 1.0, retries: int = 0,
-                 context=None, peer: str = "its server"):
+                 context=None, peer: str = "its server", curve: CurveKeys | None = None):
         self.endpoint = endpoint
+        self.curve = curve
         self.source = source
         self.timeout = timeout
         self.retries = retries
@@ -282,7 +367,8 @@ class RequestClient(_Socket):
     def _connect(self) -> None:
         # IMMEDIATE: queue requests only on a live connection, so "no server" shows up as
         # "cannot send" instead of requests piling up for whoever binds next.
-        self._sock = _open(self._context, zmq.DEALER, self.endpoint, False, [(zmq.IMMEDIATE, 1)])
+        self._sock = _open(self._context, zmq.DEALER, self.endpoint, False, [(zmq.IMMEDIATE, 1)],
+                           self.curve)
         # One poller for the socket's life: Socket.poll() builds a new one per call, a
         # measurable share of a round trip.
         self._poller = zmq.Poller()
@@ -307,7 +393,7 @@ class RequestClient(_Socket):
             attempts = f" on each of {1 + self.retries} attempts" if self.retries else ""
             raise PeerTimeout(
                 f"{problem} to {kind!r} from {self.endpoint} within {timeout:.2f} s{attempts}: is "
-                f"{self.peer} running and reachable at {self.endpoint}?")
+                f"{self.peer} running and reachable at {self.endpoint}?{_curve_hint(self.curve)}")
         if reply.kind == "error":
             raise RemoteError(str(reply.meta.get("error", reply.meta)), self.endpoint, kind)
         return reply
@@ -371,7 +457,7 @@ class RequestServer(_Socket):
 
     def __init__(self, endpoint: str, source: str, bind: bool = True, context=None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, hwm: int = 1000,
-                 drain_frames: int = 64):
+                 drain_frames: int = 64, curve: CurveKeys | None = None):
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
         self.endpoint = endpoint
@@ -382,7 +468,7 @@ class RequestServer(_Socket):
         self.rejected = 0  # malformed requests answered with an error
         self._draining = False  # the rest of an over-long multipart message is being dropped
         self._sock = _open(context, zmq.ROUTER, endpoint, bind,
-                           [(zmq.MAXMSGSIZE, max_message_bytes), (zmq.RCVHWM, hwm)])
+                           [(zmq.MAXMSGSIZE, max_message_bytes), (zmq.RCVHWM, hwm)], curve)
         self._poller = zmq.Poller()  # reused: Socket.poll() would build one per call
         self._poller.register(self._sock, zmq.POLLIN)
 

@@ -13,7 +13,7 @@ import zmq
 from robostack.transport import (
     SCHEMA_VERSION, Message, PeerTimeout, ProtocolError, Publisher, RemoteError, RequestClient,
     RequestServer, StaleMessage, Subscriber, TransportError, decode, default_context, encode,
-    free_tcp_endpoint, ipc_endpoint)
+    free_tcp_endpoint, ipc_dir, ipc_endpoint)
 from robostack.transport.envelope import _topic
 from robostack.transport.sockets import _is_same_host
 
@@ -178,7 +178,7 @@ def test_topic_prefix_is_how_every_header_of_that_kind_starts():
 
 def test_endpoint_helpers():
     assert free_tcp_endpoint().startswith("tcp://127.0.0.1:")
-    assert ipc_endpoint("cam0").startswith("ipc:///tmp/robostack-")
+    assert ipc_endpoint("cam0") == f"ipc://{ipc_dir()}/cam0"  # a private folder: test_curve.py
     assert _is_same_host("tcp://127.0.0.1:5") and _is_same_host("ipc:///tmp/x")
     assert _is_same_host("tcp://localhost:5") and _is_same_host("tcp://[::1]:5")
     assert not _is_same_host("tcp://192.168.1.10:5") and not _is_same_host("tcp://robot-pc:5")
