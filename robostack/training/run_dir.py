@@ -56,6 +56,10 @@ log = logging.getLogger("robostack.training.run_dir")
 
 class RunFileError(RuntimeError):
     """A file of the run directory is unreadable: the message names it and says what to do."""
+
+
+class RunFileMissing(RunFileError):
+    """The file is not there (yet: a stand-alone learner creates run.json as it starts)."""
 REPLACED = "replaced-"  # prefix of the folders earlier runs were moved into
 
 # metrics.csv's columns in both modes (a mode leaves the ones it has no value for empty).
@@ -132,6 +136,9 @@ def _read_identity(path: Path, need_secret: bool) -> tuple[str, str | None]:
         if need_secret and secret is None:
             raise ValueError("it holds no 'secret' (a run from before run secrets: start its "
                              "learner once, which adds one)")
+    except FileNotFoundError:
+        raise RunFileMissing(f"{path} does not exist: the run's learner creates it (run.json "
+                             f"in its --run-dir); on another machine, copy it here") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:  # never the secret in the message
         raise RunFileError(
             f"{path}: the run's identity is unreadable ({exc}); the actors' spools name the run "

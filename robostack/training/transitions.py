@@ -70,7 +70,7 @@ import numpy as np
 
 from robostack import transport
 from robostack.files import atomic_write, write_json_atomic
-from robostack.training.run_dir import RunFileError, read_run_identity
+from robostack.training.run_dir import RunFileError, RunFileMissing, read_run_identity
 
 PROTOCOL = 2  # the hello/transitions/ack contract; bump when it changes shape (2: run proofs, resend_from)
 STREAMS = ("online", "intervention", "demo")
@@ -294,11 +294,14 @@ class TransitionSender:
         """Handshake, retrying until `timeout` s; returns the welcome meta."""
         start = last = time.monotonic()
         while not self._hello():
+            if not self.run_file.exists():
+                time.sleep(0.2)  # no learner yet (no run.json): look again, without spinning
             now = time.monotonic()
             if now - last > 10.0:
                 last = now
                 self.say(f"{self.actor_id}: waiting for the learner at {self.client.endpoint} "
-                         f"({now - start:.0f} s)")
+                         f"({now - start:.0f} s" + ("" if self.run_file.exists() else
+                                                    f"; no {self.run_file} yet") + ")")
             if now > start + timeout:
                 raise transport.PeerTimeout(
                     f"{self.actor_id}: no answer from the learner at {self.client.endpoint} within "
@@ -308,10 +311,10 @@ class TransitionSender:
     def _hello(self) -> bool:
         try:
             run, secret = read_run_identity(self.run_file)
+        except RunFileMissing:  # the learner creates it before it binds: not up yet
+            self._note_down()
+            return False
         except RunFileError as exc:
-            if not self.run_file.exists():  # the learner creates it before it binds: not yet up
-                self._note_down()
-                return False
             raise HandshakeRefused(f"{self.actor_id}: {exc}") from None
         session = self.client.session
         # Where this session's batches will start: a gap up to there (the spool lost, damaged
