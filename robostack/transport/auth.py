@@ -35,9 +35,10 @@ from pathlib import Path
 import zmq
 from zmq.utils import z85
 
+from robostack.transport.endpoints import private_dir
 from robostack.transport.envelope import TransportError
 
-__all__ = ["CurveKeys", "default_keys_dir", "fingerprint", "private_dir", "read_public_key",
+__all__ = ["CurveKeys", "default_keys_dir", "fingerprint", "read_public_key",
            "write_key_pair", "allowed_keys"]
 
 _log = logging.getLogger(__name__)
@@ -46,39 +47,6 @@ PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"
 ALLOWED = "allowed"
 _Z85_KEY_CHARS = 40  # a 32-byte curve25519 key in Z85
-
-
-# --- private directories ------------------------------------------------------------------------
-
-def check_private(path: Path, what: str) -> None:
-    """Refuse `path` unless it is a real directory (not a link), ours, and closed to group and
-    others: anything less lets another user connect to our sockets or read our keys."""
-    try:
-        st = os.lstat(path)
-    except OSError as exc:
-        raise TransportError(f"cannot use {path} as {what}: {exc.strerror}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise TransportError(f"{path} ({what}) is not a directory (a link or a file): remove it "
-                             f"so that robostack can create it, or point robostack elsewhere")
-    if st.st_uid != os.getuid():
-        raise TransportError(f"{path} ({what}) belongs to uid {st.st_uid}, not to you "
-                             f"(uid {os.getuid()}): another user may be intercepting your "
-                             f"sockets; have it removed, or point robostack elsewhere")
-    if st.st_mode & 0o077:
-        raise TransportError(f"{path} ({what}) is open to group or others (mode "
-                             f"{stat.S_IMODE(st.st_mode):04o}): `chmod 700 {path}`")
-
-
-def private_dir(path: Path, what: str) -> Path:
-    """`path`, created 0700 if missing, checked private (check_private) either way."""
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise TransportError(f"cannot create {path} ({what}): {exc.strerror}") from None
-    check_private(path, what)
-    return path
 
 
 # --- key files ----------------------------------------------------------------------------------
@@ -237,6 +205,13 @@ class CurveKeys:
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.pair[0])
+
+    def refusal_hint(self) -> str:
+        """What a silent CURVE peer may mean: a refused key looks exactly like no server."""
+        return (f"CURVE is on: the server may have refused our key (fingerprint "
+                f"{self.fingerprint}; its log names it): on the server, `robostack keys allow` "
+                f"our public key file; and check that {self.server_key!r} is that server's "
+                f"public key")
 
 
 def apply_server(sock: zmq.Socket, context: zmq.Context, curve: CurveKeys) -> None:

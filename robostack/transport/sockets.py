@@ -16,19 +16,16 @@ ZeroMQ socket, use each object from one thread only):
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
-import os
-import socket
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import zmq
 
-from robostack.transport.auth import CurveKeys, apply_client, apply_server, private_dir
+from robostack.transport.auth import CurveKeys, apply_client, apply_server
+from robostack.transport.endpoints import _is_same_host, check_endpoint
 from robostack.transport.envelope import (
     MAX_ARRAYS,
     SCHEMA_VERSION,
@@ -46,8 +43,7 @@ from robostack.transport.envelope import (
 
 __all__ = [
     "Publisher", "Subscriber", "RequestClient", "RequestServer", "Request",
-    "free_tcp_endpoint", "ipc_endpoint", "ipc_dir", "default_context", "CurveKeys",
-    "is_loopback",
+    "default_context",
 ]
 
 
@@ -62,86 +58,9 @@ def default_context() -> zmq.Context:
     return zmq.Context.instance()
 
 
-def free_tcp_endpoint(host: str = "127.0.0.1") -> str:
-    """A tcp endpoint on a port that was free a moment ago (for tests; another process can take
-    it before you bind)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return f"tcp://{host}:{s.getsockname()[1]}"
-
-
-# A unix socket's path must fit sockaddr_un.sun_path: 108 bytes with the terminating NUL.
-MAX_IPC_PATH_BYTES = 107
-
-
-def ipc_dir() -> Path:
-    """This user's directory for robostack's unix sockets, created 0700: $XDG_RUNTIME_DIR/robostack
-    when XDG_RUNTIME_DIR is set and private (systemd makes /run/user/<uid> so), else
-    /tmp/robostack-<uid>. Refused (TransportError) when it exists but is not ours or is open to
-    group or others: a socket in it would let that other user in."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        try:
-            st = os.stat(runtime)
-            if st.st_uid == os.getuid() and not st.st_mode & 0o077:
-                return private_dir(Path(runtime) / "robostack", "robostack's socket directory")
-        except OSError:
-            pass  # not there: fall back to /tmp
-    return private_dir(Path(f"/tmp/robostack-{os.getuid()}"), "robostack's socket directory")
-
-
-def ipc_endpoint(name: str) -> str:
-    """A per-user unix-socket endpoint (in ipc_dir()), faster than loopback tcp between
-    processes on one host, and only this user can connect to it."""
-    if not name or "/" in name:
-        raise ValueError(f"ipc endpoint name must be a non-empty word without '/', got {name!r}")
-    endpoint = f"ipc://{ipc_dir() / name}"
-    _check_ipc_length(endpoint)
-    return endpoint
-
-
-def _check_ipc_length(endpoint: str) -> None:
-    path = endpoint[len("ipc://"):]
-    if len(path.encode()) > MAX_IPC_PATH_BYTES:
-        raise TransportError(
-            f"unix socket path {path!r} is {len(path.encode())} bytes, over the {MAX_IPC_PATH_BYTES} "
-            f"a unix socket allows: use a shorter name, or a shorter private directory (e.g. "
-            f"XDG_RUNTIME_DIR=/run/user/{os.getuid()})")
-
-
-def is_loopback(host: str) -> bool:
-    """True for hosts only this machine can reach: localhost, 127.0.0.0/8, ::1."""
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _serves_network(endpoint: str) -> bool:
-    """True when binding `endpoint` lets other machines connect: tcp on anything but loopback,
-    and every transport other than ipc and inproc."""
-    scheme, _, rest = endpoint.partition("://")
-    if scheme in ("ipc", "inproc"):
-        return False
-    if scheme == "tcp":
-        return not is_loopback(rest.rpartition(":")[0])
-    return True
-
-
 def _open(context, kind: int, endpoint: str, bind: bool, options=(),
           curve: CurveKeys | None = None) -> zmq.Socket:
-    if bind and curve is None and _serves_network(endpoint):
-        raise TransportError(
-            f"refusing to bind {endpoint!r} without CURVE: any machine on the network could "
-            f"connect to it. Bind loopback (tcp://127.0.0.1:PORT) for this machine only, or "
-            f"serve the network with keys: `robostack keys create NAME` on this machine, "
-            f"`robostack keys allow CLIENT.key` for each client, and pass the key (the CURVE key "
-            f"option of the command; in code curve=CurveKeys('NAME')): docs/security.md")
-    if endpoint.startswith("ipc://"):
-        _check_ipc_length(endpoint)
+    check_endpoint(endpoint, bind, curve is not None)
     context = context or default_context()
     sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
@@ -182,12 +101,7 @@ def _send(sock: zmq.Socket, frames: list) -> None:
 
 
 def _curve_hint(curve: CurveKeys | None) -> str:
-    """What a silent CURVE peer may mean: a refused key looks exactly like no server at all."""
-    if curve is None:
-        return ""
-    return (f" CURVE is on: the server may have refused our key (fingerprint {curve.fingerprint}; "
-            f"its log names it): on the server, `robostack keys allow` our public key file; and "
-            f"check that {curve.server_key!r} is that server's public key")
+    return "" if curve is None else " " + curve.refusal_hint()
 
 
 def _ms(seconds: float) -> int:
@@ -239,13 +153,6 @@ class Publisher(_Socket):
                       time.monotonic() if stamp is None else stamp)
         _send(self._sock, encode(msg))
         return self._seq
-
-
-def _is_same_host(endpoint: str) -> bool:
-    """True when the endpoint can only reach this machine, so sender stamps are on our clock."""
-    if endpoint.startswith(("ipc://", "inproc://")):
-        return True
-    return is_loopback(endpoint.partition("://")[2].rpartition(":")[0])
 
 
 class Subscriber(_Socket):
