@@ -6,7 +6,10 @@ answer to a valid request afterwards), error replies that name no problem, RSS b
 and for the real-time server the loop's own figures: the worst time one request took inside a
 1 kHz tick (receive + decode + handle + reply) under hostile traffic against the same under as
 many valid requests, measured in the same run, and the missed ticks / worst tick lateness
-(every cause: a shared machine's scheduler included).
+(every cause: a shared machine's scheduler included). The robot server's hostile messages carry
+its lease half the time (a controller gone hostile: they reach the handlers) and none the other
+half (a stranger: refused at the lease check unless hello, state, stats or acquire), as in
+tests/robot/test_fuzz.py; the valid baseline is sent by the lease holder.
 
     .venv/bin/python benchmarks/bench_fuzz.py              # 10,000 messages per target
     .venv/bin/python benchmarks/bench_fuzz.py --messages 1000   # quick
@@ -31,7 +34,8 @@ sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # last: tes
 
 from robostack import transport  # noqa: E402
 from robostack.transport import hostile  # noqa: E402
-from robot.test_fuzz import ROBOT_ARRAYS, robot_kinds  # noqa: E402
+from robostack.robot.client import ZmqConnection  # noqa: E402
+from robot.test_fuzz import messages as robot_messages  # noqa: E402
 from training.test_learner_fuzz import (  # noqa: E402
     ACTOR, LEARNER_KINDS, ROWS, SESSION, TINY, batch_arrays, hello_meta, message)
 
@@ -39,10 +43,10 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", MUJOCO_GL="egl")
 CLIENTS = 3
 
 
-def start(args: list[str], endpoint: str, probe: str) -> tuple[subprocess.Popen, transport.RequestClient]:
+def start(args: list[str], endpoint: str, probe: str, client=None):
     process = subprocess.Popen([sys.executable, "-m", *args], env=ENV, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    client = transport.RequestClient(endpoint, source="bench", timeout=5.0)
+    client = client or transport.RequestClient(endpoint, source="bench", timeout=5.0)
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -84,14 +88,16 @@ def robot(clock: str, n: int, seed: int) -> None:
     command, state = transport.free_tcp_endpoint(), transport.free_tcp_endpoint()
     process, client = start(["robostack.robot.server", "--task", "reach", "--clock", clock,
                              "--command-endpoint", command, "--state-endpoint", state,
-                             "--log-level", "CRITICAL"], command, "hello")
+                             "--log-level", "CRITICAL"], command, "hello",
+                            ZmqConnection(command, timeout=5.0, holder="bench"))
     try:
-        client.request("arm")
+        client.request("arm")  # takes the lease
         # Baseline: as many valid requests of the kinds a client sends (hello, state, stats, and
-        # commands holding the pose), from the same clients.
+        # commands holding the pose), from the same clients, with the holder's lease.
         pose = client.request("state")
         target = {"target_position": pose.arrays["tcp_position"], "target_quaternion": pose.arrays["tcp_quaternion"]}
-        move = ("command" if clock == "realtime" else "step", {"gripper": 0.04}, target)
+        move = ("command" if clock == "realtime" else "step", {"gripper": 0.04, "lease": client.lease},
+                target)
         kinds = [("hello", {}, {}), ("state", {}, {}), ("stats", {}, {}), move]
         valid = [[bytes(f) for f in transport.encode(transport.Message(
             *kinds[i % 4], "bench", "bench", i + 1, time.monotonic()))] for i in range(n)]
@@ -99,8 +105,7 @@ def robot(clock: str, n: int, seed: int) -> None:
         base = flood(command, valid)
         base_loop = client.request("stats").meta["loop"]
         client.request("stats", {"reset": True})
-        rng = np.random.default_rng(seed)
-        batch = [hostile.hostile_message(rng, robot_kinds(clock), arrays=ROBOT_ARRAYS) for _ in range(n)]
+        batch = robot_messages(seed, n, clock, client.lease)
         rss_before = hostile.rss_bytes(process.pid)
         result = flood(command, batch)
         big = oversized(command, [2**20, 16 * 2**20, 64 * 2**20])

@@ -152,7 +152,10 @@ def test_a_killed_actor_and_a_robot_server_told_to_shut_down_are_restarted(tmp_p
                      "3 episodes of the restarted actor")
     first_server = train.pids()["robot-server-0"]
     command = json.loads((run / "config.json").read_text())["endpoints"]["robot_servers"][0]
-    with transport.RequestClient(command, "test", timeout=5.0) as client:
+    # The actor holds the server's lease: the local admin socket stops it without one.
+    from robostack.robot.lease import admin_endpoint_for
+
+    with transport.RequestClient(admin_endpoint_for(command), "test", timeout=5.0) as client:
         assert client.request("shutdown").kind == "bye"
     assert train.finish() == 0, train.text()
     launcher = read_summary(run, "launcher")
