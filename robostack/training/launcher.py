@@ -115,7 +115,13 @@ class Launcher:
         self.learner_answered = False
         self.endpoints_published = False
         self.next_endpoint_check = 0.0
-        self.children: list[Child] = []  # made by prepare_run_dir, once the run has its identity
+        # The children, made by prepare_run_dir once the run has its identity (their endpoints
+        # are named after it).
+        self.learner: Child | None = None
+        self.server_children: list[Child] = []
+        self.actor_children: list[Child] = []
+        self.children: list[Child] = []
+        self.servers: list[tuple[str, str]] = []
 
     # --- the run -----------------------------------------------------------------------------
     def prepare_run_dir(self) -> None:
