@@ -22,6 +22,7 @@ COMMANDS = {
     "replay": ("robostack.commands.replay", "re-execute a logged episode in the mirror, report tracking error"),
     "view": ("robostack.commands.replay:view_main", "video with overlays and a plot of a logged episode"),
     "expert": ("robostack.commands.expert", "run a task's scripted expert through the env and report success"),
+    "keys": ("robostack.commands.keys", "CURVE key pairs and the allow-list for serving other machines: create, list, allow, revoke"),
     "teleop": ("robostack.commands.teleop", "teleop devices (keyboard, gamepad, spacemouse, autopilot): --selftest"),
 }
 

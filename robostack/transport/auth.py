@@ -35,7 +35,7 @@ from pathlib import Path
 import zmq
 from zmq.utils import z85
 
-from robostack.transport.endpoints import private_dir
+from robostack.transport.endpoints import check_private, private_dir
 from robostack.transport.envelope import TransportError
 
 __all__ = ["CurveKeys", "default_keys_dir", "fingerprint", "read_public_key",
@@ -217,6 +217,8 @@ class CurveKeys:
 def apply_server(sock: zmq.Socket, context: zmq.Context, curve: CurveKeys) -> None:
     """Make `sock` (before bind) a CURVE server whose clients the allow-list decides."""
     secret = curve.pair[1]
+    if os.path.lexists(curve.allowed_dir):
+        check_private(curve.allowed_dir, "the allow-list")
     domain = _handler_for(context).domain_for(curve.allowed_dir)
     if not allowed_keys(curve.allowed_dir):
         _log.warning("CURVE server with an empty allow-list %s admits no client: "
@@ -328,6 +330,11 @@ class _ZapHandler:
             self._note_refusal(key, address, domain, f"mechanism {mechanism!r} in domain "
                                f"{domain!r}: only CURVE clients of robostack sockets are admitted")
             return [b"1.0", request_id, b"400", b"not admitted", b"", b""]
+        try:  # a folder others may write to would let them add keys: refuse everyone then
+            check_private(folder, "the allow-list")
+        except TransportError as exc:
+            self._note_refusal(key, address, domain, str(exc))
+            return [b"1.0", request_id, b"400", b"allow-list unusable", b"", b""]
         name = allowed_keys(folder).get(key)
         if name is None:
             self._note_refusal(key, address, domain, f"not in the allow-list {folder} (to admit "
