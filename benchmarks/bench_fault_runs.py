@@ -128,20 +128,24 @@ def clean_run(server, recorder, rng) -> dict:
 def realtime_run(kind: str, connection, lo, hi, rng) -> dict:
     """One fault run against the shared real-time server; measured from its state stream."""
     from robostack import transport
+    from robostack.robot.client import ZmqConnection
 
     sub = fi.subscriber(connection)
     seen, refused, named = [], 0, 0
     try:
         if kind == "zmq_hostile":
-            start = connection.request("reset", {"seed": int(rng.integers(2**31))}, timeout=30.0)
-            for name, arrays, expected in fi.hostile_commands(rng, 60, start.arrays["tcp_quaternion"]):
-                try:
-                    connection.request("command", {"gripper": 0.08, "deadline": 1.0}, arrays)
-                except transport.RemoteError as error:
-                    refused += 1
-                    named += expected.startswith("refused:") and expected[8:] in error.text
-                seen.append(sub.latest(fi.REPLY_TIMEOUT + fi.WALL_MARGIN))
-            seen += fi.watch(sub, 0.5)
+            # A client of its own, closed after the run: it holds the server's lease meanwhile,
+            # and releases it for the next run's client.
+            with ZmqConnection(connection.endpoint, timeout=fi.REPLY_TIMEOUT) as client:
+                start = client.request("reset", {"seed": int(rng.integers(2**31))}, timeout=30.0)
+                for name, arrays, expected in fi.hostile_commands(rng, 60, start.arrays["tcp_quaternion"]):
+                    try:
+                        client.request("command", {"gripper": 0.08, "deadline": 1.0}, arrays)
+                    except transport.RemoteError as error:
+                        refused += 1
+                        named += expected.startswith("refused:") and expected[8:] in error.text
+                    seen.append(sub.latest(fi.REPLY_TIMEOUT + fi.WALL_MARGIN))
+                seen += fi.watch(sub, 0.5)
         else:
             client, lines = fi.start_client(connection)
             try:
