@@ -155,8 +155,10 @@ class RobotEnv(gym.Env):
         time_ = meta.get("time")
         # The supervisor's transitions since the last info, each once (the server repeats its
         # latest few in every message): [from, to, reason], without the robot's running clock.
+        # A malformed entry is skipped: it would otherwise stop the episode log's writer.
         new = [t for t in (meta.get("supervisor") or {}).get("transitions", [])
-               if isinstance(t, list) and len(t) == 5 and isinstance(t[0], int) and t[0] > self._transition_seen]
+               if isinstance(t, list) and len(t) == 5 and isinstance(t[0], int)
+               and t[0] > self._transition_seen and all(isinstance(x, str) for x in t[2:])]
         if new:
             self._transition_seen = new[-1][0]
         return {"success": outcome.success, "safety_flags": meta.get("flags", []),
