@@ -107,7 +107,9 @@ def validate_command(position, quaternion, gripper=None):
 def _validate(position, quaternion, gripper):
     position = _as_vector(position, 3, "position", "x, y, z of the tcp in m, base frame")
     quaternion = _as_vector(quaternion, 4, "quaternion", "(w, x, y, z) of the tcp orientation in base frame")
-    norm = float(np.linalg.norm(quaternion))
+    # Scaled first: the norm of a quaternion of huge (finite) components overflows to inf.
+    largest = float(np.abs(quaternion).max())
+    norm = largest * float(np.linalg.norm(quaternion / largest)) if largest > 0.0 else 0.0
     if not norm > 1e-6:
         raise CommandRejected(f"quaternion: norm {norm:.3g} is too small to normalize; send (w, x, y, z) with "
                               f"non-zero norm, e.g. (1, 0, 0, 0) for the base orientation")
@@ -120,7 +122,7 @@ def _validate(position, quaternion, gripper):
         gripper = float(g)
         if not math.isfinite(gripper):
             raise CommandRejected(f"gripper: {gripper} is not finite; send a finite width in m")
-    return position, quaternion / norm, gripper, norm
+    return position, quaternion / largest / (norm / largest), gripper, norm
 
 
 def _slerp(q0: np.ndarray, q1: np.ndarray, t: float) -> np.ndarray:
@@ -147,9 +149,12 @@ def filter_command(position, quaternion, gripper, reference_position, reference_
     reference pose of the controller.
 
     Order matters: the target is clipped into the box first, then the step from the reference is
-    capped. So the step cap always holds, and the result is inside the box whenever the
-    reference is; a reference outside the box (after a reset, or a box that shrank) walks back in
-    by at most one step per command, flagged `outside_workspace`.
+    capped. So the step cap holds, and the result is inside the box whenever the reference is.
+    A reference outside the box is flagged `outside_workspace`: when it is out by no more than one
+    step (the tcp overshot a face, which the server passes as the reference), the capped target
+    is clipped into the box again, so that the tcp never chases a reference outside it (without
+    this, pushes along a face from an overshot tcp compounded: 24 mm out, measured); when it is
+    further out (after a reset, or a box that shrank) it walks back in by one step per command.
 
     Flags: quaternion_normalized, workspace_clipped, position_step_capped, rotation_step_capped,
     outside_workspace, gripper_clipped.
@@ -166,7 +171,7 @@ def filter_command(position, quaternion, gripper, reference_position, reference_
     flags: list[tuple[str, str]] = []
 
     if abs(norm - 1.0) > 1e-3:  # float32 round-off is not worth a flag; a wrong norm is
-        flags.append(("quaternion_normalized", f"quaternion norm {norm:.4f} normalized to 1"))
+        flags.append(("quaternion_normalized", f"quaternion norm {norm:.6g} normalized to 1"))
     lo = np.asarray(limits.workspace_min, dtype=np.float64)
     hi = np.asarray(limits.workspace_max, dtype=np.float64)
     clipped = np.clip(position, lo, hi)
@@ -186,10 +191,14 @@ def filter_command(position, quaternion, gripper, reference_position, reference_
         position = ref_p + step * (limits.max_position_step / distance)
         flags.append(("position_step_capped", f"position step {distance:.4f} m capped at "
                                               f"{limits.max_position_step:.4f} m per command"))
-    if ((position < lo - 1e-12) | (position > hi + 1e-12)).any():
+    outside = float(np.linalg.norm(ref_p - np.clip(ref_p, lo, hi)))
+    if outside > 0.0 and outside <= limits.max_position_step:
+        position = np.clip(position, lo, hi)  # at most the cap plus the overshot distance away
+    if outside > 0.0 or ((position < lo - 1e-12) | (position > hi + 1e-12)).any():
         flags.append(("outside_workspace", f"reference {np.round(ref_p, 4).tolist()} m is outside the workspace "
-                                           f"box {lo.tolist()}..{hi.tolist()} m; moving back in at most "
-                                           f"{limits.max_position_step} m per command"))
+                                           f"box {lo.tolist()}..{hi.tolist()} m by {outside:.4f} m; "
+                                           + ("target clipped back into the box" if outside <= limits.max_position_step
+                                              else f"moving back in at most {limits.max_position_step} m per command")))
 
     angle = rotation_angle(ref_q, quaternion)
     if angle > limits.max_rotation_step:

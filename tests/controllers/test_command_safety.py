@@ -148,3 +148,22 @@ def test_joint_limit_guard():
     bad[0] = np.nan
     assert joint_limit_guard(bad)[0][0] == "joint_state_invalid"
     assert joint_limit_guard(home[:6])[0][0] == "joint_state_invalid"
+
+
+def test_a_reference_that_overshot_a_face_gets_a_target_back_inside_the_box():
+    # The tcp (the server's reference) is 1 cm above the top face; a push sideways and up would
+    # otherwise keep the capped target outside, and the tcp would chase it further out.
+    top = LIMITS.workspace_max[2]
+    overshot = np.array([0.5, 0.0, top + 0.01])
+    cmd = filter_command([-5.0, 0.0, 3.0], IDENTITY, None, overshot, IDENTITY, LIMITS)
+    assert cmd.position[2] <= top + 1e-12
+    assert (cmd.position >= np.asarray(LIMITS.workspace_min) - 1e-12).all()
+    assert np.linalg.norm(cmd.position - overshot) <= LIMITS.max_position_step + 0.01 + 1e-12
+    assert "outside_workspace" in flag_names(cmd)
+    assert "clipped back into the box" in dict(cmd.flags)["outside_workspace"]
+
+
+def test_a_quaternion_of_huge_components_is_normalized_not_lost():
+    cmd = filter_command(REF_P, 1e200 * about_z(0.1), None, REF_P, IDENTITY, LIMITS)
+    assert rotation_angle(cmd.quaternion, about_z(0.1)) < 1e-9
+    assert "quaternion_normalized" in flag_names(cmd)

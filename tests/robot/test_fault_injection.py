@@ -160,11 +160,6 @@ def test_a_stream_of_hostile_targets_to_a_lockstep_server_is_refused_or_clamped_
           f"{worst * 1e3:.2f} mm over {len(recorder.tcp)} ticks")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "controllers/safety.py filter_command caps the step from a tcp that overshot the box without "
-    "clipping the capped target back into it: a push along a face keeps the reference outside "
-    "(9.8 mm here) and the tcp overshoots that (13.8 mm); clipping the capped position into the "
-    "box again measured 5.3 mm"))
 def test_a_push_along_the_top_face_from_a_corner_stays_within_the_tolerance():
     server, recorder, start = mirror()
     quaternion = start["tcp_quaternion"]
