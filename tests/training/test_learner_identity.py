@@ -244,3 +244,76 @@ def test_a_stand_alone_learner_writes_its_endpoints_into_config_json_only_once_b
     finally:
         process.kill()
         process.wait(10)
+
+
+def _squatter(endpoint: str, reply_kind: str, reply_meta: dict):
+    """A process holding `endpoint` that answers every request like a learner would, but
+    without the run's secret; served from a thread until the returned stop() is called."""
+    import threading
+
+    server = transport.RequestServer(endpoint, "squatter")
+    running = [True]
+
+    def serve():
+        while running[0]:
+            request = server.poll(0.05)
+            if request is not None:
+                server.reply(request, reply_kind, reply_meta)
+        server.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def stop():
+        running[0] = False
+        thread.join(5)
+    return stop
+
+
+def test_an_actor_names_a_process_squatting_the_learners_endpoint(tmp_path):
+    """It answers hello with a welcome for the right run id, but cannot make the learner's
+    proof: the actor refuses it by name instead of sending it transitions."""
+    from robostack.training import run_dir as run_files
+    from robostack.training.transitions import HandshakeRefused, TransitionSender
+
+    run = run_files.run_identity(tmp_path / "run")
+    endpoint = transport.free_tcp_endpoint()
+    stop = _squatter(endpoint, "welcome", {"run": run, "stored": 0, "durable": 0, "proof": "0" * 64})
+    sender = TransitionSender(endpoint, "actor-0", {}, tmp_path / "spool",
+                              run_file=tmp_path / "run" / "run.json")
+    try:
+        with pytest.raises(HandshakeRefused, match=f"is not run {run}'s learner") as refused:
+            sender.connect(timeout=10.0)
+        print("\nactor:", refused.value)
+        assert not sender.connected and sender.welcome == {}
+    finally:
+        sender.close()
+        stop()
+
+
+def test_the_launcher_records_endpoints_only_once_its_learner_proves_itself(tmp_path):
+    """Before any child answers, config.json names no endpoint; a process squatting the
+    learner's (unix socket) endpoint is named and ends the run, and config.json still names
+    none. The endpoints are unix sockets named after the run, short enough for a socket path."""
+    from robostack.training.config import RunConfig
+    from robostack.training.launcher import Launcher
+
+    config = RunConfig(task="reach", run_dir=str(tmp_path / "run"))
+    config.launch.pin_cpus = False
+    launcher = Launcher(config, say=lambda _: None)
+    launcher.prepare_run_dir()
+    assert "endpoints" not in json.loads((tmp_path / "run" / "config.json").read_text())
+    endpoints = [launcher.learner_endpoint, launcher.weights_endpoint, *launcher.servers[0]]
+    assert all(e.startswith("ipc://") and launcher.run_id in e and len(e) < 100 for e in endpoints), endpoints
+    with transport.RequestClient(launcher.learner_endpoint, "launcher", timeout=1.0) as client:
+        assert launcher.publish_endpoints(client) is None  # nothing answers yet: not yet
+        stop = _squatter(launcher.learner_endpoint, "stats", {"run": launcher.run_id, "proof": "0" * 64})
+        try:
+            launcher.next_endpoint_check = 0.0
+            outcome = launcher.publish_endpoints(client)
+        finally:
+            stop()
+    print("\nlauncher:", outcome)
+    assert outcome is not None and f"is not run {launcher.run_id}'s learner" in outcome
+    assert not launcher.endpoints_published
+    assert "endpoints" not in json.loads((tmp_path / "run" / "config.json").read_text())
