@@ -9,7 +9,9 @@ many valid requests, measured in the same run, and the missed ticks / worst tick
 (every cause: a shared machine's scheduler included). The robot server's hostile messages carry
 its lease half the time (a controller gone hostile: they reach the handlers) and none the other
 half (a stranger: refused at the lease check unless hello, state, stats or acquire), as in
-tests/robot/test_fuzz.py; the valid baseline is sent by the lease holder.
+tests/robot/test_fuzz.py; the valid baseline is sent by the lease holder. Its hostile messages
+all fit the server's frame bound (4 KiB, RobotServerConfig.max_request_bytes): a larger frame is
+dropped by ZeroMQ's I/O thread, never answered, and the oversized frames test that.
 
     .venv/bin/python benchmarks/bench_fuzz.py              # 10,000 messages per target
     .venv/bin/python benchmarks/bench_fuzz.py --messages 1000   # quick
