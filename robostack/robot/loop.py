@@ -8,8 +8,9 @@ through the one TorqueRamp:
 * `homing_ticks`: the joint impedance move home of a real arm's reset.
 * `damped_ticks`: disarmed / stopped: damped, gravity compensated, no motion commanded.
 
-The clocks connect a RobotServer to its sockets; they only call its public side (handle,
-run_ticks, state_message, reset_reply, stats, running):
+The clocks connect a RobotServer to its sockets (the command socket, whose requests the lease
+governs, and the local admin socket: docs/leases.md); they only call its public side (handle,
+run_ticks, state_message, reset_reply, stats, loop_summary, running):
 * `serve_lockstep`: physics is frozen between requests; a request is answered as it arrives.
 * `serve_realtime`: the 1 kHz tick of wall-clock time a real arm runs on (`wait_until` paces it,
   `TickStats` measures it); between ticks (the supervisor ticks with the control tick) it publishes the state and

@@ -38,8 +38,9 @@ impedance law bounds force through its error clip and torque limits; every torqu
 made it, reaches the arm through one rate-limited ramp; a joint moving into the margin before
 its limit holds the arm. Each clamp and hold is reported in the next state message with its reason.
 
-One thing: at ~545 lines, the tick and the request handlers share the arm's mode, target and
-torque ramp, and the safety rules only hold if every path through them sits in one place.
+One thing: at ~655 lines, the tick and the request handlers share the arm's mode, target and
+torque ramp, and the safety rules only hold if every path through them sits in one place (who may
+send what, the lease check in handle(), included; the lease's own rules are in lease.py).
 """
 
 from __future__ import annotations
@@ -394,7 +395,7 @@ class RobotServer:
             return "error", {"error": f"task mismatch: this server runs {self.task.name!r}, the "
                                       f"client expects {str(meta['task'])[:60]!r}; start the server "
                                       f"with --task {str(meta['task'])[:60]}"}, {}
-        return "hello", self._hello, {}
+        return "hello", dict(self._hello), {}  # a copy: an in-process caller may keep and edit it
 
     def _on_state(self, meta, arrays):
         return self._state_reply()
