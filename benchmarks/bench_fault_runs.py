@@ -200,9 +200,14 @@ def main() -> int:
              + [REALTIME_KINDS[i % len(REALTIME_KINDS)] for i in range(n_realtime)])
     rng.shuffle(kinds)
     tolerance = fi.TRACKING_TOLERANCE
+
+    def allowed(kind: str) -> float:
+        return fi.TRACKING_TOLERANCE_AT_CEILINGS if kind == "torque_step/stiff" else tolerance
+
     print(f"fault runs: {args.runs} ({args.runs - n_realtime} lock-step in-process, {n_realtime} real "
           f"time over ZeroMQ), seed {args.seed}; task pick_cube; tracking tolerance "
-          f"{tolerance * 1e3:.0f} mm per base axis", flush=True)
+          f"{tolerance * 1e3:.0f} mm per base axis ({fi.TRACKING_TOLERANCE_AT_CEILINGS * 1e3:.0f} mm with the "
+          f"gains at the ceilings)", flush=True)
     started = time.monotonic()
     server, recorder, _ = fi.mirror()
     ramp_step = server.ramp.max_step
@@ -222,7 +227,7 @@ def main() -> int:
             del recorder.tcp[:-1], recorder.torque[:-1]  # keep memory flat; the last tick stays
             row = f"{kind}/{result['detail']}" if result.get("detail") else kind
             results[row].append(result)
-            if result["excursion"] > tolerance:
+            if result["excursion"] > allowed(row):
                 print(f"  run {i} ({row}): {result['excursion'] * 1e3:.2f} mm outside the box", flush=True)
     finally:
         if connection is not None:
@@ -237,19 +242,23 @@ def main() -> int:
     worst_kind = next(k for k in order for r in results[k] if r["excursion"] == worst)
     steps = [r["torque_step"] for r in every if not np.isnan(r["torque_step"])]
     clean_worst = max(r["excursion"] for r in clean["clean"])
-    over = sum(r["excursion"] > tolerance for r in every)
-    print(f"\noverall: {len(every)} fault runs in {wall:.0f} s; worst box excursion {worst * 1e3:.2f} mm "
-          f"({worst_kind}) vs tolerance {tolerance * 1e3:.0f} mm: {'MET' if worst <= tolerance else 'MISSED'} "
-          f"({over} runs over it); max torque change per tick {max(steps):.3f} Nm vs ramp "
-          f"{ramp_step:.3f} Nm: {'MET' if max(steps) <= ramp_step + 1e-9 else 'MISSED'}")
-    # The tolerance is the default gains' (controllers/cartesian_impedance.py): the same figure
-    # without the runs whose gains were raised to the ceilings.
+    # Each run against the tolerance documented for its gains (controllers/cartesian_impedance.py):
+    # the default gains' 10 mm, or 15 mm for the runs whose gains were raised to the ceilings.
+    over = sum(r["excursion"] > allowed(k) for k in order for r in results[k])
     default = [r for k in order if k != "torque_step/stiff" for r in results[k]]
-    if default:
-        worst_default = max(r["excursion"] for r in default)
-        print(f"at the default gains ({len(default)} runs, all but torque_step/stiff): worst box "
-              f"excursion {worst_default * 1e3:.2f} mm vs {tolerance * 1e3:.0f} mm: "
-              f"{'MET' if worst_default <= tolerance else 'MISSED'}")
+    stiff = results.get("torque_step/stiff", [])
+    worst_default = max((r["excursion"] for r in default), default=0.0)
+    worst_stiff = max((r["excursion"] for r in stiff), default=0.0)
+    print(f"\noverall: {len(every)} fault runs in {wall:.0f} s; worst box excursion {worst * 1e3:.2f} mm "
+          f"({worst_kind}); {over} runs over their tolerance: {'MET' if over == 0 else 'MISSED'}; max "
+          f"torque change per tick {max(steps):.3f} Nm vs ramp {ramp_step:.3f} Nm: "
+          f"{'MET' if max(steps) <= ramp_step + 1e-9 else 'MISSED'}")
+    print(f"  at the default gains ({len(default)} runs): worst {worst_default * 1e3:.2f} mm vs "
+          f"{tolerance * 1e3:.0f} mm: {'MET' if worst_default <= tolerance else 'MISSED'}")
+    if stiff:
+        print(f"  at the gain ceilings ({len(stiff)} runs): worst {worst_stiff * 1e3:.2f} mm vs "
+              f"{fi.TRACKING_TOLERANCE_AT_CEILINGS * 1e3:.0f} mm: "
+              f"{'MET' if worst_stiff <= fi.TRACKING_TOLERANCE_AT_CEILINGS else 'MISSED'}")
     if clean_worst > 0:
         print(f"baseline ratio, worst excursion fault / clean runs: {worst / clean_worst:.2f} "
               f"(clean worst {clean_worst * 1e3:.2f} mm)")

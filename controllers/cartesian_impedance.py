@@ -33,10 +33,11 @@ of the base frame, for the tcp position against its clipped target:
   up to ~0.35 m/s against a spring the clip bounds at 20 N. Measured on the MuJoCo Panda, every
   reference inside the box: worst 7.5 mm over 432 pushes toward points 1-5 m outside the box and
   to its corners; braking from 0.12 m/s into a hold, 6.1-6.3 mm (tests/robostack/
-  test_robot_server_zmq.py). The safety filter as it is can leave the reference itself outside
-  the box along a face, and the tcp overshoots that: docs/fault_injection.md. Stiffer gains
-  overshoot more: at the most a 'gains' request may set (3000 N/m with a 3.3 cm clip, the 100 N
-  spring-force ceiling of controllers/gain_limits.py) up to 12.4 mm was measured.
+  test_robot_server_zmq.py). The safety filter keeps the reference inside the box (a tcp that
+  overshot a face gets its target clipped back in: docs/fault_injection.md). Stiffer gains
+  overshoot more, so the tolerance at the most a 'gains' request may set (3000 N/m with a 3.3 cm
+  clip, the 100 N spring-force ceiling of controllers/gain_limits.py) is 15 mm
+  (TRACKING_TOLERANCE_AT_CEILINGS; up to 12.4 mm measured).
 * lag: while moving, the tcp trails the newest target by up to one step cap (0.1 m); a reachable
   target is reached within 5 mm once it settles (tests/robostack/test_robot_server_control.py).
 
