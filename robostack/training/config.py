@@ -16,8 +16,8 @@ A stand-alone pair shares the run's identity through run.json (run id and secret
 learner in its --run-dir, mode 0600): an actor with the same --run-dir on the same machine reads
 it there; an actor on another machine is given a copy of it (`--run-file PATH`, kept 0600). The
 learner takes actor ids actor-0 .. actor-<N-1> with `--actors N` (default 1), and listens on
-loopback unless told otherwise (`--endpoint tcp://*:5600 --weights-endpoint tcp://*:5601` for
-actors on other machines).
+loopback unless told otherwise (actors on other machines: a network address, which the
+transport binds only with CURVE keys, docs/security.md).
 
 Every value is checked when a RunConfig is built (`VALID`: each numeric option's range), so a
 bad option is a usage error before any process, env or file of the run exists. A run is resumed
@@ -312,7 +312,7 @@ def check_resumable(config: RunConfig) -> None:
 class LearnerIdentity:
     """Where the learner listens."""
 
-    endpoint: str = "tcp://127.0.0.1:5600"  # actors' requests: hello, transitions, status (ROUTER, bound; loopback unless told: tcp://*:5600 for actors on other machines)
+    endpoint: str = "tcp://127.0.0.1:5600"  # actors' requests: hello, transitions, status (ROUTER, bound; loopback unless told: a network address needs CURVE keys, docs/security.md)
     weights_endpoint: str = "tcp://127.0.0.1:5601"  # weights broadcast to actors (PUB, bound; loopback unless told)
 
 
