@@ -133,3 +133,25 @@ def test_the_run_identity_is_created_once_and_a_checkpoint_keeps_its_own(tmp_pat
     with pytest.raises(run_dir.RunFileError) as refused:
         run_dir.run_identity(tmp_path)
     assert "run.json" in str(refused.value) and "--resume false" in str(refused.value)
+
+
+def test_the_run_secret_is_created_with_the_identity_private_and_kept(tmp_path):
+    run = run_dir.run_identity(tmp_path)
+    path = tmp_path / "run.json"
+    assert path.stat().st_mode & 0o777 == 0o600  # other users must not read the secret
+    same, secret = run_dir.read_run_identity(path)
+    assert same == run and len(secret) == 32 and int(secret, 16) >= 0
+    assert run_dir.run_identity(tmp_path) == run and run_dir.read_run_identity(path)[1] == secret
+    # A run.json from before run secrets keeps its id and gains a secret.
+    path.write_text(json.dumps({"run": "old123"}))
+    with pytest.raises(run_dir.RunFileError, match="holds no 'secret'"):
+        run_dir.read_run_identity(path)
+    assert run_dir.run_identity(tmp_path) == "old123"
+    assert run_dir.read_run_identity(path)[0] == "old123" and path.stat().st_mode & 0o777 == 0o600
+    path.write_text(json.dumps({"run": "old123", "secret": "nothex"}))
+    with pytest.raises(run_dir.RunFileError, match="not 32 hex digits") as refused:
+        run_dir.read_run_identity(path)
+    assert "nothex" not in str(refused.value)  # a secret (even a bad one) is never printed
+    path.unlink()
+    with pytest.raises(run_dir.RunFileMissing, match="does not exist"):
+        run_dir.read_run_identity(path)
