@@ -206,12 +206,25 @@ class CurveKeys:
     def fingerprint(self) -> str:
         return fingerprint(self.pair[0])
 
-    def refusal_hint(self) -> str:
-        """What a silent CURVE peer may mean: a refused key looks exactly like no server."""
-        return (f"CURVE is on: the server may have refused our key (fingerprint "
-                f"{self.fingerprint}; its log names it): on the server, `robostack keys allow` "
-                f"our public key file; and check that {self.server_key!r} is that server's "
-                f"public key")
+
+def refusal_hint(curve: CurveKeys | None) -> str:
+    """What a silent CURVE peer may mean (a refused key looks exactly like no server), for
+    PeerTimeout texts; "" without CURVE."""
+    if curve is None:
+        return ""
+    return (f" CURVE is on: the server may have refused our key (fingerprint {curve.fingerprint}; "
+            f"its log names it): on the server, `robostack keys allow` our public key file; and "
+            f"check that {curve.server_key!r} is that server's public key")
+
+
+def apply_curve(sock: zmq.Socket, context: zmq.Context, curve: CurveKeys, bind: bool) -> None:
+    """Set up `sock` (before bind or connect) as a CURVE server if it binds, else a client;
+    closes it when that fails (a key file missing, unreadable or too open)."""
+    try:
+        apply_server(sock, context, curve) if bind else apply_client(sock, curve)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def apply_server(sock: zmq.Socket, context: zmq.Context, curve: CurveKeys) -> None:

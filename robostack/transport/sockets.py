@@ -1,9 +1,7 @@
 """The four socket roles every process uses, over the envelope of envelope.py.
 
-Who may connect (docs/security.md): every socket serves this machine only unless it is given
-CURVE keys. Unix sockets (ipc_endpoint) live in a directory only this user can open; a bind on
-a tcp address that is not loopback (tcp://*:5600, tcp://0.0.0.0:5600, a LAN address) is refused
-without `curve=CurveKeys(...)` (auth.py), and with them admits only allow-listed client keys.
+Who may connect (docs/security.md): this machine only, unless a socket is given CURVE keys
+(`curve=CurveKeys(...)`, auth.py): a bind on a non-loopback address is refused without them.
 
 Socket roles (all sockets LINGER 0, so closing never blocks on undelivered messages; like any
 ZeroMQ socket, use each object from one thread only):
@@ -24,7 +22,7 @@ from dataclasses import dataclass
 
 import zmq
 
-from robostack.transport.auth import CurveKeys, apply_client, apply_server
+from robostack.transport.auth import CurveKeys, apply_curve, refusal_hint
 from robostack.transport.endpoints import _is_same_host, check_endpoint
 from robostack.transport.envelope import (
     MAX_ARRAYS,
@@ -67,12 +65,8 @@ def _open(context, kind: int, endpoint: str, bind: bool, options=(),
     sock.copy_threshold = ZERO_COPY_BYTES
     for option, value in options:
         sock.setsockopt(option, value)
-    try:
-        if curve is not None:
-            apply_server(sock, context, curve) if bind else apply_client(sock, curve)
-    except BaseException:
-        sock.close()
-        raise
+    if curve is not None:
+        apply_curve(sock, context, curve, bind)
     try:
         sock.bind(endpoint) if bind else sock.connect(endpoint)
     except zmq.ZMQError as exc:
@@ -98,10 +92,6 @@ def _send(sock: zmq.Socket, frames: list) -> None:
     last = len(frames) - 1
     for i, frame in enumerate(frames):
         sock.send(frame, zmq.NOBLOCK | (zmq.SNDMORE if i < last else 0), copy=False)
-
-
-def _curve_hint(curve: CurveKeys | None) -> str:
-    return "" if curve is None else " " + curve.refusal_hint()
 
 
 def _ms(seconds: float) -> int:
@@ -174,11 +164,8 @@ class Subscriber(_Socket):
         self.endpoint = endpoint
         self.kinds = [topic_kinds] if isinstance(topic_kinds, str) else list(topic_kinds or [])
         self.curve = curve
-        self._sock = _open(context, zmq.SUB, endpoint, not connect, [(zmq.RCVHWM, hwm)], curve)
-        for topic in [_topic(k) for k in self.kinds] or [b""]:
-            self._sock.setsockopt(zmq.SUBSCRIBE, topic)
-        self._poller = zmq.Poller()  # reused: Socket.poll() would build one per call
-        self._poller.register(self._sock, zmq.POLLIN)
+        self._open_args = (context, zmq.SUB, endpoint, not connect, [(zmq.RCVHWM, hwm)], curve)
+        self._connect()
         # Whether publisher stamps are on our clock; guessed from the endpoint unless told.
         self._same_host = _is_same_host(endpoint) if same_host is None else same_host
         self._last_rx: float | None = None  # our monotonic time of the last message
@@ -187,8 +174,17 @@ class Subscriber(_Socket):
         self._offset_session = None
         self._offset = math.inf
 
+    def _connect(self) -> None:
+        self._sock = _open(*self._open_args)
+        for topic in [_topic(k) for k in self.kinds] or [b""]:
+            self._sock.setsockopt(zmq.SUBSCRIBE, topic)
+        self._poller = zmq.Poller()  # reused: Socket.poll() would build one per call
+        self._poller.register(self._sock, zmq.POLLIN)
+
     def poll_latest(self) -> Message | None:
         """Newest queued message, dropping older ones, or None if nothing is queued. Never waits."""
+        if self._sock.closed:
+            self._connect()
         frames = None
         while True:
             try:
@@ -216,7 +212,11 @@ class Subscriber(_Socket):
         caught, a constant network latency is not, and clocks must tick at the same rate
         (NTP-disciplined hosts drift microseconds per second, unsynchronised ones up to ~0.1 ms/s,
         which a long session accumulates into false staleness)."""
+        if self._sock.closed:
+            self._connect()
         if not self._poller.poll(_ms(timeout)):
+            if self.curve is not None and not self._open_args[3]:
+                self._sock.close()  # reopened at the next call: see RequestClient.request
             raise PeerTimeout(self._silence(timeout))
         msg = self.poll_latest()
         if msg is None:  # poll said readable; cannot happen, but never return None from here
@@ -238,7 +238,7 @@ class Subscriber(_Socket):
             since = f"last one {time.monotonic() - self._last_rx:.2f} s ago"
         return (f"no {what} message from {self.endpoint} within {timeout:.2f} s ({since}): is its "
                 f"publisher running and publishing there, with the same robostack schema "
-                f"v{SCHEMA_VERSION}?{_curve_hint(self.curve)}")
+                f"v{SCHEMA_VERSION}?{refusal_hint(self.curve)}")
 
 
 # --- requests -----------------------------------------------------------------------------------
@@ -291,16 +291,22 @@ class RequestClient(_Socket):
         frames = encode(Message(kind, meta or {}, arrays or {}, self.source, self.session,
                                 self._seq, time.monotonic()))
         for _ in range(1 + self.retries):
+            if self._sock.closed:
+                self._connect()
             reply, problem = self._exchange(frames, self._seq, timeout)
             if reply is not None:
                 break
             self._sock.close()
-            self._connect()
+            # libzmq never retries a connection its server refused at the handshake, so under
+            # CURVE the next socket connects only when needed: a key allowed since then gets in.
+            if self.curve is None:
+                self._connect()
         else:
             attempts = f" on each of {1 + self.retries} attempts" if self.retries else ""
             raise PeerTimeout(
                 f"{problem} to {kind!r} from {self.endpoint} within {timeout:.2f} s{attempts}: is "
-                f"{self.peer} running and reachable at {self.endpoint}?{_curve_hint(self.curve)}")
+                f"{self.peer} running and reachable at {self.endpoint}?"
+                f"{refusal_hint(self.curve)}")
         if reply.kind == "error":
             raise RemoteError(str(reply.meta.get("error", reply.meta)), self.endpoint, kind)
         return reply

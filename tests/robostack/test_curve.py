@@ -187,6 +187,30 @@ def test_a_stream_over_curve_reaches_only_allowed_subscribers(context, keys):
             other.latest(0.3)
 
 
+def test_a_client_allowed_after_a_refusal_gets_in_at_its_next_try(context, keys):
+    """libzmq never retries a connection refused at the handshake, so both clients reopen
+    their socket after a timeout: allowing the key must be enough, no restart."""
+    endpoint = free_tcp_endpoint()
+    with echo_server(endpoint, context, curve=curve(keys, "server")), \
+            Publisher(free_tcp_endpoint(), "p", context=context, curve=curve(keys, "server")) as pub, \
+            RequestClient(endpoint, "c", timeout=0.3, context=context,
+                          curve=curve(keys, "stranger")) as client, \
+            Subscriber(pub.endpoint, context=context, curve=curve(keys, "stranger")) as sub:
+        with pytest.raises(PeerTimeout):
+            client.request("ping")
+        pub.publish("state")
+        with pytest.raises(PeerTimeout):
+            sub.latest(0.3)
+        shutil.copy(keys / "stranger.key", keys / "allowed" / "stranger.key")
+        assert client.request("ping", {"x": 4}, timeout=5.0).meta == {"echo": 4}
+        deadline = time.monotonic() + 5.0
+        while (msg := sub.poll_latest()) is None:
+            assert time.monotonic() < deadline, "the subscriber never got in after the allow"
+            pub.publish("state", {"q": 3})
+            time.sleep(0.01)
+        assert msg.meta == {"q": 3}
+
+
 def test_without_an_authenticator_curve_admits_nobody(context, keys):
     """What the server sockets rely on when the ZAP thread is gone: ZAP_ENFORCE_DOMAIN makes
     libzmq refuse a client nobody vouched for (without it, libzmq admits every key)."""
