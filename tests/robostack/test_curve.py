@@ -101,6 +101,17 @@ def test_loopback_and_ipc_binds_need_no_keys(context, tmp_path):
             assert client.request("ping", {"x": 7}).meta == {"echo": 7}
 
 
+def test_plaintext_sockets_beside_a_curve_server_are_not_sent_to_the_authenticator(context, keys):
+    """One process serves CURVE to the network and plaintext on loopback and ipc (the robot
+    server's admin socket): the authenticator must leave the plaintext ones alone."""
+    with echo_server(free_tcp_endpoint(), context, curve=curve(keys, "server")):
+        for endpoint in (free_tcp_endpoint(), ipc_endpoint(f"t-{os.getpid()}-{time.monotonic_ns()}")):
+            with echo_server(endpoint, context), \
+                    RequestClient(endpoint, "c", timeout=5.0, context=context) as client:
+                assert client.request("ping", {"x": 2}).meta == {"echo": 2}
+        assert _handlers[context].refused == 0
+
+
 def test_binding_every_interface_with_keys_serves_an_allowed_client(context, keys):
     port = free_tcp_endpoint().rpartition(":")[2]
     with echo_server(f"tcp://0.0.0.0:{port}", context, curve=curve(keys, "server")), \
