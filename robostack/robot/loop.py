@@ -224,6 +224,10 @@ def serve(robot) -> None:
         else:
             serve_realtime(robot, requests, publisher, admin)
     finally:
+        # Sockets close with LINGER 0, which drops replies ZeroMQ's I/O thread has not sent yet:
+        # give it a moment to send the last one (the 'bye' to a shutdown), else its sender waits
+        # out its timeout (seen on a loaded machine).
+        time.sleep(0.1)
         for sock in (requests, admin, publisher):
             if sock is not None:
                 sock.close()
