@@ -56,6 +56,7 @@ class Actor:
         self.stop_reason: str | None = None
         self.steps = self.episodes = 0
         self.robot_server_losses = 0
+        self.reset_events: list = []  # the last reset's supervisor transitions, logged with the next frame
         self.last_eval_step = -1
         # This actor's starts in the run (its summary says how many came before): a restarted
         # actor draws its reset seeds from a stream of its own (seed_stream), not the same
@@ -209,7 +210,9 @@ class Actor:
                                    success=bool(info["success"]), intervention=intervening,
                                    policy_action=policy_action,
                                    timestamps={"state": np.nan if info.get("time") is None
-                                               else float(info["time"])})
+                                               else float(info["time"])},
+                                   events=self.reset_events + list(info.get("supervisor_transitions", [])))
+                self.reset_events = []
             self.steps += 1
             episode["length"] += 1
             episode["return"] += float(reward)
@@ -253,7 +256,10 @@ class Actor:
         while self.stop_reason is None:
             try:
                 self.reset_seed = int(self.rng.integers(2**31))
-                return self.acting.reset(seed=self.reset_seed)[0]  # the operator's too
+                obs, info = self.acting.reset(seed=self.reset_seed)  # the operator's too
+                # The reset's supervisor transitions go into the episode log with its first frame.
+                self.reset_events = list(info.get("supervisor_transitions", []))
+                return obs
             except transport.TransportError as exc:
                 self.recover_robot(exc, reset=False)
 

@@ -210,3 +210,13 @@ def test_a_finished_stand_alone_actor_cleans_its_spool_and_the_next_one_starts(t
     finally:
         server.kill()
         server.wait(10)
+
+
+def test_the_actor_logs_each_episode_s_supervisor_transitions_with_their_reasons(logged_run):
+    from robostack.data.episode_log import EpisodeLog
+
+    log = EpisodeLog(logged_run["run"] / "episodes" / "actor-0")
+    events = log.events(0)
+    # The reset arms the arm (its transitions land on frame 0), the first command makes it track.
+    assert [(e["from_state"], e["to_state"]) for e in events][-1] == ("armed", "tracking"), events
+    assert all(e["reason"] for e in events) and events[0]["frame_index"] == 0
