@@ -38,7 +38,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 # TRACKING_TOLERANCE: see the module docstring of controllers/cartesian_impedance.py (measured
 # there: how far the tcp overshoots a clipped target, per base axis, at the default gains).
