@@ -82,13 +82,16 @@ class Actor:
         hello = {"task": config.task, "obs_spec": observation_spec(self.env.observation_space),
                  "action_spec": action_spec(self.env.action_space)}
         spool = identity.spool_dir or str(Path(config.run_dir) / "spool" / self.id)
+        # Both learner sockets, when the learner serves with CURVE (docs/security.md).
+        curve = transport.CurveKeys.from_options(identity.curve_key, identity.learner_key)
         self.sender = TransitionSender(identity.learner, self.id, hello, spool, self.options.batch_steps,
                                        self.options.request_timeout, say=self.say,
-                                       run_file=identity.run_file or Path(config.run_dir) / RUN_FILE)
+                                       run_file=identity.run_file or Path(config.run_dir) / RUN_FILE,
+                                       curve=curve)
         if self.sender.pending:
             self.say(f"{self.id}: {len(self.sender.pending)} spooled batches in {spool} will be resent")
         # Subscribed before the handshake: the learner resends its weights when we say hello.
-        self.weights = WeightsSubscriber(identity.weights, say=self.say, name=self.id)
+        self.weights = WeightsSubscriber(identity.weights, say=self.say, name=self.id, curve=curve)
         welcome = self.sender.connect(self.options.connect_timeout)
         self.rng, self.draw_seed = seed_stream(self.seed, self.starts, int(welcome["stored"]))
         # What training episodes step: the env, or the operator's wrapper around it (HIL-SERL).

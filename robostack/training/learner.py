@@ -185,8 +185,9 @@ class Learner(Receiver):
     # --- the update loop -----------------------------------------------------------------
     def run(self) -> None:
         cfg = self.config
-        server = transport.RequestServer(self.identity.endpoint, source="learner")
-        self.weights = WeightsPublisher(self.identity.weights_endpoint)
+        curve = transport.CurveKeys.from_options(self.identity.curve_key)
+        server = transport.RequestServer(self.identity.endpoint, source="learner", curve=curve)
+        self.weights = WeightsPublisher(self.identity.weights_endpoint, curve=curve)
         self.weights.publish(self.agent, self.weights_version)
         if self.publish_endpoints:  # both bound: now they may be read
             write_run_config(cfg, mode="actor-learner", endpoints={

@@ -258,7 +258,7 @@ class TransitionSender:
 
     def __init__(self, endpoint: str, actor_id: str, hello: dict, spool_dir: str | os.PathLike,
                  batch_steps: int = 32, timeout: float = 2.0, retry_every: float = 1.0,
-                 say=print, *, run_file: str | os.PathLike):
+                 say=print, *, run_file: str | os.PathLike, curve=None):
         self.actor_id = actor_id
         # The run's identity (id and secret), read at every hello: a stand-alone actor may
         # start before its learner has created it, and a run.json restored or rewritten by a
@@ -269,7 +269,7 @@ class TransitionSender:
         self.timeout = timeout
         self.retry_every = retry_every
         self.say = say
-        self.client = transport.RequestClient(endpoint, source=actor_id, timeout=timeout,
+        self.client = transport.RequestClient(endpoint, source=actor_id, timeout=timeout, curve=curve,
                                               peer=f"the learner (`robostack learner`) at {endpoint}")
         self.spool = Spool(spool_dir)
         self.pending: list[Batch] = self.spool.load()  # spooled, not yet durable at the learner

@@ -43,8 +43,8 @@ class WeightsPublisher:
     """Learner side: publish on change, and republish the latest every `repeat_every` s so
     actors that (re)connect late get weights without waiting for the next version."""
 
-    def __init__(self, endpoint: str, repeat_every: float = 2.0):
-        self.publisher = transport.Publisher(endpoint, source="learner")
+    def __init__(self, endpoint: str, repeat_every: float = 2.0, curve=None):
+        self.publisher = transport.Publisher(endpoint, source="learner", curve=curve)
         self.repeat_every = repeat_every
         self.version = 0
         self._latest: tuple[dict, dict] | None = None
@@ -74,9 +74,9 @@ class WeightsPublisher:
 class WeightsSubscriber:
     """Actor side: `poll(agent)` between steps loads the newest verified weights, if any."""
 
-    def __init__(self, endpoint: str, say=print, name: str = "actor"):
+    def __init__(self, endpoint: str, say=print, name: str = "actor", curve=None):
         # hwm 4: weights are big and only the newest matters.
-        self.subscriber = transport.Subscriber(endpoint, "weights", hwm=4)
+        self.subscriber = transport.Subscriber(endpoint, "weights", hwm=4, curve=curve)
         self.say = say
         self.name = name
         self.version = -1  # -1: acting with the initial (untrained) parameters
