@@ -23,9 +23,11 @@ deadman toggle) and tags its readings with that number.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
+import uuid
 
 import numpy as np
 
@@ -190,11 +192,13 @@ class TeleopRelay:
     a one-line reason when reading the device failed (the thread then ends, readings stop, and
     the actor's deadman releases within max_age)."""
 
-    def __init__(self, device, screen: OperatorScreen | None = None, hz: float = RELAY_HZ,
-                 host: str = "127.0.0.1"):
+    def __init__(self, device, screen: OperatorScreen | None = None, hz: float = RELAY_HZ):
         self.device, self.screen, self.period = device, screen, 1.0 / hz
-        self.readings_endpoint = transport.free_tcp_endpoint(host)
-        self.view_endpoint = transport.free_tcp_endpoint(host)
+        # Unix sockets in the user's private folder: a free tcp port can be taken by another
+        # process between choosing it and binding it, and any local user could connect to it.
+        name = f"teleop-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.readings_endpoint = transport.ipc_endpoint(f"{name}-readings")
+        self.view_endpoint = transport.ipc_endpoint(f"{name}-view")
         self.stop_requested = False
         self.failure: str | None = None
         self._lines: queue.Queue = queue.Queue()
