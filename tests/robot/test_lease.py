@@ -35,12 +35,12 @@ MOTION_KINDS = ("step", "command", "reset", "arm", "disarm", "gains", "heartbeat
 class Server:
     """`python -m robostack.robot.server` in real time on free loopback ports."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, clock: str = "realtime"):
         self.command = transport.free_tcp_endpoint()
         self.state = transport.free_tcp_endpoint()
         self.admin = admin_endpoint_for(self.command)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "robostack.robot.server", "--task", "reach", "--clock", "realtime",
+            [sys.executable, "-m", "robostack.robot.server", "--task", "reach", "--clock", clock,
              "--command-endpoint", self.command, "--state-endpoint", self.state,
              "--peer-timeout", str(LEASE), "--log-level", "ERROR", *args],
             env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -278,3 +278,31 @@ def test_a_sigstopped_clients_lease_expires_the_arm_stops_within_1_s_and_it_must
             child.send_signal(signal.SIGCONT)
             child.kill()
             child.wait(10)
+
+
+def test_in_lock_step_an_expired_lease_passes_to_the_next_client_which_finds_the_arm_disarmed():
+    """Lock-step: physics waits for requests, so a silent holder moves nothing; its lease still
+    expires (wall clock, --lockstep-lease-timeout) and the next holder starts disarmed."""
+    server = Server("--lockstep-lease-timeout", "1.0", clock="lockstep")
+    first = ZmqConnection(server.command, timeout=REPLY_TIMEOUT, holder="first", heartbeat=False,
+                          lease_wait=0.0)
+    second = ZmqConnection(server.command, timeout=REPLY_TIMEOUT, holder="second", lease_wait=0.0)
+    try:
+        start = first.request("reset", {"seed": 0}, timeout=30.0)
+        assert start.meta["mode"] == "armed"
+        step = {"target_position": start.arrays["tcp_position"],
+                "target_quaternion": start.arrays["tcp_quaternion"]}
+        assert first.request("step", {}, step).meta["mode"] in ("armed", "tracking")
+        with pytest.raises(transport.RemoteError, match="held by 'first'"):
+            second.request("arm")  # within the lease timeout
+        time.sleep(1.0 + 0.3)  # first is silent past it
+        assert second.request("disarm").kind == "state"  # takes the lease
+        assert second.request("state").meta["mode"] in ("stopping", "disarmed")
+        reasons = [t[4] for t in second.request("state").meta["supervisor"]["transitions"]]
+        assert any("lease acquired by 'second'" in r for r in reasons), reasons
+        with pytest.raises(transport.RemoteError, match="held by 'second'"):
+            first.request("step", {}, step)  # its lease is gone, and the next holder has it
+    finally:
+        first.close()
+        second.close()
+        server.stop()
