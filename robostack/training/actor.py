@@ -35,7 +35,7 @@ from robostack.env.teleop import needs_pacing
 from robostack.env.wrappers import make_training_env
 from robostack.training.config import ActorIdentity, RunConfig, parse_run_options
 from robostack.training.rollouts import collect_demonstrations, evaluate, open_env
-from robostack.training.run_dir import RUN_FILE, Summary, read_summary
+from robostack.training.run_dir import RUN_FILE, Summary, read_run_identity, read_summary
 from robostack.training.threads import exit_when_a_thread_dies
 from robostack.training.transitions import (
     HandshakeRefused,
@@ -91,8 +91,10 @@ class Actor:
         if self.sender.pending:
             self.say(f"{self.id}: {len(self.sender.pending)} spooled batches in {spool} will be resent")
         # Subscribed before the handshake: the learner resends its weights when we say hello.
-        self.weights = WeightsSubscriber(identity.weights, say=self.say, name=self.id, curve=curve)
+        self.weights = WeightsSubscriber(identity.weights, say=self.say, name=self.id, curve=curve,
+                                         signed=True)
         welcome = self.sender.connect(self.options.connect_timeout)
+        self.weights.secret = read_run_identity(self.sender.run_file)[1]  # the learner proved it holds it
         self.rng, self.draw_seed = seed_stream(self.seed, self.starts, int(welcome["stored"]))
         # What training episodes step: the env, or the operator's wrapper around it (HIL-SERL).
         # A person's device is the launcher's (this process has no terminal): its readings come

@@ -187,7 +187,7 @@ class Learner(Receiver):
         cfg = self.config
         curve = transport.CurveKeys.from_options(self.identity.curve_key)
         server = transport.RequestServer(self.identity.endpoint, source="learner", curve=curve)
-        self.weights = WeightsPublisher(self.identity.weights_endpoint, curve=curve)
+        self.weights = WeightsPublisher(self.identity.weights_endpoint, curve=curve, secret=self.run_secret)
         self.weights.publish(self.agent, self.weights_version)
         if self.publish_endpoints:  # both bound: now they may be read
             write_run_config(cfg, mode="actor-learner", endpoints={

@@ -8,11 +8,18 @@ if the digest matches, and only between env steps. Versions count publications o
 run and continue across learner restarts (they are checkpointed); an actor accepts a message
 whose version is newer than its own, or any message from a new learner session (a learner
 restarted from an older checkpoint legitimately goes back in version).
+
+Signed, too: with the run's secret (run.json), meta carries `signature` = HMAC-SHA256 of the
+publisher session, version and digest, and an actor given the secret loads only messages signed
+with it. The digest alone proves a message intact, not that this run's learner sent it: a process
+that took the weights endpoint (or a stray learner of another run) could otherwise hand the
+actors a policy of its own.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import time
 
 import numpy as np
@@ -31,6 +38,12 @@ def acting_state(agent) -> dict[str, np.ndarray]:
             if name.split(".", 1)[0] in ACTING_MODULES}
 
 
+def signature(secret: str, session: str, version: int, sha256: str) -> str:
+    """What proves a weights message is this run's learner's (HMAC-SHA256 under the run secret)."""
+    text = f"weights\n{session}\n{version}\n{sha256}".encode()
+    return hmac.new(bytes.fromhex(secret), text, hashlib.sha256).hexdigest()
+
+
 def digest(arrays: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name, array in arrays.items():
@@ -43,8 +56,9 @@ class WeightsPublisher:
     """Learner side: publish on change, and republish the latest every `repeat_every` s so
     actors that (re)connect late get weights without waiting for the next version."""
 
-    def __init__(self, endpoint: str, repeat_every: float = 2.0, curve=None):
+    def __init__(self, endpoint: str, repeat_every: float = 2.0, curve=None, secret: str | None = None):
         self.publisher = transport.Publisher(endpoint, source="learner", curve=curve)
+        self.secret = secret  # the run's: signs every message (None: unsigned, for tests)
         self.repeat_every = repeat_every
         self.version = 0
         self._latest: tuple[dict, dict] | None = None
@@ -54,7 +68,10 @@ class WeightsPublisher:
         arrays = acting_state(agent)
         arrays.update(extra or {})
         self.version = version
-        self._latest = ({"version": version, "sha256": digest(arrays)}, arrays)
+        meta = {"version": version, "sha256": digest(arrays)}
+        if self.secret is not None:
+            meta["signature"] = signature(self.secret, self.publisher.session, version, meta["sha256"])
+        self._latest = (meta, arrays)
         self._send()
 
     def repeat(self, now: bool = False) -> None:
@@ -74,7 +91,7 @@ class WeightsPublisher:
 class WeightsSubscriber:
     """Actor side: `poll(agent)` between steps loads the newest verified weights, if any."""
 
-    def __init__(self, endpoint: str, say=print, name: str = "actor", curve=None):
+    def __init__(self, endpoint: str, say=print, name: str = "actor", curve=None, signed: bool = False):
         # hwm 4: weights are big and only the newest matters.
         self.subscriber = transport.Subscriber(endpoint, "weights", hwm=4, curve=curve)
         self.say = say
@@ -86,6 +103,9 @@ class WeightsSubscriber:
         self.rejected = 0  # messages that failed their checksum (or were malformed)
         self.stale = 0  # intact messages refused as not newer than the loaded version
         self.extra: dict[str, np.ndarray] = {}  # arrays sent beside the parameters, if any
+        # signed: load only messages signed with the run's secret, set once known (after the
+        # actor's hello); until then nothing loads.
+        self.signed, self.secret = signed, None
 
     def poll(self, agent) -> bool:
         """Load the newest weights message if it is newer and intact. Never waits."""
@@ -112,11 +132,25 @@ class WeightsSubscriber:
         return False
 
     def _load(self, agent, msg: transport.Message) -> bool:
-        version = int(msg.meta.get("version", -1))
+        try:
+            version = transport.meta_int(msg.meta, "version", -1, low=-1)
+        except ValueError as exc:
+            self.rejected += 1
+            self.say(f"{self.name}: dropped a weights message: {exc}")
+            return False
         if msg.session == self.session and version <= self.version:
             self.stale += 1
             return False
-        if digest(msg.arrays) != msg.meta.get("sha256"):
+        sha = msg.meta.get("sha256")
+        if self.signed and (self.secret is None or not isinstance(sha, str) or not hmac.compare_digest(
+                signature(self.secret, msg.session, version, sha), str(msg.meta.get("signature")))):
+            self.rejected += 1
+            if self.secret is not None and (self.rejected <= 3 or self.rejected % 100 == 0):
+                self.say(f"{self.name}: weights v{version} from session {msg.session[:12]!r} are not "
+                         f"signed with this run's secret (another run's learner, or a process on "
+                         f"the weights endpoint?); ignored ({self.rejected} so far)")
+            return False
+        if digest(msg.arrays) != sha:
             self.rejected += 1
             self.say(f"{self.name}: weights v{version} failed their SHA-256 check; keeping "
                      f"v{self.version}")

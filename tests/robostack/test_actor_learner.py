@@ -283,6 +283,37 @@ def test_weights_are_versioned_checksummed_and_loaded_only_when_intact():
         subscriber.close()
 
 
+def test_an_actor_loads_only_weights_signed_with_its_run_s_secret():
+    from robostack.env.spaces import action_space, observation_space
+    from robostack.rl.sac import SACConfig, build_agent
+    from robostack.training.weights import WeightsPublisher, WeightsSubscriber
+    from tasks import make_task
+
+    task = make_task("reach")
+    agent = build_agent(SACConfig(hidden_dims=(8, 8), num_critics=2),
+                        observation_space(task), action_space(task.config))
+    ours, theirs = "ab" * 16, "cd" * 16
+    # (publisher's secret, the secret the actor knows, loaded?). Until the actor knows the run's
+    # secret (it reads it once the learner proved itself), nothing loads.
+    for version, (secret, known, loads) in enumerate(
+            [(ours, None, False), (None, ours, False), (theirs, ours, False), (ours, ours, True)], 1):
+        endpoint = transport.free_tcp_endpoint()
+        said = []
+        publisher = WeightsPublisher(endpoint, secret=secret)
+        subscriber = WeightsSubscriber(endpoint, say=said.append, signed=True)
+        subscriber.secret = known
+        try:
+            time.sleep(0.3)  # PUB drops messages sent before the subscription is up
+            publisher.publish(agent, version)
+            assert subscriber.wait(agent, 5.0 if loads else 1.5) is loads, (version, said)
+            assert subscriber.version == (version if loads else -1)
+            if known is not None and not loads:
+                assert "not signed with this run's secret" in said[0], said
+        finally:
+            publisher.close()
+            subscriber.close()
+
+
 # --- real processes --------------------------------------------------------------------------
 
 def test_handshake_mismatch_is_refused_with_a_message_naming_it(tmp_path, procs):

@@ -220,3 +220,10 @@ def test_the_actor_logs_each_episode_s_supervisor_transitions_with_their_reasons
     # The reset arms the arm (its transitions land on frame 0), the first command makes it track.
     assert [(e["from_state"], e["to_state"]) for e in events][-1] == ("armed", "tracking"), events
     assert all(e["reason"] for e in events) and events[0]["frame_index"] == 0
+
+
+def test_the_actor_acts_with_the_learner_s_signed_weights(logged_run):
+    # Weights messages are signed with the run's secret; an actor that refused them would act
+    # with its initial parameters for the whole run (weights_version -1).
+    episodes = [e for e in episodes_jsonl(logged_run["run"]) if not e.get("demo")]
+    assert max(e["weights_version"] for e in episodes) >= 1, episodes
