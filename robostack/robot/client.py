@@ -59,10 +59,12 @@ class ZmqConnection:
 
     def __init__(self, endpoint: str, timeout: float = 5.0, process: subprocess.Popen | None = None,
                  holder: str | None = None, lease_wait: float = 15.0, heartbeat: bool = True,
-                 admin_endpoint: str | None = None):
+                 admin_endpoint: str | None = None, curve: transport.CurveKeys | None = None):
         self.endpoint = endpoint
         self.timeout = timeout
-        self.client = transport.RequestClient(endpoint, source="env", timeout=timeout, peer=PEER)
+        self.curve = curve  # for a server that serves with CURVE (docs/security.md)
+        self.client = transport.RequestClient(endpoint, source="env", timeout=timeout, peer=PEER,
+                                              curve=curve)
         self.process = process
         self.holder = holder or f"{os.uname().nodename} pid {os.getpid()}"
         self.lease_wait = lease_wait
@@ -118,13 +120,13 @@ class ZmqConnection:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         token = reply.meta.get("lease")
         period = reply.meta.get("heartbeat_period")
-        if not isinstance(token, str) or not isinstance(period, (int, float)) or not period > 0:
+        if not isinstance(token, str) or not isinstance(period, (int, float)) or not 0 < period < 60:
             raise transport.ProtocolError(f"'acquire' reply from {self.endpoint} carries no lease "
                                           f"token and heartbeat period: {reply.meta}")
         self._lease.hold(token)
         if self.heartbeat and (self._heartbeat_thread is None or not self._heartbeat_thread.is_alive()):
             self._heartbeat_thread = threading.Thread(
-                target=_heartbeat, args=(self.endpoint, self._lease, float(period)),
+                target=_heartbeat, args=(self.endpoint, self._lease, float(period), self.curve),
                 name=f"lease heartbeat {self.endpoint}", daemon=True)
             self._heartbeat_thread.start()
         return token
@@ -195,13 +197,13 @@ class _LeaseState:
                 self.token = None
 
 
-def _heartbeat(endpoint: str, state: _LeaseState, period: float) -> None:
+def _heartbeat(endpoint: str, state: _LeaseState, period: float, curve=None) -> None:
     """Renew the lease every `period` s on a socket of this thread's own (ZeroMQ sockets are not
     thread-safe) until the connection closes. A refusal means the lease is gone: forget it (the
     user's next request acquires a new one). A process that dies or is stopped stops this too,
     and so its lease expires."""
     client = transport.RequestClient(endpoint, source="env-heartbeat", timeout=max(period, 0.5),
-                                     peer=PEER)
+                                     peer=PEER, curve=curve)
     try:
         while not state.stop.wait(period):
             token = state.token

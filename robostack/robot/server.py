@@ -97,6 +97,9 @@ class RobotServerConfig:
         # moves while it is silent; longer, so that a loaded machine never expires a live client
     admin_endpoint: str = ""  # the local admin socket (ipc://, owner-only): shutdown, disarm,
         # state, stats, break_lease without the lease; empty: derived from command_endpoint
+    curve_key: str = ""  # this server's CURVE key pair (NAME in `robostack keys list`, or a path):
+        # the command and state sockets then admit only allow-listed client keys; needed to serve
+        # on a network address (docs/security.md); empty: plaintext, loopback/ipc only
     soft_start_time: float = 0.5  # s over which 'arm' ramps the stiffness from 0 to full
     transient_faults: str = "communication_constraints_violation"  # backend fault codes recovered
         # automatically (comma-separated), at most max_recoveries times within recovery_window

@@ -70,7 +70,8 @@ class Actor:
         config, identity = self.config, self.identity
         torch.set_num_threads(1)
         self.env = open_env(config, self.seed, identity.robot_server, timeout=self.options.robot_timeout,
-                            waiting=self.waiting_for_robot_server)
+                            waiting=self.waiting_for_robot_server,
+                            curve=transport.CurveKeys.from_options(identity.curve_key, identity.robot_server_key))
         self.log = None
         if identity.episode_log:
             from robostack.data.episode_log import EpisodeWriter, features_from_spaces, state_names

@@ -38,12 +38,13 @@ def server_options(config, seed: int) -> list[str]:
 
 
 def open_env(config, seed: int, robot_server: str = "", transport_kind: str = "zmq",
-             timeout: float = 0.0, waiting=None):
+             timeout: float = 0.0, waiting=None, curve=None):
     """The env of a run (RunConfig `config`): connected to the robot server at `robot_server`
     (waiting up to `timeout` s for it to answer, calling `waiting()` every try; `waiting` may
     raise to give up), else on a robot server of its own, in this process
     (`transport_kind="inprocess"`) or as a subprocess on loopback. A server of its own runs
-    the run's task parameters."""
+    the run's task parameters. `curve`: transport.CurveKeys for a robot server serving with
+    CURVE."""
     from robostack.env import RobotEnv, make_env
     from robostack.robot.client import ZmqConnection, spawn_robot_server
 
@@ -54,7 +55,7 @@ def open_env(config, seed: int, robot_server: str = "", transport_kind: str = "z
         return RobotEnv(connection, task=config.task, config=task_config(config))
     deadline = time.monotonic() + timeout
     while True:
-        connection = ZmqConnection(robot_server)
+        connection = ZmqConnection(robot_server, curve=curve)
         try:
             return RobotEnv(connection, task=config.task, config=task_config(config))
         except transport.PeerTimeout:

@@ -25,24 +25,10 @@ import zmq
 from robostack.transport.auth import CurveKeys, apply_curve, refusal_hint
 from robostack.transport.endpoints import _is_same_host, check_endpoint
 from robostack.transport.envelope import (
-    MAX_ARRAYS,
-    SCHEMA_VERSION,
-    ZERO_COPY_BYTES,
-    Message,
-    PeerTimeout,
-    ProtocolError,
-    RemoteError,
-    StaleMessage,
-    TransportError,
-    _topic,
-    decode,
-    encode,
-)
+    MAX_ARRAYS, SCHEMA_VERSION, ZERO_COPY_BYTES, Message, PeerTimeout, ProtocolError, RemoteError,
+    StaleMessage, TransportError, _topic, decode, encode)
 
-__all__ = [
-    "Publisher", "Subscriber", "RequestClient", "RequestServer", "Request",
-    "default_context",
-]
+__all__ = ["Publisher", "Subscriber", "RequestClient", "RequestServer", "Request", "default_context"]
 
 
 _log = logging.getLogger(__name__)
@@ -365,14 +351,18 @@ class RequestServer(_Socket):
 
     What one request may cost is bounded: a frame over `max_message_bytes` makes ZeroMQ's I/O
     thread drop it and disconnect the peer (ZMQ_MAXMSGSIZE; its request then times out), at
-    most `hwm` requests wait per peer, and a message of over MAX_ARRAYS + 3 frames is refused,
-    its rest dropped `drain_frames` frames per poll(), so that none lands in one tick."""
+    most `hwm` requests wait per peer, and a message of over `max_arrays` + 3 frames is refused,
+    its rest dropped `drain_frames` frames per poll(), so that none lands in one tick (the robot
+    server's requests carry 2 arrays: reading 259 frames before refusing cost a tick ~1.6 ms)."""
 
     def __init__(self, endpoint: str, source: str, bind: bool = True, context=None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, hwm: int = 1000,
-                 drain_frames: int = 64, curve: CurveKeys | None = None):
+                 drain_frames: int = 64, curve: CurveKeys | None = None, max_arrays: int = MAX_ARRAYS):
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
+        if not 0 <= max_arrays <= MAX_ARRAYS:
+            raise ValueError(f"max_arrays must be in [0, {MAX_ARRAYS}], got {max_arrays}")
+        self.max_arrays = max_arrays
         self.endpoint = endpoint
         self.source = source
         self.session = _new_session()
@@ -404,14 +394,14 @@ class RequestServer(_Socket):
 
     def _recv_frames(self) -> list | None:
         """One multipart message, or None (refused and answered) when it has too many frames."""
-        sock, limit = self._sock, MAX_ARRAYS + 3  # routing id, REQ delimiter, header, arrays
+        sock, limit = self._sock, self.max_arrays + 3  # routing id, REQ delimiter, header, arrays
         frames = [sock.recv(zmq.NOBLOCK)]  # copied: see RequestClient
         while sock.getsockopt(zmq.RCVMORE):
             if len(frames) >= limit:
                 self._draining = True
                 self._reject(frames[:1], ProtocolError(
-                    f"message of more than {limit} frames: a request carries at most "
-                    f"{MAX_ARRAYS} arrays"))
+                    f"message of more than {limit} frames: a request here carries at most "
+                    f"{self.max_arrays} arrays"))
                 self._drain()
                 return None
             frames.append(sock.recv(zmq.NOBLOCK))

@@ -416,7 +416,10 @@ def test_stats_report_the_loop_and_restart_their_window_on_request(realtime_serv
     loop = client.request("stats").meta["loop"]
     # A fresh window: ~500 ticks, not everything since start-up. Loose: a starved loop skips
     # ticks when it falls 50 ms behind.
-    assert 100 < loop["ticks"] < 5000 and loop["window_ticks"] == loop["ticks"], loop
+    # The percentiles may come from the loop's once-a-second summary, computed up to 1 s
+    # before the (fresh) counters: then they cover fewer ticks, and say how old they are.
+    assert 100 < loop["ticks"] < 5000 and 0 < loop["window_ticks"] <= loop["ticks"], loop
+    assert loop.get("age_s", 0.0) <= 3.0, loop  # once a second, late on a loaded machine
     assert 0.0 <= loop["overrun_p50_ms"] <= loop["overrun_p99_ms"] <= loop["overrun_max_ms"]
     assert 0.0 < loop["cpu_p50_ms"] <= loop["cpu_p99_ms"] <= loop["cpu_max_ms"]
     # The stream carries the loop summary once a second, on one state message.
