@@ -141,8 +141,8 @@ class LatestFrame:
             return self._hand_out(frame)
 
     def wait_next(self, timeout: float, after_seq: int | None = None) -> Frame:
-        after = self._returned_seq if after_seq is None else after_seq
         with self._cond:
+            after = self._returned_seq if after_seq is None else after_seq
             start = self.clock()
             deadline = start + timeout
             while True:

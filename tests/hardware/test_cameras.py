@@ -24,6 +24,7 @@ BGR_BLUE = (255, 0, 0)  # OpenCV's order: this is pure blue, RGB (0, 0, 255)
 def write_sequence(folder, count, size=(64, 48)):
     """count PNGs (lossless), each pure blue with its index (1...) in pixel (0, 0)'s blue byte."""
     width, height = size
+    folder.mkdir(exist_ok=True)
     for i in range(1, count + 1):
         image = np.zeros((height, width, 3), np.uint8)
         image[:] = BGR_BLUE
@@ -112,6 +113,17 @@ def test_stale_frame_is_rejected_with_its_age_and_wait_next_times_out(tmp_path):
         assert cam.wait_next(timeout=0.0, after_seq=frame.seq - 1).seq >= frame.seq  # no wait
         nxt = cam.wait_next(timeout=1.0)  # default: after the last frame returned
         assert nxt.seq > frame.seq
+    # A source that stopped: its last frame goes stale first, then the end is reported.
+    with OpenCVCamera("short", write_sequence(tmp_path / "short", 2), fps=fps) as cam:
+        while (last := cam.wait_next(timeout=1.0)).seq < 2:
+            pass
+        time.sleep(0.1)
+        with pytest.raises(StaleFrame) as stale:
+            cam.latest(max_age=0.05)
+        assert stale.value.frame.seq == 2 and 0.1 <= stale.value.age < 2 / fps
+        time.sleep(2 / fps + MARGIN - (time.monotonic() - last.capture_time))
+        with pytest.raises(CameraError, match="ended"):
+            cam.latest(max_age=1.0)
 
 
 def test_opencv_errors_name_the_problem_and_the_fix(tmp_path):
@@ -223,6 +235,20 @@ def test_realsense_timestamps_monotonic_and_dropped_frames_counted_from_frame_nu
     assert cam.device_dropped == 3 and cam.dropped >= 3
     assert numbers[-1] - numbers[0] + 1 - len(frames) == cam.dropped  # every gap accounted for
     assert abs((frames[0].device_time - frames[0].capture_time) - device.clock_offset) < MARGIN
+
+
+def test_realsense_frames_a_slow_reader_never_saw_are_counted_dropped(sdk):
+    with realsense(serial="123") as cam:
+        first = cam.latest(max_age=1.0)
+        dropped = cam.dropped
+        time.sleep(0.1)
+        second = cam.latest(max_age=1.0)
+        time.sleep(0.2)
+        third = cam.latest(max_age=1.0)
+        assert third.seq - first.seq >= 3  # 0.3 s at 15 fps: about 4 frames newer
+        # Every frame between two reads was overwritten unread; the device itself lost none.
+        assert cam.dropped - dropped == third.seq - first.seq - 2
+        assert cam.device_dropped == 0 and first.seq < second.seq < third.seq
 
 
 def test_realsense_unplug_is_reported_within_two_periods_and_frames_resume_after_replug(sdk):
