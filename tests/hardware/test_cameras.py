@@ -78,7 +78,7 @@ def test_image_sequence_frames_are_numbered_timed_rgb_and_the_end_is_reported_in
     assert spacing == pytest.approx(1 / fps, rel=0.2)  # paced like a live camera
     assert "ended" in str(error) and "loop=True" in str(error) and "'seq'" in str(error)
     silent = reported - frames[-1].capture_time
-    assert silent <= 2 / fps + MARGIN, silent
+    assert 0.9 / fps <= silent <= 2 / fps + MARGIN, silent  # when the next frame was due
 
 
 def test_video_file_uses_its_own_rate_and_size_and_loops(tmp_path):
