@@ -14,6 +14,7 @@ import pytest
 
 from fake_realsense import FakeDevice, FakeRealSense, frame_number
 from hardware.cameras import Camera, CameraError, CameraTimeout, Intrinsics, StaleFrame
+from hardware.cameras.capture import LatestFrame
 from hardware.cameras.opencv_camera import OpenCVCamera
 from hardware.cameras.realsense_camera import RealSenseCamera
 
@@ -51,6 +52,42 @@ def read_until_dead(cam, timeout=1.0):
             raise
         except CameraError as exc:
             return frames, exc, time.monotonic()
+
+
+# --- the shared capture helper: the health rule and the waits -----------------------------
+def test_a_silent_camera_turns_dead_after_two_periods_and_alive_with_its_next_frame():
+    clock = [100.0]
+    slot = LatestFrame("cam", fps=10.0, hint="check it", clock=lambda: clock[0])
+    image = np.zeros((2, 2, 3), np.uint8)
+    slot.publish(image, capture_time=100.0)
+    clock[0] = 100.199
+    assert slot.latest(max_age=1.0).seq == 1
+    clock[0] = 100.201
+    with pytest.raises(CameraError, match=r"'cam' delivered no frame for 0.201 s .* check it"):
+        slot.latest(max_age=1.0)
+    slot.publish(image, capture_time=100.201)
+    assert slot.latest(max_age=1.0).seq == 2
+    slot.down("unplugged")
+    with pytest.raises(CameraError, match="'cam': unplugged"):
+        slot.latest(max_age=1.0)
+    slot.publish(image, capture_time=100.25)  # the next frame clears it
+    assert slot.latest(max_age=1.0).seq == 3
+    slot.fail("the file ended")
+    slot.fail("stopped")
+    with pytest.raises(CameraError, match="the file ended"):  # the first reason is kept
+        slot.latest(max_age=1.0)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        slot.publish(np.zeros((2, 2), np.uint8), capture_time=101.0)
+
+
+def test_wait_next_reports_a_silent_camera_at_two_periods_not_at_its_timeout():
+    slot = LatestFrame("cam", fps=10.0, hint="check it")
+    slot.publish(np.zeros((2, 2, 3), np.uint8), capture_time=time.monotonic())
+    slot.wait_next(timeout=0.0)  # takes frame 1
+    start = time.monotonic()
+    with pytest.raises(CameraError, match="delivered no frame"):
+        slot.wait_next(timeout=5.0)  # nothing will ever wake it but its own deadline
+    assert 0.15 <= time.monotonic() - start <= 0.2 + MARGIN
 
 
 # --- OpenCV: files through the same class a webcam uses --------------------------------------
