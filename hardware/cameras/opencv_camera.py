@@ -28,7 +28,7 @@ import numpy as np
 from hardware.cameras.base import CameraError, Frame, Intrinsics
 from hardware.cameras.capture import LatestFrame
 
-DEVICE_HINT = ("check the cable and `v4l2-ctl --list-devices`; another program may hold the "
+DEVICE_HINT = ("Check the cable and `v4l2-ctl --list-devices`; another program may hold the "
                "camera, and your user must be in the `video` group")
 
 
@@ -91,7 +91,7 @@ class OpenCVCamera:
         self.is_device = isinstance(source, int) or str(source).startswith("/dev/")
         self.device_path = f"/dev/video{source}" if isinstance(source, int) else str(source)
         self.serial: str | None = None
-        self.hint = DEVICE_HINT if self.is_device else f"check the file {source!r}"
+        self.hint = DEVICE_HINT if self.is_device else f"Source: {source!r}"
         self._slot: LatestFrame | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -242,8 +242,7 @@ class OpenCVCamera:
                     # Like a live camera whose next frame never comes: the end is reported when
                     # that frame was due, not before, so the last frame is readable for a period.
                     self._stop.wait(max(0.0, due - time.monotonic()))
-                    slot.fail(f"the file {self.source!r} ended after its frames "
-                              "(pass loop=True to replay it)")
+                    slot.fail(f"the file ended after {frames} frames (pass loop=True to replay it)")
                     return
                 try:
                     image = bgr_to_rgb(cv2, raw)

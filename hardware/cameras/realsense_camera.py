@@ -35,7 +35,7 @@ from hardware.cameras.capture import LatestFrame
 
 INSTALL = "pip install 'robostack[realsense]'"
 LIBUSB = "apt-get install libusb-1.0-0"
-HINT = ("check the USB3 cable and `rs-enumerate-devices` (unplugged? a USB2 port? the librealsense "
+HINT = ("Check the USB3 cable and `rs-enumerate-devices` (unplugged? a USB2 port? the librealsense "
         "udev rules installed?)")
 EXPOSURE_UNIT_US = 100.0  # the color sensor's exposure option counts 100 us steps
 
@@ -145,7 +145,7 @@ class RealSenseCamera:
             if len(found) != 1:
                 why = "no RealSense is connected" if not found else f"{len(found)} are connected"
                 raise CameraError(f"camera {self.name!r}: {why} (serials: {listed}); "
-                                  + ("pass serial= to pick one" if found else HINT))
+                                  + ("pass serial= to pick one" if found else HINT[0].lower() + HINT[1:]))
             serial = next(iter(found))
         else:
             serial = str(self.serial)
