@@ -23,6 +23,7 @@ COMMANDS = {
     "view": ("robostack.commands.replay:view_main", "video with overlays and a plot of a logged episode"),
     "expert": ("robostack.commands.expert", "run a task's scripted expert through the env and report success"),
     "keys": ("robostack.commands.keys", "CURVE key pairs and the allow-list for serving other machines: create, list, allow, revoke"),
+    "camera-server": ("robostack.cameras.server", "publish cameras over ZeroMQ (raw on ipc, JPEG on tcp) for CameraStream"),
     "teleop": ("robostack.commands.teleop", "teleop devices (keyboard, gamepad, spacemouse, autopilot): --selftest"),
 }
 
