@@ -4,7 +4,9 @@ options every mirror scene shares, and the task's objects, markers, cameras and 
 The table top is the plane z = `scene.table.height` of the `world` frame, which is the robot
 `base` frame: the robot base stands at the origin (z = 0) whatever the table height. Names carry
 over: the table geom is `table`; a box is a body with one free joint and one geom, all three
-named after it; a marker is a site; a camera a camera.
+named after it; a marker is a site; a camera a camera, on the world body or, for a camera
+`attached_to` a body, on that body (pose in that body's frame); its resolution is the camera's
+image size. sim/mujoco_cameras.py renders them.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from sim.scene import Box, Marker, Scene, Table
 ROBOTS = {"panda": panda_model.panda_spec}
 
 
-def build_spec(scene: Scene) -> mujoco.MjSpec:
-    """An editable MuJoCo spec of `scene` (compile it with `.compile()`, or use `compile_scene`)."""
+def build_spec(scene: Scene, visual: str = "coarse") -> mujoco.MjSpec:
+    """An editable MuJoCo spec of `scene` (compile it with `.compile()`, or use `compile_scene`).
+    `visual`: the robot meshes cameras see, "coarse" (cheap to render), "full" or "none" (see
+    sim/panda_model.py); the dynamics are the same with each."""
     if scene.robot not in ROBOTS:
         raise ValueError(f"unknown robot {scene.robot!r}: the MuJoCo mirror has {sorted(ROBOTS)}")
-    spec = ROBOTS[scene.robot]()
+    spec = ROBOTS[scene.robot](visual=visual)
     spec.modelname = f"{scene.robot}_on_table"
     _physics_options(spec, scene.physics_timestep)
     # Offscreen buffer: at least 640 x 480, and as large as the largest camera image.
@@ -37,15 +41,23 @@ def build_spec(scene: Scene) -> mujoco.MjSpec:
         _add_box(spec, box)
     for marker in scene.markers:
         _add_marker(spec, marker)
+    bodies = {body.name for body in spec.bodies}
     for camera in scene.cameras:
-        added = world.add_camera(name=camera.name, pos=list(camera.position),
-                                 quat=list(camera.orientation()), fovy=camera.fovy)
+        if camera.attached_to is None:
+            parent = world
+        elif camera.attached_to in bodies:
+            parent = spec.body(camera.attached_to)
+        else:
+            raise ValueError(f"camera {camera.name!r} is attached_to {camera.attached_to!r}, which is "
+                             f"no body of this scene; bodies: {sorted(b for b in bodies if b != 'world')}")
+        added = parent.add_camera(name=camera.name, pos=list(camera.position),
+                                  quat=list(camera.orientation()), fovy=camera.fovy)
         added.resolution = [camera.width, camera.height]
     return spec
 
 
-def compile_scene(scene: Scene) -> mujoco.MjModel:
-    return build_spec(scene).compile()
+def compile_scene(scene: Scene, visual: str = "coarse") -> mujoco.MjModel:
+    return build_spec(scene, visual).compile()
 
 
 def _physics_options(spec: mujoco.MjSpec, timestep: float) -> None:

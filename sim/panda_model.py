@@ -15,6 +15,21 @@ rewritten; everything the URDF gets wrong for dynamics is patched here, in one p
   a tendon coupling the two fingers (the URDF's `mimic`, which MuJoCo's importer ignores).
 * Finger pads: box collision geoms on the fingertips. Grasping with the convex hulls of the
   finger meshes is unreliable; the real fingertips are rubber pads too.
+* Visual meshes (what cameras see), one of `VISUALS`, as geoms in `VISUAL_GROUP` that collide
+  with nothing (contype = conaffinity = 0) and add no mass (every body's inertial is explicit):
+  - "coarse" (the default): every link's low-poly collision mesh the package ships (3,640
+    triangles in all), drawn as its visual. The package's visual meshes have 103,191 triangles,
+    and software rendering (Mesa llvmpipe, the headless renderer on a machine without a GPU)
+    pays per triangle: 10 ms a frame for them against 0.6 ms for the rest of the scene, which
+    would cap a two-camera env at under 50 steps/s. At 128 x 128 px the difference is a few
+    pixels along the silhouettes.
+  - "full": the URDF's visual OBJs. MuJoCo's importer reads only the first material group of a
+    multi-material OBJ (link5's visual mesh compiles with 250 of its 18,327 triangles), so they
+    are read here instead, split by material colour into one mesh each.
+  - "none": no visual meshes: the model as it was before cameras (collision geometry of link7,
+    hand and fingers only). The tests check that all three have the very same dynamics.
+  Collision geoms move to `COLLISION_GROUP`, which cameras do not render; their shapes and
+  contact classes are unchanged.
 
 Frames (all right-handed, SI units):
 * `world` - the simulation world. The robot base frame `base` (= `panda_link0`) coincides with
@@ -26,12 +41,15 @@ Quaternions are (w, x, y, z), MuJoCo's order.
 
 from __future__ import annotations
 
+import functools
 import os
+import xml.etree.ElementTree as ElementTree
 
 import mujoco
 import numpy as np
 
 from controllers import franka
+from controllers.rotations import matrix_to_quat
 
 ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
 FINGER_JOINTS = ("panda_finger_joint1", "panda_finger_joint2")
@@ -81,6 +99,15 @@ ROBOT_CONTYPE, ROBOT_CONAFFINITY = 1, 0
 SCENE_CONTYPE, SCENE_CONAFFINITY = 1, 1
 COLLIDING_LINKS = ("panda_link7", "panda_hand", "panda_leftfinger", "panda_rightfinger")
 
+# Geom groups (MuJoCo renders a geom when its group is enabled in the scene options): scene
+# geoms (table, objects) stay in group 0; the robot's visual meshes and its collision geoms are
+# kept apart so a camera can draw the one without the other (they overlap: drawing both costs
+# twice the triangles and z-fights). The tcp site goes in `COLLISION_GROUP` too: a camera image
+# of the real arm has no marker at the tcp.
+VISUAL_GROUP = 2
+COLLISION_GROUP = 3
+VISUALS = ("coarse", "full", "none")
+
 
 def panda_urdf_path() -> str:
     """Path of the shared Panda description (shipped by the `pybullet_data` package)."""
@@ -93,8 +120,12 @@ def panda_urdf_path() -> str:
     return os.path.join(pybullet_data.getDataPath(), "franka_panda", "panda.urdf")
 
 
-def panda_spec() -> mujoco.MjSpec:
-    """An editable MuJoCo spec of the Panda (arm + hand), dynamics patched as described above."""
+def panda_spec(visual: str = "coarse") -> mujoco.MjSpec:
+    """An editable MuJoCo spec of the Panda (arm + hand), dynamics patched as described above;
+    `visual`: which meshes cameras see, one of `VISUALS` (see the module docstring)."""
+    if visual not in VISUALS:
+        raise ValueError(f"visual must be one of {VISUALS}, got {visual!r}")
+    visual_meshes = visual != "none"
     urdf_path = panda_urdf_path()
     root = os.path.dirname(urdf_path)
     with open(urdf_path) as f:
@@ -118,11 +149,25 @@ def panda_spec() -> mujoco.MjSpec:
             body.fullinertia = [ixx, iyy, izz, ixy, ixz, iyz]
         if body.name.startswith("panda_"):
             body.gravcomp = 1.0
-    for geom in spec.geoms:
+    for geom in list(spec.geoms):
         if geom.parent.name in COLLIDING_LINKS:
             geom.contype, geom.conaffinity = ROBOT_CONTYPE, ROBOT_CONAFFINITY
+            geom.group = COLLISION_GROUP
+        elif visual_meshes:
+            # The compiler would discard it (discardvisual) were it not switched off below.
+            spec.delete(geom)
         else:
-            geom.contype, geom.conaffinity = 0, 0
+            geom.contype, geom.conaffinity = 0, 0  # discarded by the compiler (discardvisual)
+    if visual_meshes:
+        # discardvisual drops every geom that collides with nothing: the visual meshes are such
+        # geoms. The URDF importer already skipped the URDF's visual elements; the collision
+        # meshes of links 0-6 collide with nothing here and were deleted above with their assets.
+        spec.compiler.discardvisual = False
+        used = {geom.meshname for geom in spec.geoms}
+        for mesh in list(spec.meshes):
+            if mesh.name not in used:
+                spec.delete(mesh)
+        _add_visual_meshes(spec, urdf_path, visual)
 
     for name in ARM_JOINTS:
         joint = spec.joint(name)
@@ -168,6 +213,107 @@ def panda_spec() -> mujoco.MjSpec:
         )
         pad.contype, pad.conaffinity = ROBOT_CONTYPE, ROBOT_CONAFFINITY
         pad.condim = 4  # torsional friction keeps a grasped cube from spinning out
+        pad.group = COLLISION_GROUP
 
-    spec.body("panda_grasptarget").add_site(name=TCP_SITE, size=[0.005, 0.005, 0.005])
+    tcp = spec.body("panda_grasptarget").add_site(name=TCP_SITE, size=[0.005, 0.005, 0.005])
+    tcp.group = COLLISION_GROUP
     return spec
+
+
+def _add_visual_meshes(spec: mujoco.MjSpec, urdf_path: str, visual: str) -> None:
+    """One visual-only mesh geom per (link, material colour) of the URDF's visual elements."""
+    for link, parts in _visual_parts(urdf_path, visual).items():
+        body = spec.body(link)
+        for index, (vertices, faces, rgba, pos, quat) in enumerate(parts):
+            name = f"{link}_visual{index}"
+            spec.add_mesh(name=name, uservert=vertices.ravel().tolist(),
+                          userface=faces.ravel().tolist())
+            geom = body.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_MESH, meshname=name,
+                                 pos=pos, quat=quat, rgba=rgba, mass=0.0)
+            geom.contype, geom.conaffinity = 0, 0
+            geom.group = VISUAL_GROUP
+
+
+@functools.lru_cache(maxsize=4)
+def _visual_parts(urdf_path: str, detail: str) -> dict[str, list]:
+    """link name -> [(vertices (n, 3) m, faces (k, 3) int, rgba, pos, quat)] from the URDF's
+    visual ("full") or collision ("coarse") elements, in the link frame; pos/quat (w, x, y, z)
+    are the element's origin. Parsed once per process (the full meshes are ~9 MB of OBJ text,
+    0.9 s): every scene compile reuses the arrays."""
+    root = os.path.dirname(urdf_path)
+    element = "visual" if detail == "full" else "collision"
+    parts: dict[str, list] = {}
+    for link in ElementTree.parse(urdf_path).getroot().iter("link"):
+        for visual in link.iter(element):
+            mesh = visual.find("geometry/mesh")
+            if mesh is None:
+                continue
+            origin = visual.find("origin")
+            xyz = [float(v) for v in origin.get("xyz", "0 0 0").split()] if origin is not None else [0.0] * 3
+            rpy = [float(v) for v in origin.get("rpy", "0 0 0").split()] if origin is not None else [0.0] * 3
+            path = os.path.join(root, mesh.get("filename").replace("package://", ""))
+            quat = matrix_to_quat(_rpy_matrix(*rpy)).tolist()
+            for vertices, faces, rgba in _read_obj(path):
+                parts.setdefault(link.get("name"), []).append((vertices, faces, rgba, xyz, quat))
+    return parts
+
+
+def _rpy_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """URDF's fixed-axis roll-pitch-yaw: R = Rz(yaw) Ry(pitch) Rx(roll)."""
+    cr, sr, cp, sp, cy, sy = np.cos(roll), np.sin(roll), np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw)
+    return np.array([[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+                     [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+                     [-sp, cp * sr, cp * cr]])
+
+
+def _read_obj(path: str) -> list[tuple[np.ndarray, np.ndarray, list[float]]]:
+    """A triangle OBJ split by diffuse colour: [(vertices (n, 3), faces (k, 3), rgba)], each
+    part with only the vertices its faces use. Colours come from the OBJ's .mtl (Kd); white
+    where there is none. Texture maps are ignored (a camera at 128 x 128 cannot resolve them)."""
+    colours: dict[str, tuple[float, ...]] = {}
+    material, vertices, faces_by_colour = None, [], {}
+    with open(path) as f:
+        lines = f.read().splitlines()
+    for line in lines:
+        if line.startswith("mtllib "):
+            colours = _read_mtl(os.path.join(os.path.dirname(path), line.split(None, 1)[1].strip()))
+        elif line.startswith("v "):
+            vertices.append(line.split()[1:4])
+        elif line.startswith("usemtl "):
+            material = line.split(None, 1)[1].strip()
+        elif line.startswith("f "):
+            corners = line.split()[1:]
+            if len(corners) != 3:
+                raise ValueError(f"{path}: only triangle faces are read, found one with {len(corners)} corners")
+            colour = colours.get(material, (1.0, 1.0, 1.0, 1.0))
+            faces_by_colour.setdefault(colour, []).append([c.split("/", 1)[0] for c in corners])
+    all_vertices = np.array(vertices, dtype=float)
+    parts = []
+    for colour, faces in faces_by_colour.items():
+        faces = np.array(faces, dtype=np.int64) - 1  # OBJ indices start at 1
+        used, compact = np.unique(faces, return_inverse=True)
+        parts.append((all_vertices[used], compact.reshape(faces.shape).astype(np.int32), list(colour)))
+    return parts
+
+
+def _read_mtl(path: str) -> dict[str, tuple[float, ...]]:
+    """material name -> rgba from a .mtl file's Kd (diffuse) and d (opacity) lines."""
+    colours, name, kd, alpha = {}, None, (1.0, 1.0, 1.0), 1.0
+    if not os.path.exists(path):
+        return colours
+    with open(path) as f:
+        for line in f:
+            words = line.split()
+            if not words:
+                continue
+            if words[0] == "newmtl":
+                if name is not None:
+                    colours[name] = (*kd, alpha)
+                name, kd, alpha = " ".join(words[1:]), (1.0, 1.0, 1.0), 1.0
+            elif words[0] == "Kd":
+                kd = tuple(float(v) for v in words[1:4])
+            elif words[0] == "d":
+                alpha = float(words[1])
+    if name is not None:
+        colours[name] = (*kd, alpha)
+    return colours

@@ -71,33 +71,51 @@ class Marker:
 
 @dataclass(frozen=True)
 class Camera:
-    """A camera as data (rendering comes with the camera servers). Give its orientation either as
-    `quaternion` or as a point to `look_at`; the camera frame is x right, y up, and the camera
-    looks along its -z axis (the OpenGL / MuJoCo convention)."""
+    """A camera as data; sim/mujoco_cameras.py renders it in the MuJoCo mirror.
+
+    Frames: the camera frame is x right, y up in the image, and the camera looks along its -z
+    axis (the OpenGL / MuJoCo convention). Its pose is given in the `reference frame`: the robot
+    `base` frame for a world-fixed camera (`attached_to=None`), or the frame of the body named by
+    `attached_to` (e.g. "panda_hand", the Franka Hand's frame: origin at the flange, z along the
+    approach direction toward the fingertips, the fingers opening along +-y), in which case the
+    camera moves with that body (a wrist camera). Give its orientation either as `quaternion`
+    (w, x, y, z: camera frame -> reference frame) or as a point to `look_at` (reference frame)."""
 
     name: str
-    position: Vector3  # m, base frame
-    look_at: Vector3 | None = None  # m, base frame; the image centre sees this point
-    quaternion: Quaternion | None = None  # camera frame -> base frame, if look_at is not given
+    position: Vector3  # m, reference frame
+    look_at: Vector3 | None = None  # m, reference frame; the image centre sees this point
+    quaternion: Quaternion | None = None  # (w, x, y, z), camera frame -> reference frame
     fovy: float = 45.0  # degrees, vertical field of view
     width: int = 128  # px
     height: int = 128  # px
+    attached_to: str | None = None  # body the camera rides on; None: fixed in the base frame
 
     def __post_init__(self):
         if (self.look_at is None) == (self.quaternion is None):
             raise ValueError(f"camera {self.name!r}: give exactly one of look_at and quaternion")
+        if not (0.0 < self.fovy < 180.0):
+            raise ValueError(f"camera {self.name!r}: fovy is the vertical field of view in degrees, "
+                             f"in (0, 180); got {self.fovy}")
+        if int(self.width) != self.width or int(self.height) != self.height or self.width < 1 or self.height < 1:
+            raise ValueError(f"camera {self.name!r}: width and height are whole pixels >= 1, got "
+                             f"{self.width} x {self.height}")
 
     def orientation(self) -> np.ndarray:
-        """Quaternion (w, x, y, z) of the camera frame in the base frame."""
+        """Quaternion (w, x, y, z) of the camera frame in its reference frame (base frame, or the
+        `attached_to` body's frame). With `look_at`, the image stays upright with respect to the
+        reference frame's z axis: the camera's x (right) axis is horizontal in that frame;
+        looking straight along -z it is the reference frame's +y."""
         if self.quaternion is not None:
             return np.asarray(self.quaternion, dtype=float)
         backward = np.asarray(self.position, float) - np.asarray(self.look_at, float)
         if np.linalg.norm(backward) < 1e-9:
             raise ValueError(f"camera {self.name!r}: look_at equals the camera position")
         backward /= np.linalg.norm(backward)
-        # Keep the image upright: x (right) horizontal; looking straight down, x is base +y.
         right = np.cross([0.0, 0.0, 1.0], backward)
-        right = right / np.linalg.norm(right) if np.linalg.norm(right) > 1e-9 else np.array([0.0, 1.0, 0.0])
+        if np.linalg.norm(right) > 1e-9:
+            right = right / np.linalg.norm(right)
+        else:  # looking along +-z: no horizontal direction is preferred, take +y
+            right = np.array([0.0, 1.0, 0.0])
         up = np.cross(backward, right)
         return matrix_to_quat(np.column_stack([right, up, backward]))
 

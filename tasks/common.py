@@ -14,7 +14,27 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from controllers import franka
+from sim.scene import Camera
 from tasks.params import TaskParams
+
+# The cameras tasks declare in their scenes (sim/scene.py Camera; frames and quaternion order
+# there). Image size: 128 x 128 px, what the pixel policies are sized for.
+CAMERA_SIZE = 128  # px, width and height
+
+
+def front_camera(table_height: float, size: int = CAMERA_SIZE) -> Camera:
+    """A world-fixed camera facing the robot across the table, looking at the workspace centre.
+    Pose in the base frame; it rises with the table top (z = `table_height`)."""
+    return Camera("front", position=(1.25, 0.0, table_height + 0.6),
+                  look_at=(0.45, 0.0, table_height + 0.15), fovy=50.0, width=size, height=size)
+
+
+def wrist_camera(size: int = CAMERA_SIZE) -> Camera:
+    """A camera on the Franka Hand (body `panda_hand`, frame: origin at the flange, z toward the
+    fingertips, fingers opening along +-y), beside the hand along its +x, looking past the
+    fingertips (the tcp is 0.105 m down the hand's z axis). Pose in the hand frame."""
+    return Camera("wrist", position=(0.07, 0.0, 0.03), look_at=(0.0, 0.0, 0.16), fovy=70.0,
+                  width=size, height=size, attached_to="panda_hand")
 
 
 @dataclass

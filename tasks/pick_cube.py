@@ -22,7 +22,7 @@ import numpy as np
 
 from controllers import franka
 from sim.scene import Box, Scene, Table, World
-from tasks.common import Outcome, TaskConfig, configure
+from tasks.common import Outcome, TaskConfig, configure, front_camera, wrist_camera
 from tasks.params import TaskParams, parameter
 
 CUBE_COLOUR = (0.85, 0.2, 0.2, 1.0)
@@ -75,7 +75,10 @@ class PickCube:
         half = p.cube_half_size
         cube = Box("cube", (half, half, half), p.value("cube_mass"), CUBE_COLOUR,
                    (REST_XY[0], REST_XY[1], p.table_height + half))
-        return Scene(table=Table(height=p.table_height), objects=(cube,))
+        # Cameras are part of the scene (the mirror renders them, sim/mujoco_cameras.py); the
+        # env asks for their images only once the robot server returns frames.
+        return Scene(table=Table(height=p.table_height), objects=(cube,),
+                     cameras=(front_camera(p.table_height), wrist_camera()))
 
     def reset_scene(self, world: World, rng: np.random.Generator) -> None:
         p = self.params

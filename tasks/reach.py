@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.scene import Marker, Scene, Table, World
-from tasks.common import Outcome, TaskConfig, configure
+from tasks.common import Outcome, TaskConfig, configure, front_camera
 from tasks.params import TaskParams, parameter
 
 GOAL_COLOUR = (0.2, 0.8, 0.2, 0.6)
@@ -57,7 +57,8 @@ class Reach:
     def build_scene(self) -> Scene:
         p = self.params
         goal = Marker("goal", tuple(self.goal), radius=p.success_radius, colour=GOAL_COLOUR)
-        return Scene(table=Table(height=p.table_height), markers=(goal,))
+        return Scene(table=Table(height=p.table_height), markers=(goal,),
+                     cameras=(front_camera(p.table_height),))
 
     def reset_scene(self, world: World, rng: np.random.Generator) -> None:
         p = self.params
