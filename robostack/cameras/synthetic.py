@@ -19,7 +19,7 @@ from hardware.cameras.base import CameraError, Frame
 from hardware.cameras.capture import LatestFrame
 
 
-def test_pattern(width: int, height: int) -> np.ndarray:
+def pattern_image(width: int, height: int) -> np.ndarray:
     """An RGB uint8 (height, width, 3) image twice as wide as asked (it scrolls; see _run)."""
     y, x = np.mgrid[0:height, 0:2 * width].astype(np.float32)
     y /= max(height - 1, 1)
@@ -48,7 +48,7 @@ class SyntheticCamera:
         self.serial = None
         self.intrinsics = None
         self.stop_after = stop_after
-        self._pattern = test_pattern(width, height)
+        self._pattern = pattern_image(width, height)
         self._slot: LatestFrame | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
