@@ -23,8 +23,9 @@ x right, y up in the image, the camera looks along its -z axis. Quaternions (w, 
 coordinates (u, v) are OpenCV's: u to the right, v down, the centre of the top-left pixel at
 (0, 0).
 
-The GL context belongs to the thread that made it current last; `render` makes it current in the
-calling thread when that changed, so create and render from one thread, or one at a time.
+One thread: an EGL context is current in one thread at a time, and this one is made current in
+the thread that creates `MujocoCameras`; rendering from another thread is refused with an error
+saying so (create the cameras in the thread that renders, e.g. the robot server's loop thread).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ from sim import panda_model
 CAMERA_GEOM_GROUPS = (0, panda_model.VISUAL_GROUP)
 # Site groups a camera draws: the task's markers (group 0), e.g. a reach goal it must see.
 CAMERA_SITE_GROUPS = (0,)
+
+# Which MujocoCameras' context is current in this thread: several may live in one thread (each
+# has its own context), and a frame must be drawn into its own.
+_current = threading.local()
 
 
 class MujocoCameras:
@@ -73,6 +78,7 @@ class MujocoCameras:
 
         self._gl = _gl_context(model.vis.global_.offwidth, model.vis.global_.offheight)
         self._gl.make_current()
+        _current.owner = self
         self._thread = threading.get_ident()
         samples = model.vis.quality.offsamples
         if lean:
@@ -104,8 +110,15 @@ class MujocoCameras:
         a new (H, W, 3) uint8 RGB array, top row first, C-contiguous."""
         camera_id = self._id(name)
         if threading.get_ident() != self._thread:
+            raise RuntimeError(
+                f"camera {name!r}: MujocoCameras renders in the thread that created it (its EGL "
+                f"context is current there and cannot be in two threads); create it in the "
+                f"thread that renders")
+        if self._context is None:
+            raise RuntimeError(f"camera {name!r}: these cameras were closed")
+        if getattr(_current, "owner", None) is not self:
             self._gl.make_current()
-            self._thread = threading.get_ident()
+            _current.owner = self
         self._camera.fixedcamid = camera_id
         mujoco.mjv_updateScene(self.model, self.data, self._option, None, self._camera,
                                mujoco.mjtCatBit.mjCAT_ALL, self._scene)
@@ -170,6 +183,7 @@ class MujocoCameras:
             self._gl.make_current()
             self._context.free()
             self._context = None
+            _current.owner = None
         if getattr(self, "_gl", None) is not None:
             self._gl.free()
             self._gl = None

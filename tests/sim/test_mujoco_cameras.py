@@ -153,3 +153,35 @@ def test_visual_meshes_leave_the_dynamics_unchanged():
             assert np.array_equal(getattr(model, field), getattr(before, field)), (visual, field)
         trajectory, _ = _trajectory(model)
         assert np.max(np.abs(trajectory - reference)) <= 1e-12, visual
+
+
+def test_a_second_camera_set_in_the_same_thread_leaves_the_first_ones_images_alone(world):
+    model, data, cameras = world
+    _place_cube(model, data, 0.5, 0.0)
+    alone = cameras.render("front")
+    from tasks.reach import Reach
+    reach_model = compile_scene(Reach().build_scene())
+    reach_data = mujoco.MjData(reach_model)
+    mujoco.mj_forward(reach_model, reach_data)
+    with _cameras(reach_model, reach_data) as reach_cameras:  # its context is made current
+        reach_image = reach_cameras.render("front")
+        assert np.array_equal(cameras.render("front"), alone)
+        assert not np.array_equal(reach_image, alone)  # no cube, arm elsewhere: another picture
+        assert np.array_equal(reach_cameras.render("front"), reach_image)
+
+
+def test_rendering_from_another_thread_is_refused_by_name(world):
+    import threading
+    _, _, cameras = world
+    errors = []
+
+    def render():
+        try:
+            cameras.render("front")
+        except RuntimeError as error:
+            errors.append(str(error))
+    thread = threading.Thread(target=render)
+    thread.start()
+    thread.join(timeout=30)
+    assert errors and "thread that created it" in errors[0]
+    assert cameras.render("front").shape == (128, 128, 3)  # still fine in its own thread
