@@ -151,6 +151,7 @@ def test_dead_camera_reported_within_two_periods():
         else:
             pytest.fail("the camera stopped but no CameraError came")
         assert last is not None and "front" in str(error)
+        assert not isinstance(error, StaleFrame), error  # reported dead, not merely old
         silent = detected - last.capture_time
         # Two periods is the rule; the margin is for a loaded 2-core machine (scheduling delays).
         assert 1.8 * period <= silent < 2 * period + 0.1, silent
