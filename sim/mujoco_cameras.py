@@ -104,6 +104,17 @@ class MujocoCameras:
         self._buffers = {name: np.empty((h, w, 3), np.uint8) for name, (w, h) in self._sizes.items()}
         self._rects = {name: mujoco.MjrRect(0, 0, w, h) for name, (w, h) in self._sizes.items()}
 
+    @classmethod
+    def of_world(cls, world, cameras: Sequence[str] | None = None) -> "MujocoCameras":
+        """The cameras of a running mirror, from its world (`MujocoBackend.world`, a
+        sim/mujoco_world.py `MujocoWorld`): they render the very MjData the backend steps."""
+        return cls(world.model, world.data, cameras)
+
+    def sizes(self) -> dict[str, tuple[int, int]]:
+        """{name: (height, width)} px: the shape of `task.cameras` that the env's observation
+        space reads (robostack/env/spaces.py)."""
+        return {name: self.size(name) for name in self.names}
+
     # --- images ---------------------------------------------------------------------------------
     def render(self, name: str) -> np.ndarray:
         """The camera's view of `data` as it is now (run a kinematics pass after changing qpos):

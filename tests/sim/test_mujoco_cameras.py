@@ -185,3 +185,25 @@ def test_rendering_from_another_thread_is_refused_by_name(world):
     thread.join(timeout=30)
     assert errors and "thread that created it" in errors[0]
     assert cameras.render("front").shape == (128, 128, 3)  # still fine in its own thread
+
+
+def test_the_backends_world_gives_cameras_on_the_data_it_steps():
+    from sim.mujoco_backend import MujocoBackend
+    from sim.mujoco_cameras import MujocoCameras
+    backend = MujocoBackend(compile_scene(PickCube().build_scene()))
+    with MujocoCameras.of_world(backend.world) as cameras:
+        assert cameras.data is backend.data
+        assert cameras.sizes() == {"front": (128, 128), "wrist": (128, 128)}
+        before = cameras.render("wrist")
+        backend.reset(backend.home_q + np.array([0.4, 0, 0, 0, 0, 0, 0]), gripper_width=0.08)
+        mujoco.mj_kinematics(backend.model, backend.data)
+        assert not np.array_equal(cameras.render("wrist"), before)
+
+
+def test_a_camera_on_a_body_that_is_not_there_is_refused_by_name():
+    from sim.scene import Camera, Scene
+    camera = Camera("wrist", (0.0, 0.0, 0.1), look_at=(0.0, 0.0, 0.2), attached_to="panda_palm")
+    with pytest.raises(ValueError, match="panda_palm.*panda_hand"):
+        compile_scene(Scene(cameras=(camera,)))
+    with pytest.raises(ValueError, match="fovy"):
+        Camera("front", (1.0, 0.0, 1.0), look_at=(0.0, 0.0, 0.0), fovy=0.0)
