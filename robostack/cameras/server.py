@@ -138,8 +138,14 @@ class CameraServer:
         self.published = {name: 0 for name in self.cameras}
 
     def start(self) -> None:
-        for camera in self.cameras.values():
+        for name, camera in self.cameras.items():
             camera.start()
+            crop = self.config.crops.get(name)
+            if crop and (crop[0] + crop[2] > camera.width or crop[1] + crop[3] > camera.height):
+                self.stop()
+                raise CameraError(f"--crop {name}={','.join(map(str, crop))} does not fit camera "
+                                  f"{name!r}'s {camera.width}x{camera.height} image: make it "
+                                  f"smaller or move it")
         self._running.set()
         for name, camera in self.cameras.items():
             thread = threading.Thread(target=self._serve, args=(name, camera),
@@ -182,14 +188,19 @@ class CameraServer:
                 dead_reason = str(exc)
                 time.sleep(min(period, self.config.status_period))  # it may come back
             if frame is not None:
-                dead_reason = None
+                # A gap in the camera's numbers: frames captured while this thread was busy.
                 if last_seq and frame.seq > last_seq + 1:
                     server_dropped += frame.seq - last_seq - 1
-                elif frame.seq <= last_seq:  # the camera restarted its numbering (reconnect)
-                    pass
                 last_seq = frame.seq
-                self._send_frame(name, camera, frame, crop, resize, server_dropped)
-                window_frames += 1
+                try:
+                    self._send_frame(name, camera, frame, crop, resize, server_dropped)
+                    window_frames += 1
+                    dead_reason = None
+                except Exception as exc:  # e.g. a frame of another size: say so, keep serving
+                    if dead_reason is None:
+                        _log.error("camera %r: cannot publish its frame", name, exc_info=exc)
+                        next_status = 0.0
+                    dead_reason = f"the server cannot publish its frames: {exc}"
             now = time.monotonic()
             if now >= next_status:
                 fps_measured = window_frames / max(now - window_start, 1e-9)

@@ -44,6 +44,7 @@ _log = logging.getLogger(__name__)
 
 ENCODINGS = ("raw", "jpeg")
 DEAD_AFTER_PERIODS = 2.0  # the camera contract's rule
+FUTURE_TOLERANCE = 0.005  # s: a capture stamp this far after its arrival is refused (same host)
 MAX_SIDE = 8192  # no camera of ours is bigger; a bigger claimed size is an attack on our memory
 
 
@@ -126,9 +127,9 @@ class _Camera:
         self.size = size  # expected (width, height) after the server's crop/resize, or None
         self.frame: Frame | None = None
         self.arrival: float | None = None  # our monotonic time the newest frame arrived
-        self.fps: float | None = None  # the camera's nominal rate, from its frames or status
+        self.fps: float | None = None  # the camera's nominal rate, from its frames
         self.session: str | None = None
-        self.meta: dict = {}  # meta of the newest frame (dropped counts, encoding, ...)
+        self.meta: dict = {}  # validated meta of the newest frame (drop counts, encoding, ...)
         self.dead: str | None = None  # the server's reason, from camera_status
         self.dead_since_seq = 0
         self.latency = collections.deque(maxlen=1000)  # capture -> arrival, s (same host only)
@@ -245,13 +246,13 @@ class CameraStream:
             try:
                 msg = decode(frames)
                 self._route(msg, arrival, newest)
-            except (ProtocolError, ValueError) as exc:
-                self._reject(str(exc).split(":")[0][:80], exc)
+            except Exception as exc:  # ProtocolError/ValueError: the peer's fault; others: ours
+                self._reject(exc)
         for name, (msg, arrival) in newest.items():
             try:
                 self._accept(self.cameras[name], msg, arrival)
-            except ValueError as exc:
-                self._reject(str(exc).split(":")[0][:80], exc)
+            except Exception as exc:
+                self._reject(exc)
         return count
 
     def _route(self, msg, arrival: float, newest: dict) -> None:
@@ -265,9 +266,6 @@ class CameraStream:
             alive = msg.meta.get("alive")
             if not isinstance(alive, bool):
                 raise ValueError("bad camera_status: 'alive' is not a bool")
-            fps = msg.meta.get("fps")
-            if isinstance(fps, (int, float)) and not isinstance(fps, bool) and 0 < fps < 10000:
-                cam.fps = cam.fps or float(fps)
             if alive:
                 # Alive clears a death only once a frame newer than the death arrives (_accept),
                 # so a status sent before the death and delivered after it cannot revive it.
@@ -291,6 +289,13 @@ class CameraStream:
         fps = _meta_number(meta, "fps", float, 1e-3, 1e4)
         width = _meta_number(meta, "width", int, 1, MAX_SIDE)
         height = _meta_number(meta, "height", int, 1, MAX_SIDE)
+        dropped = _meta_number(meta, "dropped", int, 0, 2**62)
+        server_dropped = _meta_number(meta, "server_dropped", int, 0, 2**62)
+        if self._same_host and capture > arrival + FUTURE_TOLERANCE:
+            # On one clock a frame cannot come from the future; one that claims so would never
+            # turn stale.
+            raise ValueError(f"capture_time in the future: {capture - arrival:.3f} s after its "
+                             f"arrival on the same host's clock")
         encoding = meta.get("encoding")
         if encoding not in ENCODINGS:
             raise ValueError(f"bad encoding: {str(encoding)[:20]!r} is not one of {ENCODINGS}")
@@ -321,7 +326,9 @@ class CameraStream:
         cam.dead = None  # a new frame: the camera is back
         cam.session = msg.session
         cam.fps = fps
-        cam.meta = dict(meta)
+        cam.meta = {"dropped": dropped, "server_dropped": server_dropped, "encoding": encoding,
+                    "width": width, "height": height, "crop": meta.get("crop"),
+                    "resize": meta.get("resize")}
         cam.frame = Frame(image=image, seq=seq, capture_time=capture, camera=cam.name)
         cam.arrival = arrival
         cam.received += 1
@@ -329,7 +336,12 @@ class CameraStream:
         if self._same_host:
             cam.latency.append(arrival - capture)
 
-    def _reject(self, reason: str, exc: Exception) -> None:
+    def _reject(self, exc: Exception) -> None:
+        if isinstance(exc, (ProtocolError, ValueError)):
+            reason = str(exc).split(":")[0][:80]  # the kind of problem, without its values
+        else:  # a message we failed to handle is still dropped, but it is a bug of ours
+            reason = f"internal error {type(exc).__name__}"
+            _log.error("%s: handling a message failed", self.endpoint, exc_info=exc)
         self.rejected[reason] += 1
         total = sum(self.rejected.values())
         if total <= 10 or total % 1000 == 0:  # a flood of garbage is not a flood of log lines

@@ -23,6 +23,7 @@ from robostack.cameras.stream import CameraStream, crop_resize, decode_jpeg, enc
 from robostack.cameras.synthetic import pattern_image
 from robostack.transport.endpoints import free_tcp_endpoint, ipc_endpoint
 from robostack.transport.envelope import Message, encode
+from robostack.transport.hostile import hostile_message
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -259,6 +260,11 @@ def test_hostile_messages_dropped_with_counted_reasons():
             with pytest.raises(StaleFrame, match=r"ms old, over the max_age limit of 100\.0 ms") as info:
                 stream.latest("front", max_age=0.1)
             assert info.value.frame.seq == base + 6 and info.value.age >= 0.3
+            # A capture stamp from the future (on one clock) would never turn stale: refused.
+            pub.send(pub.frame(base + 7, _good(7), capture_time=time.monotonic() + 60.0))
+            stream.poll(0.5)
+            assert stream.rejected["capture_time in the future"] == 1
+            assert stream.cameras["front"].frame.seq == base + 6
             # A camera that never sent anything: CameraTimeout after first_timeout, not a hang.
             with pytest.raises(ValueError, match="not one this stream reads"):
                 stream.latest("other")
@@ -267,6 +273,43 @@ def test_hostile_messages_dropped_with_counted_reasons():
             with pytest.raises(CameraTimeout):
                 empty.latest("nobody-sends")
             assert time.monotonic() - start < 1.0
+    finally:
+        pub.sock.close()
+
+
+def test_fuzzed_messages_never_crash_the_consumer():
+    endpoint = _ipc()
+    pub = HostilePublisher(endpoint)
+    rng = np.random.default_rng(12)
+    fields = ["camera", "seq", "capture_time", "fps", "width", "height", "encoding", "dropped",
+              "server_dropped", "alive", "reason"]
+    try:
+        with CameraStream(endpoint, {"front": (8, 6)}, max_age=1.0) as stream:
+            deadline = time.monotonic() + 5.0
+            seq = 0
+            while stream.cameras["front"].frame is None and time.monotonic() < deadline:
+                seq += 1
+                pub.send(pub.frame(seq, _good(seq)))
+                stream.poll(0.02)
+            good = stream.cameras["front"].frame.seq
+            base_meta = {"camera": "front", "encoding": "raw", "width": 8, "height": 6}
+            sent = 0
+            for _ in range(300):
+                pub.send(hostile_message(rng, {"frame": fields, "camera_status": fields},
+                                         arrays={"image": ((6, 8, 3), "|u1")}, base_meta=base_meta))
+                sent += 1
+                if sent % 20 == 0:
+                    stream.poll(0.01)
+            stream.poll(0.2)
+            assert sum(stream.rejected.values()) > 100, dict(stream.rejected)
+            assert not any(r.startswith("internal error") for r in stream.rejected), dict(stream.rejected)
+            # Whatever got through is a valid Frame of the expected shape, or a reported death.
+            try:
+                frame = stream.latest("front")
+                assert frame.image.shape == (6, 8, 3) and frame.image.dtype == np.uint8
+                assert frame.seq >= good
+            except CameraError:
+                pass
     finally:
         pub.sock.close()
 
