@@ -43,17 +43,6 @@ def context():
     assert not ender.is_alive(), "context.term() hung: a socket (the ZAP thread's?) stayed open"
 
 
-@pytest.fixture
-def keys(tmp_path):
-    """A keys folder with pairs 'server', 'client' (allowed) and 'stranger' (not allowed)."""
-    folder = tmp_path / "keys"
-    for name in ("server", "client", "stranger"):
-        write_key_pair(folder, name)
-    (folder / "allowed").mkdir(mode=0o700)
-    shutil.copy(folder / "client.key", folder / "allowed" / "client.key")
-    return folder
-
-
 def curve(keys, name, server="server"):
     return CurveKeys(name, server_key=server, keys_dir=str(keys))
 

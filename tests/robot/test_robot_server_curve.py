@@ -7,7 +7,6 @@ Real server processes, bound on 0.0.0.0, reached over loopback; every wait bound
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -18,23 +17,12 @@ import pytest
 from robostack import transport
 from robostack.env import RobotEnv
 from robostack.robot.client import ZmqConnection
-from robostack.transport.auth import write_key_pair
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def _port() -> int:
     return int(transport.free_tcp_endpoint().rsplit(":", 1)[1])
-
-
-@pytest.fixture
-def keys(tmp_path):
-    folder = tmp_path / "keys"
-    for name in ("robot", "client", "stranger"):
-        write_key_pair(folder, name)
-    (folder / "allowed").mkdir(mode=0o700)
-    shutil.copy(folder / "client.key", folder / "allowed" / "client.key")
-    return folder
 
 
 def start(tmp_path, keys, *extra):
@@ -55,9 +43,9 @@ def log_of(err) -> str:
 
 
 def test_a_curve_robot_server_serves_allowed_keys_only(tmp_path, keys):
-    process, command, state, err = start(tmp_path, keys, "--curve-key", "robot", "--clock", "realtime")
-    client = transport.CurveKeys("client", server_key="robot", keys_dir=str(keys))
-    stranger = transport.CurveKeys("stranger", server_key="robot", keys_dir=str(keys))
+    process, command, state, err = start(tmp_path, keys, "--curve-key", "server", "--clock", "realtime")
+    client = transport.CurveKeys("client", server_key="server", keys_dir=str(keys))
+    stranger = transport.CurveKeys("stranger", server_key="server", keys_dir=str(keys))
     endpoint = f"tcp://127.0.0.1:{command}"
     try:
         connection = ZmqConnection(endpoint, curve=client, timeout=1.0)

@@ -6,7 +6,6 @@ sockets (the learner binds 0.0.0.0; the test connects over loopback)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -14,7 +13,6 @@ import time
 import pytest
 
 from robostack import transport
-from robostack.transport.auth import write_key_pair
 from test_learner_fuzz import ENV, TINY, hello_meta
 
 pytestmark = pytest.mark.timeout(180)
@@ -22,16 +20,6 @@ pytestmark = pytest.mark.timeout(180)
 
 def _port() -> int:
     return int(transport.free_tcp_endpoint().rsplit(":", 1)[1])
-
-
-@pytest.fixture
-def keys(tmp_path):
-    folder = tmp_path / "keys"
-    for name in ("learner", "actor", "stranger"):
-        write_key_pair(folder, name)
-    (folder / "allowed").mkdir(mode=0o700)
-    shutil.copy(folder / "actor.key", folder / "allowed" / "actor.key")
-    return folder
 
 
 def start(tmp_path, keys, *extra):
@@ -45,9 +33,9 @@ def start(tmp_path, keys, *extra):
 
 
 def test_a_curve_learner_serves_allowed_actors_only_and_a_plain_one_refuses_the_network(tmp_path, keys):
-    process, port, weights, err = start(tmp_path, keys, "--curve-key", "learner")
-    actor = transport.CurveKeys("actor", server_key="learner", keys_dir=str(keys))
-    stranger = transport.CurveKeys("stranger", server_key="learner", keys_dir=str(keys))
+    process, port, weights, err = start(tmp_path, keys, "--curve-key", "server")
+    actor = transport.CurveKeys("client", server_key="server", keys_dir=str(keys))
+    stranger = transport.CurveKeys("stranger", server_key="server", keys_dir=str(keys))
     endpoint = f"tcp://127.0.0.1:{port}"
     try:
         with transport.RequestClient(endpoint, "actor-0", timeout=1.0, curve=actor) as client:
