@@ -211,12 +211,15 @@ def _gl_context(width: int, height: int):
     import os
 
     backend = os.environ.get("MUJOCO_GL", "")
+    # mujoco picks its GL backend when first imported: name the one it took, too.
+    chosen = getattr(getattr(mujoco, "GLContext", None), "__module__", "none")
     try:
         return mujoco.GLContext(width, height)
     except Exception as error:
         raise RuntimeError(
-            f"no OpenGL context for the simulated cameras (MUJOCO_GL={backend or 'unset'}): {error}. "
+            f"no OpenGL context for the simulated cameras (MUJOCO_GL={backend or 'unset'}, "
+            f"mujoco imported with {chosen}): {error}. "
             "Headless rendering needs MUJOCO_GL=egl set before mujoco is imported, and Mesa's EGL "
             "and software rasteriser: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri "
-            "(what .ci/run installs)"
+            "(.ci/run installs libegl1 and libgl1, which depend on them on Debian 12)"
         ) from error

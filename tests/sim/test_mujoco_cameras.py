@@ -3,11 +3,16 @@ image layout, and dynamics untouched by the visual meshes. Rendered for real (MU
 
 import os
 
-os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported; the Makefile sets it too
+import pytest
 
-import mujoco  # noqa: E402
+os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported; the Makefile sets it too
+try:
+    import mujoco
+except Exception as error:  # e.g. MUJOCO_GL=osmesa without libOSMesa: fails inside PyOpenGL
+    pytest.fail(f"mujoco does not import with MUJOCO_GL={os.environ['MUJOCO_GL']!r}: {error!r}. The "
+                f"simulated cameras render with MUJOCO_GL=egl (Mesa: libegl1 libegl-mesa0 "
+                f"libgl1-mesa-dri)", pytrace=False)
 import numpy as np  # noqa: E402
-import pytest  # noqa: E402
 
 from controllers.rotations import quat_to_matrix  # noqa: E402
 from sim.mujoco_scene import compile_scene  # noqa: E402
@@ -22,8 +27,7 @@ def _cameras(model, data):
     try:
         return MujocoCameras(model, data)
     except RuntimeError as error:
-        pytest.fail(f"headless rendering is unavailable: {error}. Set MUJOCO_GL=egl and install "
-                    f"Mesa's EGL (apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri)", pytrace=False)
+        pytest.fail(f"headless rendering is unavailable: {error}", pytrace=False)
 
 
 @pytest.fixture(scope="module")
