@@ -12,12 +12,13 @@ import sys
 import time
 import uuid
 
+import cv2
 import msgpack
 import numpy as np
 import pytest
 import zmq
 
-from hardware.cameras.base import CameraError, CameraTimeout, StaleFrame
+from hardware.cameras.base import CameraError, CameraTimeout, Frame, StaleFrame
 from robostack.cameras.server import CameraServer, CameraServerConfig
 from robostack.cameras.stream import CameraStream, crop_resize, decode_jpeg, encode_jpeg
 from robostack.cameras.synthetic import pattern_image
@@ -351,3 +352,89 @@ def test_config_errors_name_the_problem():
     assert CameraServerConfig(endpoint="ipc:///tmp/x").resolved_encoding() == "raw"
     with pytest.raises(ValueError, match="does not fit"):
         crop_resize(np.zeros((10, 10, 3), np.uint8), (5, 5, 10, 10), None)
+
+
+class ScriptedCamera:
+    """The Camera protocol with frames of given seqs, each when asked for (the server's
+    numbering and drop counters are then known exactly)."""
+
+    def __init__(self, seqs, dropped=0):
+        self.name, self.serial, self.width, self.height, self.fps = "scripted", None, 8, 6, 50.0
+        self.intrinsics = None
+        self.dropped = dropped
+        self._seqs = list(seqs)
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def latest(self, max_age):
+        raise NotImplementedError  # the server only uses wait_next
+
+    def wait_next(self, timeout, after_seq=None):
+        if not self._seqs:
+            time.sleep(min(timeout, 0.02))
+            raise CameraTimeout("scripted camera: no more frames")
+        time.sleep(0.02)
+        seq = self._seqs.pop(0)
+        return Frame(np.full((6, 8, 3), seq, np.uint8), seq, time.monotonic(), camera=self.name)
+
+
+def test_server_counts_the_frames_it_skipped_and_passes_the_cameras_count():
+    endpoint = _ipc()
+    config = CameraServerConfig(cameras="scripted=synthetic", endpoint=endpoint)
+    server = CameraServer(config, cameras={"scripted": ScriptedCamera([1, 2, 5, 6] + list(range(7, 60)), dropped=7)})
+    with CameraStream(endpoint, {"scripted": (8, 6)}, max_age=1.0) as stream:
+        time.sleep(0.3)  # subscribed before the first frames go out (PUB drops for no one)
+        server.start()
+        try:
+            seen = {}
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline and (not seen or max(seen) < 59):
+                stream.poll(0.1)
+                cam = stream.cameras["scripted"]
+                if cam.frame is not None:
+                    seen[cam.frame.seq] = dict(cam.meta)
+            assert max(seen) == 59
+            assert all(m["dropped"] == 7 for m in seen.values())
+            assert seen[59]["server_dropped"] == 2  # seqs 3 and 4 never came out of the camera
+            assert all(m["server_dropped"] == 0 for q, m in seen.items() if q < 5)
+        finally:
+            server.stop()
+
+
+def test_crop_that_does_not_fit_is_refused_at_start():
+    config = CameraServerConfig(cameras="front=synthetic,128x128,30", endpoint=_ipc(),
+                                crop="front=100,100,64,64")
+    server = CameraServer(config)
+    with pytest.raises(CameraError, match="does not fit"):
+        server.start()
+
+
+def test_opencv_file_source_served_and_its_end_reported(tmp_path):
+    """The OpenCV driver (hardware/cameras/opencv_camera.py) behind the server: an image
+    sequence paced at 20 fps; its end is a dead camera, reported with the driver's reason."""
+    pattern = pattern_image(64, 48)
+    for i in range(10):
+        cv2.imwrite(str(tmp_path / f"{i:02d}.png"), cv2.cvtColor(pattern[:, 4 * i:4 * i + 64], cv2.COLOR_RGB2BGR))
+    endpoint = _ipc()
+    with Server("--cameras", f"file={tmp_path}/%02d.png,64x48,20", "--endpoint", endpoint,
+                "--encoding", "raw"), CameraStream(endpoint, {"file": (64, 48)}, max_age=0.5) as stream:
+        frame = stream.latest("file")
+        assert _best_shift_error(frame.image, pattern) == 0.0  # RGB, exact
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            try:
+                stream.latest("file")
+            except CameraError as exc:
+                assert "file" in str(exc)
+                break
+            time.sleep(0.005)
+        else:
+            pytest.fail("the image sequence ended but no CameraError came")
+        end = time.monotonic() + 2.0
+        while stream.cameras["file"].dead is None and time.monotonic() < end:
+            stream.poll(0.05)
+        assert stream.cameras["file"].dead, "the server did not report the end of the file"
