@@ -11,12 +11,17 @@ Headless: one OpenGL context (MUJOCO_GL=egl works without a display or a GPU: Me
 renders in software) and one MjrContext, made once and reused for every frame; every camera draws
 into the same offscreen buffer (a viewport of its own size) and is read back from it.
 
-What a frame costs, and what is cut (benchmarks/bench_render.py measures both settings): the
-scene is drawn with what a camera on a real robot would see and nothing else - no shadows (a
-second pass per light), reflections, skybox, fog or haze; no multisampling (the offscreen buffer
-is multisampled 4x by default, `visual.quality.offsamples`, which software rendering pays in
-full); and only the geom groups a camera needs: the scene's geoms (group 0) and the robot's visual
-meshes (`panda_model.VISUAL_GROUP`), not its collision geometry or the tcp site.
+What a frame costs, and what is cut (benchmarks/bench_render.py; Mesa llvmpipe on this project's
+2-core machine): with `mujoco.Renderer`'s defaults a 128 x 128 frame of pick_cube costs ~2.6 ms
+and a 640 x 480 one ~12 ms; here ~1.3 ms and ~4 ms. Two things decide it. Multisampling: the
+offscreen buffer is multisampled 4x by default (`visual.quality.offsamples`), which software
+rendering pays in full - about half of a small frame and two thirds of a large one; it is off
+here. Triangles: the robot's full visual meshes (103k triangles) cost ~11 ms a frame at any
+size, which is why the mirror draws its coarse meshes (sim/panda_model.py). The rest is cut
+because a real camera does not see it, though it costs little in these scenes (the lights cast
+no shadows already): no shadows, reflections, skybox, fog or haze, and only the geom groups a
+camera needs - the scene's geoms (group 0) and the robot's visual meshes
+(`panda_model.VISUAL_GROUP`), not its collision geometry or the tcp site.
 
 Frames: the `world` frame is the robot `base` frame. A camera frame is MuJoCo's (OpenGL's):
 x right, y up in the image, the camera looks along its -z axis. Quaternions (w, x, y, z). Image
@@ -50,13 +55,11 @@ _current = threading.local()
 
 class MujocoCameras:
     """Renders `cameras` (names of the model's cameras; default: all of them) at the resolution
-    each camera declares (`model.cam_resolution`). `lean=False` keeps MuJoCo's default visual
-    settings (shadows, reflections, skybox, 4x multisampling, every geom group): the baseline the
-    benchmark compares against; nothing else should want it."""
+    each camera declares (`model.cam_resolution`), with the lean settings above."""
 
     def __init__(self, model: mujoco.MjModel, data: mujoco.MjData,
-                 cameras: Sequence[str] | None = None, lean: bool = True):
-        self.model, self.data, self.lean = model, data, lean
+                 cameras: Sequence[str] | None = None):
+        self.model, self.data = model, data
         names = [model.camera(i).name for i in range(model.ncam)]
         if cameras is None:
             cameras = names
@@ -81,9 +84,8 @@ class MujocoCameras:
         _current.owner = self
         self._thread = threading.get_ident()
         samples = model.vis.quality.offsamples
-        if lean:
-            # Read once, when the context is made: the multisampled buffer is what costs.
-            model.vis.quality.offsamples = 0
+        # Read once, when the context is made: a multisampled buffer costs every frame.
+        model.vis.quality.offsamples = 0
         try:
             self._context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100)
         finally:
@@ -92,13 +94,12 @@ class MujocoCameras:
 
         self._option = mujoco.MjvOption()
         self._scene = mujoco.MjvScene(model, maxgeom=model.ngeom + model.nsite + 100)
-        if lean:
-            self._option.geomgroup[:] = [g in CAMERA_GEOM_GROUPS for g in range(len(self._option.geomgroup))]
-            self._option.sitegroup[:] = [g in CAMERA_SITE_GROUPS for g in range(len(self._option.sitegroup))]
-            for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
-                         mujoco.mjtRndFlag.mjRND_SKYBOX, mujoco.mjtRndFlag.mjRND_FOG,
-                         mujoco.mjtRndFlag.mjRND_HAZE):
-                self._scene.flags[flag] = 0
+        self._option.geomgroup[:] = [g in CAMERA_GEOM_GROUPS for g in range(len(self._option.geomgroup))]
+        self._option.sitegroup[:] = [g in CAMERA_SITE_GROUPS for g in range(len(self._option.sitegroup))]
+        for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
+                     mujoco.mjtRndFlag.mjRND_SKYBOX, mujoco.mjtRndFlag.mjRND_FOG,
+                     mujoco.mjtRndFlag.mjRND_HAZE):
+            self._scene.flags[flag] = 0
         self._camera = mujoco.MjvCamera()
         self._camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
         self._buffers = {name: np.empty((h, w, 3), np.uint8) for name, (w, h) in self._sizes.items()}
