@@ -35,6 +35,7 @@ from robostack.cameras.stream import (ENCODINGS, crop_resize, encode_jpeg, parse
                                       parse_size)
 from robostack.transport.auth import CurveKeys
 from robostack.transport.endpoints import ipc_endpoint
+from robostack.transport.envelope import TransportError
 from robostack.transport.sockets import Publisher
 
 _log = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ def main(argv=None) -> int:
     try:
         server = CameraServer(config)
         server.start()
-    except CameraError as exc:
+    except (CameraError, TransportError) as exc:  # a camera that will not open, an endpoint refused
         print(f"robostack camera-server: {exc}", file=sys.stderr)
         return 1
     stopping = threading.Event()

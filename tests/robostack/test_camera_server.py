@@ -19,7 +19,7 @@ import pytest
 import zmq
 
 from hardware.cameras.base import CameraError, CameraTimeout, Frame, StaleFrame
-from robostack.cameras.server import CameraServer, CameraServerConfig
+from robostack.cameras.server import CameraServer, CameraServerConfig, main
 from robostack.cameras.stream import CameraStream, crop_resize, decode_jpeg, encode_jpeg
 from robostack.cameras.synthetic import pattern_image
 from robostack.transport.endpoints import free_tcp_endpoint, ipc_endpoint
@@ -438,3 +438,9 @@ def test_opencv_file_source_served_and_its_end_reported(tmp_path):
         while stream.cameras["file"].dead is None and time.monotonic() < end:
             stream.poll(0.05)
         assert stream.cameras["file"].dead, "the server did not report the end of the file"
+
+
+def test_network_bind_without_curve_is_refused_with_the_fix(capsys):
+    assert main(["--endpoint", "tcp://0.0.0.0:5999", "--cameras", "front=synthetic,64x48,10"]) == 1
+    err = capsys.readouterr().err
+    assert "without CURVE" in err and "robostack keys create" in err
