@@ -1,6 +1,8 @@
 """pick_cube: grasp a cube lying on the table and lift it.
 
-Scene:        the Panda on its table and one cube (4 cm, 100 g by default).
+Scene:        the Panda on its table and one cube (4 cm, 100 g by default); a front camera fixed
+              across the table and a wrist camera on the hand (128 x 128 each, tasks/common.py),
+              which the mirror renders (sim/mujoco_cameras.py).
 Reset:        the cube appears uniformly in the spawn region (cube_x x cube_y, base frame), resting
               on the table, edges aligned with the base axes; the arm starts near its home pose.
 Observations: cube position (m, base frame) and its offset from the tcp, on top of the robot

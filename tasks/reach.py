@@ -1,6 +1,7 @@
 """reach: bring the tcp to a goal point above the table (the fast smoke-test task).
 
-Scene:        the Panda on its table and a visual-only goal marker.
+Scene:        the Panda on its table and a visual-only goal marker; a front camera (128 x 128,
+              tasks/common.py) that the mirror renders (sim/mujoco_cameras.py).
 Reset:        the goal appears uniformly in goal_x x goal_y x goal_height (base frame; the height
               above the table top).
 Observations: goal position and goal-minus-tcp offset (m, base frame).
