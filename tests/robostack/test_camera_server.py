@@ -23,6 +23,7 @@ from robostack.cameras.server import CameraServer, CameraServerConfig, main
 from robostack.cameras.stream import CameraStream, crop_resize, decode_jpeg, encode_jpeg
 from robostack.cameras.synthetic import pattern_image
 from robostack.transport.endpoints import free_tcp_endpoint, ipc_endpoint
+from robostack.transport.auth import CurveKeys
 from robostack.transport.envelope import Message, encode
 from robostack.transport.hostile import hostile_message
 
@@ -36,8 +37,8 @@ def _ipc() -> str:
 class Server:
     """`python -m robostack.cameras.server ARGS` until its ready line, killed at exit."""
 
-    def __init__(self, *args: str):
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
+    def __init__(self, *args: str, env: dict | None = None):
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO, **(env or {}))
         self.proc = subprocess.Popen([sys.executable, "-m", "robostack.cameras.server", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=env, cwd=REPO)
@@ -444,3 +445,18 @@ def test_network_bind_without_curve_is_refused_with_the_fix(capsys):
     assert main(["--endpoint", "tcp://0.0.0.0:5999", "--cameras", "front=synthetic,64x48,10"]) == 1
     err = capsys.readouterr().err
     assert "without CURVE" in err and "robostack keys create" in err
+
+
+def test_network_bind_with_curve_serves_allowed_consumers_only(keys):
+    """--curve-key: the server binds every interface; the allowed client gets JPEG frames, a
+    key not in the allow-list gets nothing (CameraTimeout, not a hang)."""
+    endpoint = free_tcp_endpoint()
+    with Server("--cameras", "front=synthetic,128x128,30", "--endpoint", endpoint.replace("127.0.0.1", "*"),
+                "--curve-key", "server", env={"ROBOSTACK_KEYS": str(keys)}):
+        with CameraStream(endpoint, ["front"], curve=CurveKeys("client", "server", str(keys))) as ok:
+            frame = ok.latest("front")
+            assert frame.image.shape == (128, 128, 3) and ok.cameras["front"].meta["encoding"] == "jpeg"
+        with CameraStream(endpoint, ["front"], first_timeout=0.5,
+                          curve=CurveKeys("stranger", "server", str(keys))) as stranger:
+            with pytest.raises(CameraTimeout):
+                stranger.latest("front")
