@@ -171,7 +171,12 @@ class CameraStream:
         self._offset: dict[str, float] = {}  # per server session: min(arrival - capture)
         # hwm bounds memory at hwm x frame size (100 x 921 kB = 92 MB for raw 640x480) and must
         # exceed what arrives between two reads, or the backlog waits in kernel buffers.
-        self._sock = _open(context, zmq.SUB, endpoint, False, [(zmq.RCVHWM, hwm)], curve)
+        self.curve = curve
+        self._open_args = (context, zmq.SUB, endpoint, False, [(zmq.RCVHWM, hwm)], curve)
+        self._connect()
+
+    def _connect(self) -> None:
+        self._sock = _open(*self._open_args)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"")
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
@@ -198,6 +203,11 @@ class CameraStream:
             while cam.frame is None and cam.dead is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    if self.curve is not None:
+                        # libzmq never retries a connection refused at the CURVE handshake: a
+                        # fresh socket at the next call gets in once our key is allowed.
+                        self._sock.close()
+                        self._connect()
                     raise CameraTimeout(
                         f"camera {name!r}: no frame from {self.endpoint} within "
                         f"{self.first_timeout:.1f} s (rejected so far: {dict(self.rejected) or 'none'}): "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -460,3 +461,12 @@ def test_network_bind_with_curve_serves_allowed_consumers_only(keys):
                           curve=CurveKeys("stranger", "server", str(keys))) as stranger:
             with pytest.raises(CameraTimeout):
                 stranger.latest("front")
+            # Allowed now: the next call, on a fresh socket, gets in without a restart.
+            shutil.copy(keys / "stranger.key", keys / "allowed" / "stranger.key")
+            deadline = time.monotonic() + 10.0
+            while True:
+                try:
+                    assert stranger.latest("front").image.shape == (128, 128, 3)
+                    break
+                except CameraTimeout:
+                    assert time.monotonic() < deadline, "an allowed key never got in"
