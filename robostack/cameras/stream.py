@@ -33,9 +33,9 @@ import numpy as np
 import zmq
 
 from hardware.cameras.base import CameraError, CameraTimeout, Frame, StaleFrame
-from robostack.transport.endpoints import _is_same_host
+from robostack.transport.endpoints import is_same_host
 from robostack.transport.envelope import ProtocolError, decode
-from robostack.transport.sockets import _open
+from robostack.transport.sockets import open_socket
 
 __all__ = ["CameraStream", "crop_resize", "encode_jpeg", "decode_jpeg", "parse_crop", "parse_size",
            "ENCODINGS"]
@@ -167,7 +167,7 @@ class CameraStream:
         self.first_timeout = first_timeout
         self.rejected: collections.Counter = collections.Counter()  # reason -> count
         self.superseded = 0  # valid frames drained unread because a newer one came
-        self._same_host = _is_same_host(endpoint)
+        self._same_host = is_same_host(endpoint)
         self._offset: dict[str, float] = {}  # per server session: min(arrival - capture)
         # hwm bounds memory at hwm x frame size (100 x 921 kB = 92 MB for raw 640x480) and must
         # exceed what arrives between two reads, or the backlog waits in kernel buffers.
@@ -176,7 +176,7 @@ class CameraStream:
         self._connect()
 
     def _connect(self) -> None:
-        self._sock = _open(*self._open_args)
+        self._sock = open_socket(*self._open_args)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"")
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from robostack.transport.envelope import TransportError
 
-__all__ = ["free_tcp_endpoint", "ipc_dir", "ipc_endpoint", "is_loopback", "private_dir",
+__all__ = ["free_tcp_endpoint", "ipc_dir", "ipc_endpoint", "is_loopback", "is_same_host", "private_dir",
            "MAX_IPC_PATH_BYTES"]
 
 
@@ -122,7 +122,7 @@ def serves_network(endpoint: str) -> bool:
     return True
 
 
-def _is_same_host(endpoint: str) -> bool:
+def is_same_host(endpoint: str) -> bool:
     """True when the endpoint can only reach this machine, so sender stamps are on our clock."""
     if endpoint.startswith(("ipc://", "inproc://")):
         return True

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 import zmq
 
 from robostack.transport.auth import CurveKeys, apply_curve, refusal_hint
-from robostack.transport.endpoints import _is_same_host, check_endpoint
+from robostack.transport.endpoints import check_endpoint, is_same_host
 from robostack.transport.envelope import (
     MAX_ARRAYS, SCHEMA_VERSION, ZERO_COPY_BYTES, Message, PeerTimeout, ProtocolError, RemoteError,
     StaleMessage, TransportError, _topic, decode, encode)
 
-__all__ = ["Publisher", "Subscriber", "RequestClient", "RequestServer", "Request", "default_context"]
+__all__ = ["Publisher", "Subscriber", "RequestClient", "RequestServer", "Request", "default_context",
+           "open_socket"]
 
 
 _log = logging.getLogger(__name__)
@@ -42,8 +43,10 @@ def default_context() -> zmq.Context:
     return zmq.Context.instance()
 
 
-def _open(context, kind: int, endpoint: str, bind: bool, options=(),
-          curve: CurveKeys | None = None) -> zmq.Socket:
+def open_socket(context, kind: int, endpoint: str, bind: bool, options=(),
+                curve: CurveKeys | None = None) -> zmq.Socket:
+    """A ZeroMQ socket of `kind` bound or connected the way the four roles are (LINGER 0, the
+    bind policy, CURVE when given), for a role of its own (the camera stream's consumer)."""
     check_endpoint(endpoint, bind, curve is not None)
     context = context or default_context()
     sock = context.socket(kind)
@@ -118,7 +121,7 @@ class Publisher(_Socket):
         self.source = source
         self.session = _new_session()
         self._seq = 0
-        self._sock = _open(context, zmq.PUB, endpoint, bind, [(zmq.SNDHWM, hwm)], curve)
+        self._sock = open_socket(context, zmq.PUB, endpoint, bind, [(zmq.SNDHWM, hwm)], curve)
 
     def publish(self, kind: str, meta: dict | None = None, arrays: dict | None = None,
                 stamp: float | None = None) -> int:
@@ -153,7 +156,7 @@ class Subscriber(_Socket):
         self._open_args = (context, zmq.SUB, endpoint, not connect, [(zmq.RCVHWM, hwm)], curve)
         self._connect()
         # Whether publisher stamps are on our clock; guessed from the endpoint unless told.
-        self._same_host = _is_same_host(endpoint) if same_host is None else same_host
+        self._same_host = is_same_host(endpoint) if same_host is None else same_host
         self._last_rx: float | None = None  # our monotonic time of the last message
         # Cross-host age estimate: the smallest (our receive time - sender stamp) seen in this
         # publisher session is clock offset + fastest transit; age beyond that is queueing.
@@ -161,7 +164,7 @@ class Subscriber(_Socket):
         self._offset = math.inf
 
     def _connect(self) -> None:
-        self._sock = _open(*self._open_args)
+        self._sock = open_socket(*self._open_args)
         for topic in [_topic(k) for k in self.kinds] or [b""]:
             self._sock.setsockopt(zmq.SUBSCRIBE, topic)
         self._poller = zmq.Poller()  # reused: Socket.poll() would build one per call
@@ -260,7 +263,7 @@ class RequestClient(_Socket):
     def _connect(self) -> None:
         # IMMEDIATE: queue requests only on a live connection, so "no server" shows up as
         # "cannot send" instead of requests piling up for whoever binds next.
-        self._sock = _open(self._context, zmq.DEALER, self.endpoint, False, [(zmq.IMMEDIATE, 1)],
+        self._sock = open_socket(self._context, zmq.DEALER, self.endpoint, False, [(zmq.IMMEDIATE, 1)],
                            self.curve)
         # One poller for the socket's life: Socket.poll() builds a new one per call, a
         # measurable share of a round trip.
@@ -370,7 +373,7 @@ class RequestServer(_Socket):
         self.drain_frames = drain_frames
         self.rejected = 0  # malformed requests answered with an error
         self._draining = False  # the rest of an over-long multipart message is being dropped
-        self._sock = _open(context, zmq.ROUTER, endpoint, bind,
+        self._sock = open_socket(context, zmq.ROUTER, endpoint, bind,
                            [(zmq.MAXMSGSIZE, max_message_bytes), (zmq.RCVHWM, hwm)], curve)
         self._poller = zmq.Poller()  # reused: Socket.poll() would build one per call
         self._poller.register(self._sock, zmq.POLLIN)

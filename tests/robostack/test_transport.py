@@ -15,7 +15,7 @@ from robostack.transport import (
     RequestServer, StaleMessage, Subscriber, TransportError, decode, default_context, encode,
     free_tcp_endpoint, ipc_dir, ipc_endpoint)
 from robostack.transport.envelope import _topic
-from robostack.transport.sockets import _is_same_host
+from robostack.transport.endpoints import is_same_host
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -179,9 +179,9 @@ def test_topic_prefix_is_how_every_header_of_that_kind_starts():
 def test_endpoint_helpers():
     assert free_tcp_endpoint().startswith("tcp://127.0.0.1:")
     assert ipc_endpoint("cam0") == f"ipc://{ipc_dir()}/cam0"  # a private folder: test_curve.py
-    assert _is_same_host("tcp://127.0.0.1:5") and _is_same_host("ipc:///tmp/x")
-    assert _is_same_host("tcp://localhost:5") and _is_same_host("tcp://[::1]:5")
-    assert not _is_same_host("tcp://192.168.1.10:5") and not _is_same_host("tcp://robot-pc:5")
+    assert is_same_host("tcp://127.0.0.1:5") and is_same_host("ipc:///tmp/x")
+    assert is_same_host("tcp://localhost:5") and is_same_host("tcp://[::1]:5")
+    assert not is_same_host("tcp://192.168.1.10:5") and not is_same_host("tcp://robot-pc:5")
 
 
 def test_bind_conflict_and_bad_endpoint_say_what_to_do():
