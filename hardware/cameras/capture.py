@@ -158,3 +158,34 @@ class LatestFrame:
                 # so a silent camera is reported on time even if no frame ever wakes us.
                 until_dead = frame.capture_time + self.dead_after - now
                 self._cond.wait(max(min(remaining, until_dead + 1e-4), 1e-4))
+
+
+class CapturingCamera:
+    """What the three capturing cameras (OpenCV, RealSense, the synthetic pattern) share: a
+    capture thread of theirs publishes into `self._slot` (a LatestFrame, made by start()), and
+    readers get frames from it. Subclasses set `name` and `_slot = None` and write start()/stop()."""
+
+    name: str
+    _slot: LatestFrame | None
+
+    @property
+    def dropped(self) -> int:
+        return self._slot.dropped if self._slot else 0
+
+    def latest(self, max_age: float) -> Frame:
+        return self._started().latest(max_age)
+
+    def wait_next(self, timeout: float, after_seq: int | None = None) -> Frame:
+        return self._started().wait_next(timeout, after_seq)
+
+    def _started(self) -> LatestFrame:
+        if self._slot is None:
+            raise CameraError(f"camera {self.name!r} is not started: call start() (or use `with`)")
+        return self._slot
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

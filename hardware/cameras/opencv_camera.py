@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 
-from hardware.cameras.base import CameraError, Frame, Intrinsics
-from hardware.cameras.capture import LatestFrame
+from hardware.cameras.base import CameraError, Intrinsics
+from hardware.cameras.capture import CapturingCamera, LatestFrame
 
 DEVICE_HINT = ("Check the cable and `v4l2-ctl --list-devices`; another program may hold the "
                "camera, and your user must be in the `video` group")
@@ -74,7 +74,7 @@ def bgr_to_rgb(cv2, image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-class OpenCVCamera:
+class OpenCVCamera(CapturingCamera):
     """One OpenCV source behind the Camera interface, read by its own capture thread."""
 
     def __init__(self, name: str, source: int | str, width: int | None = None,
@@ -99,10 +99,6 @@ class OpenCVCamera:
         self._cv2 = None
 
     # --- the Camera interface -----------------------------------------------------------------
-    @property
-    def dropped(self) -> int:
-        return self._slot.dropped if self._slot else 0
-
     def start(self) -> None:
         if self._thread is not None:
             return
@@ -120,12 +116,6 @@ class OpenCVCamera:
         self._thread = threading.Thread(target=self._run, name=f"camera-{self.name}", daemon=True)
         self._thread.start()
 
-    def latest(self, max_age: float) -> Frame:
-        return self._started().latest(max_age)
-
-    def wait_next(self, timeout: float, after_seq: int | None = None) -> Frame:
-        return self._started().wait_next(timeout, after_seq)
-
     def stop(self) -> None:
         if self._thread is None:
             return
@@ -137,19 +127,7 @@ class OpenCVCamera:
         if self._slot is not None:
             self._slot.fail("stopped")
 
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
     # --- opening --------------------------------------------------------------------------------
-    def _started(self) -> LatestFrame:
-        if self._slot is None:
-            raise CameraError(f"camera {self.name!r} is not started: call start() (or use `with`)")
-        return self._slot
-
     def _open(self, cv2):
         source = self.source
         if self.is_device:

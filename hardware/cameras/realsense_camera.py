@@ -30,8 +30,8 @@ import time
 
 import numpy as np
 
-from hardware.cameras.base import CameraError, Frame, Intrinsics
-from hardware.cameras.capture import LatestFrame
+from hardware.cameras.base import CameraError, Intrinsics
+from hardware.cameras.capture import CapturingCamera, LatestFrame
 
 INSTALL = "pip install 'robostack[realsense]'"
 LIBUSB = "apt-get install libusb-1.0-0"
@@ -54,7 +54,7 @@ def import_pyrealsense2(camera: str):
     return pyrealsense2
 
 
-class RealSenseCamera:
+class RealSenseCamera(CapturingCamera):
     """One RealSense color stream, read by its own capture thread. `sdk` may be a stand-in with
     pyrealsense2's calls, for tests; None imports pyrealsense2 at start()."""
 
@@ -77,10 +77,6 @@ class RealSenseCamera:
 
     # --- the Camera interface -----------------------------------------------------------------
     @property
-    def dropped(self) -> int:
-        return self._slot.dropped if self._slot else 0
-
-    @property
     def device_dropped(self) -> int:
         """The part of `dropped` the device's frame numbers say it skipped."""
         return self._slot.device_dropped if self._slot else 0
@@ -102,12 +98,6 @@ class RealSenseCamera:
             self.stop()
             raise
 
-    def latest(self, max_age: float) -> Frame:
-        return self._started().latest(max_age)
-
-    def wait_next(self, timeout: float, after_seq: int | None = None) -> Frame:
-        return self._started().wait_next(timeout, after_seq)
-
     def stop(self) -> None:
         if self._thread is None:
             return
@@ -117,19 +107,7 @@ class RealSenseCamera:
         self._close_pipeline()
         self._slot.fail("stopped")
 
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
     # --- the device -------------------------------------------------------------------------------
-    def _started(self) -> LatestFrame:
-        if self._slot is None:
-            raise CameraError(f"camera {self.name!r} is not started: call start() (or use `with`)")
-        return self._slot
-
     def connected(self) -> dict[str, str]:
         """serial -> model name of every RealSense the SDK sees now."""
         rs = self._sdk

@@ -15,8 +15,7 @@ import time
 
 import numpy as np
 
-from hardware.cameras.base import CameraError, Frame
-from hardware.cameras.capture import LatestFrame
+from hardware.cameras.capture import CapturingCamera, LatestFrame
 
 
 def pattern_image(width: int, height: int) -> np.ndarray:
@@ -37,7 +36,7 @@ def pattern_image(width: int, height: int) -> np.ndarray:
     return np.clip((image + texture[..., None]) * 255.0, 0, 255).astype(np.uint8)
 
 
-class SyntheticCamera:
+class SyntheticCamera(CapturingCamera):
     """The Camera protocol (hardware/cameras/base.py) over a scrolling test pattern."""
 
     def __init__(self, name: str, width: int = 640, height: int = 480, fps: float = 30.0,
@@ -52,10 +51,6 @@ class SyntheticCamera:
         self._slot: LatestFrame | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-
-    @property
-    def dropped(self) -> int:
-        return self._slot.dropped if self._slot else 0
 
     def start(self) -> None:
         if self._thread is not None:
@@ -89,17 +84,6 @@ class SyntheticCamera:
             self._slot.publish(self._image(n), time.monotonic())
             n += 1
 
-    def latest(self, max_age: float) -> Frame:
-        return self._started().latest(max_age)
-
-    def wait_next(self, timeout: float, after_seq: int | None = None) -> Frame:
-        return self._started().wait_next(timeout, after_seq)
-
-    def _started(self) -> LatestFrame:
-        if self._slot is None:
-            raise CameraError(f"camera {self.name!r} is not started: call start() (or use `with`)")
-        return self._slot
-
     def stop(self) -> None:
         if self._thread is None:
             return
@@ -108,9 +92,3 @@ class SyntheticCamera:
         self._thread = None
         self._slot.fail("stopped")
 
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
