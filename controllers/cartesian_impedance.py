@@ -95,15 +95,23 @@ class CartesianImpedanceGains:
     torque_limits: Vector = TORQUE_LIMITS  # Nm per joint
 
     def __post_init__(self):
-        self.packed()  # reject bad numbers when the gains are made, not at the first tick
+        # Packed once, when the gains are made: bad numbers are refused then, not at the first
+        # tick, and a gains request inside a real-time tick reads them instead of repacking.
+        packed = self._pack()
+        for a in packed[:4]:
+            a.setflags(write=False)
+        object.__setattr__(self, "_packed", packed)
 
     def packed(self):
-        """The arrays the compiled law takes: (gain_vector (32,), error_clip (6,),
+        """The arrays the compiled law takes (read-only): (gain_vector (32,), error_clip (6,),
         integral_limit (6,), torque_limits (7,), max_torque_rate).
 
         gain_vector = [K (6), D (6), Ki (6), Kn (7), Dn (7)] is what gets smoothed on a change;
         clips and limits take effect at once, since tightening a limit gradually is no use.
         """
+        return self._packed
+
+    def _pack(self):
         k = np.concatenate([per_axis(self.translational_stiffness, 3, "translational_stiffness", "N/m"),
                             per_axis(self.rotational_stiffness, 3, "rotational_stiffness", "Nm/rad")])
         d_t = self.translational_damping

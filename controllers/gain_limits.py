@@ -86,11 +86,14 @@ class GainCeilings:
                                  f"got {getattr(self, f.name)!r}")
         if not self.max_torque_rate > 0.0:
             raise ValueError("gain ceiling max_torque_rate: must be > 0 Nm/s")
+        # Made once: a gains request looks up ~23 ceilings inside a real-time control tick.
+        arrays = {name: np.broadcast_to(np.asarray(getattr(self, name), dtype=float), (n,))
+                  for name, (n, _) in GAIN_SHAPES.items()}
+        object.__setattr__(self, "_arrays", arrays)
 
     def ceiling(self, name: str) -> np.ndarray:
-        """The ceiling of gain `name` as an array of its length (1, 3 or 7)."""
-        n = GAIN_SHAPES[name][0]
-        return np.broadcast_to(np.asarray(getattr(self, name), dtype=float), (n,))
+        """The ceiling of gain `name` as a (read-only) array of its length (1, 3 or 7)."""
+        return self._arrays[name]
 
 
 def rated_ceilings(torque_limits=TORQUE_LIMITS, max_torque_rate: float = MAX_TORQUE_RATE) -> GainCeilings:
