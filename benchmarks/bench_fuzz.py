@@ -137,7 +137,8 @@ def learner(n: int, seed: int) -> None:
         process, client = start(["robostack.training.learner", *TINY, "--run-dir", f"{tmp}/run",
                                  "--endpoint", endpoint, "--weights-endpoint", weights], endpoint, "stats")
         try:
-            assert flood(endpoint, [message("hello", hello_meta())])["errors"] == 0
+            # The hello proves run membership with the run's secret (run.json, written before it binds).
+            assert flood(endpoint, [message("hello", hello_meta(Path(tmp) / "run"))])["errors"] == 0
             rng = np.random.default_rng(seed)
             layout = {name: (a.shape, a.dtype.str) for name, a in batch_arrays().items()}
             batch = [hostile.hostile_message(rng, LEARNER_KINDS, session=SESSION, arrays=layout,
