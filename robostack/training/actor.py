@@ -71,7 +71,7 @@ class Actor:
         torch.set_num_threads(1)
         self.env = open_env(config, self.seed, identity.robot_server, timeout=self.options.robot_timeout,
                             waiting=self.waiting_for_robot_server,
-                            curve=transport.CurveKeys.from_options(identity.curve_key, identity.robot_server_key))
+                            curve=transport.CurveKeys.from_options(identity.actor_key, identity.robot_server_key))
         self.log = None
         if identity.episode_log:
             from robostack.data.episode_log import EpisodeWriter, features_from_spaces, state_names
@@ -84,7 +84,7 @@ class Actor:
                  "action_spec": action_spec(self.env.action_space)}
         spool = identity.spool_dir or str(Path(config.run_dir) / "spool" / self.id)
         # Both learner sockets, when the learner serves with CURVE (docs/security.md).
-        curve = transport.CurveKeys.from_options(identity.curve_key, identity.learner_key)
+        curve = transport.CurveKeys.from_options(identity.actor_key, identity.learner_key)
         self.sender = TransitionSender(identity.learner, self.id, hello, spool, self.options.batch_steps,
                                        self.options.request_timeout, say=self.say,
                                        run_file=identity.run_file or Path(config.run_dir) / RUN_FILE,

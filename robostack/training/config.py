@@ -326,9 +326,9 @@ class ActorIdentity:
     learner: str = "tcp://127.0.0.1:5600"  # the learner's request endpoint
     weights: str = "tcp://127.0.0.1:5601"  # the learner's weights endpoint
     robot_server: str = ""  # robot server command endpoint ("": start one on loopback)
-    curve_key: str = ""  # this actor's CURVE key pair (NAME or path), for a learner that serves with CURVE ("": plaintext, loopback/ipc only)
-    learner_key: str = ""  # the learner's CURVE public key (NAME or path of its NAME.key, copied from its machine); with curve_key
-    robot_server_key: str = ""  # the robot server's CURVE public key, for one serving with CURVE (--curve-key there); with curve_key
+    actor_key: str = ""  # this actor's CURVE key pair (NAME or path), for a learner or robot server that serves with CURVE ("": plaintext, loopback/ipc only)
+    learner_key: str = ""  # the learner's CURVE public key (NAME or path of its NAME.key, copied from its machine); with actor_key
+    robot_server_key: str = ""  # the robot server's CURVE public key, for one serving with CURVE (--curve-key there); with actor_key
     spool_dir: str = ""  # where unacknowledged batches wait on disk ("": <run_dir>/spool/<actor-id>)
     run_file: str = ""  # the run's identity and secret, which the hello proves ("": <run_dir>/run.json, the learner's; on another machine, a copy of it, mode 0600)
     episode_log: str = ""  # episode log folder (LeRobot v3 layout) for the training rollouts ("": none)

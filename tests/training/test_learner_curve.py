@@ -1,6 +1,6 @@
 """A learner that listens on a network address does so only with CURVE (docs/security.md):
 `--curve-key` makes both its sockets (requests, weights) CURVE servers admitting only the actor
-keys in the allow-list; an actor with `--curve-key`/`--learner-key` is served, any other key is
+keys in the allow-list; an actor with `--actor-key`/`--learner-key` is served, any other key is
 not, and without a key the learner refuses to listen off loopback at all. Real processes and
 sockets (the learner binds 0.0.0.0; the test connects over loopback)."""
 
