@@ -834,3 +834,37 @@ def test_a_log_from_before_checksums_reads_with_one_warning_naming_its_episodes(
     EpisodeLog(tmp_path, say=said.append).episode(0)
     assert len(said) == 1, said
     assert "episodes 0-2 have no recorded checksums" in said[0] and "read unverified" in said[0]
+
+
+def test_each_camera_has_its_own_frame_timestamps_as_passed(tmp_path):
+    # Two cameras on their own clocks (a real front camera at 30 fps read at 10 Hz, a wrist one
+    # captured with jitter): each frame's capture time is logged under its camera, exactly.
+    sources = ("state", "images/front", "images/wrist")
+    ep = make_episode(0, 6)
+    rng = np.random.default_rng(1)
+    times = {"images/front": 100.0 + np.arange(6) * 0.1 - 0.033,
+             "images/wrist": 100.0 + np.arange(6) * 0.1 - rng.uniform(0.0, 0.02, 6)}
+    with EpisodeWriter(tmp_path, 10, features(), timestamp_sources=sources) as writer:
+        for t in range(6):
+            writer.add_frame(ep["obs"][t], ep["actions"][t], timestamps={
+                "state": ep["t_state"][t], **{s: times[s][t] for s in times}})
+        writer.end_episode(ep["obs"][-1])
+    log = EpisodeLog(tmp_path)
+    assert {"timestamp.images.front", "timestamp.images.wrist"} <= set(log.features)
+    assert not any("/" in key for key in log.features)  # LeRobot's rule for feature names
+    got = log.episode(0, video=True)
+    for source, column in (("images/front", "timestamp.images.front"),
+                           ("images/wrist", "timestamp.images.wrist")):
+        np.testing.assert_array_equal(got[column], times[source])
+        assert np.all(np.diff(got[column]) > 0), column  # monotonic, frame after frame
+        assert len(got[column]) == len(got[f"observation.{source.replace('/', '.')}"])
+    np.testing.assert_array_equal(got["timestamp.state"], ep["t_state"])
+
+
+def test_a_timestamp_for_a_source_the_log_does_not_have_is_refused(tmp_path):
+    ep = make_episode(0, 2)
+    with EpisodeWriter(tmp_path, 10, features(), timestamp_sources=("state", "images/front")) as writer:
+        with pytest.raises(ValueError, match=r"'images/frnt'.*timestamp_sources"):
+            writer.add_frame(ep["obs"][0], ep["actions"][0], timestamps={"images/frnt": 1.0})
+    with pytest.raises(ValueError, match="name the same column"):
+        EpisodeWriter(tmp_path / "other", 10, features(), timestamp_sources=("images/front", "images.front"))

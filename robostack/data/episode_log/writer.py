@@ -29,6 +29,7 @@ class EpisodeWriter:
 
         writer = EpisodeWriter(root, fps=10, features=features_from_spaces(...), task="pick_cube")
         writer.add_frame(obs, action, reward, terminated, truncated, success=..., ...,
+                         timestamps={"state": ..., "images/front": ...},
                          events=info["supervisor_transitions"])
         writer.end_episode(final_obs)        # commits in the background; returns the index
         writer.close()                       # waits for every committed episode to be on disk
@@ -43,10 +44,16 @@ class EpisodeWriter:
                              "frame_index / fps). Fix: run the policy at a whole number of Hz.")
         self.fps = int(fps)  # 10.0 (a policy rate) -> 10: LeRobot's info.json fps is an int
         self.task = task
-        self.features = _full_features(features, self.fps, timestamp_sources)
+        # A source is named as the env names what it stamps ("state", "images/front"); its
+        # column is timestamp.<source> with "/" as "." (LeRobot forbids "/" in feature names).
+        self.sources = {source: "timestamp." + source.replace("/", ".") for source in timestamp_sources}
+        if len(self.sources) != len(set(self.sources.values())):
+            raise ValueError(f"timestamp_sources {list(timestamp_sources)}: two name the same "
+                             "column (\"/\" and \".\" are one); name each source once")
+        self.features = _full_features(features, self.fps,
+                                       [column.removeprefix("timestamp.") for column in self.sources.values()])
         self.obs_keys = [k for k in self.features if k.startswith("observation.")]
         self.video_keys = [k for k in self.obs_keys if self.features[k]["dtype"] == "video"]
-        self.sources = list(timestamp_sources)
         self.stall_seconds = 0.0  # time add_frame spent waiting on a full queue
         (self.root / "meta").mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.root / "meta" / ".writer.lock", "w")
@@ -79,7 +86,10 @@ class EpisodeWriter:
         `events`: the safety events since the previous frame (for the first frame, since the
         reset began), e.g. the env's info["supervisor_transitions"]; each [from_state,
         to_state, reason] or a dict (layout.check_events). They go to the episode's events
-        file with this frame's index."""
+        file with this frame's index.
+        `timestamps`: {source: s} for the writer's timestamp_sources, e.g. {"state":
+        info["time"], "images/front": info["image_times"]["front"]} (a camera's capture time);
+        a source not given is logged as NaN, one the writer was not opened with is an error."""
         self._raise_pending()
         event_rows = check_events(events, self._frames_in_episode) if events else []
         frame = {}
@@ -109,9 +119,14 @@ class EpisodeWriter:
         frame["next.truncated"] = bool(truncated)
         frame["next.success"] = bool(success)
         frame["intervention"] = bool(intervention)
-        for source in self.sources:
-            frame[f"timestamp.{source}"] = float(timestamps.get(source, math.nan)) \
-                if timestamps else math.nan
+        timestamps = timestamps or {}
+        unknown = set(timestamps) - set(self.sources)
+        if unknown:  # a misspelt camera would otherwise log NaN for it, silently
+            raise ValueError(f"timestamps for {sorted(map(str, unknown))}: this log's timestamp "
+                             f"sources are {list(self.sources)}. Fix: open the writer with "
+                             "timestamp_sources naming them, or leave them out")
+        for source, column in self.sources.items():
+            frame[column] = float(timestamps.get(source, math.nan))
         self._frames_in_episode += 1
         self._put(("frame", (frame, event_rows)))
 
