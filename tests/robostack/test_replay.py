@@ -5,7 +5,8 @@ import pytest
 
 from robostack.env import make_env
 from robostack.data.episode_log import EpisodeWriter, features_from_spaces, state_names
-from robostack.commands.replay import ReplayConfig, ViewConfig, replay, view
+from robostack.commands.replay import ReplayConfig, replay
+from robostack.commands.view import ViewConfig, view
 
 SEED = 3
 

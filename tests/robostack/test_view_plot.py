@@ -5,7 +5,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from robostack.commands.replay import INTERVENTION_SHADE, ViewConfig, episode_panels, view
+from robostack.commands.view import INTERVENTION_SHADE, ViewConfig, episode_panels, view
 from robostack.data.episode_log import EpisodeLog, EpisodeWriter, features_from_spaces
 
 LENGTH = 10  # steps at 10 Hz: 1 s
@@ -89,3 +89,42 @@ def test_without_interventions_or_state_names_the_plot_says_so(tmp_path):
     assert action["series"] == [f"{n} executed" for n in ("x", "y", "z", "gripper")]
     assert "policy" not in action["legend"] and "intervention" not in action["legend"]
     assert action["title"] == "action: executed (no intervention steps)"
+
+
+def test_camera_videos_carry_time_reward_success_intervention_and_safety_events(tmp_path):
+    import cv2
+
+    H, W = 96, 128  # a 4:3 camera, enlarged 2x
+    obs_space = gym.spaces.Dict({"state": gym.spaces.Box(-np.inf, np.inf, (4,), np.float32),
+                                 "images/front": gym.spaces.Box(0, 255, (H, W, 3), np.uint8)})
+    features = features_from_spaces(obs_space, gym.spaces.Box(-1, 1, (4,), np.float32),
+                                    state_names=STATE_NAMES)
+    grey = {"state": np.zeros(4, np.float32), "images/front": np.full((H, W, 3), 90, np.uint8)}
+    captured = 50.0 + 0.1 * np.arange(LENGTH) + 0.004  # the camera's own clock
+    with EpisodeWriter(tmp_path / "log", fps=10, features=features, task="t",
+                       timestamp_sources=("state", "images/front")) as writer:
+        for t in range(LENGTH):
+            last = t == LENGTH - 1
+            writer.add_frame(grey, np.zeros(4), reward=float(last), terminated=last, success=last,
+                             intervention=t in TAKEOVER, timestamps={"images/front": captured[t]},
+                             events=[["armed", "tracking", "command valid for inf s"]] if t == 2 else None)
+        writer.end_episode(grey)
+    written = view(str(tmp_path / "log"), ViewConfig(out=str(tmp_path / "views")), say=lambda s: None)
+    lines = [[text for text, _ in frame] for frame in written["overlays"]["observation.images.front"]]
+    assert len(lines) == LENGTH
+    assert lines[0][:2] == ["step 0  0.0 s  camera 0.000 s", "r +0.00  return +0.00"]
+    assert lines[7][0] == "step 7  0.7 s  camera 0.700 s"
+    assert lines[LENGTH - 1][1:3] == ["r +1.00  return +1.00", "SUCCESS"]
+    assert [t for t in range(LENGTH) if "INTERVENTION" in lines[t]] == list(TAKEOVER)
+    event = "supervisor armed -> tracking: command valid for inf s"
+    assert [t for t in range(LENGTH) if event in lines[t]] == list(range(2, LENGTH))  # held 1 s
+
+    video = cv2.VideoCapture(written["observation.images.front"])
+    frames = []
+    while (read := video.read())[0]:
+        frames.append(read[1])
+    assert len(frames) == LENGTH and frames[0].shape[:2] == (2 * H, 2 * W)
+    yellow = [int(((f[..., 2] > 170) & (f[..., 1] > 170) & (f[..., 0] < 110)).sum()) for f in frames]
+    assert yellow[0] == 0 and yellow[1] == 0 and min(yellow[2:]) > 50, yellow  # the event's text
+    green = [int(((f[..., 1] > 160) & (f[..., 2] < 110) & (f[..., 0] < 110)).sum()) for f in frames]
+    assert green[-1] > 30 and max(green[:-1]) == 0, green  # SUCCESS, on the last frame only
