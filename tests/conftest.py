@@ -1,6 +1,13 @@
-"""Fixtures every test folder shares."""
+"""Fixtures every test folder shares, and the environment every test runs in."""
 
+import os
 import shutil
+
+# As `make test` and the `robostack` entry point set them, for a bare `pytest` too: mujoco picks
+# its GL backend when first imported (EGL renders headless), and one thread per process keeps
+# the test's subprocesses from oversubscribing a 2-core machine.
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
