@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robostack.commands.view import intact_episode, state_field
+from robostack.commands.view import main as view_command
 from robostack.config import add_dataclass_arguments, dataclass_from_args
 
 
@@ -34,18 +36,6 @@ class ReplayConfig:
     tolerance: float = 0.01  # m; exit code 1 if the max tcp error exceeds it
 
 
-def state_field(log, episode: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(T, n) logged values of state field `name` and its (n,) final value, found through the
-    per-element names the log's observation.state feature carries (tcp_position.0, ...)."""
-    names = log.features["observation.state"].get("names") or []
-    index = [i for i, n in enumerate(names) if n == name or n.rsplit(".", 1)[0] == name]
-    if not index:
-        raise ValueError(f"the log's observation.state has no field {name!r} (names: "
-                         f"{names[:12]}...): replay needs logs written with state names "
-                         "(episode_log.features_from_spaces(..., state_names=...))")
-    return episode["observation.state"][:, index], episode["final/observation.state"][index]
-
-
 def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
     from robostack.data.episode_log import EpisodeLog, event_lines
     from robostack.env import make_env
@@ -54,7 +44,7 @@ def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
     if not 0 <= config.episode < len(log):
         raise SystemExit(f"robostack replay: {log_path} has {len(log)} episodes; --episode "
                          f"{config.episode} is out of range")
-    episode = _intact_episode(log, config.episode, "replay")
+    episode = intact_episode(log, config.episode, "replay")
     meta = log.episodes[config.episode]
     task = config.task or episode["task"]
     seed = config.seed if config.seed >= 0 else int(meta.get("rl/reset_seed") or 0)
@@ -108,32 +98,6 @@ def approach_start(env, target: np.ndarray, max_steps: int, tolerance: float = 0
     return {"steps": steps, "error": float(np.linalg.norm(error))}
 
 # --------------------------------------------------------------------------- CLI
-def _intact_episode(log, index: int, command: str, video: bool = False) -> dict:
-    """Episode `index` of `log`; a damaged one (a file not matching its recorded checksum) is a
-    one-line refusal naming the file, and the intact episodes one can look at instead."""
-    from robostack.data.episode_log import EpisodeLogError
-
-    try:
-        return log.episode(index, video=video)
-    except EpisodeLogError as exc:
-        damaged = log.damaged(video=video)
-        intact = [i for i in range(len(log)) if i not in damaged]
-        raise SystemExit(f"robostack {command}: {exc}\nintact episodes: "
-                         f"{_ranges(intact) or 'none'}; damaged: {_ranges(sorted(damaged))}") from None
-
-
-def _ranges(indices: list[int]) -> str:
-    """[0, 1, 2, 5] -> "0-2, 5"."""
-    spans, start = [], None
-    for k, i in enumerate(indices):
-        if start is None:
-            start = i
-        if k + 1 == len(indices) or indices[k + 1] != i + 1:
-            spans.append(f"{start}" if start == i else f"{start}-{i}")
-            start = None
-    return ", ".join(spans)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="robostack replay",
                                      description="Re-execute a logged episode in the mirror and "
@@ -152,8 +116,6 @@ def main(argv=None) -> int:
 
 def view_main(argv=None) -> int:
     """`robostack view` (robostack/commands/view.py), where cli.py looks for it."""
-    from robostack.commands.view import main as view_command
-
     return view_command(argv)
 
 

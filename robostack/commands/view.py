@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from robostack.commands.replay import _intact_episode, state_field
 from robostack.config import add_dataclass_arguments, dataclass_from_args
 
 @dataclass
@@ -30,6 +29,45 @@ class ViewConfig:
     episode: int = 0  # index of the episode in the log
     out: str = ""  # output folder (default: LOG/views)
 
+
+
+# --------------------------------------------------------------------------- reading a log
+def state_field(log, episode: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(T, n) logged values of state field `name` and its (n,) final value, found through the
+    per-element names the log's observation.state feature carries (tcp_position.0, ...)."""
+    names = log.features["observation.state"].get("names") or []
+    index = [i for i, n in enumerate(names) if n == name or n.rsplit(".", 1)[0] == name]
+    if not index:
+        raise ValueError(f"the log's observation.state has no field {name!r} (names: "
+                         f"{names[:12]}...): replay needs logs written with state names "
+                         "(episode_log.features_from_spaces(..., state_names=...))")
+    return episode["observation.state"][:, index], episode["final/observation.state"][index]
+
+
+def intact_episode(log, index: int, command: str, video: bool = False) -> dict:
+    """Episode `index` of `log`; a damaged one (a file not matching its recorded checksum) is a
+    one-line refusal naming the file, and the intact episodes one can look at instead."""
+    from robostack.data.episode_log import EpisodeLogError
+
+    try:
+        return log.episode(index, video=video)
+    except EpisodeLogError as exc:
+        damaged = log.damaged(video=video)
+        intact = [i for i in range(len(log)) if i not in damaged]
+        raise SystemExit(f"robostack {command}: {exc}\nintact episodes: "
+                         f"{_ranges(intact) or 'none'}; damaged: {_ranges(sorted(damaged))}") from None
+
+
+def _ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    spans, start = [], None
+    for k, i in enumerate(indices):
+        if start is None:
+            start = i
+        if k + 1 == len(indices) or indices[k + 1] != i + 1:
+            spans.append(f"{start}" if start == i else f"{start}-{i}")
+            start = None
+    return ", ".join(spans)
 
 
 # --------------------------------------------------------------------------- view
@@ -332,7 +370,7 @@ def view(log_path: str, config: ViewConfig, say=print) -> dict:
     if not 0 <= config.episode < len(log):
         raise SystemExit(f"robostack view: {log_path} has {len(log)} episodes; --episode "
                          f"{config.episode} is out of range")
-    episode = _intact_episode(log, config.episode, "view", video=bool(log.video_keys))
+    episode = intact_episode(log, config.episode, "view", video=bool(log.video_keys))
     out = Path(config.out or Path(log_path) / "views")
     out.mkdir(parents=True, exist_ok=True)
     stem = f"episode_{config.episode:06d}"

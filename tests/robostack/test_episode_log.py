@@ -864,7 +864,5 @@ def test_each_camera_has_its_own_frame_timestamps_as_passed(tmp_path):
 def test_a_timestamp_for_a_source_the_log_does_not_have_is_refused(tmp_path):
     ep = make_episode(0, 2)
     with EpisodeWriter(tmp_path, 10, features(), timestamp_sources=("state", "images/front")) as writer:
-        with pytest.raises(ValueError, match=r"'images/frnt'.*timestamp_sources"):
+        with pytest.raises(ValueError, match=r"'images/frnt'.*timestamp_sources are \['state', 'images/front'\]"):
             writer.add_frame(ep["obs"][0], ep["actions"][0], timestamps={"images/frnt": 1.0})
-    with pytest.raises(ValueError, match="name the same column"):
-        EpisodeWriter(tmp_path / "other", 10, features(), timestamp_sources=("images/front", "images.front"))

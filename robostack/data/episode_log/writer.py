@@ -1,4 +1,8 @@
-"""EpisodeWriter: appends episodes from the control loop; encodes and commits on its own thread."""
+"""EpisodeWriter: appends episodes from the control loop; encodes and commits on its own thread.
+
+One thing: the writer of a log. Its caller side, what it recovers when it opens a log and its
+background commit share one state (the info, the tasks, the statistics); split, each would reach
+into the others'."""
 
 from __future__ import annotations
 
@@ -44,14 +48,10 @@ class EpisodeWriter:
                              "frame_index / fps). Fix: run the policy at a whole number of Hz.")
         self.fps = int(fps)  # 10.0 (a policy rate) -> 10: LeRobot's info.json fps is an int
         self.task = task
-        # A source is named as the env names what it stamps ("state", "images/front"); its
-        # column is timestamp.<source> with "/" as "." (LeRobot forbids "/" in feature names).
+        # Sources are named as the env names what they stamp ("state", "images/front"), columns
+        # with "." for "/" (LeRobot forbids "/" in feature names): timestamp.images.front.
         self.sources = {source: "timestamp." + source.replace("/", ".") for source in timestamp_sources}
-        if len(self.sources) != len(set(self.sources.values())):
-            raise ValueError(f"timestamp_sources {list(timestamp_sources)}: two name the same "
-                             "column (\"/\" and \".\" are one); name each source once")
-        self.features = _full_features(features, self.fps,
-                                       [column.removeprefix("timestamp.") for column in self.sources.values()])
+        self.features = _full_features(features, self.fps, [c[len("timestamp."):] for c in self.sources.values()])
         self.obs_keys = [k for k in self.features if k.startswith("observation.")]
         self.video_keys = [k for k in self.obs_keys if self.features[k]["dtype"] == "video"]
         self.stall_seconds = 0.0  # time add_frame spent waiting on a full queue
@@ -87,9 +87,8 @@ class EpisodeWriter:
         reset began), e.g. the env's info["supervisor_transitions"]; each [from_state,
         to_state, reason] or a dict (layout.check_events). They go to the episode's events
         file with this frame's index.
-        `timestamps`: {source: s} for the writer's timestamp_sources, e.g. {"state":
-        info["time"], "images/front": info["image_times"]["front"]} (a camera's capture time);
-        a source not given is logged as NaN, one the writer was not opened with is an error."""
+        `timestamps`: {source: s} of the writer's timestamp_sources ("images/front": the frame's
+        capture time); one not given is NaN, one the writer was not opened with an error."""
         self._raise_pending()
         event_rows = check_events(events, self._frames_in_episode) if events else []
         frame = {}
@@ -120,11 +119,9 @@ class EpisodeWriter:
         frame["next.success"] = bool(success)
         frame["intervention"] = bool(intervention)
         timestamps = timestamps or {}
-        unknown = set(timestamps) - set(self.sources)
-        if unknown:  # a misspelt camera would otherwise log NaN for it, silently
-            raise ValueError(f"timestamps for {sorted(map(str, unknown))}: this log's timestamp "
-                             f"sources are {list(self.sources)}. Fix: open the writer with "
-                             "timestamp_sources naming them, or leave them out")
+        if set(timestamps) - set(self.sources):  # a misspelt camera would log NaN, silently
+            raise ValueError(f"timestamps for {sorted(set(map(str, timestamps)) - set(self.sources))}: the "
+                             f"log's timestamp_sources are {list(self.sources)}; open it with them")
         for source, column in self.sources.items():
             frame[column] = float(timestamps.get(source, math.nan))
         self._frames_in_episode += 1
