@@ -56,14 +56,30 @@ def trained(tmp_path_factory) -> Path:
     (["--actors"], "0", ">= 1"),
     (["--sac-hidden-dims"], "16 -4", "each of them"),
 ])
-def test_an_out_of_range_option_is_a_usage_error_before_anything_exists(tmp_path, option, value, words):
+def test_an_out_of_range_option_is_a_usage_error_before_anything_exists(tmp_path, option, value, words, capsys):
+    # In this process, through the entry point's main(): the check runs before any process
+    # starts, so a subprocess per case (10 torch imports) would test nothing more. The one below
+    # goes through a real `robostack train` process.
+    from robostack.cli import main
+
     for mode in ([], ["--single-process"]):
         run = tmp_path / ("one" if mode else "many")
-        done = robostack("train", *mode, "--task", "reach", "--run-dir", str(run), *option, *value.split())
-        assert done.returncode == 2, done.stdout + done.stderr
-        assert f"{option[0]} {value}: must be" in done.stderr and words in done.stderr, done.stderr
-        assert "Traceback" not in done.stderr
+        with pytest.raises(SystemExit) as exited:
+            main(["train", *mode, "--task", "reach", "--run-dir", str(run), *option, *value.split()])
+        stderr = capsys.readouterr().err
+        assert exited.value.code == 2, stderr
+        assert f"{option[0]} {value}: must be" in stderr and words in stderr, stderr
         assert not run.exists()  # no config, no logs, no process
+
+
+def test_a_usage_error_from_the_command_line_exits_2_without_a_traceback(tmp_path):
+    for mode in ([], ["--single-process"]):
+        run = tmp_path / ("one" if mode else "many")
+        done = robostack("train", *mode, "--task", "reach", "--run-dir", str(run), "--demo-fraction", "1.5")
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "--demo-fraction 1.5: must be" in done.stderr and "between 0 and 1" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert not run.exists()
 
 
 # --- resuming ----------------------------------------------------------------------------------------
