@@ -21,12 +21,17 @@ with the safety supervisor's transitions and their reasons at the frames they ha
 `robostack train --demo-log DIR` trains from it and `robostack replay DIR --episode N`
 re-executes an episode. The autopilot (the task's scripted expert as the operator) starts at
 once and runs as fast as the env steps.
+`--cameras front,wrist` records those cameras of the task's scene (rendered by the mirror at the
+state of each step, or a real camera server's frames): one video per camera in the log and each
+frame's capture time (timestamp.images.<camera>); `robostack view` shows them with overlays.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +61,8 @@ class RecordConfig:
         # steps when a person drives, the task's own limit for the autopilot)
     view: str = "auto"  # live view: auto (a window where a display and OpenCV's GUI exist,
         # else the terminal redrawn in place, else plain lines), window, terminal or plain
+    cameras: str = ""  # cameras to record, comma-separated (pick_cube: front,wrist; reach:
+        # front): one video per camera in the log, with each frame's capture time; "" none
 
     def __post_init__(self):
         if self.keep not in KEEP:
@@ -67,6 +74,10 @@ class RecordConfig:
         if self.episodes < 1 or self.max_attempts < 0:
             raise ValueError(f"--episodes must be >= 1 and --max-attempts >= 0 (0: 3x --episodes), "
                              f"got {self.episodes} and {self.max_attempts}")
+        names = [c.strip() for c in self.cameras.split(",")] if self.cameras.strip() else []
+        if any(not c for c in names) or len(set(names)) != len(names):
+            raise ValueError(f"--cameras must be distinct camera names separated by commas "
+                             f"(e.g. front,wrist), got {self.cameras!r}")
         if self.max_episode_steps < 0:
             raise ValueError(f"--max-episode-steps must be >= 0 (0: the default), "
                              f"got {self.max_episode_steps}")
@@ -105,6 +116,7 @@ class Recorder:
         self.max_attempts = config.max_attempts or 3 * config.episodes
         self.stopped = False
         self.reset_events: list = []  # the last reset's supervisor transitions, until frame 0
+        self.image_times: dict = {}  # {camera: capture time} of the images in the observation
         view.update(controls=self.controls, task_fields=tuple(env.task.state_fields))
 
     # --- what the view shows ----------------------------------------------------------------
@@ -139,6 +151,7 @@ class Recorder:
             seed = self.config.seed + self.attempts
             self.attempts += 1
             obs, info = self.env.reset(seed=seed)
+            self.image_times = dict(info.get("image_times") or {})
             # The reset's supervisor transitions (e.g. disarmed -> armed) belong to the episode:
             # they are logged with its first frame.
             self.reset_events = list(info.get("supervisor_transitions", []))
@@ -191,10 +204,16 @@ class Recorder:
             labelled = reading.success or reading.failure
             events = self.reset_events + list(info.get("supervisor_transitions", []))
             self.reset_events = []
+            # Each camera's time is that of the frame logged in this row (the observation the
+            # action was taken at), so a frame and its timestamp never come from different steps.
             writer.add_frame(obs, action, reward, terminated or labelled, truncated,
                              success=success, intervention=bool(reading.intervene),
                              timestamps={"state": np.nan if info.get("time") is None
-                                         else float(info["time"])}, events=events)
+                                         else float(info["time"]),
+                                         **{f"images/{name}": float(when)
+                                            for name, when in self.image_times.items()}},
+                             events=events)
+            self.image_times = dict(info.get("image_times") or {})
             obs, steps = next_obs, steps + 1
             paused = self.person and not reading.intervene
             self.view.update(
@@ -247,6 +266,30 @@ class Recorder:
                 return False
 
 
+def camera_names(text: str) -> tuple[str, ...]:
+    """--cameras "front, wrist" -> ("front", "wrist")."""
+    return tuple(c.strip() for c in text.split(",")) if text.strip() else ()
+
+
+def with_cameras(env, cameras: Sequence[str]):
+    """`env` seeing `cameras` ("images/<name>" observations, info["image_times"]): a new env
+    over the same connection, its task config otherwise the one the server said (a real arm's
+    server knows its own rate and workspace). A camera the server's scene lacks is refused,
+    naming the ones it has."""
+    if not cameras:
+        return env
+    from robostack.env.env import RobotEnv
+
+    offered = env.server_info.get("cameras") or {}
+    missing = [c for c in cameras if c not in offered]
+    if missing:
+        env.close()
+        raise SystemExit(f"robostack: no camera {', '.join(missing)} on the robot server "
+                         f"(task {env.task.name}): it has {', '.join(offered) or 'none'}. Fix: "
+                         "--cameras with those names, or leave --cameras out")
+    return RobotEnv(env.connection, config=dataclasses.replace(env.config, cameras=tuple(cameras)))
+
+
 def record(config: RecordConfig, say=print, view=None, device=None) -> dict:
     """Record demonstrations as `config` says; `say` gets what a log should keep (the plain
     view prints through it). `view` and `device` replace the live view and the device that
@@ -275,8 +318,9 @@ def record(config: RecordConfig, say=print, view=None, device=None) -> dict:
             where = "in this process" if config.transport == "inprocess" else "a subprocess"
             doing = f"starting the robot server for {config.task} ({where}; takes a few seconds)"
         with view.busy(doing):
-            env = make_env(config.task, transport_kind=config.transport,
-                           endpoint=config.endpoint or None, seed=config.seed)
+            env = with_cameras(make_env(config.task, transport_kind=config.transport,
+                                        endpoint=config.endpoint or None, seed=config.seed),
+                               camera_names(config.cameras))
             env.reset(seed=config.seed)  # the first reset builds the scene: part of the wait
         # The time limit is counted by the env (client side); the rest of the task config stays
         # what the server said (a real arm's server knows its own rate and workspace).
@@ -289,7 +333,9 @@ def record(config: RecordConfig, say=print, view=None, device=None) -> dict:
         features = features_from_spaces(env.observation_space, env.action_space,
                                         state_names=state_names(env.state_fields))
         writer = EpisodeWriter(config.log, fps=env.config.policy_hz, features=features,
-                               task=config.task)
+                               task=config.task, timestamp_sources=(
+                                   "state", "action", *(k for k in env.observation_space.spaces
+                                                        if k.startswith("images/"))))
         recorder = Recorder(config, env, device, writer, view)
         recorder.run()
     except KeyboardInterrupt:

@@ -10,6 +10,11 @@ motion goes through the robot server's safety filter and step caps; nothing jump
 the logged actions one by one. After each step it compares the measured tcp position with the
 logged next one: the error says how well the mirror reproduces the recording (a log from the
 mirror itself replays within millimetres; one from a real arm shows the sim-to-real gap).
+Camera streams: for each logged camera the mirror's scene also has (by name), the mirror renders
+it at every replayed step, and replay writes a video per camera, logged | re-rendered side by
+side (OUT/episode_N_<camera>_replay.mp4), and reports their mean absolute pixel difference
+(0-255 per channel): a few levels for a log from the mirror (the log's video encoding), more
+where the scene differs (a real camera's view, another object placement).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -34,29 +40,40 @@ class ReplayConfig:
     transport: str = "zmq"  # zmq (robot server subprocess) or inprocess
     approach_steps: int = 50  # env steps allowed to reach the logged start position
     tolerance: float = 0.01  # m; exit code 1 if the max tcp error exceeds it
+    out: str = ""  # folder of the side-by-side camera videos (default: LOG/replays)
 
 
 def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
-    from robostack.data.episode_log import EpisodeLog, event_lines
+    from robostack.commands.record import with_cameras
+    from robostack.data.episode_log import EpisodeLog, env_key, event_lines
     from robostack.env import make_env
 
     log = EpisodeLog(log_path)
     if not 0 <= config.episode < len(log):
         raise SystemExit(f"robostack replay: {log_path} has {len(log)} episodes; --episode "
                          f"{config.episode} is out of range")
-    episode = intact_episode(log, config.episode, "replay")
+    episode = intact_episode(log, config.episode, "replay", video=bool(log.video_keys))
     meta = log.episodes[config.episode]
     task = config.task or episode["task"]
     seed = config.seed if config.seed >= 0 else int(meta.get("rl/reset_seed") or 0)
     logged_tcp, final_tcp = state_field(log, episode, "tcp_position")
     actions = episode["action"]
     env = make_env(task, backend=config.backend, transport_kind=config.transport, seed=seed)
+    logged = {env_key(k).removeprefix("images/"): k for k in log.video_keys}
+    cameras = [c for c in logged if c in (env.server_info.get("cameras") or {})]
+    if logged.keys() - set(cameras):
+        say(f"not re-rendered: camera {', '.join(sorted(logged.keys() - set(cameras)))} (the "
+            f"mirror's {task} scene has {', '.join(env.server_info.get('cameras') or {}) or 'none'})")
+    env = with_cameras(env, cameras)
+    rendered = {c: [] for c in cameras}  # the mirror's frame at each logged frame's state
     try:
         if env.action_space.shape != actions.shape[1:]:
             raise SystemExit(f"robostack replay: the log's actions have {actions.shape[1]} dims, "
                              f"task {task!r} takes {env.action_space.shape[0]}: pass --task")
-        env.reset(seed=seed)
-        approach = approach_start(env, logged_tcp[0], config.approach_steps)
+        obs, _ = env.reset(seed=seed)
+        approach = approach_start(env, logged_tcp[0], config.approach_steps, obs)
+        for c in cameras:
+            rendered[c].append(approach["obs"][f"images/{c}"])
         say(f"episode {config.episode} of {log_path}: {len(actions)} steps, task {task}, reset "
             f"seed {seed}; start reached in {approach['steps']} steps "
             f"({1e3 * approach['error']:.1f} mm off)")
@@ -65,7 +82,9 @@ def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
         errors, success = [], False
         targets = np.concatenate([logged_tcp[1:], final_tcp[None]])
         for t, action in enumerate(actions):
-            _, _, terminated, truncated, info = env.step(action)
+            obs, _, terminated, truncated, info = env.step(action)
+            for c in cameras:
+                rendered[c].append(obs[f"images/{c}"])
             errors.append(float(np.linalg.norm(env.fields()["tcp_position"] - targets[t])))
             success = success or bool(info["success"])
             if terminated and t < len(actions) - 1:
@@ -82,11 +101,41 @@ def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
     say(f"tcp position error vs the log: mean {1e3 * result['mean_error']:.1f} mm, max "
         f"{1e3 * result['max_error']:.1f} mm, final {1e3 * result['final_error']:.1f} mm; "
         f"success {result['success']} (logged {result['logged_success']})")
+    out = Path(config.out or Path(log_path) / "replays")
+    result["cameras"] = {c: compare_frames(episode, logged[c], rendered[c], log.fps,
+                                           out / f"episode_{config.episode:06d}_{c}_replay.mp4", say)
+                         for c in cameras}
     return result
 
 
-def approach_start(env, target: np.ndarray, max_steps: int, tolerance: float = 0.002) -> dict:
-    """Step the tcp to `target` with capped xyz deltas (gripper kept), through the env."""
+def compare_frames(episode: dict, key: str, rendered: list, fps: float, path: Path, say) -> dict:
+    """Logged frames of camera `key` (with the final one) beside the mirror's re-rendered ones:
+    their per-frame mean absolute difference (0-255) and a side-by-side video at `path`."""
+    from robostack.commands.view import draw_overlay, write_video
+
+    logged = list(episode[key]) + ([episode[f"final/{key}"]] if f"final/{key}" in episode else [])
+    pairs = list(zip(logged, rendered))  # a replay the mirror ended early has fewer frames
+    name = key.rsplit(".", 1)[-1]
+    if logged[0].shape != rendered[0].shape:
+        say(f"camera {name}: logged frames {logged[0].shape[:2]}, the mirror renders "
+            f"{rendered[0].shape[:2]}: not compared")
+        return {"frames": 0, "mean_abs_diff": None, "max_abs_diff": None, "video": None}
+    diffs = [float(np.abs(a.astype(np.int16) - b).mean()) for a, b in pairs]
+    scale = max(1, 256 // max(logged[0].shape[:2]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, [draw_overlay(np.ascontiguousarray(np.concatenate([a, b], 1)[..., ::-1]),
+                                    [(f"step {t}  logged | re-rendered  diff {d:.1f}", (255, 255, 255))],
+                                    scale) for t, ((a, b), d) in enumerate(zip(pairs, diffs))], fps)
+    result = {"frames": len(pairs), "mean_abs_diff": float(np.mean(diffs)),
+              "max_abs_diff": float(np.max(diffs)), "video": str(path)}
+    say(f"camera {name}: logged vs re-rendered, mean abs pixel difference {result['mean_abs_diff']:.2f} "
+        f"(max frame {result['max_abs_diff']:.2f}) over {len(pairs)} frames: {path}")
+    return result
+
+
+def approach_start(env, target: np.ndarray, max_steps: int, obs=None, tolerance: float = 0.002) -> dict:
+    """Step the tcp to `target` with capped xyz deltas (gripper kept), through the env; "obs"
+    is the observation it ends at (`obs`, the reset's, when no step was needed)."""
     step = env.config.max_translation_step
     action = np.zeros(env.action_space.shape, np.float32)
     for steps in range(max_steps + 1):
@@ -94,8 +143,8 @@ def approach_start(env, target: np.ndarray, max_steps: int, tolerance: float = 0
         if np.linalg.norm(error) < tolerance or steps == max_steps:
             break
         action[:3] = np.clip(error / step, -1.0, 1.0)
-        env.step(action)
-    return {"steps": steps, "error": float(np.linalg.norm(error))}
+        obs = env.step(action)[0]
+    return {"steps": steps, "error": float(np.linalg.norm(error)), "obs": obs}
 
 # --------------------------------------------------------------------------- CLI
 def main(argv=None) -> int:
