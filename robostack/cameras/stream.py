@@ -191,15 +191,19 @@ class CameraStream:
         self.close()
 
     # --- reading ------------------------------------------------------------------------------
-    def latest(self, name: str, max_age: float | None = None) -> Frame:
-        """The newest frame of camera `name`; StaleFrame, CameraError, CameraTimeout: see module doc."""
+    def latest(self, name: str, max_age: float | None = None,
+               first_timeout: float | None = None) -> Frame:
+        """The newest frame of camera `name`; StaleFrame, CameraError, CameraTimeout: see module doc.
+        first_timeout (None: self.first_timeout) bounds this call's wait for a first frame, so a
+        caller reading several cameras can give them one shared deadline."""
         cam = self.cameras.get(name)
         if cam is None:
             raise ValueError(f"camera {name!r} is not one this stream reads ({sorted(self.cameras)})")
         max_age = self.max_age if max_age is None else max_age
+        first_timeout = self.first_timeout if first_timeout is None else max(0.0, first_timeout)
         self.poll()
         if cam.frame is None and cam.dead is None:
-            deadline = time.monotonic() + self.first_timeout
+            deadline = time.monotonic() + first_timeout
             while cam.frame is None and cam.dead is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -210,7 +214,7 @@ class CameraStream:
                         self._connect()
                     raise CameraTimeout(
                         f"camera {name!r}: no frame from {self.endpoint} within "
-                        f"{self.first_timeout:.1f} s (rejected so far: {dict(self.rejected) or 'none'}): "
+                        f"{first_timeout:.1f} s (rejected so far: {dict(self.rejected) or 'none'}): "
                         f"is `robostack camera-server` running there with a camera named {name!r}?")
                 self.poll(remaining)
         now = time.monotonic()
