@@ -118,7 +118,8 @@ class MujocoCameras:
 
     # --- images ---------------------------------------------------------------------------------
     def render(self, name: str) -> np.ndarray:
-        """The camera's view of `data` as it is now (run a kinematics pass after changing qpos):
+        """The camera's view of `data` as it is now (run a kinematics pass after changing qpos;
+        the cameras' own poses are updated here):
         a new (H, W, 3) uint8 RGB array, top row first, C-contiguous."""
         camera_id = self._id(name)
         if threading.get_ident() != self._thread:
@@ -132,6 +133,10 @@ class MujocoCameras:
             self._gl.make_current()
             _current.owner = self
         self._camera.fixedcamid = camera_id
+        # Camera poses are not part of a kinematics pass (mj_kinematics): a wrist camera would
+        # be drawn from where the hand was at the last full mj_forward. mj_camlight places the
+        # cameras from the bodies' poses now (microseconds).
+        mujoco.mj_camlight(self.model, self.data)
         mujoco.mjv_updateScene(self.model, self.data, self._option, None, self._camera,
                                mujoco.mjtCatBit.mjCAT_ALL, self._scene)
         rect, buffer = self._rects[name], self._buffers[name]

@@ -60,6 +60,13 @@ class TaskConfig:
     # The task's physical parameters (tasks/params.py): its own dataclass, filled in by the task;
     # a dict of some of them (as parse_task_params returns) or None (defaults) before that.
     params: TaskParams | dict | None = None
+    # What the policy sees (robostack/env/spaces.py). cameras: names of the scene's cameras whose
+    # images are observations ("images/<name>"); () none. observed_state: the state fields in the
+    # "state" vector (robot fields and the task's, kept in their canonical order); () all of
+    # them. Pixels plus proprioception without object state: cameras=("front", "wrist"),
+    # observed_state=("tcp_position", "tcp_quaternion", "tcp_velocity", "gripper_width").
+    cameras: tuple[str, ...] = ()
+    observed_state: tuple[str, ...] = ()
 
     def action_dim(self) -> int:
         return 3 + (3 if self.control_rotation else 0) + (1 if self.control_gripper else 0)

@@ -78,7 +78,7 @@ class PickCube:
         cube = Box("cube", (half, half, half), p.value("cube_mass"), CUBE_COLOUR,
                    (REST_XY[0], REST_XY[1], p.table_height + half))
         # Cameras are part of the scene (the mirror renders them, sim/mujoco_cameras.py); the
-        # env asks for their images only once the robot server returns frames.
+        # env observes those its config's `cameras` names (robostack/env/spaces.py).
         return Scene(table=Table(height=p.table_height), objects=(cube,),
                      cameras=(front_camera(p.table_height), wrist_camera()))
 

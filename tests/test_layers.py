@@ -89,7 +89,8 @@ RULES = {
     "6. data never imports torch, rl or a process":
         (["robostack.data"], ["robostack.files", "robostack.config"], ["torch"]),
     "6. env never imports rl or training":
-        (["robostack.env"], ["controllers", "tasks", "hardware.teleop", "robostack.robot",
+        (["robostack.env"], ["controllers", "tasks", "hardware.teleop", "hardware.cameras.base",
+                             "robostack.cameras", "robostack.robot",
                              "robostack.transport", "robostack.config", "robostack.files",
                              "robostack.cpu_affinity", "robostack.processes"], ["torch"]),
     "5. robot reaches sim and hardware only through robot.backends":

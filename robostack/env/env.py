@@ -4,14 +4,23 @@ Observation (a dict):
   "state": float32 vector, the concatenation of named fields (`env.state_fields` gives names and
            slices): tcp_position (3, m, base frame), tcp_quaternion (4, w x y z, base frame),
            tcp_velocity (6, [m/s; rad/s], base frame), gripper_width (1, m), then the task's
-           fields (pick_cube: cube_position, cube_to_tcp).
+           fields (pick_cube: cube_position, cube_to_tcp); only those the task config's
+           `observed_state` names, when it names some (robostack/env/spaces.py).
+  "images/<camera>": uint8 (H, W, 3) RGB, one per camera the task config's `cameras` names. In
+           lock-step the robot server renders them from the state of the same reply (an image
+           never lags its state); in real time they are the newest frames of a camera server
+           (`camera_endpoint`, robostack/env/camera_frames.py), at most one policy period old.
+           info["image_times"]: {camera: s since the reset} of each image (lock-step: robot time,
+           as info["time"]; real time: the host's clock of the frame's capture).
 Action (float32 in [-1, 1]): end-effector delta in the base frame, scaled by the task config:
   xyz * max_translation_step (m) from the measured tcp position; with control_rotation, a
   rotation vector * max_rotation_step (rad) applied to the measured orientation (base frame);
   with control_gripper, a last component: > 0.5 close, < -0.5 open, else keep. The mapping is
   robostack.env.actions.action_to_target / gripper_target, the one copy teleop and replay use.
 Episode end: `terminated` when the task reports success or failure (no bootstrapping past it),
-`truncated` at the time limit (bootstrapping continues). They are never conflated.
+`truncated` at the time limit (bootstrapping continues). They are never conflated. A camera that
+fails mid-episode (dead, stale frames) truncates it too, with info["truncated_reason"] saying why:
+the policy never acts on an image older than it should be. At reset it raises CameraError.
 
 The server is reached through a `connection` with one method, `request(kind, meta, arrays)`:
 over ZeroMQ (the product path, `ZmqConnection`) or by calling an in-process `RobotServer`
@@ -25,25 +34,25 @@ import time
 import gymnasium as gym
 import numpy as np
 
+from hardware.cameras.base import CameraError
 from robostack import transport
 from robostack.env.actions import action_to_target, gripper_target
-from robostack.env.spaces import ROBOT_FIELDS, action_space, observation_space, state_layout
+from robostack.env.spaces import (ROBOT_FIELDS, action_space, camera_sizes, observation_space,
+                                  state_layout)
 from robostack.robot.client import InProcessConnection, ZmqConnection, spawn_robot_server
 from tasks import TaskConfig, make_task
 
 __all__ = ["ROBOT_FIELDS", "RobotEnv", "make_env"]
 
 
-
-
-
-
-
-
 class RobotEnv(gym.Env):
+    """camera_endpoint: a `robostack camera-server` publishing the task's cameras, at the sizes
+    the task declares (its --resize), for a real-time server; lock-step servers render their own."""
+
     metadata = {"render_modes": []}
 
-    def __init__(self, connection, task: str | None = None, config: TaskConfig | None = None):
+    def __init__(self, connection, task: str | None = None, config: TaskConfig | None = None,
+                 camera_endpoint: str | None = None):
         self.connection = connection
         hello = connection.request("hello", {"task": task} if task else {}).meta
         if hello.get("schema") != transport.SCHEMA_VERSION:
@@ -71,6 +80,14 @@ class RobotEnv(gym.Env):
 
         self.state_fields: dict[str, slice] = state_layout(self.task)
         self.observation_space = observation_space(self.task)
+        self.camera_sizes = camera_sizes(self.task)  # {camera: (height, width)} observed
+        self._live_frames = None  # real time: the camera server's frames (LiveFrames)
+        self._images: dict[str, np.ndarray] = {}
+        self._image_times: dict[str, float] = {}
+        self._reset_wall = 0.0  # host clock (s) at the last reset: real-time image times count from it
+        self._image_request = {}
+        if self.camera_sizes:
+            self._open_cameras(hello, camera_endpoint)
         self.action_space = action_space(self.config)
         self.max_width = float(hello["gripper_max_width"])
         self._steps = 0
@@ -87,13 +104,16 @@ class RobotEnv(gym.Env):
         super().reset(seed=seed)
         if seed is None:
             seed = int(self.np_random.integers(2**31))
-        reply = self.connection.request("reset", {"seed": int(seed)}, timeout=30.0)
+        reply = self.connection.request("reset", {"seed": int(seed), **self._image_request}, timeout=30.0)
+        self._reset_wall = time.monotonic()
+        self._episode_start = float(reply.meta.get("time", 0.0))
         self._steps = 0
         self._gripper = self.max_width
-        self._fields = dict(reply.arrays)
+        self._fields = self._take_images(reply)
+        if self._live_frames is not None:  # a camera that fails now fails the reset (CameraError)
+            self._read_live_frames()
         self._home_quaternion = np.array(reply.arrays["tcp_quaternion"], dtype=float)
         self._next_step_time = time.monotonic()
-        self._episode_start = float(reply.meta.get("time", 0.0))
         return self._observation(), self._info(reply.meta, self.task.evaluate(self._fields))
 
     def step(self, action):
@@ -115,18 +135,72 @@ class RobotEnv(gym.Env):
         if self.realtime:
             reply = self._step_realtime(meta, arrays)
         else:
-            reply = self.connection.request("step", meta, arrays)
-        self._fields = dict(reply.arrays)
+            reply = self.connection.request("step", {**meta, **self._image_request}, arrays)
+        self._fields = self._take_images(reply)
         self._steps += 1
+        camera_failure = None
+        if self._live_frames is not None:
+            try:
+                self._read_live_frames()
+            except CameraError as error:  # act on no stale image: end the episode here
+                camera_failure = f"camera: {error}"
         outcome = self.task.evaluate(self._fields)
         terminated = bool(outcome.success or outcome.failure)
-        truncated = (not terminated) and self._steps >= self.config.max_episode_steps
-        return self._observation(), outcome.reward, terminated, truncated, self._info(reply.meta, outcome)
+        truncated = (not terminated) and (self._steps >= self.config.max_episode_steps
+                                          or camera_failure is not None)
+        info = self._info(reply.meta, outcome)
+        if camera_failure is not None and not terminated:
+            info["truncated_reason"] = camera_failure
+        return self._observation(), outcome.reward, terminated, truncated, info
 
     def close(self):
+        if self._live_frames is not None:
+            self._live_frames.close()
         self.connection.close()
 
     # --- helpers ----------------------------------------------------------------------------
+    def _open_cameras(self, hello: dict, camera_endpoint: str | None) -> None:
+        names = list(self.camera_sizes)
+        if not self.realtime:
+            offered = {name: tuple(size) for name, size in (hello.get("cameras") or {}).items()}
+            wrong = {n: offered.get(n) for n in names if offered.get(n) != self.camera_sizes[n]}
+            if wrong:
+                raise ValueError(
+                    f"the task observes cameras {self.camera_sizes} (height, width), the robot "
+                    f"server at {self.connection.endpoint} renders {offered or 'none'}: run a "
+                    "lock-step MuJoCo server of the same task, or observe its cameras")
+            self._image_request = {"images": names}
+            return
+        if not camera_endpoint:
+            raise ValueError(
+                f"the task observes cameras {names}; a real-time robot server renders none: start "
+                "`robostack camera-server` with them (--resize to the task's sizes) and pass its "
+                "endpoint (make_env(camera_endpoint=...))")
+        from robostack.env.camera_frames import LiveFrames
+
+        period = 1.0 / self.config.policy_hz
+        self._live_frames = LiveFrames(camera_endpoint, self.camera_sizes, max_age=period)
+
+    def _take_images(self, reply) -> dict[str, np.ndarray]:
+        """The reply's state fields; its images (lock-step) kept apart, with their times."""
+        fields = dict(reply.arrays)
+        if self._image_request:
+            images = {name: fields.pop(f"images/{name}", None) for name in self.camera_sizes}
+            missing = [name for name, image in images.items() if image is None]
+            if missing:
+                raise transport.ProtocolError(f"the robot server's {reply.kind!r} reply carries no "
+                                              f"image of camera {missing}, though asked for it")
+            self._images = images
+            when = reply.meta.get("image_time")
+            self._image_times = {name: np.nan if when is None else round(when - self._episode_start, 9)
+                                 for name in images}
+        return fields
+
+    def _read_live_frames(self) -> None:
+        images, captured = self._live_frames.read()
+        self._images = images
+        self._image_times = {name: round(t - self._reset_wall, 9) for name, t in captured.items()}
+
     def _step_realtime(self, meta, arrays):
         period = 1.0 / self.config.policy_hz
         meta["deadline"] = 3.0 * period
@@ -147,7 +221,7 @@ class RobotEnv(gym.Env):
         # width stray a fraction of a millimetre past closed or open.
         space = self.observation_space["state"]
         np.clip(state, space.low, space.high, out=state)
-        return {"state": state}
+        return {"state": state, **{f"images/{name}": image for name, image in self._images.items()}}
 
     def _info(self, meta: dict, outcome) -> dict:
         # "time" is robot time since the reset, not the robot's clock, which runs on across
@@ -164,6 +238,7 @@ class RobotEnv(gym.Env):
         return {"success": outcome.success, "safety_flags": meta.get("flags", []),
                 "mode": meta.get("mode"), "supervisor_transitions": [t[2:] for t in new],
                 "time": None if time_ is None else round(time_ - self._episode_start, 9),
+                **({"image_times": dict(self._image_times)} if self.camera_sizes else {}),
                 **outcome.info}
 
     def fields(self) -> dict[str, np.ndarray]:
@@ -173,23 +248,30 @@ class RobotEnv(gym.Env):
 
 def make_env(task: str = "pick_cube", backend: str = "mujoco", transport_kind: str = "zmq",
              endpoint: str | None = None, config: TaskConfig | None = None, clock: str = "lockstep",
-             seed: int = 0) -> RobotEnv:
+             seed: int = 0, camera_endpoint: str | None = None) -> RobotEnv:
     """An env for `task`.
 
     transport_kind="zmq" with no endpoint starts a robot server subprocess on loopback (closed
     with the env); with an endpoint, connects to a running `robostack robot-server`.
     transport_kind="inprocess" runs the server in this process (lock-step, no sockets).
+    Images: name the cameras in `config.cameras` (TaskConfig(cameras=("front", "wrist"))); a
+    real-time server needs `camera_endpoint`, a `robostack camera-server` publishing them.
     """
     if transport_kind == "inprocess":
         from robostack.robot.server import RobotServer, RobotServerConfig
 
         task_object = make_task(task, config)
         server = RobotServer(RobotServerConfig(task=task, backend=backend, seed=seed), task=task_object)
-        return RobotEnv(InProcessConnection(server), task=task, config=config)
+        return RobotEnv(InProcessConnection(server), task=task, config=config,
+                        camera_endpoint=camera_endpoint)
     if transport_kind != "zmq":
         raise ValueError(f"transport_kind must be 'zmq' or 'inprocess', got {transport_kind!r}")
     if endpoint is None:
         connection = spawn_robot_server(task, backend, clock, ("--seed", str(seed)))
     else:
         connection = ZmqConnection(endpoint)
-    return RobotEnv(connection, task=task, config=config)
+    try:
+        return RobotEnv(connection, task=task, config=config, camera_endpoint=camera_endpoint)
+    except BaseException:
+        connection.close()  # a server this call started stops with it
+        raise

@@ -21,6 +21,23 @@ def make_backend(name: str, task):
     )
 
 
+def renders_cameras(backend) -> bool:
+    """Whether the backend's scene cameras can be rendered: a MuJoCo world (sim/mujoco_world.py).
+    A real arm's cameras are real (`robostack camera-server`)."""
+    world = getattr(backend, "world", None) if backend.capabilities.world else None
+    return world is not None and hasattr(world, "model")
+
+
+def simulated_cameras(backend, names):
+    """A renderer of the backend's simulated cameras `names` (sim/mujoco_cameras.py: render(name)
+    -> (H, W, 3) uint8, close()), made in the calling thread, whose GL context it keeps."""
+    if not renders_cameras(backend):
+        raise ValueError(f"backend {type(backend).__name__} renders no cameras")
+    from sim.mujoco_cameras import MujocoCameras
+
+    return MujocoCameras.of_world(backend.world, names)
+
+
 def check_drivable(backend) -> None:
     """Raise ValueError, naming the reason, unless the robot server can drive `backend`: a
     correct declaration of the contract, joint torque control, kinematics."""

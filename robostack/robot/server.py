@@ -66,6 +66,7 @@ from controllers.rotations import matrix_to_quat
 from controllers.supervisor import ENERGIZED, Supervisor, SupervisorConfig
 from robostack import transport
 from robostack.robot import lease, loop
+from robostack.robot.images import LockstepImages
 from robostack.robot.backends import check_drivable, make_backend
 from robostack.robot.loop import TickStats
 from tasks import make_task, parse_task_params
@@ -213,6 +214,7 @@ class RobotServer:
         self.stats = TickStats()
         self.loop_summary = None  # real time: the loop's latest TickStats.summary() (see _on_stats)
         self.lease = lease.Lease(self.config.lease_timeout())
+        self.images = LockstepImages(b, self.task, self.config.clock)  # robostack/robot/images.py
         self._hello = self._hello_info()  # fixed for the server's life: built once, not per request
         self.running = True
         compiled = self.config.clock == "lockstep" and self.config.fast_loop and b.capabilities.compiled_impedance_loop
@@ -377,8 +379,11 @@ class RobotServer:
             return "error", {"error": f"{kind}: internal error ({type(error).__name__}: {error}); "
                                       f"the server logged its traceback and goes on serving"}, {}
 
-    def _state_reply(self, kind: str = "state"):
+    def _state_reply(self, kind: str = "state", images=()):
         meta, arrays = self.state_message()
+        if images:  # rendered from the state just sensed: the image and the state are one instant
+            arrays.update(self.images.render(images))
+            meta["image_time"] = meta["time"]
         return kind, meta, arrays
 
     def _hello_info(self) -> dict:
@@ -391,6 +396,8 @@ class RobotServer:
             "task_config": dataclasses.asdict(tc), "task_fields": dict(self.task.state_fields),
             "gripper_max_width": b.gripper_max_width,
             "lease_timeout": self.config.lease_timeout(),
+            # {camera: [height, width]} this server renders on request (lock-step mirror only)
+            "cameras": {name: list(size) for name, size in self.images.offered.items()},
         }
 
     def _on_hello(self, meta, arrays):
@@ -401,7 +408,7 @@ class RobotServer:
         return "hello", dict(self._hello), {}  # a copy: an in-process caller may keep and edit it
 
     def _on_state(self, meta, arrays):
-        return self._state_reply()
+        return self._state_reply(images=self.images.requested(meta))
 
     def _on_stats(self, meta, arrays):
         """Real-time loop statistics since the loop started or the last {"reset": true}. In real
@@ -487,6 +494,7 @@ class RobotServer:
     def _on_reset(self, meta, arrays):
         """Move to the home pose (+ optional noise) and, in the mirror, reset the task's scene."""
         seed = transport.meta_int(meta, "seed", None, low=0)
+        images = self.images.requested(meta)
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         tc = self.task.config
@@ -511,17 +519,17 @@ class RobotServer:
             if b.capabilities.world:  # the scene's objects are simulated too
                 self.task.reset_scene(b.world, self.rng)
             self.run_ticks(int(round(self.config.settle_time / self.period)))
-            return self._armed_after_reset()
+            return self._armed_after_reset(images)
         self.supervisor.reset(self._now(), teleport=False, peer=self._peer)  # MotionRefused: error reply
         self.joint_guard.latched.clear()
         return self._start_homing(home)
 
-    def _armed_after_reset(self):
+    def _armed_after_reset(self, images=()):
         self.gripper_target = self.backend.gripper_max_width
         self.backend.set_gripper(self.gripper_target)
         self.flags = {}
         self._flag_ticks[:] = 0
-        return self._state_reply()
+        return self._state_reply(images=images)
 
     # --- homing: a real arm's reset, driven tick by tick ------------------------------------------
     def _start_homing(self, home: np.ndarray):
@@ -588,9 +596,10 @@ class RobotServer:
         if self.config.clock != "lockstep":
             raise ValueError("'step' is for lock-step servers; this one runs in real time: send "
                              "'command' and read the state stream")
+        images = self.images.requested(meta)  # checked before the arm moves
         self._command_target(meta, arrays)
         self.run_ticks(self.ticks_per_step)
-        return self._state_reply()
+        return self._state_reply(images=images)
 
     def _on_command(self, meta, arrays):
         if self.config.clock != "realtime":
@@ -613,6 +622,7 @@ class RobotServer:
             if self._homing is not None:
                 self._end_homing("the server stopped")
             self.supervisor.disarm(self._now(), "server stopped")
+            self.images.close()
             self.backend.close()
 
 

@@ -78,8 +78,11 @@ class Actor:
 
             features = features_from_spaces(self.env.observation_space, self.env.action_space,
                                             state_names=state_names(self.env.state_fields))
+            # Each camera's frames are logged with their own capture times (info["image_times"]).
+            self.cameras = [k for k in self.env.observation_space.spaces if k.startswith("images/")]
             self.log = EpisodeWriter(identity.episode_log, fps=self.env.config.policy_hz,
-                                     features=features, task=config.task)
+                                     features=features, task=config.task,
+                                     timestamp_sources=("state", "action", *self.cameras))
         hello = {"task": config.task, "obs_spec": observation_spec(self.env.observation_space),
                  "action_spec": action_spec(self.env.action_space)}
         spool = identity.spool_dir or str(Path(config.run_dir) / "spool" / self.id)
@@ -216,9 +219,10 @@ class Actor:
                                    success=bool(info["success"]), intervention=intervening,
                                    policy_action=policy_action,
                                    timestamps={"state": np.nan if info.get("time") is None
-                                               else float(info["time"])},
+                                               else float(info["time"]), **self.obs_image_times},
                                    events=self.reset_events + list(info.get("supervisor_transitions", [])))
                 self.reset_events = []
+            self.obs_image_times = image_times(info)  # of next_obs, logged with the next frame
             self.steps += 1
             episode["length"] += 1
             episode["return"] += float(reward)
@@ -243,6 +247,8 @@ class Actor:
             self.end_episode(episode, "stopped", truncate=True)
         return self.shutdown()
 
+    obs_image_times: dict = {}  # {"images/<camera>": s} of the observation about to be logged
+
     def new_episode(self) -> dict:
         return {"length": 0, "return": 0.0, "success": False, "interventions": 0}
 
@@ -265,6 +271,7 @@ class Actor:
                 obs, info = self.acting.reset(seed=self.reset_seed)  # the operator's too
                 # The reset's supervisor transitions go into the episode log with its first frame.
                 self.reset_events = list(info.get("supervisor_transitions", []))
+                self.obs_image_times = image_times(info)
                 return obs
             except transport.TransportError as exc:
                 self.recover_robot(exc, reset=False)
@@ -379,6 +386,11 @@ class Actor:
                      getattr(self, "sender", None), env):
             if part is not None:
                 part.close()
+
+
+def image_times(info: dict) -> dict:
+    """The episode log's timestamps of an observation's images: {"images/<camera>": s}."""
+    return {f"images/{name}": float(when) for name, when in (info.get("image_times") or {}).items()}
 
 
 def seed_stream(seed: int, starts: int, held: int) -> tuple[np.random.Generator, int]:

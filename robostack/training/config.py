@@ -117,6 +117,8 @@ class RunConfig:
     resume: bool = True  # continue the run in run_dir, refused if it recorded other settings (only the budget, evaluation/progress cadence, timeouts and pacing may change); false: move a previous run aside whole first
     threads: int = 1  # torch threads (one per process avoids oversubscribing small machines)
     max_episode_steps: int | None = None  # time limit override (None: the task's default)
+    cameras: str = ""  # cameras the policy sees, comma-separated (pick_cube: front,wrist; reach: front): "images/<name>" observations the lock-step mirror renders from the state of each step; "": none, state only
+    observed_state: str = ""  # state fields the policy sees, comma-separated, e.g. tcp_position,tcp_quaternion,tcp_velocity,gripper_width (proprioception, no object state); "": all of the task's
     normalize_state: bool = True  # standardise the state vector with the demos' mean/std
     intervention: str = ""  # who may take over mid-episode (HIL-SERL; their steps go to the demo buffer too): "" nobody; "autopilot": the scripted expert, per --autopilot-* (a simulated human); keyboard, gamepad, spacemouse: a person, while the deadman is held
     takeover_penalty: float = 0.0  # RLIF-style: reward minus this on the step a takeover starts (0: off)
@@ -132,6 +134,7 @@ class RunConfig:
             self.intervention = intervention_device(self.intervention)
         parse_task_params(self.task, self.task_params)  # an unknown name or a bad number
         check_values(self)
+        check_observed(self)
 
     def final_episodes(self) -> int:
         """Episodes of the final evaluation (0: none)."""
@@ -238,6 +241,29 @@ def check_paths(config: RunConfig) -> None:
             EpisodeLog(config.demo_log)
         except EpisodeLogError as exc:
             raise ValueError(f"--demo-log {config.demo_log}: not an episode log ({exc})") from None
+
+
+def names(text: str) -> tuple[str, ...]:
+    """"front, wrist" -> ("front", "wrist"); "" -> ()."""
+    return tuple(n.strip() for n in text.split(",")) if text.strip() else ()
+
+
+def check_observed(config: RunConfig) -> None:
+    """--cameras and --observed-state name what the task has (ValueError naming what it has)."""
+    from robostack.env.spaces import camera_sizes, observed_fields
+    from tasks import make_task
+
+    for option in ("cameras", "observed_state"):
+        if any(not n for n in names(getattr(config, option))):
+            raise ValueError(f"--{option.replace('_', '-')} takes names separated by commas, got "
+                             f"{getattr(config, option)!r}")
+    task = make_task(config.task, dataclasses.replace(make_task(config.task).config,
+                                                      cameras=names(config.cameras),
+                                                      observed_state=names(config.observed_state)))
+    try:
+        camera_sizes(task), observed_fields(task)
+    except ValueError as error:
+        raise ValueError(f"--cameras/--observed-state: {error}") from None
 
 
 # --- resuming a run -------------------------------------------------------------------------------

@@ -16,16 +16,20 @@ from robostack import transport
 
 def task_config(config):
     """The TaskConfig a run's envs use (RunConfig `config`): the task's own, with the run's task
-    parameters (--task-params) and time limit; None when the run changes neither (the env then
-    takes the robot server's). An env checks these parameters against its server's."""
-    if config.max_episode_steps is None and not config.task_params:
+    parameters (--task-params), time limit and what the policy observes (--cameras,
+    --observed-state); None when the run changes none of them (the env then takes the robot
+    server's). An env checks these parameters against its server's."""
+    if (config.max_episode_steps is None and not config.task_params and not config.cameras
+            and not config.observed_state):
         return None
+    from robostack.training.config import names
     from tasks import make_task, parse_task_params
 
     task_config = make_task(config.task, params=parse_task_params(config.task, config.task_params)).config
     if config.max_episode_steps is not None:
         task_config = dataclasses.replace(task_config, max_episode_steps=config.max_episode_steps)
-    return task_config
+    return dataclasses.replace(task_config, cameras=names(config.cameras),
+                               observed_state=names(config.observed_state))
 
 
 def server_options(config, seed: int) -> list[str]:

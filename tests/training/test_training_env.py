@@ -3,6 +3,8 @@ learner's), one training-env wrapper stack."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -12,21 +14,34 @@ from robostack.env.wrappers import InterventionWrapper, make_training_env
 from tasks import make_task
 
 
-@pytest.mark.parametrize("task_name", ["reach", "pick_cube"])
-def test_the_learner_builds_the_env_s_spaces_from_the_task_alone(tmp_path, task_name):
+PROPRIOCEPTION = "tcp_position,tcp_quaternion,tcp_velocity,gripper_width"
+
+
+@pytest.mark.parametrize("task_name, cameras, observed", [
+    ("reach", "", ""), ("pick_cube", "", ""),
+    ("pick_cube", "front,wrist", PROPRIOCEPTION),  # pixels + proprioception, no object state
+])
+def test_the_learner_builds_the_env_s_spaces_from_the_task_alone(tmp_path, task_name, cameras, observed):
     from robostack.training.config import RunConfig
     from robostack.training.learner import Learner
+    from robostack.training.rollouts import open_env, task_config
     from robostack.training.transitions import action_spec, observation_spec
 
-    env = make_env(task_name, transport_kind="inprocess")
+    config = RunConfig(task=task_name, run_dir=str(tmp_path), demos=0, cameras=cameras,
+                       observed_state=observed)
+    env = open_env(config, seed=0, transport_kind="inprocess")
     try:
-        task = make_task(task_name)
+        task = make_task(task_name, task_config(config))
         assert observation_space(task) == env.observation_space
         assert action_space(task.config) == env.action_space
         assert state_layout(task) == env.state_fields
         obs, _ = env.reset(seed=0)
         assert env.observation_space.contains(obs)
-        learner = Learner(RunConfig(task=task_name, run_dir=str(tmp_path), demos=0), say=lambda _: None)
+        if cameras:
+            assert set(obs) == {"state", "images/front", "images/wrist"}
+            assert list(env.state_fields) == PROPRIOCEPTION.split(",") and obs["state"].shape == (14,)
+            assert "cube_position" in env.fields()  # the expert and the success check still see it
+        learner = Learner(config, say=lambda _: None)
         # What the learner checks an actor's hello against is what the actor's env reports.
         assert learner.expected["obs_spec"] == observation_spec(env.observation_space)
         assert learner.expected["action_spec"] == action_spec(env.action_space)
@@ -57,12 +72,33 @@ def test_the_state_s_known_bounds_are_finite_and_hold_while_the_gripper_closes()
         env.close()
 
 
-def test_a_task_with_cameras_gets_their_image_keys():
-    task = make_task("pick_cube")
-    task.cameras = {"wrist": (64, 80), "front": (48, 48)}
+def test_a_task_config_chooses_its_cameras_and_state_fields():
+    from tasks import TaskConfig
+
+    task = make_task("pick_cube", TaskConfig(cameras=("wrist",), observed_state=("cube_to_tcp", "tcp_position")))
     space = observation_space(task)
-    assert set(space.spaces) == {"state", "images/wrist", "images/front"}
-    assert space["images/wrist"].shape == (64, 80, 3) and space["images/wrist"].dtype == np.uint8
+    assert set(space.spaces) == {"state", "images/wrist"}
+    assert space["images/wrist"].shape == (128, 128, 3) and space["images/wrist"].dtype == np.uint8
+    # the canonical order (robot fields, then the task's), whatever order they were named in
+    assert state_layout(task) == {"tcp_position": slice(0, 3), "cube_to_tcp": slice(3, 6)}
+    assert space["state"].shape == (6,)
+
+
+@pytest.mark.parametrize("config, says", [
+    (dict(cameras=("side",)), "no camera ['side'] in task pick_cube's scene; its cameras: ['front', 'wrist']"),
+    (dict(cameras=("front", "front")), "a camera named twice"),
+    (dict(observed_state=("cube_speed",)), "unknown ['cube_speed']"),
+])
+def test_a_camera_or_field_the_task_lacks_is_refused_naming_what_it_has(config, says):
+    from robostack.training.config import RunConfig
+    from tasks import TaskConfig
+
+    with pytest.raises(ValueError, match=re.escape(says)):
+        observation_space(make_task("pick_cube", TaskConfig(**config)))
+    option = {"cameras": ",".join(config.get("cameras", ())),
+              "observed_state": ",".join(config.get("observed_state", ()))}
+    with pytest.raises(ValueError, match=re.escape(says)):
+        RunConfig(task="pick_cube", **option)  # a usage error before any process starts
 
 
 def test_the_training_env_factory_adds_the_operator_only_when_asked():
