@@ -24,6 +24,7 @@ COMMANDS = {
     "expert": ("robostack.commands.expert", "run a task's scripted expert through the env and report success"),
     "keys": ("robostack.commands.keys", "CURVE key pairs and the allow-list for serving other machines: create, list, allow, revoke"),
     "camera-server": ("robostack.cameras.server", "publish cameras over ZeroMQ (raw on ipc, JPEG on tcp) for CameraStream"),
+    "cameras": ("robostack.commands.cameras", "list cameras (simulated, /dev/video*, RealSense, a camera server); --preview a PNG or MP4 of them"),
     "teleop": ("robostack.commands.teleop", "teleop devices (keyboard, gamepad, spacemouse, autopilot): --selftest"),
 }
 
