@@ -175,8 +175,11 @@ class SACAgent:
         """One env observation (state (S,), images uint8 (H, W, 3)) → action float32 (A,) in [-1, 1]."""
         obs = {}
         for key in self.encoder.camera_keys:
-            # HWC → CHW as a view: the result is already channels-last in memory.
-            obs[key] = torch.from_numpy(np.asarray(observation[key])).to(self.device).permute(2, 0, 1)[None]
+            # HWC → CHW as a view: the result is already channels-last in memory. A frame received
+            # over ZeroMQ is a read-only view of the message, which torch will not wrap: copied.
+            image = np.asarray(observation[key])
+            image = image if image.flags.writeable else image.copy()
+            obs[key] = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None]
         if self.state_dim:
             obs["state"] = torch.as_tensor(observation["state"], dtype=torch.float32, device=self.device)[None]
         features = self.encoder(obs)

@@ -155,11 +155,11 @@ class Actor:
         episodes = collect_demonstrations(self.env, wanted, self.seed, self.config.demo_noise,
                                           progress=self.say, rng=None if self.draw_seed == self.seed else self.rng)
         for ep in episodes:
-            states = ep["observations"]["state"]
+            observed = ep["observations"]  # {"state": (T + 1, S), "images/<camera>": ...}
             for t in range(len(ep["actions"])):
-                self.sender.add({"state": states[t]}, ep["actions"][t], ep["rewards"][t],
-                                {"state": states[t + 1]}, ep["terminations"][t],
-                                ep["truncations"][t], stream="demo")
+                self.sender.add({k: v[t] for k, v in observed.items()}, ep["actions"][t],
+                                ep["rewards"][t], {k: v[t + 1] for k, v in observed.items()},
+                                ep["terminations"][t], ep["truncations"][t], stream="demo")
             self.sender.end_episode({"demo": True, "return": float(ep["rewards"].sum()),
                                      "length": len(ep["actions"]), "success": True})
         self.sender.pump(budget=5.0)

@@ -87,17 +87,20 @@ def collect_demonstrations(env, count: int, seed: int, noise: float, progress=pr
                            else int(rng.integers(2**31)))
         attempts += 1
         expert.reset()
-        states, actions, rewards, terms, truncs = [obs["state"]], [], [], [], []
+        # Every observation key (the state, and images/<camera> when the policy sees cameras); the
+        # expert itself acts on env.fields(), the full state, whatever the policy observes.
+        observations, actions, rewards, terms, truncs = [obs], [], [], [], []
         while True:
             action = expert(env.fields())
             obs, reward, terminated, truncated, info = env.step(action)
-            states.append(obs["state"]), actions.append(action), rewards.append(reward)
+            observations.append(obs), actions.append(action), rewards.append(reward)
             terms.append(terminated), truncs.append(truncated)
             if terminated or truncated:
                 break
         if info["success"]:
             episodes.append({
-                "observations": {"state": np.stack(states)}, "actions": np.stack(actions),
+                "observations": {k: np.stack([o[k] for o in observations]) for k in obs},
+                "actions": np.stack(actions),
                 "rewards": np.array(rewards, np.float32), "terminations": np.array(terms),
                 "truncations": np.array(truncs),
             })
