@@ -51,6 +51,10 @@ class CameraServerConfig:
     jpeg_quality: int = 90  # JPEG quality 1..100 (90: mean abs error ~1-2 levels on camera images)
     crop: str = ""  # per camera, ';'-separated NAME=X,Y,W,H in pixels, applied before resize
     resize: str = ""  # per camera, ';'-separated NAME=WxH, applied after crop (INTER_AREA)
+    task: str = ""  # a task (pick_cube, reach) whose policy reads these cameras: each camera named
+        # like one of the task's (front, wrist) is resized to the size the task observes, after a
+        # centred crop to its aspect ratio when --cameras gives the source's WxH; --crop and
+        # --resize still win. "": no task
     status_period: float = 0.25  # s between camera_status messages per camera
     synthetic_stop_after: float = 0.0  # s after which synthetic cameras go silent (tests); 0 = never
     hwm: int = 2  # frames queued per slow subscriber before PUB drops
@@ -60,12 +64,34 @@ class CameraServerConfig:
         self.specs = parse_cameras(self.cameras)
         self.crops = {k: parse_crop(v) for k, v in _per_camera(self.crop, "crop", self.specs).items()}
         self.resizes = {k: parse_size(v) for k, v in _per_camera(self.resize, "resize", self.specs).items()}
+        if self.task:
+            self._fit_to_task()
         if self.encoding not in (*ENCODINGS, "auto"):
             raise ValueError(f"--encoding {self.encoding!r}: use raw, jpeg or auto")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"--jpeg-quality {self.jpeg_quality}: use 1..100")
         if not self.status_period > 0:
             raise ValueError(f"--status-period {self.status_period}: must be > 0 s")
+
+    def _fit_to_task(self) -> None:
+        """Crop and resize each camera the task observes to what its policy was trained on."""
+        from tasks import TASKS, make_task
+
+        if self.task not in TASKS:
+            raise ValueError(f"--task {self.task!r}: tasks are {', '.join(TASKS)}")
+        declared = {c.name: (c.width, c.height) for c in make_task(self.task).build_scene().cameras}
+        shared = [name for name in self.specs if name in declared]
+        if not shared:
+            raise ValueError(f"--task {self.task}: no camera here is named like one of its cameras "
+                             f"({', '.join(declared)}); name them so in --cameras")
+        for name in shared:
+            width, height = declared[name]
+            _, source_w, source_h, _ = self.specs[name]
+            if name not in self.crops and source_w and source_h and source_w * height != source_h * width:
+                side_w = min(source_w, source_h * width // height)
+                side_h = min(source_h, source_w * height // width)
+                self.crops[name] = ((source_w - side_w) // 2, (source_h - side_h) // 2, side_w, side_h)
+            self.resizes.setdefault(name, (width, height))
 
     def resolved_endpoint(self) -> str:
         return self.endpoint or ipc_endpoint("cameras")

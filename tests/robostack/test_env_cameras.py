@@ -49,8 +49,9 @@ def test_a_camera_the_server_does_not_render_is_refused_by_name():
 
 @contextlib.contextmanager
 def camera_server(endpoint: str, **options):
-    server = CameraServer(CameraServerConfig(cameras="front=synthetic,128x128,30", endpoint=endpoint,
-                                             **options))
+    # A real camera's size; the task (reach: front at 128 x 128) decides the crop and resize.
+    server = CameraServer(CameraServerConfig(cameras="front=synthetic,640x480,30", endpoint=endpoint,
+                                             task="reach", **options))
     server.start()
     try:
         yield server
@@ -86,3 +87,13 @@ def test_real_time_images_come_from_the_camera_server_and_a_dead_camera_truncate
                 env.reset(seed=1)  # no episode starts without its images
         finally:
             env.close()
+
+
+def test_the_task_decides_each_cameras_crop_and_resize_on_the_camera_server():
+    config = CameraServerConfig(cameras="front=synthetic,640x480,30;wrist=synthetic,640x480,30;"
+                                        "side=synthetic,320x240,30", task="pick_cube",
+                                resize="wrist=96x96")
+    assert config.crops == {"front": (80, 0, 480, 480), "wrist": (80, 0, 480, 480)}  # centred squares
+    assert config.resizes == {"front": (128, 128), "wrist": (96, 96)}  # --resize wins; side untouched
+    with pytest.raises(ValueError, match="named like one of its cameras"):
+        CameraServerConfig(cameras="side=synthetic,640x480,30", task="pick_cube")
