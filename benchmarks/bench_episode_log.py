@@ -11,13 +11,19 @@ sees changing content, which costs it more than the mirror's smooth renders): th
 cameras are 128x128, and rendering 640x480 in software would cost the step ~4 ms a frame that
 is the camera's, not the log's. Per control period we time
     step    env.step + producing the two frames                     (what the loop costs anyway)
-    log     EpisodeWriter.add_frame (+ end_episode at episode ends)  (what logging adds on the loop)
-Two modes run in interleaved slices so that a change in machine load hits both alike:
-"off" (no writer) and "on" (writer to a temp folder; video encoding and parquet writing run on
-its background thread, concurrently with the next steps). Reported: step time off vs on (does
-the background thread slow the step?), the add_frame cost, and the ratio
-    (step_on + log) / step_off - 1        issue 12 target: < 5 % of step time
-and, since a 10 Hz policy's step is its period, what the loop gives up of it: log / period.
+    add     EpisodeWriter.add_frame                                 (what logging adds on the loop)
+    end     end_episode, at episode ends (reported apart: once an episode, not a step)
+Three modes run in interleaved slices so that a change in machine load hits all alike: "off"
+(no writer), "copy" (a writer to a temp folder, add_frame copying the frames: the default) and
+"take" (another writer, add_frame(..., take=True): the frames handed over read-only, uncopied).
+Video encoding and parquet writing run on each writer's background thread, concurrently with
+the next steps. Reported: step time off vs on (does the background thread slow the step?),
+add_frame's median / p95 copying vs taking, their ratio, and add_frame's share of the step
+    add / step                            issue 12 target: < 5 % of step time
+(the measured step's median, and the 10.6 ms lock-step step measured when the issue was filed)
+and, since a 10 Hz policy's step is its period, what the loop gives up of it: add / period.
+Also the time the step spends producing its two fresh frames: a taking writer holds them until
+they are encoded, and while it lags behind (unpaced) new arrays cost the allocator more.
 A paced 10 Hz loop leaves the writer ~90 % idle time; --unpaced-seconds also runs the loop as
 fast as lock-step training does, the worst case for the writer competing for the core.
 """
@@ -42,13 +48,14 @@ from robostack.data.episode_log import EpisodeLog, EpisodeWriter, features_from_
 
 SIZE = (480, 640)  # (height, width), --size
 CAMERAS = ("front", "wrist")
+REFERENCE_STEP_S = 10.6e-3  # the mirror's lock-step step compute when issue 12 was measured
 
 
 class Loop:
     """Drives the env with the expert and synthetic cameras; optionally logs every step."""
 
-    def __init__(self, env, writer: EpisodeWriter | None, size: tuple[int, int]):
-        self.env, self.writer = env, writer
+    def __init__(self, env, writer: EpisodeWriter | None, size: tuple[int, int], take: bool = False):
+        self.env, self.writer, self.take = env, writer, take
         self.expert = env.task.expert(seed=0)
         h, w = size
         yy, xx = np.mgrid[0:h, 0:w]
@@ -56,6 +63,7 @@ class Loop:
         self._base = (np.stack([xx, yy, (xx + yy) // 2], -1) % 200 + noise).astype(np.uint8)
         self.steps = 0
         self.episodes = 0
+        self.frame_times: list[float] = []  # producing the two frames, part of `step`
         self.captured: dict[str, float] = {}  # each camera's capture time of the frames in self.obs
         self.obs = self._reset()
 
@@ -72,65 +80,80 @@ class Loop:
         self.expert.reset()
         return self._frames(obs)
 
-    def step(self) -> tuple[float, float]:
+    def step(self) -> tuple[float, float, float | None]:
         t0 = time.perf_counter()
         captured = dict(self.captured)  # of self.obs's frames, before _frames stamps the next ones
         action = self.expert(self.env.fields())
         t_state = time.monotonic()
         nxt, reward, terminated, truncated, info = self.env.step(action)
         self.steps += 1
+        t_frames = time.perf_counter()
         nxt = self._frames(nxt)
         t1 = time.perf_counter()
-        if self.writer is not None:
+        self.frame_times.append(t1 - t_frames)
+        if self.writer is not None:  # each step's frames are new arrays (np.roll), as an env's
             self.writer.add_frame(self.obs, action, reward, terminated, truncated,
-                                  success=info["success"], timestamps={
+                                  success=info["success"], take=self.take, timestamps={
                                       "state": t_state, "action": time.monotonic(), **captured})
-            if terminated or truncated:
-                self.writer.end_episode(nxt)
         t2 = time.perf_counter()
+        end = None
+        if self.writer is not None and (terminated or truncated):
+            self.writer.end_episode(nxt)
+            end = time.perf_counter() - t2
         self.obs = nxt
         if terminated or truncated:
             self.episodes += 1
             self.obs = self._reset()  # not timed: resets are not steps
-        return t1 - t0, t2 - t1
+        return t1 - t0, t2 - t1, end
 
 
 def run(loops: dict[str, Loop], seconds: float, period: float | None, slice_s: float = 2.0) -> dict:
-    times = {name: ([], []) for name in loops}
+    """{mode: (step times, add_frame times, end_episode times)}, s."""
+    times = {name: ([], [], []) for name in loops}
     end = time.perf_counter() + seconds * len(loops)
     while time.perf_counter() < end:
         for name, loop in loops.items():
             slice_end = time.perf_counter() + slice_s
             next_tick = time.perf_counter()
             while time.perf_counter() < slice_end:
-                step, log = loop.step()
-                times[name][0].append(step), times[name][1].append(log)
+                step, add, ended = loop.step()
+                times[name][0].append(step), times[name][1].append(add)
+                if ended is not None:
+                    times[name][2].append(ended)
                 if period:
                     next_tick += period
                     time.sleep(max(0.0, next_tick - time.perf_counter()))
-    return {name: (np.array(s), np.array(lg)) for name, (s, lg) in times.items()}
+    return {name: tuple(np.array(t) for t in ts) for name, ts in times.items()}
 
 
-def report(title: str, times: dict, wall: dict | None = None, period: float | None = None) -> None:
-    (s_off, _), (s_on, l_on) = times["off"], times["on"]
-    ms = lambda a, q: 1e3 * float(np.percentile(a, q))  # noqa: E731
+def report(title: str, times: dict, wall: dict | None = None, period: float | None = None,
+           frames: dict | None = None) -> None:
+    ms = lambda a, q: 1e3 * float(np.percentile(a, q)) if len(a) else float("nan")  # noqa: E731
+    s_off = times["off"][0]
     print(f"\n{title}")
-    print(f"  steps measured: off {len(s_off)}, on {len(s_on)}")
-    print(f"  env step (+2 frames), ms   p50 / p95 / mean:  off {ms(s_off, 50):.3f} / "
-          f"{ms(s_off, 95):.3f} / {1e3 * s_off.mean():.3f}   on {ms(s_on, 50):.3f} / "
-          f"{ms(s_on, 95):.3f} / {1e3 * s_on.mean():.3f}")
-    print(f"  add_frame (+end_episode), us  p50 / p95 / p99 / max:  {1e6 * np.percentile(l_on, 50):.1f} / "
-          f"{1e6 * np.percentile(l_on, 95):.1f} / {1e6 * np.percentile(l_on, 99):.1f} / {1e6 * l_on.max():.1f}")
-    added = ((s_on.mean() + l_on.mean()) / s_off.mean() - 1) * 100
-    median = ((np.median(s_on) + np.median(l_on)) / np.median(s_off) - 1) * 100
-    print(f"  added to the step: {added:+.2f} % (means), {median:+.2f} % (medians); "
-          f"add_frame alone {100 * l_on.mean() / s_off.mean():.2f} %   (target < 5 %)")
-    if period:
-        print(f"  of the {1e3 * period:.0f} ms policy period: add_frame {100 * l_on.mean() / period:.2f} %, "
-              f"step on vs off {100 * (s_on.mean() - s_off.mean()) / period:+.2f} %")
+    print("  steps measured: " + ", ".join(f"{k} {len(t[0])}" for k, t in times.items()))
+    print("  env step (+2 frames), ms   p50 / p95 / mean:  " + "   ".join(
+        f"{k} {ms(t[0], 50):.3f} / {ms(t[0], 95):.3f} / {1e3 * t[0].mean():.3f}" for k, t in times.items()))
+    for k in ("copy", "take"):
+        _, add, end = times[k]
+        print(f"  {k}: add_frame ms  p50 / p95 / p99 / max:  {ms(add, 50):.3f} / {ms(add, 95):.3f} / "
+              f"{ms(add, 99):.3f} / {1e3 * add.max():.3f};   end_episode ({len(end)}) p50 {ms(end, 50):.3f}")
+    add_copy, add_take = times["copy"][1], times["take"][1]
+    print(f"  add_frame median copy / take: {ms(add_copy, 50):.3f} / {ms(add_take, 50):.3f} ms = "
+          f"{np.median(add_copy) / np.median(add_take):.1f}x;  p95 {ms(add_copy, 95):.3f} / "
+          f"{ms(add_take, 95):.3f} ms = {np.percentile(add_copy, 95) / np.percentile(add_take, 95):.1f}x")
+    for base, name in ((np.median(s_off), f"measured step ({ms(s_off, 50):.2f} ms, p50 off)"),
+                       (REFERENCE_STEP_S, f"{1e3 * REFERENCE_STEP_S:.1f} ms step"),
+                       *(((period, f"{1e3 * period:.0f} ms period"),) if period else ())):
+        print(f"  add_frame median as a share of the {name}: copy {100 * np.median(add_copy) / base:.2f} %, "
+              f"take {100 * np.median(add_take) / base:.2f} %   (target < 5 % of the step)")
+    print("  step on vs off (the writer thread's pull on the loop), p50: " + ", ".join(
+        f"{k} {100 * (np.median(times[k][0]) / np.median(s_off) - 1):+.1f} %" for k in ("copy", "take")))
+    if frames:  # fresh arrays that a taking writer holds a while cost the allocator more
+        print("  of which producing the 2 frames (np.roll: new arrays), ms p50: " + ", ".join(
+            f"{k} {1e3 * np.median(v):.3f}" for k, v in frames.items()))
     if wall:
-        print(f"  steps/s: off {wall['off']:.0f}, on {wall['on']:.0f} "
-              f"({(wall['on'] / wall['off'] - 1) * 100:+.1f} %)")
+        print("  steps/s: " + ", ".join(f"{k} {v:.0f}" for k, v in wall.items()))
 
 
 def main() -> None:
@@ -141,7 +164,7 @@ def main() -> None:
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
 
-    env_off, env_on = make_env("pick_cube"), make_env("pick_cube")
+    env_off, env_on, env_take = make_env("pick_cube"), make_env("pick_cube"), make_env("pick_cube")
     hz = env_off.config.policy_hz
     import gymnasium as gym
 
@@ -150,33 +173,44 @@ def main() -> None:
     features = features_from_spaces(space, env_on.action_space,
                                     state_names=state_names(env_on.state_fields))
     with tempfile.TemporaryDirectory() as tmp:
-        writer = EpisodeWriter(Path(tmp) / "log", hz, features, task="pick_cube",
-                               timestamp_sources=("state", "action", *(f"images/{c}" for c in CAMERAS)))
-        loops = {"off": Loop(env_off, None, (height, width)), "on": Loop(env_on, writer, (height, width))}
+        sources = ("state", "action", *(f"images/{c}" for c in CAMERAS))
+        writers = {mode: EpisodeWriter(Path(tmp) / mode, hz, features, task="pick_cube",
+                                       timestamp_sources=sources) for mode in ("copy", "take")}
+        loops = {"off": Loop(env_off, None, (height, width)),
+                 "copy": Loop(env_on, writers["copy"], (height, width)),
+                 "take": Loop(env_take, writers["take"], (height, width), take=True)}
         for loop in loops.values():  # warm-up: numba compiles the server loop, first encoder
             for _ in range(20):
                 loop.step()
         print(f"pick_cube, robot server over zmq (lock-step), {len(CAMERAS)} synthetic "
               f"{width}x{height} streams, {hz} Hz, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
               f"{os.cpu_count()} cores")
-        report(f"paced at {hz} Hz ({args.seconds:.0f} s per mode)",
-               run(loops, args.seconds, 1.0 / hz), period=1.0 / hz)
+        for loop in loops.values():
+            loop.frame_times.clear()
+        times = run(loops, args.seconds, 1.0 / hz)
+        report(f"paced at {hz} Hz ({args.seconds:.0f} s per mode)", times, period=1.0 / hz,
+               frames={k: loop.frame_times[:] for k, loop in loops.items()})
         if args.unpaced_seconds > 0:
             counts = {k: loop.steps for k, loop in loops.items()}
+            for loop in loops.values():
+                loop.frame_times.clear()
             times = run(loops, args.unpaced_seconds, None)
             wall = {k: (loops[k].steps - counts[k]) / args.unpaced_seconds for k in loops}
             report(f"unpaced, as fast as lock-step training ({args.unpaced_seconds:.0f} s per mode)",
-                   times, wall)
-        writer.close()
-        log = EpisodeLog(Path(tmp) / "log")
-        size = sum(p.stat().st_size for p in (Path(tmp) / "log").rglob("*") if p.is_file())
-        print(f"\nlog: {len(log)} episodes, {log.info['total_frames']} frames, "
-              f"{size / 1e6:.1f} MB ({size / max(1, log.info['total_frames']) / 1e3:.1f} kB/frame); "
-              f"add_frame waited on a full queue for {writer.stall_seconds:.3f} s in total")
-        first = log.episode(0)
-        print("per-camera capture times logged and increasing: " + ", ".join(
-            f"{c} {bool(np.all(np.diff(first[f'timestamp.images.{c}']) > 0))}" for c in CAMERAS))
-    env_off.close(), env_on.close()
+                   times, wall, frames={k: loop.frame_times[:] for k, loop in loops.items()})
+        for mode, writer in writers.items():
+            writer.close()
+            root = Path(tmp) / mode
+            log = EpisodeLog(root)
+            size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+            first = log.episode(0)
+            print(f"\nlog ({mode}): {len(log)} episodes, {log.info['total_frames']} frames, "
+                  f"{size / 1e6:.1f} MB ({size / max(1, log.info['total_frames']) / 1e3:.1f} kB/frame); "
+                  f"camera frames taken {writer.frames.taken}, copied {writer.frames.copied}; "
+                  f"add_frame waited on a full queue for {writer.stall_seconds:.3f} s in total")
+            print("  per-camera capture times logged and increasing: " + ", ".join(
+                f"{c} {bool(np.all(np.diff(first[f'timestamp.images.{c}']) > 0))}" for c in CAMERAS))
+    env_off.close(), env_on.close(), env_take.close()
 
 
 if __name__ == "__main__":

@@ -866,3 +866,92 @@ def test_a_timestamp_for_a_source_the_log_does_not_have_is_refused(tmp_path):
     with EpisodeWriter(tmp_path, 10, features(), timestamp_sources=("state", "images/front")) as writer:
         with pytest.raises(ValueError, match=r"'images/frnt'.*timestamp_sources are \['state', 'images/front'\]"):
             writer.add_frame(ep["obs"][0], ep["actions"][0], timestamps={"images/frnt": 1.0})
+
+
+# --------------------------------------------------------------------------- handing frames over
+def logged_frames(root: Path, cam: str) -> tuple[np.ndarray, dict]:
+    """Episode 0's decoded frames of `cam` and the statistics the writer computed from the
+    frames it encoded (exact: from each frame's histogram, not from the lossy video)."""
+    log = EpisodeLog(root)
+    key = f"observation.images.{cam}"
+    return log.episode(0, video=True)[key], log.episode_stats(0)[key]
+
+
+def test_a_taken_frame_is_read_only_and_a_view_is_copied_so_the_log_keeps_what_was_handed(tmp_path):
+    ep = make_episode(0, 6)
+    handed = {"front": [], "wrist": []}
+    with EpisodeWriter(tmp_path, 10, features()) as writer:
+        for t in range(6):
+            obs = {key: value.copy() for key, value in ep["obs"][t].items()}  # fresh, as an env's
+            big = np.zeros((2 * H, W, 3), np.uint8)
+            big[:H] = obs["images/wrist"]
+            obs["images/wrist"] = big[:H]  # a view into memory the caller keeps writable
+            for cam in handed:
+                handed[cam].append(obs[f"images/{cam}"].copy())
+            writer.add_frame(obs, ep["actions"][t], take=True)
+            assert not obs["images/front"].flags.writeable
+            with pytest.raises(ValueError, match="read-only"):
+                obs["images/front"][:] = 0  # would blank the logged frame: refused
+            big[:] = 255  # the view was copied: the logged wrist frame does not change
+        writer.end_episode(ep["obs"][-1])
+        assert (writer.frames.taken, writer.frames.copied) == (6, 6)
+    for cam, frames in handed.items():
+        decoded, stats = logged_frames(tmp_path, cam)
+        assert_stats(stats, pixel_stats(np.stack(frames)))  # exactly the handed pixels
+        err = np.abs(decoded[:, None].astype(int) - np.stack(frames)[None]).mean(axis=(2, 3, 4))
+        np.testing.assert_array_equal(err.argmin(axis=1), np.arange(6))
+        assert err.diagonal().max() < 8.0, cam  # mp4v's loss, not a 255 or 0 frame
+
+
+def test_taken_and_copied_frames_read_back_the_same_even_when_the_caller_reuses_its_buffer(tmp_path):
+    ep = make_episode(3, 8)
+    for mode in ("copy", "take"):
+        reused = {key: np.empty_like(value) for key, value in ep["obs"][0].items()}
+        with EpisodeWriter(tmp_path / mode, 10, features()) as writer:
+            for t in range(8):
+                if mode == "copy":  # one buffer per camera for every step: legal when copying
+                    for key, value in ep["obs"][t].items():
+                        reused[key][...] = value
+                    obs = reused
+                else:
+                    obs = {key: value.copy() for key, value in ep["obs"][t].items()}
+                writer.add_frame(obs, ep["actions"][t], take=mode == "take")
+            writer.end_episode(ep["obs"][-1])
+    for cam in ("front", "wrist"):
+        truth = np.stack([o[f"images/{cam}"] for o in ep["obs"][:-1]])
+        (copied, copy_stats), (taken, take_stats) = (logged_frames(tmp_path / m, cam) for m in ("copy", "take"))
+        assert_stats(copy_stats, pixel_stats(truth)), assert_stats(take_stats, pixel_stats(truth))
+        np.testing.assert_array_equal(copied, taken)  # same pixels in, same encoder: same video
+        assert np.abs(taken.astype(int) - truth).mean(axis=(1, 2, 3)).max() < 8.0, cam
+
+
+def test_taking_frames_loses_none_when_the_writer_thread_is_slow(tmp_path, monkeypatch):
+    n = 40
+    frames = [np.full((H, W, 3), 5 * t + 20, np.uint8) for t in range(n)]  # each its own grey
+    append = EpisodeWriter._append
+
+    def slow_append(self, episode, item):  # an encoder 20x slower than the loop hands frames
+        import time
+        time.sleep(0.01)
+        append(self, episode, item)
+
+    monkeypatch.setattr(EpisodeWriter, "_append", slow_append)
+    with EpisodeWriter(tmp_path, 10, features(), queue_size=4) as writer:
+        for t in range(n):
+            writer.add_frame({"state": np.full(STATE, t, np.float32), "images/front": frames[t],
+                              "images/wrist": frames[n - 1 - t]}, np.zeros(ACTION), take=True)
+        writer.end_episode({"state": np.zeros(STATE, np.float32), "images/front": frames[0],
+                            "images/wrist": frames[0]})
+        assert writer.stall_seconds > 0.1  # add_frame waited on the full queue: back-pressure
+        assert writer.frames.taken == 2 * n
+    log = EpisodeLog(tmp_path)
+    got = log.episode(0, video=True)
+    assert log.info["total_frames"] == n
+    np.testing.assert_array_equal(got["observation.state"][:, 0], np.arange(n))
+    for cam, order in (("front", np.arange(n)), ("wrist", np.arange(n)[::-1])):
+        greys = got[f"observation.images.{cam}"].reshape(n, -1).mean(axis=1)
+        # mp4v's colour conversion shifts a grey by a few levels: what must hold is that each
+        # frame is one step of 5 levels from the one before (none lost, none repeated or reordered)
+        steps = np.diff(greys) * (1 if cam == "front" else -1)
+        assert len(greys) == n and steps.min() > 3 and steps.max() < 7, np.round(greys)
+        assert_stats(log.episode_stats(0)[f"observation.images.{cam}"], pixel_stats(np.stack(frames)[order]))

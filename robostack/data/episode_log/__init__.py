@@ -54,9 +54,10 @@ commit records its checksum; a writer that finds it not the file the commit reco
 in between) pools it again from the episodes' rows.
 
 Writes happen on a background thread behind a bounded queue: `add_frame` copies the arrays and
-enqueues them (microseconds); video encoding, parquet writing and statistics (a histogram per
-camera frame as it is encoded, the rest when the episode is committed) never run on the control
-loop.
+enqueues them; video encoding, parquet writing and statistics (a histogram per camera frame as
+it is encoded, the rest when the episode is committed) never run on the control loop. Copying
+two 640x480 frames costs ~0.3-0.5 ms a step; `add_frame(..., take=True)` hands them over
+uncopied and read-only instead (~0.1 ms; handoff.py: which arrays are taken, and the limits).
 The reader needs numpy, pyarrow and OpenCV only (no torch).
 """
 

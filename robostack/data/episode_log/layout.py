@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from robostack.files import atomic_write, write_json_atomic
+from robostack.files import atomic_write, fsync_dir, write_json_atomic
 
 CODEBASE_VERSION = "v3.0"
 FORMAT_VERSION = 1  # robostack's extension of the layout (RL fields, final observations)
@@ -287,4 +288,17 @@ def _column(table: pa.Table, name: str) -> np.ndarray:
     if pa.types.is_list(col.type):
         return np.array(col.to_pylist())
     return col.to_numpy(zero_copy_only=False)
+
+
+def _rename_durably(tmp: Path, final: Path) -> None:
+    """fsync a finished file, rename it into place, fsync the directory: robostack.files.atomic_write's
+    steps for a file it could not open itself (OpenCV's VideoWriter writes by path and picks the
+    container from the extension, hence `<name>.tmp.mp4`)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
 
