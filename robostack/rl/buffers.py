@@ -23,8 +23,13 @@ byte. Sharing a frame is therefore always exact, and interleaved actor streams c
 switch instead of corrupting pairs. Non-image observation keys (the `state` vector) are small
 and stored twice (observation and next observation).
 
+Frames are camera images ("images/<cam>", uint8) or a frozen encoder's cached features of them
+("features/<cam>", float16, robostack/rl/featurize.py): both (H, W, C) in the env layout, both
+kept once, CHW, in their own dtype.
+
 Batch contract (what `sample` returns, all torch tensors on `device`):
-    observations / next_observations: {"state": float32 (B, S), "images/<cam>": uint8 (B, C, H, W)}
+    observations / next_observations: {"state": float32 (B, S), "images/<cam>": uint8 (B, C, H, W),
+                                       "features/<cam>": float16 (B, C, H, W)}
     actions float32 (B, A); rewards, terminations, truncations float32 (B,);
     one float32 (B, *shape) entry per extra field (e.g. "grasp_penalties").
 Environment observations arrive as numpy dicts with images HWC; they become CHW once, on insertion.
@@ -47,6 +52,13 @@ import torch
 from robostack.files import atomic_write
 
 IMAGE_PREFIX = "images/"
+# Keys stored as frames (once, CHW) and the dtype each kind must have.
+FRAME_DTYPES = {IMAGE_PREFIX: np.dtype(np.uint8), "features/": np.dtype(np.float16)}
+
+
+def frame_dtype(key: str) -> np.dtype | None:
+    """The dtype of a frame key ("images/..." uint8, "features/..." float16); None: not a frame."""
+    return next((d for prefix, d in FRAME_DTYPES.items() if key.startswith(prefix)), None)
 FORMAT_VERSION = 1
 _FORMAT_NAME = "robostack.replay_buffer"
 
@@ -61,7 +73,8 @@ class BufferFileError(RuntimeError):
 def observation_spec(space: Any) -> ObservationSpec:
     """Normalise a gymnasium `Dict` space, or a mapping of key -> Box / array / (shape, dtype).
 
-    Keys starting with "images/" must be uint8 HWC; everything else is stored as float32.
+    Keys starting with "images/" must be uint8 HWC, "features/" float16 HWC; everything else is
+    stored as float32.
     """
     items = space.spaces.items() if hasattr(space, "spaces") else dict(space).items()
     spec: ObservationSpec = {}
@@ -70,15 +83,41 @@ def observation_spec(space: Any) -> ObservationSpec:
             shape, dtype = tuple(value.shape), np.dtype(value.dtype)
         else:
             shape, dtype = tuple(value[0]), np.dtype(value[1])
-        if key.startswith(IMAGE_PREFIX):
-            if dtype != np.uint8 or len(shape) != 3:
-                raise ValueError(f"{key}: images must be uint8 (H, W, C), got {dtype} {shape}")
+        frame = frame_dtype(key)
+        if frame is not None:
+            if dtype != frame or len(shape) != 3:
+                raise ValueError(f"{key}: frames must be {frame} (H, W, C), got {dtype} {shape}")
         else:
             dtype = np.dtype(np.float32)
         spec[key] = (tuple(int(s) for s in shape), dtype)
     if not spec:
         raise ValueError("observation spec is empty")
     return spec
+
+
+def bytes_per_transition(spec: ObservationSpec, action_dim: int) -> int:
+    """What one stored transition costs: its frames once, its vectors twice (obs and next obs),
+    the action, reward and flags."""
+    total = 4 * action_dim + 4 * 3 + 1
+    for key, (shape, dtype) in spec.items():
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        total += size if frame_dtype(key) is not None else 2 * size
+    return total
+
+
+def fitting_capacity(space: Any, action_dim: int, requested: int, memory_fraction: float,
+                     say=print, what: str = "online replay buffer") -> int:
+    """`requested`, lowered to what fits in `memory_fraction` of this machine's RAM, with a line
+    saying what it costs: a pixel buffer sized like a state one would ask for tens of GB."""
+    per = bytes_per_transition(observation_spec(space), action_dim)
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    fits = max(2, int(memory_fraction * ram // per))
+    capacity = min(requested, fits)
+    note = (f" (lowered from {requested:,}: --buffer-capacity x {per:,} B is over "
+            f"--buffer-memory {memory_fraction:g} of RAM)" if capacity < requested else "")
+    say(f"{what}: {capacity:,} transitions x {per:,} B = {capacity * per / 1e9:.2f} GB of "
+        f"{ram / 1e9:.1f} GB RAM{note}")
+    return capacity
 
 
 def _extra_spec(extra_fields: Sequence[str] | Mapping[str, Sequence[int]]) -> dict[str, tuple]:
@@ -105,13 +144,13 @@ class ReplayBuffer:
         self.capacity = int(capacity)
         self.action_dim = int(action_dim)
         self.device = torch.device(device)
-        self.image_keys = [k for k in self.spec if k.startswith(IMAGE_PREFIX)]
-        self.vector_keys = [k for k in self.spec if not k.startswith(IMAGE_PREFIX)]
+        self.image_keys = [k for k in self.spec if frame_dtype(k) is not None]  # frames: once
+        self.vector_keys = [k for k in self.spec if frame_dtype(k) is None]
         if self.capacity < 2:
             raise ValueError("capacity must be >= 2")
         cap = self.capacity
-        self._frames = {k: np.zeros((cap, s[2], s[0], s[1]), np.uint8)
-                        for k, (s, _) in self.spec.items() if k in self.image_keys}
+        self._frames = {k: np.zeros((cap, s[2], s[0], s[1]), d)
+                        for k, (s, d) in self.spec.items() if k in self.image_keys}
         self._obs = {k: np.zeros((cap, *self.spec[k][0]), np.float32) for k in self.vector_keys}
         self._next_obs = {k: np.zeros_like(v) for k, v in self._obs.items()}
         self._actions = np.zeros((cap, self.action_dim), np.float32)
@@ -186,13 +225,13 @@ class ReplayBuffer:
         out = {}
         for k, (shape, dtype) in self.spec.items():
             arr = np.asarray(obs[k])
-            if k in self.image_keys and arr.dtype != np.uint8:
-                raise ValueError(f"{what}[{k!r}]: images must be uint8, got {arr.dtype}")
+            if k in self.image_keys and arr.dtype != dtype:
+                raise ValueError(f"{what}[{k!r}]: frames must be {dtype}, got {arr.dtype}")
             arr = arr.astype(dtype, copy=False)
             if arr.shape != (batch, *shape):
                 raise ValueError(f"{what}[{k!r}]: expected shape {(batch, *shape)}, "
                                  f"got {arr.shape}")
-            if k not in self.image_keys and not np.isfinite(arr).all():
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 raise ValueError(f"{what}[{k!r}]: non-finite values")
             out[k] = arr
         return out
@@ -285,7 +324,7 @@ class ReplayBuffer:
     def _alloc(self, n: int) -> dict:
         def obs_arrays():
             d = {k: np.empty((n, *self.spec[k][0]), np.float32) for k in self.vector_keys}
-            d.update({k: np.empty((n, *self._frames[k].shape[1:]), np.uint8)
+            d.update({k: np.empty((n, *self._frames[k].shape[1:]), self._frames[k].dtype)
                       for k in self.image_keys})
             return d
         out = {"observations": obs_arrays(), "next_observations": obs_arrays(),
@@ -394,8 +433,8 @@ class ReplayBuffer:
 
 
 def _words(images: np.ndarray) -> np.ndarray:
-    """(N, ...) uint8 -> (N, words): compare frames 8 bytes at a time."""
-    flat = np.ascontiguousarray(images).reshape(len(images), -1)
+    """(N, ...) frames -> (N, words): compare them 8 bytes at a time."""
+    flat = np.ascontiguousarray(images).reshape(len(images), -1).view(np.uint8)
     return flat.view(np.uint64) if flat.shape[1] % 8 == 0 else flat
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 IMAGE_PREFIX = "images/"
+FEATURE_PREFIX = "features/"  # a frozen encoder's cached features of a camera (rl/featurize.py)
 
 
 def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int | None = None,
@@ -304,12 +305,21 @@ class ObservationEncoder(nn.Module):
         self.cameras = nn.ModuleDict()
         for key in self.camera_keys:
             shape = image_shapes[key]
-            if encoder in ConvEncoder.LAYOUTS:
+            if key.startswith(FEATURE_PREFIX):  # cached frozen features: only a head trains here
+                from robostack.rl.pretrained import FeatureHead
+
+                net = FeatureHead(tuple(shape), latent_dim)
+            elif encoder in ConvEncoder.LAYOUTS:
                 net: nn.Module = ConvEncoder(shape, latent_dim, *ConvEncoder.LAYOUTS[encoder])
+            elif encoder == "efficientnet-lite0":
+                raise ValueError(f"{key}: efficientnet-lite0 is a frozen encoder whose features the "
+                                 "actor caches: the agent observes features/<camera>, not images "
+                                 "(robostack/rl/featurize.py feature_space, FeatureObservations)")
             elif encoder in ("resnet10", "resnet18"):
                 net = ResNetEncoder(shape, latent_dim, int(encoder[6:]), pretrained_path, frozen)
             else:
-                raise ValueError(f"unknown encoder {encoder!r} (conv, drq, resnet10, resnet18)")
+                raise ValueError(f"unknown encoder {encoder!r} (conv, drq, resnet10, resnet18, "
+                                 "efficientnet-lite0)")
             self.cameras[_module_name(key)] = net
         self.state_dim = state_dim
         self.register_buffer("state_mean", torch.zeros(state_dim))

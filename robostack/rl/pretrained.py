@@ -144,12 +144,18 @@ class FrozenFeatures(nn.Module):
         return self.layer.channels
 
     def out_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        """(C, h, w) of the features of an H x W image, without running one ("same" padding:
-        every stride-2 conv maps n to ceil(n / 2))."""
+        """(C, h, w) of the features of an H x W image, without running one."""
+        return self.shape_at(self.layer_name, height, width)
+
+    @staticmethod
+    def shape_at(layer: str, height: int, width: int) -> tuple[int, int, int]:
+        """(C, h, w) of `layer`'s features of an H x W image, without loading the model ("same"
+        padding: every stride-2 conv maps n to ceil(n / 2))."""
+        cut = LAYERS[layer]
         h, w = height, width
-        for _ in range(int(math.log2(self.layer.stride))):
+        for _ in range(int(math.log2(cut.stride))):
             h, w = math.ceil(h / 2), math.ceil(w / 2)
-        return self.layer.channels, h, w
+        return cut.channels, h, w
 
     def feature_bytes(self, height: int, width: int) -> int:
         """Bytes of one frame's float16 features."""

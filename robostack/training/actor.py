@@ -33,6 +33,7 @@ from hardware.teleop.base import DeviceUnavailable
 from robostack import transport
 from robostack.env.teleop import needs_pacing
 from robostack.env.wrappers import make_training_env
+from robostack.rl.featurize import uses_cached_features
 from robostack.training.config import ActorIdentity, RunConfig, parse_run_options
 from robostack.training.rollouts import collect_demonstrations, evaluate, open_env
 from robostack.training.run_dir import RUN_FILE, Summary, read_run_identity, read_summary
@@ -72,6 +73,13 @@ class Actor:
         self.env = open_env(config, self.seed, identity.robot_server, timeout=self.options.robot_timeout,
                             waiting=self.waiting_for_robot_server,
                             curve=transport.CurveKeys.from_options(identity.actor_key, identity.robot_server_key))
+        # What the policy observes: the env's observations, or with a frozen cached encoder each
+        # camera's features, computed here once per frame (rl/featurize.py); the log keeps pixels.
+        self.observed = self.env
+        if uses_cached_features(config.sac):
+            from robostack.rl.featurize import CachedFeatures, FeatureObservations
+
+            self.observed = FeatureObservations(self.env, CachedFeatures(config.sac), config.sac)
         self.log = None
         if identity.episode_log:
             from robostack.data.episode_log import EpisodeWriter, features_from_spaces, state_names
@@ -83,7 +91,7 @@ class Actor:
             self.log = EpisodeWriter(identity.episode_log, fps=self.env.config.policy_hz,
                                      features=features, task=config.task,
                                      timestamp_sources=("state", "action", *self.cameras))
-        hello = {"task": config.task, "obs_spec": observation_spec(self.env.observation_space),
+        hello = {"task": config.task, "obs_spec": observation_spec(self.observed.observation_space),
                  "action_spec": action_spec(self.env.action_space)}
         spool = identity.spool_dir or str(Path(config.run_dir) / "spool" / self.id)
         # Both learner sockets, when the learner serves with CURVE (docs/security.md).
@@ -108,7 +116,7 @@ class Actor:
             from robostack.env.teleop_relay import RelayedDevice
 
             device = RelayedDevice(identity.teleop_readings, identity.teleop_view, source=self.id)
-        self.acting = make_training_env(self.env, config.intervention, config.autopilot,
+        self.acting = make_training_env(self.observed, config.intervention, config.autopilot,
                                         config.takeover_penalty, seed=self.draw_seed, device=device)
         # A person in the loop: the acting env steps in real time, and is paused for the
         # learner only between episodes, as on a real-time robot.
@@ -139,7 +147,7 @@ class Actor:
         names = {f.name for f in dataclasses.fields(SACConfig)}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in sac.items() if k in names}
         config = dataclasses.replace(SACConfig(**values), compile=False, device="cpu")
-        return build_agent(config, self.env.observation_space, self.env.action_space)
+        return build_agent(config, self.observed.observation_space, self.env.action_space)
 
     def record_demonstrations(self, welcome: dict) -> None:
         """Actor 0 records the expert demonstrations the learner still lacks (those already in
@@ -152,7 +160,7 @@ class Actor:
         if wanted <= 0:
             return
         # A restarted actor 0 records the missing demonstrations from other resets than before.
-        episodes = collect_demonstrations(self.env, wanted, self.seed, self.config.demo_noise,
+        episodes = collect_demonstrations(self.observed, wanted, self.seed, self.config.demo_noise,
                                           progress=self.say, rng=None if self.draw_seed == self.seed else self.rng)
         for ep in episodes:
             observed = ep["observations"]  # {"state": (T + 1, S), "images/<camera>": ...}
@@ -201,6 +209,7 @@ class Actor:
 
             # One step: the policy acts, unless the operator holds the deadman (HIL-SERL).
             policy_action = self.agent.act(obs, deterministic=False)  # logged even when overridden
+            logged = self.pixels(obs)  # the observation the log keeps (pixels, not features)
             try:
                 next_obs, reward, terminated, truncated, info = self.acting.step(policy_action)
             except transport.TransportError as exc:
@@ -215,7 +224,7 @@ class Actor:
             sender.add(obs, action, reward, next_obs, terminated, truncated,
                        stream="intervention" if intervening else "online")
             if self.log is not None:
-                self.log.add_frame(obs, action, reward, terminated, truncated,
+                self.log.add_frame(logged, action, reward, terminated, truncated,
                                    success=bool(info["success"]), intervention=intervening,
                                    policy_action=policy_action,
                                    timestamps={"state": np.nan if info.get("time") is None
@@ -231,7 +240,7 @@ class Actor:
             obs = next_obs
             if terminated or truncated:
                 if self.log is not None:
-                    self.log.end_episode(next_obs, metadata={"reset_seed": self.reset_seed,
+                    self.log.end_episode(self.pixels(next_obs), metadata={"reset_seed": self.reset_seed,
                                                              "weights_version": self.weights.version})
                 self.end_episode(episode, "terminated" if terminated else "truncated")
                 obs = self.reset()
@@ -248,6 +257,10 @@ class Actor:
         return self.shutdown()
 
     obs_image_times: dict = {}  # {"images/<camera>": s} of the observation about to be logged
+
+    def pixels(self, obs: dict) -> dict:
+        """The env's own observation of `obs`, the latest (with cached features: their pixels)."""
+        return obs if self.observed is self.env else self.observed.raw
 
     def new_episode(self) -> dict:
         return {"length": 0, "return": 0.0, "success": False, "interventions": 0}
@@ -347,7 +360,7 @@ class Actor:
         """The learner's evaluation request, on the run's evaluation seeds (as in one process)."""
         started = time.perf_counter()
         try:
-            result = evaluate(self.agent, self.env, int(request["episodes"]), self.config.seed)
+            result = evaluate(self.agent, self.observed, int(request["episodes"]), self.config.seed)
         except transport.TransportError as exc:
             self.say(f"{self.id}: evaluation @ {request['step']} abandoned: {exc}")
             return

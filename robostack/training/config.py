@@ -106,7 +106,8 @@ class RunConfig:
     learning_starts: int = 256  # env steps before the first update
     utd_ratio: int = 2  # critic updates per env step, overrides --sac-utd-ratio (RLPD: up to 20)
     demo_fraction: float = 0.5  # share of each batch drawn from the demo buffer (RLPD: 0.5)
-    buffer_capacity: int = 200_000  # online replay capacity (transitions)
+    buffer_capacity: int = 200_000  # online replay capacity (transitions), lowered to fit --buffer-memory
+    buffer_memory: float = 0.5  # the largest share of this machine's RAM the online replay buffer may take (its size is printed at start-up; pixels cost ~100 kB a transition)
     eval_every: int = 2_000  # env steps between evaluations (0: none but the final one)
     eval_episodes: int = 50  # episodes per evaluation (deterministic policy)
     final_eval_episodes: int = -1  # episodes of the final evaluation (-1: --eval-episodes, 0: none)
@@ -157,7 +158,7 @@ _RATE = (lambda value: 0 < value <= 1), "in (0, 1]"
 VALID = {
     "seed": _at_least(0), "total-steps": _at_least(1), "demos": _at_least(0),
     "demo-noise": _at_least(0), "learning-starts": _at_least(0), "utd-ratio": _at_least(1),
-    "demo-fraction": _FRACTION, "buffer-capacity": _at_least(1), "eval-every": _at_least(0),
+    "demo-fraction": _FRACTION, "buffer-capacity": _at_least(1), "buffer-memory": _RATE, "eval-every": _at_least(0),
     "eval-episodes": _at_least(0), "final-eval-episodes": _at_least(-1),
     "final-eval-timeout": _POSITIVE, "progress-every": _at_least(1), "threads": _at_least(1),
     "max-episode-steps": _at_least(1), "takeover-penalty": _at_least(0),
@@ -182,7 +183,8 @@ VALID = {
 }
 CHOICES = {
     "task": tuple(TASKS), "transport": ("inprocess", "zmq"),
-    "sac-gripper": ("continuous", "discrete"), "sac-encoder": ("conv", "drq", "resnet10", "resnet18"),
+    "sac-gripper": ("continuous", "discrete"), "sac-encoder": ("conv", "drq", "resnet10", "resnet18", "efficientnet-lite0"),
+    "sac-encoder-layer": ("stage3", "stage4", "stage5", "stage6", "head"),
 }
 
 

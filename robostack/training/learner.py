@@ -50,7 +50,8 @@ import torch
 from robostack import transport
 from robostack.env.spaces import action_space, observation_space
 from robostack.files import write_json_atomic
-from robostack.rl.buffers import ReplayBuffer, load_demonstrations, sample_mixed
+from robostack.rl.buffers import ReplayBuffer, fitting_capacity, load_demonstrations, sample_mixed
+from robostack.rl.featurize import feature_space, uses_cached_features
 from robostack.rl.networks import state_statistics
 from robostack.rl.sac import build_agent, update
 from robostack.training import run_dir, run_state
@@ -87,13 +88,21 @@ class Learner(Receiver):
                              f"or choose another --run-dir")
         (self.run_dir / "buffers").mkdir(parents=True, exist_ok=True)
         task = make_task(config.task, task_config(config))
-        obs_space, act_space = observation_space(task), action_space(task.config)
+        # The policy's observations: with a frozen cached encoder, features instead of pixels.
+        obs_space = feature_space(config.sac, observation_space(task))
+        act_space = action_space(task.config)
+        if uses_cached_features(config.sac) and config.demo_log:
+            raise SystemExit("learner: --demo-log with a frozen cached encoder is not supported yet "
+                             "(the log's pixels would need their features computed here); use the "
+                             "scripted expert's demonstrations (--demos) or --sac-encoder conv")
         self.expected = {"task": config.task, "obs_spec": observation_spec(obs_space),
                          "action_spec": action_spec(act_space)}
         sac = dataclasses.replace(config.sac, seed=config.seed, utd_ratio=config.utd_ratio)
         self.agent = build_agent(sac, obs_space, act_space)
         action_dim = act_space.shape[0]
-        self.online = ReplayBuffer(config.buffer_capacity, obs_space, action_dim, seed=config.seed)
+        capacity = fitting_capacity(obs_space, action_dim, config.buffer_capacity,
+                                    config.buffer_memory, say=lambda line: say(f"learner: {line}"))
+        self.online = ReplayBuffer(capacity, obs_space, action_dim, seed=config.seed)
         # Fixed state scaling in the agent's encoder, as the single-process trainer does:
         # set once from the demonstrations before the first update, then never changed.
         self.scale_fixed = False

@@ -78,7 +78,8 @@ def collect_demonstrations(env, count: int, seed: int, noise: float, progress=pr
     """Run the task's scripted expert until `count` successful episodes are recorded. Resets
     (and the expert's noise) are seeded from `seed`, or drawn from `rng` when given (a restarted
     actor must not record the demonstrations it already recorded)."""
-    expert = env.task.expert(seed=seed if rng is None else int(rng.integers(2**31)), noise=noise)
+    base = env.unwrapped  # the RobotEnv under any observation wrapper (cached features)
+    expert = base.task.expert(seed=seed if rng is None else int(rng.integers(2**31)), noise=noise)
     episodes, attempts = [], 0
     while len(episodes) < count:
         if attempts >= 5 * count:
@@ -91,7 +92,7 @@ def collect_demonstrations(env, count: int, seed: int, noise: float, progress=pr
         # expert itself acts on env.fields(), the full state, whatever the policy observes.
         observations, actions, rewards, terms, truncs = [obs], [], [], [], []
         while True:
-            action = expert(env.fields())
+            action = expert(base.fields())
             obs, reward, terminated, truncated, info = env.step(action)
             observations.append(obs), actions.append(action), rewards.append(reward)
             terms.append(terminated), truncs.append(truncated)
@@ -153,12 +154,13 @@ def evaluate(agent, env, episodes: int, seed: int, stop=None) -> dict | None:
         if stop is not None and stop():
             return None
         obs, _ = env.reset(seed=2_000_000 + seed * 10_000 + i)
-        for t in range(env.config.max_episode_steps):
+        config = env.unwrapped.config  # the RobotEnv's, under any observation wrapper
+        for t in range(config.max_episode_steps):
             obs, _, terminated, truncated, info = env.step(agent.act(obs, deterministic=True))
             if terminated or truncated:
                 break
         if info["success"]:
             successes += 1
-            times.append((t + 1) / env.config.policy_hz)
+            times.append((t + 1) / config.policy_hz)
     return {"success_rate": successes / episodes,
             "time_to_success_s": round(float(np.mean(times)), 3) if times else float("nan")}
