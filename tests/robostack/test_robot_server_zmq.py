@@ -251,7 +251,11 @@ def test_missed_deadline_holds_at_the_measured_pose(realtime_server):
                 assert deadline <= time.monotonic() - sent < deadline + 1.0
                 hold = message.meta["time"]
                 hold_pose = np.array(message.arrays["reference_position"])
-                assert np.linalg.norm(message.arrays["tcp_position"] - hold_pose) < 0.001
+                # Held where the arm was at the hold tick. The first state message after it may
+                # come a state period (10 ms) later, more on a loaded machine, and the arm, moving
+                # ~0.1 m/s, covers ~1 mm in 10 ms (a CI run measured 1.1 mm); a hold at the start
+                # or the target pose would be 10-30 mm off.
+                assert np.linalg.norm(message.arrays["tcp_position"] - hold_pose) < 0.002
                 assert np.linalg.norm(target - hold_pose) > 0.02  # the target was abandoned
             # The hold lasts, keeps reporting why, and its reference does not move.
             assert mode == "armed" and "deadline missed" in reason, message.meta
