@@ -87,7 +87,8 @@ class SACConfig:
     compile: bool = False                 # torch.compile the critic ensemble (+ pixel critic loss),
                                           # eager fallback; the first updates compile (10-40 s cold,
                                           # a few s from inductor's on-disk cache)
-    device: str = "cpu"                   # torch device: cpu, cuda, cuda:1, ...
+    device: str = "cpu"                   # torch device: cpu, cuda, cuda:1, ..., or auto (cuda when
+                                          # available); the learner's (actors act on the CPU)
     seed: int = 0                         # seeds network initialisation and the agent's sampling
 
 
@@ -117,6 +118,8 @@ class SACAgent:
             target_entropy=-sac_dim / 2 if config.target_entropy is None else config.target_entropy)
         if not 1 <= config.critic_subset <= num_critics:
             raise ValueError(f"critic_subset {config.critic_subset} not in [1, {num_critics}]")
+        if config.device == "auto":  # a GPU when there is one
+            config = dataclasses.replace(config, device="cuda" if torch.cuda.is_available() else "cpu")
         self.config, self.device = config, torch.device(config.device)
         self.action_dim, self.sac_dim, self.state_dim = action_dim, sac_dim, state_dim
 

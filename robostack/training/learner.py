@@ -221,8 +221,12 @@ class Learner(Receiver):
                 t0 = time.perf_counter()
                 if not self.scale_fixed:
                     self.fix_scale()
+                # Straight to the agent's device, frames in their stored dtype (uint8 pixels, float16
+                # features: converted there); on the CPU into the previous batch's arrays.
+                on_cpu = self.agent.device.type == "cpu"
                 batch = sample_mixed(self.online, self.demos, self.agent.config.batch_size * cfg.utd_ratio,
-                                     demo_fraction=cfg.demo_fraction, generator=self.rng, out=batch)
+                                     demo_fraction=cfg.demo_fraction, generator=self.rng,
+                                     device=self.agent.device, out=batch if on_cpu else None)
                 self.metrics = update(self.agent, batch)
                 self.update_calls += 1
                 self.update_seconds += time.perf_counter() - t0

@@ -208,7 +208,8 @@ def _train(config: RunConfig, progress, signals: StopSignals) -> list[dict]:
         # --- learn: UTD critic updates on one 50/50 demo/online sample ---------------------------
         if step >= config.learning_starts:
             batch = sample_mixed(online, demos, agent.config.batch_size * config.utd_ratio,
-                                 demo_fraction=config.demo_fraction, generator=rng, out=batch)
+                                 demo_fraction=config.demo_fraction, generator=rng, device=agent.device,
+                                 out=batch if agent.device.type == "cpu" else None)
             metrics = update(agent, batch)
             counters["update_calls"] += 1
 

@@ -500,3 +500,14 @@ def test_batched_critic_equals_independent_per_member_networks(layer_norm):
     torch.stack([member(reference_inputs).squeeze(-1) for member in reference]).mean(0).sum().backward()
     torch.testing.assert_close(policy_actions.grad, reference_actions.grad, atol=1e-6, rtol=1e-5)
     assert all(p.grad is None or not p.grad.any() for p in agent.critic.parameters())  # weights held
+
+
+def test_device_auto_is_a_gpu_when_there_is_one_else_the_cpu():
+    import gymnasium as gym
+
+    from robostack.rl.sac import SACConfig, build_agent
+
+    space = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (3,), np.float32)})
+    agent = build_agent(SACConfig(device="auto", hidden_dims=(8,)), space, gym.spaces.Box(-1, 1, (2,), np.float32))
+    assert agent.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert agent.config.device in ("cuda", "cpu")  # resolved: checkpoints record where it ran
