@@ -93,6 +93,19 @@ class Runner:
         return self.steps / self.seconds
 
 
+def measure_interleaved(runners: list[Runner], seconds: float, slice_s: float) -> None:
+    """Warm each runner up for 1 s (compile, first-use allocations, socket connect), then run
+    them in turn, `slice_s` at a time, until each has run `seconds`: a change in machine load
+    hits all alike."""
+    for runner in runners:
+        runner.run(1.0)
+        runner.steps = runner.resets = 0
+        runner.seconds = runner.cpu = 0.0
+    while min(r.seconds for r in runners) < seconds:
+        for runner in runners:
+            runner.run(min(slice_s, seconds - runner.seconds + 1e-3))
+
+
 def controller_cost(server: RobotServer, ticks: int = 20_000) -> tuple[float, float]:
     """(controller compute, physics sense + actuate) in µs per tick, on the Python tick loop."""
     b, c = server.backend, server.cartesian
@@ -146,13 +159,7 @@ def main(argv=None) -> int:
                                                          task=TASK)))
         runners.append(Runner("(c) in-process, Python tick loop",
                               RobotEnv(InProcessConnection(python_server), task=TASK)))
-        for runner in runners:  # warm-up: compile, first-use allocations, socket connect
-            runner.run(1.0)
-            runner.steps = runner.resets = 0
-            runner.seconds = runner.cpu = 0.0
-        while min(r.seconds for r in runners) < args.seconds:
-            for runner in runners:
-                runner.run(min(args.slice, args.seconds - runner.seconds + 1e-3))
+        measure_interleaved(runners, args.seconds, args.slice)
         compiled_tick_us, python_tick_us = tick_cost(compiled_server), tick_cost(python_server)
         python_server.handle("reset", {"seed": 0}, {})
         compute_us, physics_us = controller_cost(python_server)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from bench_env import Runner  # noqa: E402
+from bench_env import Runner, measure_interleaved  # noqa: E402
 
 from robostack import cpu_affinity  # noqa: E402
 from robostack.env import RobotEnv  # noqa: E402
@@ -78,13 +78,7 @@ def main(argv=None) -> int:
             connections.append(connection)
             env = RobotEnv(connection, task=TASK, config=dataclasses.replace(base, cameras=cameras))
             runners.append(Runner(name, env, server_pid=connection.process.pid))
-        for runner in runners:  # warm-up: numba, the GL context, socket connect
-            runner.run(1.0)
-            runner.steps = runner.resets = 0
-            runner.seconds = runner.cpu = 0.0
-        while min(r.seconds for r in runners) < args.seconds:
-            for runner in runners:
-                runner.run(min(args.slice, args.seconds - runner.seconds + 1e-3))
+        measure_interleaved(runners, args.seconds, args.slice)  # warm-up incl. the GL context
     finally:
         for connection in connections:
             connection.close()
