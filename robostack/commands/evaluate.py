@@ -70,7 +70,9 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int, robot_server: str = 
     if robot_server and override:
         raise SystemExit("robostack eval: --task-params needs a robot server of its own (the one at "
                          "--robot-server runs with its own parameters); leave out --robot-server")
-    env = open_env(config, seed, robot_server)
+    from robostack.rl.featurize import policy_env
+
+    env = policy_env(open_env(config, seed, robot_server), config.sac)  # cached features, if any
     try:
         agent, checkpoint = load_policy(run_dir, env.observation_space, env.action_space)
         env_steps = int(checkpoint.state.get("env_steps", checkpoint.step))

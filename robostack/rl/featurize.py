@@ -62,7 +62,10 @@ class CachedFeatures:
 
     def _features(self, images: np.ndarray) -> np.ndarray:
         """(B, H, W, 3) uint8 -> (B, h, w, C) float16."""
-        chw = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        images = np.ascontiguousarray(images)
+        if not images.flags.writeable:  # a frame received over ZeroMQ: torch wraps no read-only array
+            images = images.copy()
+        chw = torch.from_numpy(images).permute(0, 3, 1, 2)
         return self.encoder(chw).permute(0, 2, 3, 1).numpy()  # channels-last: a view
 
     def observation(self, obs: dict) -> dict:
@@ -84,6 +87,15 @@ class CachedFeatures:
             else:
                 out[key] = value
         return out
+
+
+def policy_env(env: gym.Env, sac_config) -> gym.Env:
+    """`env` as the policy of `sac_config` observes it: wrapped in FeatureObservations when its
+    encoder is frozen and cached, else `env` itself. The actor, the single-process trainer and
+    `robostack eval` all act through this."""
+    if not uses_cached_features(sac_config):
+        return env
+    return FeatureObservations(env, CachedFeatures(sac_config), sac_config)
 
 
 class FeatureObservations(gym.ObservationWrapper):

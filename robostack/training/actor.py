@@ -33,7 +33,7 @@ from hardware.teleop.base import DeviceUnavailable
 from robostack import transport
 from robostack.env.teleop import needs_pacing
 from robostack.env.wrappers import make_training_env
-from robostack.rl.featurize import uses_cached_features
+from robostack.rl.featurize import policy_env
 from robostack.training.config import ActorIdentity, RunConfig, parse_run_options
 from robostack.training.rollouts import collect_demonstrations, evaluate, open_env
 from robostack.training.run_dir import RUN_FILE, Summary, read_run_identity, read_summary
@@ -75,11 +75,7 @@ class Actor:
                             curve=transport.CurveKeys.from_options(identity.actor_key, identity.robot_server_key))
         # What the policy observes: the env's observations, or with a frozen cached encoder each
         # camera's features, computed here once per frame (rl/featurize.py); the log keeps pixels.
-        self.observed = self.env
-        if uses_cached_features(config.sac):
-            from robostack.rl.featurize import CachedFeatures, FeatureObservations
-
-            self.observed = FeatureObservations(self.env, CachedFeatures(config.sac), config.sac)
+        self.observed = policy_env(self.env, config.sac)
         self.log = None
         if identity.episode_log:
             from robostack.data.episode_log import EpisodeWriter, features_from_spaces, state_names

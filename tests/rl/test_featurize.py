@@ -110,3 +110,20 @@ def test_a_pixel_buffer_is_sized_from_a_stated_share_of_ram():
     assert capacity == int(0.01 * ram // per)
     assert "lowered from 1,000,000,000" in said[0] and f"x {per:,} B" in said[0]
     assert fitting_capacity(PIXELS, 4, 100, 0.5, say=said.append) == 100
+
+
+def test_a_frozen_encoder_run_trains_in_one_process_and_evaluates_with_its_features(tmp_path, capsys):
+    """--single-process and `robostack eval` observe through the same features as the actor."""
+    from robostack.commands.evaluate import evaluate_run
+    from robostack.training.train import main as train_main
+
+    run = tmp_path / "run"
+    code = train_main(["--run-dir", str(run), "--task", "pick_cube", "--cameras", "front,wrist",
+                       "--observed-state", "tcp_position,tcp_quaternion,tcp_velocity,gripper_width",
+                       "--sac-encoder", "efficientnet-lite0", "--total-steps", "60", "--demos", "1",
+                       "--learning-starts", "30", "--eval-every", "0", "--eval-episodes", "1",
+                       "--sac-batch-size", "8", "--sac-hidden-dims", "16", "16"])
+    assert code == 0
+    assert "online replay buffer: " in capsys.readouterr().out  # its size, stated
+    result = evaluate_run(run, episodes=1, say=lambda line: None)
+    assert result["episodes"] == 1 and 0.0 <= result["success_rate"] <= 1.0
