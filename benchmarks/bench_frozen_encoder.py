@@ -25,6 +25,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import time  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
@@ -34,7 +35,8 @@ import torch  # noqa: E402
 from robostack.rl.pretrained import (DEFAULT_LAYER, LAYERS, FeatureHead, FrozenFeatures,  # noqa: E402
                                      load_efficientnet_lite0)
 from robostack.rl.runtime import keep_freed_memory  # noqa: E402
-from robostack.rl.sac import SACConfig, build_agent, update  # noqa: E402
+from robostack.rl.sac import build_agent, update  # noqa: E402
+from robostack.training.config import default_sac_config  # noqa: E402
 
 torch.set_num_threads(1)
 S, A, BATCH, HW = 24, 7, 128, 128
@@ -94,8 +96,10 @@ def _transition(b: int, obs_fn, g: torch.Generator) -> dict:
 def pixel_agent(**overrides):
     spaces = {"state": gym.spaces.Box(-1, 1, (S,), np.float32)}
     spaces.update({f"images/{c}": gym.spaces.Box(0, 255, (HW, HW, 3), np.uint8) for c in CAMERAS})
-    return build_agent(SACConfig(batch_size=BATCH, **overrides), gym.spaces.Dict(spaces),
-                       gym.spaces.Box(-1, 1, (A,), np.float32))
+    # The agent `robostack train` builds (its --sac-* defaults: 128x128 MLPs; 2 critics with
+    # cameras), at batch 128: the update the vision runs of docs/learning/pick_cube_vision.md ran.
+    config = dataclasses.replace(default_sac_config(), batch_size=BATCH, **overrides)
+    return build_agent(config, gym.spaces.Dict(spaces), gym.spaces.Box(-1, 1, (A,), np.float32))
 
 
 def feature_agent(feature_shape: tuple[int, int, int], kind: str, channels: int):
