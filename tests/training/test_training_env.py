@@ -42,8 +42,12 @@ def test_the_learner_builds_the_env_s_spaces_from_the_task_alone(tmp_path, task_
             assert list(env.state_fields) == PROPRIOCEPTION.split(",") and obs["state"].shape == (14,)
             assert "cube_position" in env.fields()  # the expert and the success check still see it
         learner = Learner(config, say=lambda _: None)
-        # What the learner checks an actor's hello against is what the actor's env reports.
-        assert learner.expected["obs_spec"] == observation_spec(env.observation_space)
+        # What the learner checks an actor's hello against is what the actor's env reports (with
+        # cameras on this CPU: their cached features, --sac-encoder auto's choice).
+        from robostack.rl.featurize import feature_space
+
+        assert learner.expected["obs_spec"] == observation_spec(feature_space(config.sac, env.observation_space))
+        assert config.sac.encoder == ("efficientnet-lite0" if cameras else "auto")  # auto: conv
         assert learner.expected["action_spec"] == action_spec(env.action_space)
     finally:
         env.close()
@@ -136,3 +140,15 @@ def test_closing_the_training_env_closes_the_operator_s_device_and_the_env():
     env.close = lambda: (closed.append("env"), close_env())
     InterventionWrapper(env, Device()).close()
     assert closed == ["device", "env"]
+
+
+def test_encoder_auto_is_the_frozen_cached_one_with_cameras_on_a_cpu_and_end_to_end_otherwise():
+    from robostack.rl.sac import SACConfig
+    from robostack.training.config import RunConfig
+
+    assert RunConfig(task="pick_cube").sac.encoder == "auto"  # no cameras: nothing to encode
+    assert RunConfig(task="pick_cube", cameras="front").sac.encoder == "efficientnet-lite0"
+    on_gpu = RunConfig(task="pick_cube", cameras="front", sac=SACConfig(encoder="auto", device="cuda"))
+    assert on_gpu.sac.encoder == "conv"
+    chosen = RunConfig(task="pick_cube", cameras="front", sac=SACConfig(encoder="drq"))
+    assert chosen.sac.encoder == "drq"  # a named encoder is kept
