@@ -145,13 +145,14 @@ class Recorder:
 
     # --- the session ------------------------------------------------------------------------
     def run(self) -> None:
+        from robostack.data.episode_log import image_timestamps
         from robostack.env.teleop import start_episode
 
         while self.kept < self.config.episodes and self.attempts < self.max_attempts and not self.stopped:
             seed = self.config.seed + self.attempts
             self.attempts += 1
             obs, info = self.env.reset(seed=seed)
-            self.image_times = dict(info.get("image_times") or {})
+            self.image_times = image_timestamps(info)
             # The reset's supervisor transitions (e.g. disarmed -> armed) belong to the episode:
             # they are logged with its first frame.
             self.reset_events = list(info.get("supervisor_transitions", []))
@@ -182,6 +183,7 @@ class Recorder:
                 return True
 
     def _episode(self, obs, seed: int) -> None:
+        from robostack.data.episode_log import image_timestamps
         from robostack.env.wrappers import operator_action
 
         env, writer = self.env, self.writer
@@ -211,11 +213,9 @@ class Recorder:
             writer.add_frame(obs, action, reward, terminated or labelled, truncated, take=True,
                              success=success, intervention=bool(reading.intervene),
                              timestamps={"state": np.nan if info.get("time") is None
-                                         else float(info["time"]),
-                                         **{f"images/{name}": float(when)
-                                            for name, when in self.image_times.items()}},
+                                         else float(info["time"]), **self.image_times},
                              events=events)
-            self.image_times = dict(info.get("image_times") or {})
+            self.image_times = image_timestamps(info)
             obs, steps = next_obs, steps + 1
             paused = self.person and not reading.intervene
             self.view.update(
@@ -297,7 +297,8 @@ def record(config: RecordConfig, say=print, view=None, device=None) -> dict:
     view prints through it). `view` and `device` replace the live view and the device that
     --view and --device would open (tests; a caller with a device of its own); both are closed
     at the end."""
-    from robostack.data.episode_log import EpisodeWriter, features_from_spaces, state_names
+    from robostack.data.episode_log import (EpisodeWriter, features_from_spaces, state_names,
+                                            timestamp_sources)
     from robostack.env import make_env
     from robostack.env.teleop import InterventionProtocol, episode_steps, make_device
     from robostack.env.teleop_view import make_view
@@ -335,9 +336,7 @@ def record(config: RecordConfig, say=print, view=None, device=None) -> dict:
         features = features_from_spaces(env.observation_space, env.action_space,
                                         state_names=state_names(env.state_fields))
         writer = EpisodeWriter(config.log, fps=env.config.policy_hz, features=features,
-                               task=config.task, timestamp_sources=(
-                                   "state", "action", *(k for k in env.observation_space.spaces
-                                                        if k.startswith("images/"))))
+                               task=config.task, timestamp_sources=timestamp_sources(env.observation_space))
         recorder = Recorder(config, env, device, writer, view)
         recorder.run()
     except KeyboardInterrupt:

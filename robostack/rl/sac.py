@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from robostack.rl.augment import augment_observations
 from robostack.rl.networks import (FEATURE_PREFIX, IMAGE_PREFIX, Critic, ObservationEncoder, TanhGaussianActor,
-                                   ensemble_forward, mlp)
+                                   ensemble_forward, mlp, writable_tensor)
 
 GRIPPER_CHOICES = 3  # open, stay, close
 
@@ -119,8 +119,7 @@ class SACAgent:
             target_entropy=-sac_dim / 2 if config.target_entropy is None else config.target_entropy)
         if not 1 <= config.critic_subset <= num_critics:
             raise ValueError(f"critic_subset {config.critic_subset} not in [1, {num_critics}]")
-        if config.device == "auto":  # a GPU when there is one
-            config = dataclasses.replace(config, device="cuda" if torch.cuda.is_available() else "cpu")
+        config = dataclasses.replace(config, device=resolve_device(config.device))
         self.config, self.device = config, torch.device(config.device)
         self.action_dim, self.sac_dim, self.state_dim = action_dim, sac_dim, state_dim
 
@@ -185,11 +184,8 @@ class SACAgent:
         """One env observation (state (S,), images uint8 (H, W, 3)) → action float32 (A,) in [-1, 1]."""
         obs = {}
         for key in self.encoder.camera_keys:
-            # HWC → CHW as a view: the result is already channels-last in memory. A frame received
-            # over ZeroMQ is a read-only view of the message, which torch will not wrap: copied.
-            image = np.asarray(observation[key])
-            image = image if image.flags.writeable else image.copy()
-            obs[key] = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None]
+            # HWC → CHW as a view: the result is already channels-last in memory.
+            obs[key] = writable_tensor(observation[key]).to(self.device).permute(2, 0, 1)[None]
         if self.state_dim:
             obs["state"] = torch.as_tensor(observation["state"], dtype=torch.float32, device=self.device)[None]
         features = self.encoder(obs)
@@ -242,6 +238,13 @@ class SACAgent:
         self.actor_updates = int(state["actor_updates"])
         self.generator.set_state(state["generator"])
         self.act_generator.set_state(state["act_generator"])
+
+
+def resolve_device(device: str) -> str:
+    """A torch device name; "auto": a GPU when there is one, else the CPU."""
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def build_agent(config: SACConfig, observation_space: Any, action_space: Any) -> SACAgent:

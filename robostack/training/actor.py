@@ -31,6 +31,7 @@ import torch
 
 from hardware.teleop.base import DeviceUnavailable
 from robostack import transport
+from robostack.data.episode_log.layout import image_timestamps
 from robostack.env.teleop import needs_pacing
 from robostack.env.wrappers import make_training_env
 from robostack.rl.featurize import policy_env
@@ -78,15 +79,15 @@ class Actor:
         self.observed = policy_env(self.env, config.sac)
         self.log = None
         if identity.episode_log:
-            from robostack.data.episode_log import EpisodeWriter, features_from_spaces, state_names
+            from robostack.data.episode_log import (EpisodeWriter, features_from_spaces, state_names,
+                                                    timestamp_sources)
 
             features = features_from_spaces(self.env.observation_space, self.env.action_space,
                                             state_names=state_names(self.env.state_fields))
             # Each camera's frames are logged with their own capture times (info["image_times"]).
-            self.cameras = [k for k in self.env.observation_space.spaces if k.startswith("images/")]
             self.log = EpisodeWriter(identity.episode_log, fps=self.env.config.policy_hz,
                                      features=features, task=config.task,
-                                     timestamp_sources=("state", "action", *self.cameras))
+                                     timestamp_sources=timestamp_sources(self.env.observation_space))
         hello = {"task": config.task, "obs_spec": observation_spec(self.observed.observation_space),
                  "action_spec": action_spec(self.env.action_space)}
         spool = identity.spool_dir or str(Path(config.run_dir) / "spool" / self.id)
@@ -227,7 +228,7 @@ class Actor:
                                                else float(info["time"]), **self.obs_image_times},
                                    events=self.reset_events + list(info.get("supervisor_transitions", [])))
                 self.reset_events = []
-            self.obs_image_times = image_times(info)  # of next_obs, logged with the next frame
+            self.obs_image_times = image_timestamps(info)  # of next_obs, logged with the next frame
             self.steps += 1
             episode["length"] += 1
             episode["return"] += float(reward)
@@ -280,7 +281,7 @@ class Actor:
                 obs, info = self.acting.reset(seed=self.reset_seed)  # the operator's too
                 # The reset's supervisor transitions go into the episode log with its first frame.
                 self.reset_events = list(info.get("supervisor_transitions", []))
-                self.obs_image_times = image_times(info)
+                self.obs_image_times = image_timestamps(info)
                 return obs
             except transport.TransportError as exc:
                 self.recover_robot(exc, reset=False)
@@ -395,11 +396,6 @@ class Actor:
                      getattr(self, "sender", None), env):
             if part is not None:
                 part.close()
-
-
-def image_times(info: dict) -> dict:
-    """The episode log's timestamps of an observation's images: {"images/<camera>": s}."""
-    return {f"images/{name}": float(when) for name, when in (info.get("image_times") or {}).items()}
 
 
 def seed_stream(seed: int, starts: int, held: int) -> tuple[np.random.Generator, int]:

@@ -136,11 +136,12 @@ class RunConfig:
             self.intervention = intervention_device(self.intervention)
         parse_task_params(self.task, self.task_params)  # an unknown name or a bad number
         check_values(self)
-        from robostack.training.observed import check_observed, pixel_encoder
+        from robostack.training.observed import check_cached_demos, check_observed, pixel_encoder
 
         check_observed(self)
         if self.cameras:  # without cameras "auto" stays (the CLI's default is built from RunConfig())
             self.sac = dataclasses.replace(self.sac, encoder=pixel_encoder(self))
+        check_cached_demos(self)
 
     def final_episodes(self) -> int:
         """Episodes of the final evaluation (0: none)."""

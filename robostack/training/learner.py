@@ -51,14 +51,15 @@ from robostack import transport
 from robostack.env.spaces import action_space, observation_space
 from robostack.files import write_json_atomic
 from robostack.rl.buffers import ReplayBuffer, fitting_capacity, load_demonstrations, sample_mixed
-from robostack.rl.featurize import feature_space, uses_cached_features
+from robostack.rl.featurize import feature_space
 from robostack.rl.networks import state_statistics
 from robostack.rl.sac import build_agent, update
 from robostack.training import run_dir, run_state
 from robostack.training.config import LearnerIdentity, RunConfig, parse_run_options, write_run_config
 from robostack.training.progress import ProgressReport, Rates
 from robostack.training.receiver import Receiver
-from robostack.training.rollouts import logged_demonstrations, task_config
+from robostack.training.observed import task_config
+from robostack.training.rollouts import logged_demonstrations
 from robostack.training.threads import exit_when_a_thread_dies
 from robostack.training.transitions import Ledger, action_spec, observation_spec
 from robostack.training.weights import WeightsPublisher
@@ -90,11 +91,7 @@ class Learner(Receiver):
         task = make_task(config.task, task_config(config))
         # The policy's observations: with a frozen cached encoder, features instead of pixels.
         obs_space = feature_space(config.sac, observation_space(task))
-        act_space = action_space(task.config)
-        if uses_cached_features(config.sac) and config.demo_log:
-            raise SystemExit("learner: --demo-log with a frozen cached encoder is not supported yet "
-                             "(the log's pixels would need their features computed here); use the "
-                             "scripted expert's demonstrations (--demos) or --sac-encoder conv")
+        act_space = action_space(task.config)  # --demo-log with cached features: refused by RunConfig
         self.expected = {"task": config.task, "obs_spec": observation_spec(obs_space),
                          "action_spec": action_spec(act_space)}
         sac = dataclasses.replace(config.sac, seed=config.seed, utd_ratio=config.utd_ratio)

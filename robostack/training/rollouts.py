@@ -4,33 +4,15 @@ deterministic evaluation."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
 from robostack import transport
+from robostack.training.observed import task_config
 
 # --- the run's env ------------------------------------------------------------------------------
-
-def task_config(config):
-    """The TaskConfig a run's envs use (RunConfig `config`): the task's own, with the run's task
-    parameters (--task-params), time limit and what the policy observes (--cameras,
-    --observed-state); None when the run changes none of them (the env then takes the robot
-    server's). An env checks these parameters against its server's."""
-    if (config.max_episode_steps is None and not config.task_params and not config.cameras
-            and not config.observed_state):
-        return None
-    from robostack.training.observed import names
-    from tasks import make_task, parse_task_params
-
-    task_config = make_task(config.task, params=parse_task_params(config.task, config.task_params)).config
-    if config.max_episode_steps is not None:
-        task_config = dataclasses.replace(task_config, max_episode_steps=config.max_episode_steps)
-    return dataclasses.replace(task_config, cameras=names(config.cameras),
-                               observed_state=names(config.observed_state))
-
 
 def server_options(config, seed: int) -> list[str]:
     """The options a robot server for this run is started with, besides its task, clock and

@@ -30,7 +30,7 @@ from robostack.env.wrappers import make_training_env
 from robostack.files import write_json_atomic
 from robostack.rl.buffers import ReplayBuffer, fitting_capacity, load_demonstrations, sample_mixed
 from robostack.rl.networks import state_statistics
-from robostack.rl.featurize import policy_env, uses_cached_features
+from robostack.rl.featurize import policy_env
 from robostack.rl.sac import build_agent, update
 from robostack.training.config import RunConfig, parse_run_options
 from robostack.training.progress import ProgressReport, Rates, progress_stats
@@ -97,10 +97,6 @@ def _train(config: RunConfig, progress, signals: StopSignals) -> list[dict]:
 
     # What the policy observes: the env, or its cached frozen features (rl/featurize.py).
     env = policy_env(open_env(config, seed=config.seed, transport_kind=config.transport), config.sac)
-    if config.demo_log and uses_cached_features(config.sac):
-        env.close()
-        raise SystemExit("robostack train: --demo-log with a frozen cached encoder is not supported "
-                         "yet; use the scripted expert's demonstrations (--demos) or --sac-encoder conv")
     sac_config = dataclasses.replace(config.sac, seed=config.seed, utd_ratio=config.utd_ratio)
     agent = build_agent(sac_config, env.observation_space, env.action_space)
     action_dim = env.action_space.shape[0]

@@ -50,7 +50,7 @@ def test_the_policy_sees_features_in_place_of_each_camera():
 
 
 def test_cached_features_are_the_encoders_own_and_the_env_keeps_its_pixels(features, env):
-    observed = FeatureObservations(env, features, CONFIG)
+    observed = FeatureObservations(env, features)
     obs, _ = observed.reset(seed=3)
     assert set(obs) == {"state", "features/front", "features/wrist"}
     assert observed.observation_space.contains(obs)

@@ -152,3 +152,14 @@ def test_encoder_auto_is_the_frozen_cached_one_with_cameras_on_a_cpu_and_end_to_
     assert on_gpu.sac.encoder == "conv"
     chosen = RunConfig(task="pick_cube", cameras="front", sac=SACConfig(encoder="drq"))
     assert chosen.sac.encoder == "drq"  # a named encoder is kept
+
+
+def test_a_demo_log_with_the_frozen_cached_encoder_is_a_usage_error_before_anything_starts(tmp_path):
+    from robostack.commands.record import RecordConfig, record
+    from robostack.training.config import RunConfig
+
+    record(RecordConfig(task="reach", device="autopilot", episodes=1, log=str(tmp_path / "demos"),
+                        transport="inprocess", seed=0), say=lambda s: None)
+    with pytest.raises(ValueError, match="--demo-log with a frozen cached encoder"):
+        RunConfig(task="reach", cameras="front", demo_log=str(tmp_path / "demos"))  # auto: frozen
+    assert RunConfig(task="reach", demo_log=str(tmp_path / "demos")).demo_log  # pixels-free: fine

@@ -61,11 +61,11 @@ uncopied and read-only instead (~0.1 ms; handoff.py: which arrays are taken, and
 The reader needs numpy, pyarrow and OpenCV only (no torch).
 """
 
-from robostack.data.episode_log.layout import CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, env_key, feature_key, features_from_spaces, state_names
+from robostack.data.episode_log.layout import CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, env_key, feature_key, features_from_spaces, image_timestamps, state_names, timestamp_sources
 from robostack.data.episode_log.reader import EpisodeLog, event_lines, logged_transitions
 from robostack.data.episode_log.stats import STATS_PATH, aggregate_stats
 from robostack.data.episode_log.writer import EpisodeWriter
 
 __all__ = ["CODEBASE_VERSION", "DATA_PATH", "EPISODES_PATH", "INFO_PATH", "STATS_PATH", "TASKS_PATH", "VIDEO_PATH",
            "EpisodeLog", "EpisodeLogError", "EpisodeWriter", "aggregate_stats", "env_key", "event_lines", "feature_key",
-           "features_from_spaces", "logged_transitions", "state_names"]
+           "features_from_spaces", "image_timestamps", "logged_transitions", "state_names", "timestamp_sources"]

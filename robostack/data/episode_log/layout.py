@@ -97,6 +97,19 @@ def features_from_spaces(observation_space: Any, action_space: Any, *,
     return features
 
 
+def timestamp_sources(observation_space: Any) -> tuple[str, ...]:
+    """The writer's timestamp sources for an env's observations: "state", "action", and each
+    camera ("images/<camera>"), whose frames carry their own capture times."""
+    keys = observation_space.spaces if hasattr(observation_space, "spaces") else dict(observation_space)
+    return ("state", "action", *(k for k in keys if k.startswith("images/")))
+
+
+def image_timestamps(info: Mapping) -> dict[str, float]:
+    """An env step's info["image_times"] ({camera: s}) as add_frame timestamps
+    ({"images/<camera>": s}) for the frame that logs those images."""
+    return {f"images/{name}": float(when) for name, when in (info.get("image_times") or {}).items()}
+
+
 def _full_features(features: Mapping[str, Mapping], fps: float,
                    timestamp_sources: Sequence[str]) -> dict:
     if "action" not in features or not any(k.startswith("observation.") for k in features):
