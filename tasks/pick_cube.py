@@ -107,6 +107,14 @@ class PickCube:
             reward = 0.3 * np.exp(-20 * distance) + 0.7 * np.clip(lift / p.lift_height, 0, 1)
         return Outcome(reward=float(reward), success=success, info={"lift": float(lift)})
 
+    def plausible_success(self, fields: dict[str, np.ndarray]) -> bool:
+        """Proprioception only (what a real arm measures too): the gripper closed on something
+        narrower than its opening and the tcp clear of the table. A learned success classifier's
+        decision counts only where this holds (HIL-SERL's sanity check)."""
+        p = self.params
+        return bool(fields["gripper_width"][0] < 0.9 * franka.GRIPPER_MAX_WIDTH
+                    and fields["tcp_position"][2] > p.table_height + p.lift_height / 2)
+
     def expert(self, seed: int | None = None, noise: float = 0.0) -> "PickCubeExpert":
         return PickCubeExpert(self.config, seed=seed, noise=noise)
 

@@ -241,6 +241,11 @@ class RobotEnv(gym.Env):
                 **({"image_times": dict(self._image_times)} if self.camera_sizes else {}),
                 **outcome.info}
 
+    @property
+    def elapsed_steps(self) -> int:
+        """Steps since the last reset (the time limit counts these)."""
+        return self._steps
+
     def fields(self) -> dict[str, np.ndarray]:
         """The last observation's named fields (robot + task), for scripted experts."""
         return self._fields
