@@ -49,6 +49,18 @@ Safety events: `add_frame(..., events=info["supervisor_transitions"])` logs the 
 transitions (and other safety events) with their reasons at the frame whose step reported them;
 `EpisodeLog.events(i)` reads them back (layout.check_events: what is accepted and how it is
 bounded).
+Extra per-frame columns: any other 1-d feature the writer is opened with (dtype float32,
+float64, int64, int32, bool or uint8; shape [1] or [n]; a name no fixed column has), e.g.
+"label.success" or "next.classifier.probability", is a column of every frame:
+`add_frame(..., extras={"label.success": True})` gives its value in each one (a missing or an
+undeclared one is a ValueError; NaN is an unknown float, and float extras get no statistics),
+`EpisodeLog.episode(i)` returns it under its name, and `extra_keys(features)` lists them. A log
+reopened with other extras is refused, like one with other features.
+Label logs (`robostack record-labels`, the reward classifier's training data): episode logs with
+one extra column LABEL_FEATURE, "label.success" (bool: the frame's observation, its images and
+state, shows the task's success; `label_features()` declares it), and in each episode's row
+rl/reset_seed and rl/label_source: "simulator" (the mirror's success check) or "operator" (a
+person's labels).
 `meta/stats.json` is written just before each commit (LeRobot writes it after), so that the
 commit records its checksum; a writer that finds it not the file the commit recorded (a crash
 in between) pools it again from the episodes' rows.
@@ -61,11 +73,12 @@ uncopied and read-only instead (~0.1 ms; handoff.py: which arrays are taken, and
 The reader needs numpy, pyarrow and OpenCV only (no torch).
 """
 
-from robostack.data.episode_log.layout import CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, env_key, feature_key, features_from_spaces, image_timestamps, state_names, timestamp_sources
+from robostack.data.episode_log.layout import CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, INFO_PATH, LABEL_FEATURE, TASKS_PATH, VIDEO_PATH, EpisodeLogError, env_key, extra_keys, feature_key, features_from_spaces, image_timestamps, label_features, state_names, timestamp_sources
 from robostack.data.episode_log.reader import EpisodeLog, event_lines, logged_transitions
 from robostack.data.episode_log.stats import STATS_PATH, aggregate_stats
 from robostack.data.episode_log.writer import EpisodeWriter
 
-__all__ = ["CODEBASE_VERSION", "DATA_PATH", "EPISODES_PATH", "INFO_PATH", "STATS_PATH", "TASKS_PATH", "VIDEO_PATH",
-           "EpisodeLog", "EpisodeLogError", "EpisodeWriter", "aggregate_stats", "env_key", "event_lines", "feature_key",
-           "features_from_spaces", "image_timestamps", "logged_transitions", "state_names", "timestamp_sources"]
+__all__ = ["CODEBASE_VERSION", "DATA_PATH", "EPISODES_PATH", "INFO_PATH", "LABEL_FEATURE", "STATS_PATH", "TASKS_PATH",
+           "VIDEO_PATH", "EpisodeLog", "EpisodeLogError", "EpisodeWriter", "aggregate_stats", "env_key", "event_lines",
+           "extra_keys", "feature_key", "features_from_spaces", "image_timestamps", "label_features", "logged_transitions",
+           "state_names", "timestamp_sources"]

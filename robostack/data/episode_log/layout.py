@@ -48,6 +48,13 @@ RL_FEATURES = {
 }
 _ARROW = {"float32": pa.float32(), "float64": pa.float64(), "int64": pa.int64(),
           "int32": pa.int32(), "bool": pa.bool_(), "uint8": pa.uint8()}
+# Columns every log has; an extra per-frame column may not take their names. "task" and
+# "events" are not columns but keys of what EpisodeLog.episode(i) returns beside them.
+_FIXED = {"action", "policy_action", "task", "events", *RL_FEATURES, *DEFAULT_FEATURES}
+# A classifier label log's one extra column: whether the observation of the frame (its images
+# and state) shows the task's success (robostack record-labels; the label source, simulator or
+# operator, is the episode's rl/label_source).
+LABEL_FEATURE = "label.success"
 
 
 class EpisodeLogError(RuntimeError):
@@ -97,6 +104,49 @@ def features_from_spaces(observation_space: Any, action_space: Any, *,
     return features
 
 
+def label_features() -> dict:
+    """The extra feature of a classifier label log (LABEL_FEATURE), to add to the features an
+    EpisodeWriter is opened with."""
+    return {LABEL_FEATURE: {"dtype": "bool", "shape": [1], "names": None}}
+
+
+def extra_keys(features: Mapping[str, Mapping]) -> list[str]:
+    """The extra per-frame columns among `features` (a writer's or a log's): every feature that
+    is neither an observation, an action, a timestamp nor a column every log has; e.g.
+    "label.success" (LABEL_FEATURE) or "next.classifier.probability"."""
+    return [k for k in features if k not in _FIXED and not k.startswith(("observation.", "timestamp."))]
+
+
+def check_extras(extras: Mapping[str, Any] | None, features: Mapping[str, Mapping]) -> dict:
+    """One frame's extra columns ({name: value}) checked against the log's `features`: every
+    declared extra is given (NaN for an unknown float), none other, each of its feature's shape
+    (a scalar or a 1-element array for shape [1]) and kind (a bool or integer feature takes no
+    fractions). Returns them as the writer stores them; a ValueError names what is wrong."""
+    declared, given = extra_keys(features), dict(extras or {})
+    unknown = sorted(map(str, set(given) - set(declared)))
+    if unknown:
+        raise ValueError(f"extras {unknown}: not columns of this log (its extras: "
+                         f"{declared or 'none'}). Fix: declare them in the features the "
+                         "EpisodeWriter is opened with, e.g. label_features()")
+    missing = [k for k in declared if k not in given]
+    if missing:
+        raise ValueError(f"extras {missing} missing: every frame gives a value for each extra "
+                         "column the log declares. Fix: add_frame(..., extras={name: value}) "
+                         "with all of them (NaN for an unknown float)")
+    out = {}
+    for key in declared:
+        ft, value = features[key], np.asarray(given[key])
+        n, dtype = ft["shape"][0], np.dtype(ft["dtype"])
+        if value.size != n or (n > 1 and value.shape != (n,)):
+            raise ValueError(f"extras[{key!r}]: expected shape {ft['shape']}, got {value.shape}")
+        kinds = "biuf" if dtype.kind == "f" else "biu"
+        stored = value.astype(dtype) if value.dtype.kind in kinds else None
+        if stored is None or (dtype.kind != "f" and not np.array_equal(stored, value)):
+            raise ValueError(f"extras[{key!r}]: {value.tolist()!r} is not a {ft['dtype']} value")
+        out[key] = stored.reshape(()).item() if n == 1 else stored.reshape(n)
+    return out
+
+
 def timestamp_sources(observation_space: Any) -> tuple[str, ...]:
     """The writer's timestamp sources for an env's observations: "state", "action", and each
     camera ("images/<camera>"), whose frames carry their own capture times."""
@@ -130,6 +180,11 @@ def _full_features(features: Mapping[str, Mapping], fps: float,
         elif ft["dtype"] not in _ARROW or len(ft["shape"]) != 1:
             raise ValueError(f"{key}: supported are 'video' (H, W, 3) and 1-d {sorted(_ARROW)}, "
                              f"got {ft['dtype']} {ft['shape']}")
+        if key in extra_keys({key: ft}) and ft["dtype"] == "video":
+            raise ValueError(f"{key}: a camera is an observation; name it observation.images.<camera>")
+        if key in _FIXED - {"action"} or key.startswith("timestamp."):
+            raise ValueError(f"feature {key!r}: every log has a column of that name. Fix: name "
+                             "the extra column otherwise (e.g. label.success)")
         out[key] = ft
     out["policy_action"] = {**out["action"]}
     out.update({k: dict(v) for k, v in RL_FEATURES.items()})

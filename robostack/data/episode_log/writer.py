@@ -1,8 +1,8 @@
 """EpisodeWriter: appends episodes from the control loop; encodes and commits on its own thread.
 
-One thing: the writer of a log. Its caller side, what it recovers when it opens a log and its
+One thing: the writer of a log. Its caller side, what it checks when it opens a log and its
 background commit share one state (the info, the tasks, the statistics); split, each would reach
-into the others'."""
+into the others'. What a crash left behind is removed first (recovery.py)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ import pyarrow.parquet as pq
 
 from robostack.data.episode_log import stats as feature_stats
 from robostack.data.episode_log.handoff import FrameHandoff
-from robostack.data.episode_log.layout import _FILE_RE, CHUNKS_SIZE, CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, EVENTS_PATH, FORMAT_VERSION, INFO_INDENT, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, _arrow_type, _chunk_file, _full_features, _is_temporary, _tasks_table, _rename_durably, _write_parquet_atomic, check_events, checksums, events_table, feature_key, tasks_digest, write_info
+from robostack.data.episode_log.layout import CHUNKS_SIZE, CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, EVENTS_PATH, FORMAT_VERSION, INFO_INDENT, INFO_PATH, TASKS_PATH, VIDEO_PATH, EpisodeLogError, _arrow_type, _chunk_file, _full_features, _tasks_table, _rename_durably, _write_parquet_atomic, check_events, check_extras, checksums, events_table, extra_keys, feature_key, tasks_digest, write_info
 from robostack.data.episode_log.reader import EpisodeLog
+from robostack.data.episode_log.recovery import recover
 from robostack.files import file_sha256, write_json_atomic
 
 
@@ -64,9 +65,11 @@ class EpisodeWriter:
             raise EpisodeLogError(f"{self.root}: another EpisodeWriter has this log open. Fix: "
                                   "close it, or write to another folder.") from None
         self.info = self._open_info(robot_type)
-        self._tasks = []
-        self._recover()
-        self._stat_keys = feature_stats.stats_features(self.features)
+        self._tasks = recover(self.root, self.info)  # what a crash left is removed first
+        # Float extras may hold NaN (unknown): no statistics for them, as for the clock readings.
+        self.extras = extra_keys(self.features)
+        self._stat_keys = [k for k in feature_stats.stats_features(self.features) if not
+                           (k in self.extras and self.features[k]["dtype"].startswith("float"))]
         self._stats = self._open_stats()  # of the committed episodes; None while there are none
         self._next_episode = self.info["total_episodes"]
         self._frames_in_episode = 0
@@ -81,7 +84,7 @@ class EpisodeWriter:
                   terminated: bool = False, truncated: bool = False, *, success: bool = False,
                   intervention: bool = False, policy_action=None,
                   timestamps: Mapping[str, float] | None = None, events=None,
-                  take: bool = False) -> None:
+                  extras: Mapping | None = None, take: bool = False) -> None:
         """Log one step: `obs` (env or feature keys) is where `action` was taken; reward,
         terminated, truncated, success are its outcome. Copies the arrays; never writes them.
         `take`: hand the camera frames over, uncopied (~0.5 ms less a step with two 640x480
@@ -91,9 +94,12 @@ class EpisodeWriter:
         reset began), e.g. the env's info["supervisor_transitions"]; each [from_state,
         to_state, reason] or a dict (layout.check_events), logged with this frame's index.
         `timestamps`: {source: s} of the writer's timestamp_sources ("images/front": the frame's
-        capture time); one not given is NaN, one the writer was not opened with an error."""
+        capture time); one not given is NaN, one the writer was not opened with an error.
+        `extras`: {name: value} of every extra column the features declare (label.success, ...;
+        layout.check_extras: NaN for an unknown float; one missing or undeclared is an error)."""
         self._raise_pending()
         event_rows = check_events(events, self._frames_in_episode) if events else []
+        extra_values = check_extras(extras, self.features)
         arrays = {}
         for key, value in obs.items():
             name = feature_key(key)
@@ -116,7 +122,7 @@ class EpisodeWriter:
             else np.array(policy_action, np.float32)
         frame.update({"next.reward": float(reward), "next.done": bool(terminated),
                       "next.truncated": bool(truncated), "next.success": bool(success),
-                      "intervention": bool(intervention)})
+                      "intervention": bool(intervention), **extra_values})
         for source, column in self.sources.items():
             frame[column] = float(timestamps.get(source, math.nan))
         self._frames_in_episode += 1
@@ -279,33 +285,6 @@ class EpisodeWriter:
         path = self.root / feature_stats.STATS_PATH
         write_json_atomic(path, feature_stats.to_json(stats), indent=INFO_INDENT)
         checksums(self.info)[feature_stats.STATS_PATH] = file_sha256(path)
-
-    def _recover(self) -> None:
-        """Remove what a crash left: temporary files and files of uncommitted episodes."""
-        committed = self.info["total_episodes"]
-        for path in (self.root / "meta").iterdir():
-            if path.is_file() and _is_temporary(path):
-                path.unlink()
-        if self.info["total_tasks"]:
-            # A crash inside a commit can leave tasks.parquet with the uncommitted episode's task.
-            try:
-                tasks = EpisodeLog._read_tasks(self.root)
-            except EpisodeLogError:
-                tasks = None
-            self._tasks = (tasks or [])[:self.info["total_tasks"]]
-            expected = self.info["robostack"].get("tasks_sha256")
-            if tasks is None or (expected and tasks_digest(self._tasks) != expected):
-                self._tasks = EpisodeLog(self.root).tasks_from_episodes()  # (it warns, once)
-                _write_parquet_atomic(_tasks_table(self._tasks), self.root / TASKS_PATH)
-            elif len(tasks) > len(self._tasks):
-                _write_parquet_atomic(_tasks_table(self._tasks), self.root / TASKS_PATH)
-        for top in ("data", "videos", "meta/episodes", "meta/events"):
-            for path in (self.root / top).rglob("*") if (self.root / top).exists() else ():
-                if not path.is_file():
-                    continue
-                m = _FILE_RE.search(path.as_posix())
-                if _is_temporary(path) or (m and int(m[1]) * CHUNKS_SIZE + int(m[2]) >= committed):
-                    path.unlink()
 
     # --- background thread -------------------------------------------------------------------
     def _run(self) -> None:
