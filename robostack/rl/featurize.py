@@ -75,8 +75,10 @@ class CachedFeatures:
                 out[key] = value
         return out
 
-    def episode(self, observations: dict, chunk: int = 32) -> dict:
-        """The same for stacked observations {key: (T, ...)}, `chunk` frames per encoder call."""
+    def episode(self, observations: dict, chunk: int = 16) -> dict:
+        """The same for stacked observations {key: (T, ...)}, `chunk` frames per encoder call
+        (16: at 32 or 64 the backbone's activations cost more in page faults than in arithmetic,
+        8.7 against 11.7 and 16.7 ms a 128 px frame on one core)."""
         out = {}
         for key, value in observations.items():
             if key.startswith(IMAGE_PREFIX):
