@@ -20,6 +20,7 @@ COMMANDS = {
     "runs": ("robostack.commands.runs", "the runs in a folder: task, env steps, last success rate, state"),
     "record-demos": ("robostack.commands.record", "drive the arm with a teleop device and log demonstrations"),
     "record-labels": ("robostack.commands.labels", "record camera frames labelled success / not success (simulator or operator) for a reward classifier"),
+    "train-classifier": ("robostack.commands.classifier", "a success classifier from label logs, its threshold calibrated for a target false-positive rate"),
     "replay": ("robostack.commands.replay", "re-execute a logged episode in the mirror, report tracking error"),
     "view": ("robostack.commands.replay:view_main", "video with overlays and a plot of a logged episode"),
     "expert": ("robostack.commands.expert", "run a task's scripted expert through the env and report success"),

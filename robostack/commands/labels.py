@@ -39,6 +39,12 @@ actions, nothing task-specific:
              holds still, gripper closed, to the end; without a gripper, after 1-6 expert steps.
              Where a task succeeds sooner the episode has positives too; the labels stay the
              simulator's either way.
+  empty      a fraction --empty-grasp of the others close the gripper on nothing after a random
+             2-12 expert steps and wander from there (a random direction held 3-6 steps, mostly
+             upward), gripper closed, to the end: a closed gripper high above the table with
+             the object elsewhere. Without these a classifier learns "gripper closed and up"
+             as success, and the policy finds that scene within 3,000 steps of training
+             (docs/learning/pick_cube_classifier.md).
 After each episode: `episode N: P positive, M negative frames (label source ...)`; at the end the
 totals of the whole log, checked against the guidance, with what to do when they miss it.
 """
@@ -63,6 +69,8 @@ GUIDANCE_RATIO = (2.0, 3.0)  # ... and this many times as many negatives
 HOLD_FRAMES = (3, 12)  # success held this many frames (inclusive) before the autopilot undoes it
 UNDO_STEPS = (3, 8)  # steps of an undo
 NEAR_MISS_STEPS = (1, 6)  # expert steps with the gripper closed before a near miss holds still
+EMPTY_GRASP_STEPS = (2, 12)  # expert steps before an empty-grasp episode closes on nothing
+WANDER_STEPS = (3, 6)  # steps each wandering direction is held
 EXTRA_STEPS = 30  # the default episode: the task's time limit plus this, so success is held
 
 
@@ -78,6 +86,7 @@ class LabelConfig:
     cameras: str = ""  # cameras to record, comma-separated; "" all the task's scene has
     episode_steps: int = 0  # env steps of every episode (0: the task's limit + 30, 30 s for a person)
     near_miss: float = 0.3  # share of autopilot episodes stopped before success (near-miss negatives)
+    empty_grasp: float = 0.25  # share of the other autopilot episodes that close on nothing and wander
     seed: int = 0  # first reset seed; episode attempts use seed, seed+1, ...
     transport: str = "zmq"  # zmq (robot server subprocess) or inprocess
     endpoint: str = ""  # connect to a running robot server (a real arm) instead of starting one
@@ -93,8 +102,9 @@ class LabelConfig:
             raise ValueError(f"--episodes must be >= 1, --max-attempts and --episode-steps >= 0 "
                              f"(0: the default), got {self.episodes}, {self.max_attempts}, "
                              f"{self.episode_steps}")
-        if not 0.0 <= self.near_miss <= 1.0:
-            raise ValueError(f"--near-miss is a share of the episodes, in [0, 1], got {self.near_miss}")
+        if not 0.0 <= self.near_miss <= 1.0 or not 0.0 <= self.empty_grasp <= 1.0:
+            raise ValueError(f"--near-miss and --empty-grasp are shares of the episodes, in [0, 1], "
+                             f"got {self.near_miss} and {self.empty_grasp}")
         names = camera_names(self.cameras)
         if any(not c for c in names) or len(set(names)) != len(names):
             raise ValueError(f"--cameras must be distinct camera names separated by commas "
@@ -109,9 +119,9 @@ class LabelAutopilot:
 
     name = "autopilot"
 
-    def __init__(self, task, seed: int = 0, near_miss: float = 0.3):
+    def __init__(self, task, seed: int = 0, near_miss: float = 0.3, empty_grasp: float = 0.0):
         self.task, self.config = task, task.config
-        self.seed, self.near_miss = seed, near_miss
+        self.seed, self.near_miss, self.empty_grasp = seed, near_miss, empty_grasp
         self.gripper = bool(self.config.control_gripper)
         self.expert = task.expert(seed=seed, noise=0.0)
         self.reset(episode=0)
@@ -131,6 +141,12 @@ class LabelAutopilot:
         self._draw_hold()
         self.plan = [f"near miss: holds after {self.stop_after} "
                      f"{'closed-gripper ' if self.gripper else ''}expert steps"] if self.is_near_miss else []
+        # Drawn after the near miss's draws, so adding it left those episodes as they were.
+        self.is_empty = not self.is_near_miss and bool(self.rng.random() < self.empty_grasp)
+        self.empty_at = int(self.rng.integers(EMPTY_GRASP_STEPS[0], EMPTY_GRASP_STEPS[1] + 1))
+        self.steps, self.wander_left = 0, 0
+        if self.is_empty:
+            self.plan.append(f"empty grasp: closes on nothing after {self.empty_at} expert steps, wanders")
 
     def _draw_hold(self) -> None:
         self.hold_for = int(self.rng.integers(HOLD_FRAMES[0], HOLD_FRAMES[1] + 1))
@@ -154,8 +170,19 @@ class LabelAutopilot:
         self.mode = "undo"
         self.plan.append(f"undo: {kind} after {self.held} success frames")
 
+    def _wander(self) -> np.ndarray:
+        if self.wander_left == 0:
+            self.direction = self._still(1.0)
+            self.direction[:3] = self.rng.uniform(-1, 1, 2).tolist() + [self.rng.uniform(-0.3, 1.0)]
+            self.wander_left = int(self.rng.integers(WANDER_STEPS[0], WANDER_STEPS[1] + 1))
+        self.wander_left -= 1
+        return self.direction.copy()
+
     def act(self, fields: dict, success: bool) -> np.ndarray:
         self.held = self.held + 1 if success else 0
+        self.steps += 1
+        if self.is_empty and self.steps > self.empty_at:
+            return self._wander()
         if self.mode == "expert" and not self.is_near_miss and self.held >= self.hold_for:
             self._start_undo()
         if self.mode == "undo":
@@ -338,7 +365,8 @@ def record_labels(config: LabelConfig, say=print, view=None, device=None) -> dic
                                                      env.config.max_episode_steps + EXTRA_STEPS,
                                                      config.episode_steps)
         if device is None:
-            device = LabelAutopilot(env.task, seed=config.seed, near_miss=config.near_miss)
+            device = LabelAutopilot(env.task, seed=config.seed, near_miss=config.near_miss,
+                                    empty_grasp=config.empty_grasp)
         features = {**features_from_spaces(env.observation_space, env.action_space,
                                            state_names=state_names(env.state_fields)),
                     **label_features()}

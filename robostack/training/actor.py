@@ -32,11 +32,13 @@ import torch
 from hardware.teleop.base import DeviceUnavailable
 from robostack import transport
 from robostack.data.episode_log.layout import image_timestamps
+from robostack.env.learned_reward import episode_classifier_stats
 from robostack.env.teleop import needs_pacing
 from robostack.env.wrappers import make_training_env
 from robostack.rl.featurize import policy_env
 from robostack.training.config import ActorIdentity, RunConfig, parse_run_options
-from robostack.training.rollouts import collect_demonstrations, evaluate, open_env
+from robostack.training.rollouts import (classifier_extras, collect_demonstrations, evaluate, open_env,
+                                         rewarded_env, rollout_log)
 from robostack.training.run_dir import RUN_FILE, Summary, read_run_identity, read_summary
 from robostack.training.threads import exit_when_a_thread_dies
 from robostack.training.transitions import (
@@ -77,17 +79,11 @@ class Actor:
         # What the policy observes: the env's observations, or with a frozen cached encoder each
         # camera's features, computed here once per frame (rl/featurize.py); the log keeps pixels.
         self.observed = policy_env(self.env, config.sac)
-        self.log = None
-        if identity.episode_log:
-            from robostack.data.episode_log import (EpisodeWriter, features_from_spaces, state_names,
-                                                    timestamp_sources)
-
-            features = features_from_spaces(self.env.observation_space, self.env.action_space,
-                                            state_names=state_names(self.env.state_fields))
-            # Each camera's frames are logged with their own capture times (info["image_times"]).
-            self.log = EpisodeWriter(identity.episode_log, fps=self.env.config.policy_hz,
-                                     features=features, task=config.task,
-                                     timestamp_sources=timestamp_sources(self.env.observation_space))
+        # What training episodes and demonstrations step: with --reward-classifier a learned
+        # reward decides success (robostack/env/learned_reward.py); evaluations step `observed`.
+        self.rewarded = rewarded_env(self.observed, config)
+        self.log = rollout_log(identity.episode_log, self.env, config.task, bool(config.reward_classifier)) \
+            if identity.episode_log else None
         hello = {"task": config.task, "obs_spec": observation_spec(self.observed.observation_space),
                  "action_spec": action_spec(self.env.action_space)}
         spool = identity.spool_dir or str(Path(config.run_dir) / "spool" / self.id)
@@ -113,7 +109,7 @@ class Actor:
             from robostack.env.teleop_relay import RelayedDevice
 
             device = RelayedDevice(identity.teleop_readings, identity.teleop_view, source=self.id)
-        self.acting = make_training_env(self.observed, config.intervention, config.autopilot,
+        self.acting = make_training_env(self.rewarded, config.intervention, config.autopilot,
                                         config.takeover_penalty, seed=self.draw_seed, device=device)
         # A person in the loop: the acting env steps in real time, and is paused for the
         # learner only between episodes, as on a real-time robot.
@@ -157,7 +153,7 @@ class Actor:
         if wanted <= 0:
             return
         # A restarted actor 0 records the missing demonstrations from other resets than before.
-        episodes = collect_demonstrations(self.observed, wanted, self.seed, self.config.demo_noise,
+        episodes = collect_demonstrations(self.rewarded, wanted, self.seed, self.config.demo_noise,
                                           progress=self.say, rng=None if self.draw_seed == self.seed else self.rng)
         for ep in episodes:
             observed = ep["observations"]  # {"state": (T + 1, S), "images/<camera>": ...}
@@ -226,7 +222,8 @@ class Actor:
                                    policy_action=policy_action,
                                    timestamps={"state": np.nan if info.get("time") is None
                                                else float(info["time"]), **self.obs_image_times},
-                                   events=self.reset_events + list(info.get("supervisor_transitions", [])))
+                                   events=self.reset_events + list(info.get("supervisor_transitions", [])),
+                                   extras=classifier_extras(info))
                 self.reset_events = []
             self.obs_image_times = image_timestamps(info)  # of next_obs, logged with the next frame
             self.steps += 1
@@ -234,6 +231,7 @@ class Actor:
             episode["return"] += float(reward)
             episode["interventions"] += int(intervening)
             episode["success"] = bool(info["success"])
+            episode.update(episode_classifier_stats(info))  # at the end: frames vs the task's check
             obs = next_obs
             if terminated or truncated:
                 if self.log is not None:
@@ -268,7 +266,7 @@ class Actor:
             if self.log is not None:  # its last logged step says "not truncated": drop it
                 self.log.discard_episode()
         self.episodes += 1
-        summary = {k: episode[k] for k in ("length", "return", "success", "interventions")}
+        summary = {k: v for k, v in episode.items() if not isinstance(v, dict)}
         self.sender.end_episode({**summary, "end": end, "weights_version": self.weights.version})
         if end.startswith("robot server lost"):
             self.say(f"{self.id}: episode {self.episodes} ended as truncated after "

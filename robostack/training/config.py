@@ -124,6 +124,9 @@ class RunConfig:
     normalize_state: bool = True  # standardise the state vector with the demos' mean/std
     intervention: str = ""  # who may take over mid-episode (HIL-SERL; their steps go to the demo buffer too): "" nobody; "autopilot": the scripted expert, per --autopilot-* (a simulated human); keyboard, gamepad, spacemouse: a person, while the deadman is held
     takeover_penalty: float = 0.0  # RLIF-style: reward minus this on the step a takeover starts (0: off)
+    reward_classifier: str = ""  # a success classifier file (robostack train-classifier) as the only reward (HIL-SERL): success when --classifier-consecutive frames in a row score at or above its calibrated threshold and the task's sanity check agrees; the task's own success check then only evaluates; "": the task's reward
+    classifier_consecutive: int = 2  # frames in a row the classifier must call success (1: the first)
+    classifier_sanity: bool = True  # AND the classifier with the task's proprioceptive check (pick_cube: gripper closed, tcp above the table)
     autopilot: InterventionProtocol = field(default_factory=InterventionProtocol)
     sac: SACConfig = field(default_factory=default_sac_config)
     launch: LaunchOptions = field(default_factory=LaunchOptions, metadata=FLAT)
@@ -168,6 +171,7 @@ VALID = {
     "eval-episodes": _at_least(0), "final-eval-episodes": _at_least(-1),
     "final-eval-timeout": _POSITIVE, "progress-every": _at_least(1), "threads": _at_least(1),
     "max-episode-steps": _at_least(1), "takeover-penalty": _at_least(0),
+    "classifier-consecutive": _at_least(1),
     # the simulated operator
     "autopilot-stuck-steps": _at_least(1), "autopilot-stuck-distance": _at_least(0),
     "autopilot-noise": _at_least(0),
@@ -240,7 +244,7 @@ def format_value(value) -> str:
 
 def check_paths(config: RunConfig) -> None:
     """Raise ValueError if a path the run reads from does not hold what it should (--demo-log:
-    an episode log). Not part of building a RunConfig: a recorded run stays readable after its
+    an episode log; --reward-classifier: a classifier of this task and these cameras). Not part of building a RunConfig: a recorded run stays readable after its
     demonstrations moved."""
     if config.demo_log:
         from robostack.data.episode_log import EpisodeLog, EpisodeLogError
@@ -249,6 +253,10 @@ def check_paths(config: RunConfig) -> None:
             EpisodeLog(config.demo_log)
         except EpisodeLogError as exc:
             raise ValueError(f"--demo-log {config.demo_log}: not an episode log ({exc})") from None
+    if config.reward_classifier:
+        from robostack.training.observed import check_classifier
+
+        check_classifier(config)
 
 
 # --- resuming a run -------------------------------------------------------------------------------

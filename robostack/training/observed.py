@@ -73,3 +73,17 @@ def check_observed(config) -> None:
         camera_sizes(task), observed_fields(task)
     except ValueError as error:
         raise ValueError(f"--cameras/--observed-state: {error}") from None
+
+
+def check_classifier(config) -> None:
+    """--reward-classifier names a classifier file of this task that looks at cameras the run
+    observes, at their sizes (ValueError naming the difference and the fix)."""
+    from robostack.env.spaces import camera_sizes
+    from robostack.rl.classifier import SuccessClassifier
+    from tasks import make_task
+
+    task = make_task(config.task, task_config(config))
+    try:
+        SuccessClassifier.load(config.reward_classifier, task=config.task, camera_sizes=camera_sizes(task))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--reward-classifier: {error}") from None

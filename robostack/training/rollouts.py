@@ -52,6 +52,55 @@ def open_env(config, seed: int, robot_server: str = "", transport_kind: str = "z
                 waiting()
 
 
+def rewarded_env(observed, config):
+    """The policy's env `observed` with the run's reward: itself (the task's reward), or with
+    --reward-classifier wrapped in ClassifierReward (robostack/env/learned_reward.py). Training
+    episodes and demonstrations step this one; evaluations step `observed`, judged by the
+    task's own success check (in the mirror: the simulator)."""
+    if not config.reward_classifier:
+        return observed
+    from robostack.env.learned_reward import ClassifierReward
+    from robostack.rl.classifier import SuccessClassifier
+    from robostack.rl.featurize import uses_cached_features
+
+    base = observed.unwrapped
+    classifier = SuccessClassifier.load(config.reward_classifier, task=base.task.name,
+                                        camera_sizes=base.camera_sizes)
+    if uses_cached_features(config.sac) and not config.sac.pretrained_encoder:
+        classifier.features_layer = config.sac.encoder_layer  # same backbone: reuse its features
+    plausible = getattr(base.task, "plausible_success", None) if config.classifier_sanity else None
+    return ClassifierReward(observed, classifier.probability, classifier.threshold,
+                            config.classifier_consecutive, plausible)
+
+
+CLASSIFIER_COLUMNS = {  # the episode log's per-frame record of a classifier reward (of next obs)
+    "next.classifier_probability": ("float32", "classifier_probability"),
+    "next.classifier_positive": ("bool", "classifier_positive"),
+    "next.task_success": ("bool", "task_success"),
+}
+
+
+def rollout_log(path: str, env, task: str, classifier: bool):
+    """The EpisodeWriter of an actor's rollouts: the env's observations (pixels), each camera
+    with its capture times, and with a classifier reward its CLASSIFIER_COLUMNS."""
+    from robostack.data.episode_log import EpisodeWriter, features_from_spaces, state_names, timestamp_sources
+
+    features = features_from_spaces(env.observation_space, env.action_space,
+                                    state_names=state_names(env.state_fields))
+    if classifier:
+        features.update({name: {"dtype": dtype, "shape": [1], "names": None}
+                         for name, (dtype, _) in CLASSIFIER_COLUMNS.items()})
+    return EpisodeWriter(path, fps=env.config.policy_hz, features=features, task=task,
+                         timestamp_sources=timestamp_sources(env.observation_space))
+
+
+def classifier_extras(info: dict) -> dict | None:
+    """A step's CLASSIFIER_COLUMNS values (None without a classifier reward)."""
+    if "classifier_probability" not in info:
+        return None
+    return {name: info[key] for name, (_, key) in CLASSIFIER_COLUMNS.items()}
+
+
 # --- demonstrations -----------------------------------------------------------------------------
 
 
@@ -62,9 +111,15 @@ def collect_demonstrations(env, count: int, seed: int, noise: float, progress=pr
     actor must not record the demonstrations it already recorded)."""
     base = env.unwrapped  # the RobotEnv under any observation wrapper (cached features)
     expert = base.task.expert(seed=seed if rng is None else int(rng.integers(2**31)), noise=noise)
-    episodes, attempts = [], 0
+    episodes, attempts, task_successes = [], 0, 0
     while len(episodes) < count:
         if attempts >= 5 * count:
+            if task_successes > len(episodes):  # a learned reward (ClassifierReward) said no
+                raise RuntimeError(
+                    f"the reward classifier called success in {len(episodes)} of {attempts} scripted-"
+                    f"expert episodes, the task's own check in {task_successes}: it misses successes. "
+                    "Train it on more positive frames (robostack record-labels), or lower "
+                    "--classifier-consecutive")
             raise RuntimeError(f"scripted expert succeeded only {len(episodes)}/{attempts} times")
         obs, _ = env.reset(seed=1_000_000 + seed * 10_000 + attempts if rng is None
                            else int(rng.integers(2**31)))
@@ -80,6 +135,7 @@ def collect_demonstrations(env, count: int, seed: int, noise: float, progress=pr
             terms.append(terminated), truncs.append(truncated)
             if terminated or truncated:
                 break
+        task_successes += bool(info.get("task_success", info["success"]))
         if info["success"]:
             episodes.append({
                 "observations": {k: np.stack([o[k] for o in observations]) for k in obs},

@@ -34,7 +34,8 @@ from robostack.rl.featurize import policy_env
 from robostack.rl.sac import build_agent, update
 from robostack.training.config import RunConfig, parse_run_options
 from robostack.training.progress import ProgressReport, Rates, progress_stats
-from robostack.training.rollouts import collect_demonstrations, evaluate, logged_demonstrations, open_env
+from robostack.training.rollouts import (collect_demonstrations, evaluate, logged_demonstrations, open_env,
+                                         rewarded_env)
 from robostack.training.run_dir import Summary, start_run, write_metrics
 from robostack.training.run_state import load_run_state, save_run_state
 
@@ -99,6 +100,7 @@ def _train(config: RunConfig, progress, signals: StopSignals) -> list[dict]:
     env = policy_env(open_env(config, seed=config.seed, transport_kind=config.transport), config.sac)
     sac_config = dataclasses.replace(config.sac, seed=config.seed, utd_ratio=config.utd_ratio)
     agent = build_agent(sac_config, env.observation_space, env.action_space)
+    rewarded = rewarded_env(env, config)  # training episodes' reward (--reward-classifier)
     action_dim = env.action_space.shape[0]
 
     # Counters: the checkpoint schema both modes share (robostack/training/run_state.py).
@@ -122,7 +124,7 @@ def _train(config: RunConfig, progress, signals: StopSignals) -> list[dict]:
         if config.demo_log:
             episodes = logged_demonstrations(config.demo_log, config.demos, progress)
         else:
-            episodes = collect_demonstrations(env, config.demos, config.seed, config.demo_noise, progress)
+            episodes = collect_demonstrations(rewarded, config.demos, config.seed, config.demo_noise, progress)
         # Room for intervention steps: the HIL-SERL rule puts them in the demo buffer as well.
         extra = min(config.total_steps, config.buffer_capacity) if config.intervention else 0
         if episodes:
@@ -137,7 +139,7 @@ def _train(config: RunConfig, progress, signals: StopSignals) -> list[dict]:
                                                                     for e in episodes])))
     # What the training loop steps; evaluation always uses `env`, no operator.
     # With a person in the loop it steps in real time and shows each step on their view.
-    acting = make_training_env(env, config.intervention, config.autopilot, config.takeover_penalty,
+    acting = make_training_env(rewarded, config.intervention, config.autopilot, config.takeover_penalty,
                                seed=config.seed, device=person and person[0], screen=person and person[1])
     step = counters["env_steps"]
     rng = np.random.default_rng(config.seed)

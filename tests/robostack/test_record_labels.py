@@ -18,7 +18,7 @@ def autopilot(tmp_path, **options) -> tuple[dict, list[str]]:
     lines = []
     config = LabelConfig(**{"task": "pick_cube", "device": "autopilot", "episodes": 3,
                             "log": str(tmp_path), "cameras": "front", "episode_steps": STEPS,
-                            "near_miss": 0.0, "transport": "inprocess", "view": "plain", "seed": 5,
+                            "near_miss": 0.0, "empty_grasp": 0.0, "transport": "inprocess", "view": "plain", "seed": 5,
                             **options})
     return record_labels(config, say=lines.append), lines
 
@@ -137,7 +137,7 @@ def test_bad_options_are_usage_errors(capsys):
 
     with pytest.raises(SystemExit) as exc:
         main(["--near-miss", "1.5", "--log", "unused"])
-    assert exc.value.code == 2 and "--near-miss is a share of the episodes, in [0, 1]" in capsys.readouterr().err
+    assert exc.value.code == 2 and "--near-miss and --empty-grasp are shares of the episodes, in [0, 1]" in capsys.readouterr().err
 
 
 # --- a person, with a scripted stand-in for the keyboard ----------------------------------------
@@ -198,3 +198,16 @@ def test_a_persons_keys_latch_the_label_and_re_record_drops_the_episode(tmp_path
     assert "ENTER/y label ON: the scene shows success" in keys and "n label OFF" in keys
     assert "episode 0: 4 positive, 4 negative frames (label source operator)" in lines
     assert re.search(r"^totals: 4 positive, 4 negative frames in 1 episodes$", "\n".join(lines), re.M)
+
+
+def test_empty_grasp_episodes_close_on_nothing_and_wander(tmp_path):
+    result, _ = autopilot(tmp_path, empty_grasp=1.0, episodes=2)
+    log = EpisodeLog(tmp_path)
+    for i in range(2):
+        plan = log.episodes[i]["rl/label_plan"]
+        assert plan.startswith("empty grasp: closes on nothing after"), plan
+        at = int(plan.split("after ")[1].split()[0])
+        episode = log.episode(i)
+        assert not episode[LABEL_FEATURE].any()  # never a success: the object is not held
+        assert (episode["action"][at:, -1] == 1.0).all()  # the gripper closed from there on
+        assert np.ptp(episode["action"][at:, :3], axis=0).max() > 0.5  # and the arm wandered
