@@ -12,14 +12,25 @@ import math
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
+
+
+def _scores(scores) -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if np.isnan(scores).any():
+        # A NaN sorts after every number and compares False with any threshold, so it would
+        # silently count as "said failure": refuse it, the classifier upstream is broken.
+        raise ValueError(f"{int(np.isnan(scores).sum())} of {scores.size} scores are NaN: "
+                         "check the classifier's output (a diverged network, an empty frame)")
+    return scores
 
 
 def _arrays(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(labels).astype(bool).reshape(-1)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    scores = _scores(scores)
     if labels.shape != scores.shape:
-        raise ValueError(f"{labels.size} labels for {scores.size} scores")
+        raise ValueError(f"{labels.size} labels for {scores.size} scores: one label per score")
     return labels, scores
 
 
@@ -46,11 +57,12 @@ def allowed_false_positives(negatives: int, target_fpr: float, confidence: float
 def threshold_for_fpr(negative_scores, target_fpr: float, confidence: float = 0.0) -> float:
     """The LOWEST threshold whose false-positive rate on `negative_scores` is at most
     `target_fpr` (with `confidence` > 0: whose rate is shown to be at most the target at that
-    confidence, allowed_false_positives). Lowest, because it keeps the most recall under the
+    confidence, allowed_false_positives). Lowest, because it maximises recall subject to the
     bound: a false success is what breaks training (the policy learns to produce it), a missed
-    one only slows it down. Ties fall on one side together; where no negative may pass, the
-    threshold goes just above every negative."""
-    negatives = np.sort(np.asarray(negative_scores, dtype=np.float64).reshape(-1))
+    one only slows it down. The candidates are the distinct negative scores, so tied negatives
+    fall on one side together; where no negative may pass (target 0), the threshold goes just
+    above the largest negative (np.nextafter)."""
+    negatives = np.sort(_scores(negative_scores))
     if negatives.size == 0:
         raise ValueError("no negative scores to calibrate on: the validation episodes need failures")
     if not 0.0 <= target_fpr < 1.0 or not 0.0 <= confidence < 1.0:
@@ -75,29 +87,36 @@ def _ratio(a: float, b: float) -> float:
     return float(a / b) if b else float("nan")
 
 
-def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fpr, tpr, thresholds), thresholds decreasing, the first one +inf (nothing positive)."""
+def _counts_by_threshold(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds, tps, fps): each distinct score, decreasing, with how many positives and
+    negatives score at or above it. Tied scores share one threshold, as in sklearn."""
     labels, scores = _arrays(labels, scores)
+    if scores.size == 0:
+        raise ValueError("no scores: a curve needs at least one labelled frame")
     order = np.argsort(-scores, kind="mergesort")
     s, y = scores[order], labels[order]
     last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # the last index of each distinct score
-    tps, fps = np.cumsum(y)[last], np.cumsum(~y)[last]
+    return s[last], np.cumsum(y)[last], np.cumsum(~y)[last]
+
+
+def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) as sklearn's roc_curve(drop_intermediate=False): thresholds
+    decreasing, the first one +inf (nothing said positive, the point (0, 0)). A rate without
+    its class (no negatives for fpr, no positives for tpr) is NaN."""
+    thresholds, tps, fps = _counts_by_threshold(labels, scores)
     tps, fps = np.r_[0, tps], np.r_[0, fps]
     return (fps / fps[-1] if fps[-1] else np.full(fps.shape, np.nan),
-            tps / tps[-1] if tps[-1] else np.full(tps.shape, np.nan), np.r_[np.inf, s[last]])
+            tps / tps[-1] if tps[-1] else np.full(tps.shape, np.nan), np.r_[np.inf, thresholds])
 
 
 def pr_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(precision, recall, thresholds) as sklearn's precision_recall_curve: thresholds
-    increasing, the last point (precision 1, recall 0) without a threshold."""
-    labels, scores = _arrays(labels, scores)
-    order = np.argsort(-scores, kind="mergesort")
-    s, y = scores[order], labels[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
-    tps, fps = np.cumsum(y)[last], np.cumsum(~y)[last]
-    precision = tps / np.maximum(tps + fps, 1)
-    recall = tps / tps[-1] if tps[-1] else np.full(tps.shape, np.nan)
-    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], s[last][::-1]
+    increasing, the last point (precision 1, recall 0) without a threshold. Without positives
+    recall is 1 everywhere (nothing was missed), as sklearn sets it."""
+    thresholds, tps, fps = _counts_by_threshold(labels, scores)
+    precision = tps / (tps + fps)  # never 0/0: each threshold lets at least one frame through
+    recall = tps / tps[-1] if tps[-1] else np.ones(tps.shape)
+    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1]
 
 
 def roc_auc(labels, scores) -> float:
@@ -151,9 +170,8 @@ def format_report(report: dict, title: str = "") -> str:
 
 def plot_curves(path, labels, scores, threshold: float, title: str = "") -> Path:
     """A PNG with the ROC (left) and precision-recall (right) curves, the operating point at
-    `threshold` marked on both. Written atomically (a temp file renamed into place)."""
-    import cv2
-
+    `threshold` marked on both. Written atomically (a temp file renamed into place), so a
+    reader never sees half a PNG."""
     labels, scores = _arrays(labels, scores)
     report = binary_report(labels, scores, threshold)
     width, height, top, margin, size = 900, 470, 60, 60, 340
