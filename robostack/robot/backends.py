@@ -16,8 +16,12 @@ def make_backend(name: str, task):
         from sim.mujoco_scene import compile_scene
 
         return MujocoBackend(compile_scene(task.build_scene()))
+    if name == "pybullet":
+        from sim.pybullet_backend import PybulletBackend
+
+        return PybulletBackend(task.build_scene())
     raise ValueError(
-        f"unknown backend {name!r}: this build offers 'mujoco' (real arms: see hardware/)"
+        f"unknown backend {name!r}: this build offers 'mujoco' and 'pybullet' (real arms: see hardware/)"
     )
 
 

@@ -1,7 +1,7 @@
 """The robot backend contract (controllers/robot_interface.py): one suite every backend passes.
 
-BACKENDS lists them by the factory's names: the MuJoCo mirror now; the PyBullet mirror and the
-vendor backends (Franka, UR) join when they land. A check needing a capability a backend does not
+BACKENDS lists them by the factory's names: the MuJoCo and PyBullet mirrors now; the vendor
+backends (Franka, UR) join when they land. A check needing a capability a backend does not
 declare is skipped for it, never weakened: a real arm, say, has no simulated reset, so the checks
 that start from an exact joint state run on the simulations only.
 
@@ -33,7 +33,7 @@ from robostack.robot.backends import make_backend
 from tasks import make_task
 
 # Backend name (as make_backend knows it) -> the task whose scene it is built with.
-BACKENDS = {"mujoco": "pick_cube"}
+BACKENDS = {"mujoco": "pick_cube", "pybullet": "pick_cube"}
 
 
 def build(name: str):
