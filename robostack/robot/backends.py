@@ -19,27 +19,45 @@ def make_backend(name: str, task):
     if name == "pybullet":
         from sim.pybullet_backend import PybulletBackend
 
-        return PybulletBackend(task.build_scene())
+        scene = task.build_scene()
+        backend = PybulletBackend(scene)
+        # Its cameras are drawn from the scene description (sim/pybullet_cameras.py), which
+        # PyBullet does not keep: the backend carries it.
+        backend.scene = scene
+        return backend
     raise ValueError(
         f"unknown backend {name!r}: this build offers 'mujoco' and 'pybullet' (real arms: see hardware/)"
     )
 
 
 def renders_cameras(backend) -> bool:
-    """Whether the backend's scene cameras can be rendered: a MuJoCo world (sim/mujoco_world.py).
-    A real arm's cameras are real (`robostack camera-server`)."""
+    """Whether the backend's scene cameras can be rendered: a MuJoCo world (sim/mujoco_world.py)
+    or a PyBullet mirror that carries its scene (make_backend's). A real arm's cameras are real
+    (`robostack camera-server`)."""
     world = getattr(backend, "world", None) if backend.capabilities.world else None
-    return world is not None and hasattr(world, "model")
+    if world is None:
+        return False
+    return hasattr(world, "model") or _is_pybullet(backend)
 
 
 def simulated_cameras(backend, names):
-    """A renderer of the backend's simulated cameras `names` (sim/mujoco_cameras.py: render(name)
-    -> (H, W, 3) uint8, close()), made in the calling thread, whose GL context it keeps."""
+    """A renderer of the backend's simulated cameras `names` (render(name) -> (H, W, 3) uint8,
+    close()): sim/mujoco_cameras.py for MuJoCo, sim/pybullet_cameras.py for PyBullet, made in
+    the calling thread, whose GL context it keeps."""
     if not renders_cameras(backend):
         raise ValueError(f"backend {type(backend).__name__} renders no cameras")
+    if _is_pybullet(backend):
+        from sim.pybullet_cameras import PybulletCameras
+
+        return PybulletCameras.of_backend(backend, names)
     from sim.mujoco_cameras import MujocoCameras
 
     return MujocoCameras.of_world(backend.world, names)
+
+
+def _is_pybullet(backend) -> bool:
+    """A PyBullet mirror with its scene, told apart without importing pybullet for another backend."""
+    return type(backend).__module__ == "sim.pybullet_backend" and getattr(backend, "scene", None) is not None
 
 
 def check_drivable(backend) -> None:
