@@ -21,9 +21,9 @@ builds its scene before any camera exists; and the copy carries the robot's low-
 "coarse" visuals MuJoCo's cameras draw (sim/panda_model.py), which cut the tiny renderer's frame
 from ~85 to ~18 ms here (a software renderer pays per triangle).
 
-Renderer (`self.renderer`): PyBullet's EGL plugin (ER_BULLET_HARDWARE_OPENGL through EGL, which
-Mesa's llvmpipe provides without a display or a GPU) when it loads, else PyBullet's CPU "tiny
-renderer" (ER_TINY_RENDERER). Measured on this project's 2-core machine, busy with training runs
+Renderer (`self.renderer`): PyBullet's CPU "tiny renderer" (ER_TINY_RENDERER) by default, or,
+asked for, its EGL plugin (ER_BULLET_HARDWARE_OPENGL through EGL, which Mesa's llvmpipe provides
+without a display or a GPU). Measured on this project's 2-core machine, busy with training runs
 (tests/sim/test_pybullet_cameras.py prints it): 128 x 128, EGL 48-60 ms a frame, tiny 16-18 ms,
 MuJoCo 0.5-1 ms. The EGL plugin renders its whole offscreen window whatever the image size (32 px
 cost as much as 512 px), so on a CPU it is the slower one; on a GPU it is the one to use.
@@ -74,7 +74,8 @@ class PybulletCameras:
     """Renders the cameras `cameras` (names; default: all) of `scene` (the `sim.scene.Scene` the
     physics client `client` was built from, sim/pybullet_scene.py), whose robot is body `robot`
     and whose objects and markers `world` (a `PybulletWorld` on that client) reads. `renderer`:
-    "egl", "tiny" or None (EGL if the plugin loads, else tiny).
+    "egl", "tiny" or None: tiny, the faster of the two on a CPU (measured above); ask for "egl"
+    where a GPU's OpenGL driver draws it.
 
     The frames are drawn in a render client of their own (see the module docstring), built
     from the same scene (after the EGL plugin, if any) and given the physics client's joint
@@ -89,7 +90,7 @@ class PybulletCameras:
             raise KeyError(f"no camera {unknown} in this scene; its cameras: {declared}. A task declares its "
                            f"cameras in its Scene (sim/scene.py Camera)")
         if renderer not in (None, EGL, TINY):
-            raise ValueError(f"renderer must be {EGL!r}, {TINY!r} or None (EGL if it loads), got {renderer!r}")
+            raise ValueError(f"renderer must be {EGL!r}, {TINY!r} or None (tiny), got {renderer!r}")
         self.client, self.robot, self.world = client, robot, world
         self.cameras = {c.name: c for c in scene.cameras if c.name in names}
         self.names = tuple(self.cameras)
@@ -112,12 +113,12 @@ class PybulletCameras:
         self._closed = False
 
         self._plugin, self._egl = -1, None
-        if renderer != TINY:
+        if renderer == EGL:
             self._load_egl()
-            if self._plugin < 0 and renderer == EGL:
+            if self._plugin < 0:
                 raise RuntimeError("PyBullet's eglRenderer plugin did not load: it needs libEGL and an OpenGL "
                                    "driver (Mesa: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri); "
-                                   "renderer=None falls back to the tiny renderer")
+                                   "renderer='tiny' needs none of it")
         if self._plugin < 0:
             self._render_client = p.connect(p.DIRECT)
         self.renderer = EGL if self._plugin >= 0 else TINY
