@@ -14,6 +14,23 @@ import inspect
 import re
 import typing
 
+# The simulated arms ("mirrors") that robostack.robot.backends.make_backend builds, for the
+# `--backend` option of every command that starts a robot server. Named here because this module
+# imports nothing of ours (DESIGN.md, rule 4); tests/test_backend_option.py checks the factory
+# builds each one. A real arm is not a backend name: its robot server runs on its machine
+# (hardware/), and commands reach it with --endpoint / --robot-server.
+MIRRORS = ("mujoco", "pybullet")
+
+
+def check_backend(name: str) -> str:
+    """`name` if it is one of MIRRORS, else a ValueError naming the choices (a usage error under
+    `usage_errors`)."""
+    if name not in MIRRORS:
+        raise ValueError(f"--backend {name!r}: choose one of mujoco (the MuJoCo mirror) or "
+                         f"pybullet (the PyBullet mirror: the same Panda, tcp and controller)")
+    return name
+
+
 _FIELD_COMMENT = re.compile(r"^\s*(\w+)\s*:[^#]*#\s*(.+)$")
 _CONTINUATION = re.compile(r"^(\s+)#\s*(.+)$")  # a comment-only line under a field's comment
 

@@ -1,4 +1,5 @@
-"""`robostack demo` (what `make demo` runs): the main job, training, in the MuJoCo mirror.
+"""`robostack demo` (what `make demo` runs): the main job, training, in the MuJoCo mirror
+(--backend pybullet: in the PyBullet one).
 
 It runs `robostack train --task pick_cube` with a budget sized for a 2-core laptop (6,000 env
 steps, ~4-7 min): a robot server, an actor and a learner as separate processes over ZeroMQ
@@ -20,7 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+from robostack.config import check_backend
+
 TARGET = 0.8  # the success rate the demo is expected to reach (issue 4)
+MIRROR_NAMES = {"mujoco": "MuJoCo", "pybullet": "PyBullet"}
 
 
 def main(argv=None) -> int:
@@ -31,6 +35,9 @@ def main(argv=None) -> int:
                         help="env steps of online training (default 6000)")
     parser.add_argument("--run-dir", default="runs/demo", help="run directory (default runs/demo)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    parser.add_argument("--backend", default="mujoco",
+                        help="the mirror to train in: mujoco (MuJoCo) or pybullet (PyBullet: the same "
+                             "Panda, tcp and controller) (default mujoco)")
     parser.add_argument("--eval-episodes", type=int, default=20,
                         help="episodes of each evaluation every 2,000 steps (default 20)")
     parser.add_argument("--final-eval-episodes", type=int, default=50,
@@ -39,14 +46,18 @@ def main(argv=None) -> int:
                         help="earlier demo runs kept in RUN_DIR/replaced-* (default 3; older "
                              "ones are deleted)")
     args, rest = parser.parse_known_args(argv)
+    try:
+        check_backend(args.backend)
+    except ValueError as exc:
+        parser.error(str(exc))
     run_dir = Path(args.run_dir)
     prune_replaced_runs(run_dir, args.keep_replaced)
-    train_argv = ["--task", "pick_cube", "--total-steps", str(args.total_steps),
+    train_argv = ["--task", "pick_cube", "--backend", args.backend, "--total-steps", str(args.total_steps),
                   "--seed", str(args.seed), "--run-dir", str(run_dir), "--resume", "false",
                   "--eval-every", "2000", "--eval-episodes", str(args.eval_episodes),
                   "--final-eval-episodes", str(args.final_eval_episodes), *rest]
     print(f"robostack demo: train pick_cube (state, sparse reward, 20 scripted demonstrations, "
-          f"SAC/RLPD) for {args.total_steps} env steps in the MuJoCo mirror: robot server, actor "
+          f"SAC/RLPD) for {args.total_steps} env steps in the {MIRROR_NAMES.get(args.backend, args.backend)} mirror: robot server, actor "
           f"and learner as separate processes over ZeroMQ. A progress line every 10 s; a final "
           f"evaluation of {args.final_eval_episodes} episodes at the end.\n"
           f"  = robostack train {' '.join(train_argv)}\n", flush=True)

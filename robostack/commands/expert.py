@@ -1,7 +1,8 @@
 """`robostack expert`: run a task's scripted expert through the env and measure its success rate.
 
-By default the full multi-process path is used: a robot server subprocess (MuJoCo mirror,
-lock-step clock) and this process as its ZeroMQ client.
+By default the full multi-process path is used: a robot server subprocess (the MuJoCo mirror,
+or with --backend pybullet the PyBullet one; lock-step clock) and this process as its ZeroMQ
+client.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robostack.config import add_dataclass_arguments, dataclass_from_args
+from robostack.config import add_dataclass_arguments, check_backend, dataclass_from_args, usage_errors
 
 
 @dataclass
@@ -24,8 +25,12 @@ class ExpertConfig:
     episodes: int = 50  # number of evaluation episodes (seeds seed .. seed+episodes-1)
     seed: int = 0  # first episode seed
     noise: float = 0.0  # Gaussian action noise (action units) added by the expert
+    backend: str = "mujoco"  # mirror to run in: mujoco (MuJoCo) or pybullet (PyBullet: the same Panda, tcp and controller)
     transport: str = "zmq"  # zmq (robot server subprocess) or inprocess
-    endpoint: str = ""  # connect to a running robot server instead of starting one
+    endpoint: str = ""  # connect to a running robot server instead of starting one (its own backend)
+
+    def __post_init__(self):
+        check_backend(self.backend)
 
 
 @dataclass
@@ -44,7 +49,7 @@ class ExpertResult:
 def run_expert(config: ExpertConfig, progress=print) -> ExpertResult:
     from robostack.env import make_env
 
-    env = make_env(config.task, transport_kind=config.transport, endpoint=config.endpoint or None,
+    env = make_env(config.task, backend=config.backend, transport_kind=config.transport, endpoint=config.endpoint or None,
                    seed=config.seed)
     expert = env.task.expert(seed=config.seed, noise=config.noise)
     successes = steps = 0
@@ -76,9 +81,11 @@ def run_expert(config: ExpertConfig, progress=print) -> ExpertResult:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="robostack expert", description=__doc__.splitlines()[0])
     add_dataclass_arguments(parser, ExpertConfig)
-    config = dataclass_from_args(ExpertConfig, parser.parse_args(argv))
+    with usage_errors(parser):
+        config = dataclass_from_args(ExpertConfig, parser.parse_args(argv))
     result = run_expert(config)
-    print(f"\n{config.task}: scripted expert success rate {result.success_rate:.1%} "
+    where = "a running robot server" if config.endpoint else f"the {config.backend} mirror"
+    print(f"\n{config.task} in {where}: scripted expert success rate {result.success_rate:.1%} "
           f"({result.successes}/{result.episodes}), mean episode length "
           f"{np.mean(result.episode_lengths):.1f} steps, {result.steps / result.seconds:.1f} env steps/s")
     return 0

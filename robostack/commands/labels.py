@@ -60,7 +60,7 @@ import numpy as np
 
 from hardware.teleop.base import DeviceUnavailable
 from robostack.commands.record import Recorder, camera_names, keys_for, with_cameras
-from robostack.config import add_dataclass_arguments, dataclass_from_args, usage_errors
+from robostack.config import add_dataclass_arguments, check_backend, dataclass_from_args, usage_errors
 from robostack.env.teleop import DEVICES, needs_pacing
 from robostack.env.teleop_view import VIEWS
 
@@ -89,11 +89,13 @@ class LabelConfig:
     empty_grasp: float = 0.25  # share of the other autopilot episodes that close on nothing and wander
     seed: int = 0  # first reset seed; episode attempts use seed, seed+1, ...
     transport: str = "zmq"  # zmq (robot server subprocess) or inprocess
+    backend: str = "mujoco"  # mirror to run in: mujoco (MuJoCo) or pybullet (PyBullet: the same Panda, tcp and controller)
     endpoint: str = ""  # connect to a running robot server (a real arm) instead of starting one
     max_attempts: int = 0  # give up after this many episodes, re-recorded ones included (0: 3x --episodes)
     view: str = "auto"  # live view: auto, window, terminal or plain (as record-demos)
 
     def __post_init__(self):
+        check_backend(self.backend)
         if self.device not in DEVICES:
             raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.view not in VIEWS:
@@ -349,9 +351,9 @@ def record_labels(config: LabelConfig, say=print, view=None, device=None) -> dic
         if person and device is None:  # first: a missing device fails before the server wait
             device = make_device(config.device, seed=config.seed)
         doing = f"connecting to the robot server at {config.endpoint}" if config.endpoint else \
-            f"starting the robot server for {config.task} (takes a few seconds)"
+            f"starting the robot server for {config.task} in the {config.backend} mirror (takes a few seconds)"
         with view.busy(doing):
-            opened = make_env(config.task, transport_kind=config.transport,
+            opened = make_env(config.task, backend=config.backend, transport_kind=config.transport,
                               endpoint=config.endpoint or None, seed=config.seed)
             cameras = camera_names(config.cameras) or tuple(opened.server_info.get("cameras") or {})
             if not cameras:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.teleop.base import DeviceUnavailable
-from robostack.config import add_dataclass_arguments, dataclass_from_args, usage_errors
+from robostack.config import add_dataclass_arguments, check_backend, dataclass_from_args, usage_errors
 from robostack.env.teleop import DEVICES, needs_pacing
 from robostack.env.teleop_view import VIEWS
 
@@ -55,6 +55,7 @@ class RecordConfig:
     keep: str = "success"  # success (only successful episodes), all, or ask after each
     seed: int = 0  # first reset seed; episode attempts use seed, seed+1, ...
     transport: str = "zmq"  # zmq (robot server subprocess) or inprocess
+    backend: str = "mujoco"  # mirror to run in: mujoco (MuJoCo) or pybullet (PyBullet: the same Panda, tcp and controller)
     endpoint: str = ""  # connect to a running robot server (a real arm) instead of starting one
     max_attempts: int = 0  # give up after this many episodes (0: 3x --episodes)
     max_episode_steps: int = 0  # time limit of an episode in env steps (0: 30 s of policy
@@ -65,6 +66,7 @@ class RecordConfig:
         # front): one video per camera in the log, with each frame's capture time; "" none
 
     def __post_init__(self):
+        check_backend(self.backend)
         if self.keep not in KEEP:
             raise ValueError(f"--keep must be one of {KEEP}, got {self.keep!r}")
         if self.device not in DEVICES:
@@ -319,9 +321,10 @@ def record(config: RecordConfig, say=print, view=None, device=None) -> dict:
             doing = f"connecting to the robot server at {config.endpoint}"
         else:
             where = "in this process" if config.transport == "inprocess" else "a subprocess"
-            doing = f"starting the robot server for {config.task} ({where}; takes a few seconds)"
+            doing = (f"starting the robot server for {config.task} in the {config.backend} mirror "
+                     f"({where}; takes a few seconds)")
         with view.busy(doing):
-            env = with_cameras(make_env(config.task, transport_kind=config.transport,
+            env = with_cameras(make_env(config.task, backend=config.backend, transport_kind=config.transport,
                                         endpoint=config.endpoint or None, seed=config.seed),
                                camera_names(config.cameras))
             env.reset(seed=config.seed)  # the first reset builds the scene: part of the wait

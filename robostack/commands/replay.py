@@ -28,19 +28,22 @@ import numpy as np
 
 from robostack.commands.view import intact_episode, state_field
 from robostack.commands.view import main as view_command
-from robostack.config import add_dataclass_arguments, dataclass_from_args
+from robostack.config import add_dataclass_arguments, check_backend, dataclass_from_args, usage_errors
 
 
 @dataclass
 class ReplayConfig:
     episode: int = 0  # index of the episode in the log
-    backend: str = "mujoco"  # robot backend of the mirror
+    backend: str = "mujoco"  # mirror to replay in: mujoco (MuJoCo) or pybullet (PyBullet: the same Panda, tcp and controller), whichever recorded the log
     task: str = ""  # task to replay in (default: the episode's task)
     seed: int = -1  # reset seed (default -1: the one the log recorded, else 0)
     transport: str = "zmq"  # zmq (robot server subprocess) or inprocess
     approach_steps: int = 50  # env steps allowed to reach the logged start position
     tolerance: float = 0.01  # m; exit code 1 if the max tcp error exceeds it
     out: str = ""  # folder of the side-by-side camera videos (default: LOG/replays)
+
+    def __post_init__(self):
+        check_backend(self.backend)
 
 
 def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
@@ -74,7 +77,7 @@ def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
         approach = approach_start(env, logged_tcp[0], config.approach_steps, obs)
         for c in cameras:
             rendered[c].append(approach["obs"][f"images/{c}"])
-        say(f"episode {config.episode} of {log_path}: {len(actions)} steps, task {task}, reset "
+        say(f"episode {config.episode} of {log_path} in the {config.backend} mirror: {len(actions)} steps, task {task}, reset "
             f"seed {seed}; start reached in {approach['steps']} steps "
             f"({1e3 * approach['error']:.1f} mm off)")
         for line in event_lines(episode["events"], log.fps):
@@ -94,7 +97,7 @@ def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
     finally:
         env.close()
     errors = np.asarray(errors)
-    result = {"steps": len(errors), "mean_error": float(errors.mean()),
+    result = {"backend": config.backend, "steps": len(errors), "mean_error": float(errors.mean()),
               "max_error": float(errors.max()), "final_error": float(errors[-1]),
               "success": success, "logged_success": bool(meta.get("rl/success", False)),
               "start_error": approach["error"]}
@@ -154,7 +157,8 @@ def main(argv=None) -> int:
     parser.add_argument("log", help="episode log folder (the one holding meta/ and data/)")
     add_dataclass_arguments(parser, ReplayConfig)
     args = parser.parse_args(argv)
-    config = dataclass_from_args(ReplayConfig, args)
+    with usage_errors(parser):
+        config = dataclass_from_args(ReplayConfig, args)
     result = replay(args.log, config)
     if result["max_error"] > config.tolerance:
         print(f"max error {1e3 * result['max_error']:.1f} mm exceeds --tolerance "

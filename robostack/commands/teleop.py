@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hardware.teleop.base import DeviceUnavailable
-from robostack.config import add_dataclass_arguments, dataclass_from_args, usage_errors
+from robostack.config import add_dataclass_arguments, check_backend, dataclass_from_args, usage_errors
 from robostack.env.actions import base_to_policy_action
 from robostack.env.teleop import (DEVICES, InterventionProtocol, Pacer, device_controls, episode_steps,
                                   make_device, needs_pacing, start_episode, start_hint)
@@ -26,13 +26,14 @@ from tasks import TaskConfig
 # --- the command --------------------------------------------------------------------------------
 @dataclass
 class TeleopConfig:
-    """Which device, and what to drive with it (the in-process MuJoCo mirror)."""
+    """Which device, and what to drive with it (the in-process mirror: MuJoCo, or PyBullet)."""
 
     device: str = "keyboard"  # keyboard, gamepad, spacemouse or autopilot
     task: str = "pick_cube"  # task of the mirror env (the autopilot's expert comes from it)
     steps: int = 0  # readings to take at --hz (0: until Ctrl-C or the device's stop event)
     hz: float = 10.0  # readings per second (the policy rate); the autopilot runs as fast as it can
     seed: int = 0  # autopilot takeovers and env resets
+    backend: str = "mujoco"  # mirror to run in: mujoco (MuJoCo) or pybullet (PyBullet: the same Panda, tcp and controller)
     operator_yaw: float = 0.0  # rad, where the operator stands: 0 behind the robot facing base +x
     view: str = "auto"  # live view for a person: auto, window, terminal or plain (see record-demos)
     max_episode_steps: int = 0  # time limit of an episode in env steps (0: 30 s of policy
@@ -49,7 +50,7 @@ def run(config: TeleopConfig, selftest: bool) -> int:
 
     env = None
     if config.device == "autopilot" or not selftest:
-        env = make_env(config.task, transport_kind="inprocess", seed=config.seed)
+        env = make_env(config.task, backend=config.backend, transport_kind="inprocess", seed=config.seed)
         env.config.max_episode_steps = episode_steps(config.device, env.config.policy_hz,
                                                      env.config.max_episode_steps,
                                                      config.max_episode_steps)
@@ -168,6 +169,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with usage_errors(parser):
         config = dataclass_from_args(TeleopConfig, args)
+    with usage_errors(parser):
+        check_backend(config.backend)
     if config.device not in DEVICES:
         parser.error(f"--device must be one of {', '.join(DEVICES)}, got {config.device!r}")
     if config.view not in VIEWS:

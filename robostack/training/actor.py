@@ -37,7 +37,7 @@ from robostack.env.teleop import needs_pacing
 from robostack.env.wrappers import make_training_env
 from robostack.rl.featurize import policy_env
 from robostack.training.config import ActorIdentity, RunConfig, parse_run_options
-from robostack.training.rollouts import (classifier_extras, collect_demonstrations, evaluate, open_env,
+from robostack.training.rollouts import (check_server_backend, classifier_extras, collect_demonstrations, evaluate, open_env,
                                          rewarded_env, rollout_log)
 from robostack.training.run_dir import RUN_FILE, Summary, read_run_identity, read_summary
 from robostack.training.threads import exit_when_a_thread_dies
@@ -76,6 +76,7 @@ class Actor:
         self.env = open_env(config, self.seed, identity.robot_server, timeout=self.options.robot_timeout,
                             waiting=self.waiting_for_robot_server,
                             curve=transport.CurveKeys.from_options(identity.actor_key, identity.robot_server_key))
+        check_server_backend(self.env, config)
         # What the policy observes: the env's observations, or with a frozen cached encoder each
         # camera's features, computed here once per frame (rl/featurize.py); the log keeps pixels.
         self.observed = policy_env(self.env, config.sac)

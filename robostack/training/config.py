@@ -37,7 +37,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from robostack.config import add_dataclass_arguments, dataclass_from_args, nested_prefix, usage_errors
+from robostack.config import MIRRORS, add_dataclass_arguments, dataclass_from_args, nested_prefix, usage_errors
 from robostack.env.teleop import InterventionProtocol, intervention_device
 from robostack.files import write_json_atomic
 from robostack.rl.sac import SACConfig
@@ -99,6 +99,7 @@ class RunConfig:
 
     task: str = "pick_cube"  # task name (pick_cube, reach)
     task_params: str = ""  # the task's physical parameters, "name=value,name=low:high" (a range: drawn per episode); "": the task's defaults
+    backend: str = "mujoco"  # mirror the robot servers run: mujoco (MuJoCo) or pybullet (PyBullet: the same Panda, tcp and controller); recorded, so a resume keeps it and `robostack eval` uses it unless told --backend
     seed: int = 0  # seeds env resets, networks, sampling (overrides --sac-seed); actor i and its robot server use seed + i
     total_steps: int = 20_000  # environment steps of online interaction
     demos: int = 20  # successful scripted-expert demonstrations in the demo buffer
@@ -192,7 +193,7 @@ VALID = {
     "weights-timeout": _at_least(0), "robot-timeout": _POSITIVE, "max-steps": _at_least(0),
 }
 CHOICES = {
-    "task": tuple(TASKS), "transport": ("inprocess", "zmq"),
+    "task": tuple(TASKS), "backend": MIRRORS, "transport": ("inprocess", "zmq"),
     "sac-gripper": ("continuous", "discrete"), "sac-encoder": ("auto", "conv", "drq", "resnet10", "resnet18", "efficientnet-lite0"),
     "sac-encoder-layer": ("stage3", "stage4", "stage5", "stage6", "head"),
 }

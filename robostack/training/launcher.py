@@ -1,6 +1,6 @@
 """`robostack train`: the main job in one command, as separate processes over ZeroMQ.
 
-    robot server(s) (MuJoCo mirror)  <-  actor(s)  ->  learner  ->  weights  ->  actor(s)
+    robot server(s) (--backend mirror)  <-  actor(s)  ->  learner  ->  weights  ->  actor(s)
 
 The launcher starts one robot server per actor, the learner and the actors as child processes
 talking over unix sockets (transport.ipc_endpoint, named after the run: a restarted process
@@ -95,7 +95,7 @@ class Launcher:
         self.servers = [(endpoint(f"c{i}"), endpoint(f"s{i}")) for i in range(self.options.actors)]
         self.server_children = [
             Child(f"robot-server-{i}", "robostack.robot.server",
-                  ["--task", config.task, "--clock", "lockstep", "--command-endpoint", command,
+                  ["--task", config.task, "--backend", config.backend, "--clock", "lockstep", "--command-endpoint", command,
                    "--state-endpoint", state, "--log-level", "WARNING", *server_options(config, config.seed + i)],
                   self.log_dir)
             for i, (command, state) in enumerate(self.servers)]
@@ -163,7 +163,8 @@ class Launcher:
         started = time.perf_counter()
         self.prepare_run_dir()
         self.say(f"robostack train: {self.config.task}, {self.options.actors} actor(s), learner and "
-                 f"{len(self.servers)} robot server(s) as separate processes; run directory "
+                 f"{len(self.servers)} robot server(s) ({self.config.backend} mirror) as separate "
+                 f"processes; run directory "
                  f"{self.run_dir} (logs in {self.log_dir})")
         if self.cpu_plan:
             self.say("cores: " + ", ".join(f"{name} {','.join(map(str, cpus))}"

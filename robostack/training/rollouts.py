@@ -15,8 +15,8 @@ from robostack.training.observed import task_config
 # --- the run's env ------------------------------------------------------------------------------
 
 def server_options(config, seed: int) -> list[str]:
-    """The options a robot server for this run is started with, besides its task, clock and
-    endpoints."""
+    """The options a robot server for this run is started with, besides its task, backend, clock
+    and endpoints."""
     args = ["--seed", str(seed)]
     if config.task_params:
         args += ["--task-params", config.task_params]
@@ -35,9 +35,10 @@ def open_env(config, seed: int, robot_server: str = "", transport_kind: str = "z
     from robostack.robot.client import ZmqConnection, spawn_robot_server
 
     if transport_kind == "inprocess":  # the parameters reach the server with the task config
-        return make_env(config.task, transport_kind="inprocess", config=task_config(config), seed=seed)
+        return make_env(config.task, backend=config.backend, transport_kind="inprocess",
+                        config=task_config(config), seed=seed)
     if not robot_server:
-        connection = spawn_robot_server(config.task, extra_args=tuple(server_options(config, seed)))
+        connection = spawn_robot_server(config.task, config.backend, extra_args=tuple(server_options(config, seed)))
         return RobotEnv(connection, task=config.task, config=task_config(config))
     deadline = time.monotonic() + timeout
     while True:
@@ -50,6 +51,21 @@ def open_env(config, seed: int, robot_server: str = "", transport_kind: str = "z
                 raise
             if waiting is not None:
                 waiting()
+
+
+def check_server_backend(env, config) -> None:
+    """Refuse a robot server that runs another mirror than the run records (--backend): its
+    transitions would be learned, and its evaluations reported, as the run's mirror's. A real
+    arm's server (no mirror) is what the run then trains on."""
+    from robostack.config import MIRRORS
+
+    served = env.server_info.get("backend")
+    if served in MIRRORS and served != config.backend:
+        where = getattr(env.connection, "endpoint", "in this process")
+        raise SystemExit(f"the robot server ({where}) runs the {served} mirror, "
+                         f"and this run trains in the {config.backend} one (--backend, config.json): "
+                         f"start the robot server with --backend {config.backend}, or train a run "
+                         f"of its own with --backend {served}")
 
 
 def rewarded_env(observed, config):
