@@ -9,6 +9,7 @@ States and the events that move between them (every transition is recorded with 
     disarmed | armed | tracking | stopping --reset (real arm)--> homing --arrived--> armed
     any --fault--> fault --transient, within the bound--> recovering --clear--> disarmed
     fault --arm (explicit)--> recovering --clear--> armed;   fault --reset (teleport)--> armed
+    fault --clear_fault (an operator's fault reset)--> recovering --clear--> disarmed
 
 Rules it enforces:
 * Motion only when armed: `command()` raises MotionRefused in every other state, naming what to
@@ -282,6 +283,21 @@ class Supervisor:
             self.recoveries.append(now)
         self._recover_target, self._clear_since, self._recover = target, None, True
         self._go(now, "recovering", reason)
+
+    def clear_fault(self, now: float) -> bool:
+        """An operator's fault reset: in "fault" (latched or not), ask the backend to clear its
+        faults and end disarmed once it reports none for recovery_settle (a recovery that never
+        energizes: motion still needs an explicit 'arm' or 'reset'). It does not count against
+        max_recoveries (a person decided the cause is gone) and changes no whitelist: a fault
+        the backend still reports after recovery_timeout latches again. True if a recovery is
+        under way after the call (started now or already running), False when there is no fault."""
+        if self.state == "recovering":
+            return True
+        if self.state != "fault":
+            return False
+        self._start_recovery(now, "disarmed", f"fault reset requested: recovering from "
+                             f"{self._fault_words()}, then disarmed", automatic=False)
+        return True
 
     def reset(self, now: float, teleport: bool, peer=None) -> None:
         """A reset was requested. teleport=True (a simulation puts the arm at rest at home): the

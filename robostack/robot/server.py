@@ -3,9 +3,9 @@
 Whatever sits above (an env, a teleop device, a replay) talks to this process over ZeroMQ:
 
 * requests on a ROUTER socket (`command_endpoint`): hello, reset, step (lock-step only),
-  command (real-time only), heartbeat, state, arm, disarm, gains, stats, shutdown, and the lease's
-  acquire and release. Every request is answered, bad ones with an "error" reply that names the
-  problem; the server keeps serving.
+  command (real-time only), heartbeat, state, arm, disarm, gains, fault_reset, stats, shutdown,
+  and the lease's acquire and release. Every request is answered, bad ones with an "error"
+  reply that names the problem; the server keeps serving.
 * who may move the arm: one client at a time holds the lease (robostack/robot/lease.py,
   docs/leases.md); without it a client may send hello, state, stats and acquire only. A local
   admin socket (`admin_endpoint`, ipc, owner-only) serves shutdown, disarm, state, stats and
@@ -187,6 +187,7 @@ class RobotServer:
         # The start option tightens the arm's rating; the starting gains are brought under it.
         self.gain_ceilings = parse_ceilings(self.config.gain_ceilings, rated_ceilings(b.torque_limits))
         self.gains = _within(self.cartesian.gains, self.gain_ceilings)  # full; the law may run scaled
+        self._gains_info = (None, {})  # (the gains it describes, the report): see _operator_info
         self.cartesian.set_gains(self.gains)
         self.joint = JointImpedanceController(dt=self.period)
         # Every torque, whichever law made it, reaches the arm through this one ramp.
@@ -396,6 +397,10 @@ class RobotServer:
             "task_config": dataclasses.asdict(tc), "task_fields": dict(self.task.state_fields),
             "gripper_max_width": b.gripper_max_width,
             "lease_timeout": self.config.lease_timeout(),
+            # Where the rest of this server is, and the joint limits, for tools (robostack robot).
+            "state_endpoint": self.config.state_endpoint, "admin_endpoint": self.config.admin(),
+            "joint_lower": np.asarray(b.joint_lower, dtype=float).tolist(),
+            "joint_upper": np.asarray(b.joint_upper, dtype=float).tolist(),
             # {camera: [height, width]} this server renders on request (lock-step mirror only)
             "cameras": {name: list(size) for name, size in self.images.offered.items()},
         }
@@ -421,11 +426,32 @@ class RobotServer:
             summary["age_s"] = time.perf_counter() - self.loop_summary[0]
         else:
             summary = self.stats.summary()
-        reply = "stats", {"loop": summary, "mode": self.mode}, {}
+        reply = "stats", {"loop": summary, "mode": self.mode, **self._operator_info()}, {}
         if meta.get("reset"):
             self.stats = TickStats(period=self.stats.period)  # a fresh window, e.g. after start-up
             self.loop_summary = None
         return reply
+
+    def _operator_info(self) -> dict:
+        """Who holds the lease and which gains are in force (as set: None is a damping derived
+        as 2 sqrt(K); `damping_in_force` has the numbers), for `stats` readers such as
+        `robostack robot state`. The gains part is rebuilt only when the gains change."""
+        now = time.monotonic()
+        live = self.lease.live(now)
+        if self._gains_info[0] is not self.gains:
+            g, c = self.gains, self.gain_ceilings
+            vec = g.packed()[0]
+            self._gains_info = (g, {
+                "gains": {n: None if getattr(g, n) is None else np.asarray(getattr(g, n), dtype=float).tolist()
+                          for n in GAIN_SHAPES},
+                "damping_in_force": {"translational_damping": vec[6:9].tolist(),
+                                     "rotational_damping": vec[9:12].tolist(),
+                                     "nullspace_damping": vec[25:32].tolist()},
+                "gain_ceilings": {f.name: np.asarray(getattr(c, f.name), dtype=float).tolist()
+                                  for f in dataclasses.fields(c)}})
+        return {"lease": {"held": live, "holder": self.lease.holder if live else "",
+                          "seconds_left": self.lease.seconds_left(now), "timeout": self.lease.timeout},
+                **self._gains_info[1]}
 
     def _on_heartbeat(self, meta, arrays):
         """The controlling peer is alive (counts only from the peer that armed); over the
@@ -486,14 +512,37 @@ class RobotServer:
         self.cartesian.set_gains(soft_start_gains(self.gains, self._scale))
         return self._state_reply()
 
+    def _on_fault_reset(self, meta, arrays):
+        """An operator's fault reset (`robostack robot fault-reset`): a fault, latched or not,
+        is recovered through the backend and ends disarmed (Supervisor.clear_fault); it never
+        energizes the arm. The reply's `fault_reset` says "started" or "no fault". Real time:
+        the reply says "recovering" and the state tells how it ends; in lock-step, where physics
+        and the supervisor's clock advance only inside requests, the recovery runs here."""
+        started = self.supervisor.clear_fault(self._now())
+        self._supervise()  # asks the backend to recover now
+        if started and self.config.clock == "lockstep":
+            c = self.supervisor.config
+            ticks = int((c.recovery_timeout + c.recovery_settle) / self.period) + 20
+            while self.mode == "recovering" and ticks > 0:
+                self.run_ticks(10)
+                ticks -= 10
+        kind, reply, state_arrays = self._state_reply()
+        reply["fault_reset"] = "started" if started else "no fault"
+        return kind, reply, state_arrays
+
     def _on_shutdown(self, meta, arrays):
         self.running = False
         self.supervisor.disarm(self._now(), "shutdown requested")
         return "bye", {}, {}
 
     def _on_reset(self, meta, arrays):
-        """Move to the home pose (+ optional noise) and, in the mirror, reset the task's scene."""
+        """Move to the home pose (+ optional noise) and, in the mirror, reset the task's scene.
+        meta `drive`: true drives the arm home with the joint impedance law even in the mirror
+        (what a real arm's reset does; the scene stays as it is), for rehearsing a bring-up."""
         seed = transport.meta_int(meta, "seed", None, low=0)
+        drive = meta.get("drive", False)
+        if not isinstance(drive, bool):
+            raise ValueError(f"drive: true or false, got {type(drive).__name__}")
         images = self.images.requested(meta)
         if seed is not None:
             self.rng = np.random.default_rng(seed)
@@ -505,7 +554,7 @@ class RobotServer:
         outside = safety.joint_limit_guard(home, b.joint_lower, b.joint_upper, margin=0.0)
         if outside:
             raise ValueError("home posture: " + "; ".join(r for _, r in outside) + "; fix the task's home_q")
-        if b.capabilities.simulated_reset:  # the mirror teleports; a real arm is driven there
+        if b.capabilities.simulated_reset and not drive:  # the mirror teleports; a real arm is driven
             self.joint_guard.latched.clear()
             self.supervisor.reset(self._now(), teleport=True, peer=self._peer)  # full stiffness
             b.reset(home, gripper_width=b.gripper_max_width)

@@ -276,6 +276,25 @@ def test_an_explicit_recovery_that_does_not_clear_the_fault_latches_again_naming
     assert "still reports ['cartesian_reflex']" in sup.reason
 
 
+def test_an_operators_fault_reset_recovers_a_latched_fault_to_disarmed_never_to_motion():
+    sup = Supervisor(CONFIG, now=0.0)
+    assert not sup.clear_fault(0.0) and sup.state == "disarmed"  # no fault: nothing happens
+    sup.arm(0.0)
+    sup.tick(0.001, faults=(SERIOUS,))
+    assert sup.state == "fault" and sup.latched
+    assert sup.clear_fault(1.0)
+    out = sup.tick(1.0, faults=(SERIOUS,))
+    assert out.state == "recovering" and out.recover and not out.engage
+    run(sup, 1.0, 0.6, faults=(SERIOUS,))  # the backend still reports it: latched again
+    assert sup.state == "fault" and sup.latched and "still reports" in sup.reason
+    assert sup.clear_fault(2.0) and sup.clear_fault(2.0)  # a second call while recovering: same one
+    run(sup, 2.0, 0.05, faults=())
+    assert sup.state == "disarmed" and "recovered from fault 'cartesian_reflex'" in sup.reason
+    assert len(sup.recoveries) == 0  # a person's reset does not spend the automatic bound
+    with pytest.raises(MotionRefused, match="disarmed"):
+        sup.command(2.1)
+
+
 def test_a_reset_by_teleport_replaces_a_fault_and_a_homing_reset_waits_for_a_healthy_arm():
     sup = armed(0.0)
     sup.tick(0.0, faults=(SERIOUS,))
