@@ -208,3 +208,16 @@ def quat_angle(a, b) -> float:
     """Angle (rad, in [0, π]) of the rotation taking a to b."""
     dot = abs(float(np.dot(a, b))) / (np.linalg.norm(a) * np.linalg.norm(b))
     return 2.0 * float(np.arccos(min(1.0, dot)))
+
+
+def quat_to_rpy(q) -> np.ndarray:
+    """Quaternion (w, x, y, z) -> roll, pitch, yaw (rad) with R = Rz(yaw) Ry(pitch) Rx(roll)
+    (fixed axes x, then y, then z: the convention of ROS, URDF and Franka Desk). For display:
+    at pitch ±π/2 roll and yaw are not unique (roll is then reported as 0)."""
+    w, x, y, z = _float_array(q) / float(np.linalg.norm(q))
+    sin_pitch = 2.0 * (w * y - z * x)
+    if abs(sin_pitch) >= 1.0 - 1e-12:  # gimbal lock: only yaw - roll (or yaw + roll) is defined
+        return np.array([0.0, np.copysign(np.pi / 2, sin_pitch), -2.0 * np.arctan2(x, w) * np.sign(sin_pitch)])
+    return np.array([np.arctan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y)),
+                     np.arcsin(sin_pitch),
+                     np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))])

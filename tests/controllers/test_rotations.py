@@ -217,3 +217,26 @@ def test_wrappers_accept_lists_and_other_dtypes():
     np.testing.assert_allclose(quat_to_matrix([0, 0, 0, 1]), np.diag([-1.0, -1.0, 1.0]), atol=1e-15)
     np.testing.assert_allclose(matrix_to_quat(np.asfortranarray(quat_to_matrix([0.5, 0.5, 0.5, 0.5]))),
                                [0.5, 0.5, 0.5, 0.5], atol=1e-15)
+
+
+def test_quat_to_rpy_rebuilds_the_rotation_as_rz_ry_rx():
+    from controllers.rotations import quat_to_rpy
+
+    def axis(i, angle):
+        c, s = np.cos(angle), np.sin(angle)
+        j, k = (i + 1) % 3, (i + 2) % 3
+        m = np.eye(3)
+        m[j, j], m[j, k], m[k, j], m[k, k] = c, -s, s, c
+        return m
+
+    rng = np.random.default_rng(0)
+    for q in rng.normal(size=(200, 4)):
+        roll, pitch, yaw = quat_to_rpy(q)
+        assert abs(pitch) <= np.pi / 2
+        np.testing.assert_allclose(axis(2, yaw) @ axis(1, pitch) @ axis(0, roll), quat_to_matrix(q), atol=1e-9)
+    # The Panda's tcp pointing down (x flipped about base x): roll pi.
+    np.testing.assert_allclose(np.abs(quat_to_rpy([0.0, 1.0, 0.0, 0.0])), [np.pi, 0.0, 0.0], atol=1e-12)
+    for pitch in (np.pi / 2, -np.pi / 2):  # gimbal lock: still the same rotation
+        q = matrix_to_quat(axis(2, 0.3) @ axis(1, pitch) @ axis(0, 0.2))
+        r, p, y = quat_to_rpy(q)
+        np.testing.assert_allclose(axis(2, y) @ axis(1, p) @ axis(0, r), quat_to_matrix(q), atol=1e-6)
