@@ -17,17 +17,24 @@ import typing
 # The simulated arms ("mirrors") that robostack.robot.backends.make_backend builds, for the
 # `--backend` option of every command that starts a robot server. Named here because this module
 # imports nothing of ours (DESIGN.md, rule 4); tests/test_backend_option.py checks the factory
-# builds each one. A real arm is not a backend name: its robot server runs on its machine
-# (hardware/), and commands reach it with --endpoint / --robot-server.
+# builds each one.
 MIRRORS = ("mujoco", "pybullet")
+# Real arms the factory also builds (hardware/): only `robostack robot-server --backend NAME
+# --clock realtime` runs one, on the arm's machine; the other commands reach it with --endpoint.
+REAL_ARMS = ("franka",)
 
 
-def check_backend(name: str) -> str:
-    """`name` if it is one of MIRRORS, else a ValueError naming the choices (a usage error under
-    `usage_errors`)."""
-    if name not in MIRRORS:
+def check_backend(name: str, real_arms: bool = False) -> str:
+    """`name` if it is one of MIRRORS (or REAL_ARMS, for the robot server), else a ValueError
+    naming the choices (a usage error under `usage_errors`)."""
+    if name in REAL_ARMS and not real_arms:
+        raise ValueError(f"--backend {name!r} is a real arm: this command starts a mirror of its own. "
+                         f"Run `robostack robot-server --backend {name} --clock realtime` for the "
+                         "arm and give this command its address with --endpoint (or --robot-server)")
+    if name not in MIRRORS + (REAL_ARMS if real_arms else ()):
+        arms = f", or a real arm: {', '.join(REAL_ARMS)}" if real_arms else ""
         raise ValueError(f"--backend {name!r}: choose one of mujoco (the MuJoCo mirror) or "
-                         f"pybullet (the PyBullet mirror: the same Panda, tcp and controller)")
+                         f"pybullet (the PyBullet mirror: the same Panda, tcp and controller){arms}")
     return name
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from controllers.robot_interface import ControlMode, contract_problems
 
 
-def make_backend(name: str, task):
-    """The robot backend for `name`; the mirror compiles the task's scene (a `sim.scene.Scene`)."""
+def make_backend(name: str, task, config=None):
+    """The robot backend for `name`; the mirror compiles the task's scene (a `sim.scene.Scene`).
+    `config`: the RobotServerConfig, whose options a real arm needs (its address)."""
     if name == "mujoco":
         from sim.mujoco_backend import MujocoBackend
         from sim.mujoco_scene import compile_scene
@@ -25,9 +26,29 @@ def make_backend(name: str, task):
         # PyBullet does not keep: the backend carries it.
         backend.scene = scene
         return backend
+    if name == "franka":
+        from hardware.franka import FrankaBackend
+
+        return FrankaBackend(getattr(config, "franka_host", "127.0.0.1"),
+                             gripper=getattr(config, "franka_gripper", True),
+                             markers=real_arm_markers(task))
     raise ValueError(
-        f"unknown backend {name!r}: this build offers 'mujoco' and 'pybullet' (real arms: see hardware/)"
+        f"unknown backend {name!r}: this build offers 'mujoco', 'pybullet' and 'franka' (a Franka "
+        "through franky, docs/hardware/franka.md)"
     )
+
+
+def real_arm_markers(task):
+    """The task's virtual markers (its goal points) for a real arm's world; ValueError for a task
+    with physical objects, whose poses a real arm's server cannot observe (no perception)."""
+    scene = task.build_scene()
+    objects = [o.name for o in getattr(scene, "objects", ())]
+    if objects:
+        raise ValueError(
+            f"task {task.name!r} observes the poses of {objects}: on a real arm they would need "
+            "perception, which the robot server does not have; run a task without objects "
+            "(--task reach) on the arm, or this task in a mirror")
+    return scene.markers
 
 
 def renders_cameras(backend) -> bool:

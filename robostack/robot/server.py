@@ -65,6 +65,7 @@ from controllers.joint_impedance import HomingMove, JointImpedanceController
 from controllers.rotations import matrix_to_quat
 from controllers.supervisor import ENERGIZED, Supervisor, SupervisorConfig
 from robostack import transport
+from robostack.config import REAL_ARMS, check_backend
 from robostack.robot import lease, loop
 from robostack.robot.images import LockstepImages
 from robostack.robot.backends import check_drivable, make_backend
@@ -83,7 +84,9 @@ class RobotServerConfig:
     task: str = "pick_cube"  # task whose scene, workspace box and home pose to use
     task_params: str = ""  # the task's physical parameters, e.g. "cube_half_size=0.025,cube_mass=0.05:0.2"
         # (low:high = uniform per episode); an unknown name lists the valid ones with units
-    backend: str = "mujoco"  # mujoco (the mirror); real arms plug in under hardware/
+    backend: str = "mujoco"  # mujoco or pybullet (the mirrors), franka (a Franka through franky, docs/hardware/franka.md)
+    franka_host: str = "127.0.0.1"  # --backend franka: the arm's FCI address (franky-sim serves on 127.x.y.z)
+    franka_gripper: bool = True  # --backend franka: drive a Franka Hand (false: an arm without one)
     clock: str = "lockstep"  # lockstep (sim only, faster than real time) or realtime
     command_endpoint: str = "tcp://127.0.0.1:5555"  # requests (ROUTER, bound here)
     state_endpoint: str = "tcp://127.0.0.1:5556"  # state stream (PUB, bound here)
@@ -127,6 +130,10 @@ class RobotServerConfig:
     def __post_init__(self):
         if self.clock not in ("lockstep", "realtime"):
             raise ValueError(f"clock must be 'lockstep' or 'realtime', got {self.clock!r}")
+        check_backend(self.backend, real_arms=True)
+        if self.backend in REAL_ARMS and self.clock != "realtime":
+            raise ValueError(f"--backend {self.backend} is a real arm, whose physics does not wait "
+                             "for requests: run it with --clock realtime")
         if not 1024 <= self.max_request_bytes <= 2**30:
             raise ValueError(f"max_request_bytes must be in [1024, 2**30], got {self.max_request_bytes}")
         parse_task_params(self.task, self.task_params)  # a usage error now, not at start-up
@@ -171,7 +178,7 @@ class RobotServer:
                              "a task object (make it with make_task(name, params=...))")
         self.task = task or make_task(self.config.task,
                                       params=parse_task_params(self.config.task, self.config.task_params))
-        self.backend = backend or make_backend(self.config.backend, self.task)
+        self.backend = backend or make_backend(self.config.backend, self.task, self.config)
         b = self.backend
         check_drivable(b)
         self.period = b.control_period
@@ -571,6 +578,8 @@ class RobotServer:
             return self._armed_after_reset(images)
         self.supervisor.reset(self._now(), teleport=False, peer=self._peer)  # MotionRefused: error reply
         self.joint_guard.latched.clear()
+        if b.capabilities.world:  # a real arm's virtual markers (a goal point): drawn now
+            self.task.reset_scene(b.world, self.rng)
         return self._start_homing(home)
 
     def _armed_after_reset(self, images=()):
