@@ -44,7 +44,11 @@ class JointImpedanceGains:
     """
 
     stiffness: Vector = (600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0)  # Nm/rad
-    damping: Vector = (50.0, 50.0, 50.0, 20.0, 20.0, 20.0, 10.0)  # Nms/rad
+    # Joint 4 as damped as 1-3: its homing speed, about stiffness * clip / damping, was 3 rad/s at
+    # 20 Nms/rad, past the Franka's 2.175 rad/s joint-4 limit (a real arm's velocity reflex); on
+    # franky-sim's FR3 the fold from its start pose then swung joint 2 at the 87 Nm limit and
+    # never arrived. At 50 it is 1.2 rad/s and arrives in ~1.5 s.
+    damping: Vector = (50.0, 50.0, 50.0, 50.0, 20.0, 20.0, 10.0)  # Nms/rad
     error_clip: Vector = 0.1  # rad per joint (inf: no clip)
     max_torque_rate: float = MAX_TORQUE_RATE  # Nm/s
     torque_limits: Vector = TORQUE_LIMITS  # Nm

@@ -14,7 +14,7 @@ from controllers.joint_impedance import (
 FLAG = {name: i for i, name in enumerate(JOINT_FLAGS)}
 LIMITS = np.array([87.0, 87, 87, 87, 12, 12, 12])
 KP = np.array([600.0, 600, 600, 600, 250, 150, 50])
-KD = np.array([50.0, 50, 50, 20, 20, 20, 10])
+KD = np.array([50.0, 50, 50, 50, 20, 20, 10])  # joint 4: 50, under the Franka's joint-4 speed limit
 
 
 def law_inputs(rng, **override):
