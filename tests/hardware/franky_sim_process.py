@@ -1,7 +1,7 @@
 """franky-sim (a MuJoCo FR3 speaking libfranka's protocol, with a Franka Hand server) in a process
 of its own, for the Franka backend's tests, with the faults it does not simulate injected.
 
-    python tests/hardware/franky_sim_process.py
+    python tests/hardware/franky_sim_process.py      (tests: FrankySim below)
 
 prints `READY <address>` once it serves (franky-sim binds the fixed ports 1337/1338 on the first
 free loopback address 127.x.y.z, so parallel runs each get their own address), then reads lines
@@ -18,9 +18,11 @@ would compete for the GIL with the robot server's own 1 kHz loop.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 # libfranka's errors in the order of its wire format (research_interface::robot::Error), which
 # differs from franka::Errors' field order: read back one by one through franky 2.0.0.
@@ -54,6 +56,36 @@ ERRORS = (
     "joint_via_motion_generator_planning_joint_limit_violation",
     "base_acceleration_initialization_timeout", "base_acceleration_invalid_reading",
 )
+
+
+class FrankySim:
+    """The franky-sim process: its address, fault injection, its measured rate."""
+
+    def __init__(self):
+        self.process = subprocess.Popen([sys.executable, str(Path(__file__))], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True,
+                                        env=dict(os.environ, OMP_NUM_THREADS="1"))
+        line = self.process.stdout.readline()
+        if not line.startswith("READY "):
+            self.process.kill()
+            raise AssertionError(f"franky-sim did not start: {line!r}, exit {self.process.wait(10)}")
+        self.host = line.split()[1]
+
+    def send(self, line: str) -> None:
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def rate(self) -> float:
+        self.send("rate")
+        return float(self.process.stdout.readline().split()[1])
+
+    def close(self) -> None:
+        try:
+            self.send("quit")
+            self.process.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait(10)
 
 
 def main() -> int:

@@ -15,11 +15,7 @@ time; bounds below are in wall time with that in mind.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,39 +30,9 @@ from robostack.robot.backends import check_drivable, make_backend  # noqa: E402
 from robostack.robot.loop import wait_until  # noqa: E402
 from robostack.robot.server import RobotServer, RobotServerConfig  # noqa: E402
 from tasks import make_task  # noqa: E402
+from franky_sim_process import FrankySim  # noqa: E402
 
-SIM = Path(__file__).with_name("franky_sim_process.py")
 PERIOD = 0.001
-
-
-class FrankySim:
-    """The franky-sim process: its address, fault injection, its measured rate."""
-
-    def __init__(self):
-        self.process = subprocess.Popen([sys.executable, str(SIM)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True,
-                                        env=dict(os.environ, OMP_NUM_THREADS="1"))
-        line = self.process.stdout.readline()
-        if not line.startswith("READY "):
-            self.process.kill()
-            raise AssertionError(f"franky-sim did not start: {line!r}, exit {self.process.wait(10)}")
-        self.host = line.split()[1]
-
-    def send(self, line: str) -> None:
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-
-    def rate(self) -> float:
-        self.send("rate")
-        return float(self.process.stdout.readline().split()[1])
-
-    def close(self) -> None:
-        try:
-            self.send("quit")
-            self.process.wait(10)
-        except (OSError, subprocess.TimeoutExpired):
-            self.process.kill()
-            self.process.wait(10)
 
 
 @pytest.fixture(scope="module")
