@@ -13,6 +13,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 COMMANDS = {
     "demo": ("robostack.commands.demo", "the main job in the MuJoCo mirror, multi-process, with a success rate"),
     "robot-server": ("robostack.robot.server", "run an arm (MuJoCo or PyBullet mirror) behind ZeroMQ at 1 kHz"),
+    "robot": ("robostack.commands.robot", "a running robot server: state (--watch, --json), arm, disarm, home, gains, stop, fault-reset"),
     "train": ("robostack.commands.train", "train a policy with SAC/RLPD: robot server, actor(s), learner as processes (or --single-process)"),
     "learner": ("robostack.training.learner", "the learner process alone: replay buffers, updates, weights"),
     "actor": ("robostack.training.actor", "one actor process alone: acts with the learner's weights"),
