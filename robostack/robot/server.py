@@ -109,6 +109,8 @@ class RobotServerConfig:
         # automatically (comma-separated), at most max_recoveries times within recovery_window
     max_recoveries: int = 3
     recovery_window: float = 60.0  # s
+    workspace_box: str = ""  # a box inside the task's for bring-up, "xmin,ymin,zmin,xmax,ymax,zmax" (m,
+        # base frame): targets are clipped to both; empty: the task's box
     max_position_step: float = 0.1  # m, cap on one command's target distance from the tcp
     max_rotation_step: float = 0.5  # rad, same for orientation
     settle_time: float = 0.2  # s of physics after a simulated reset, objects come to rest
@@ -138,12 +140,26 @@ class RobotServerConfig:
             raise ValueError(f"max_request_bytes must be in [1024, 2**30], got {self.max_request_bytes}")
         parse_task_params(self.task, self.task_params)  # a usage error now, not at start-up
         parse_ceilings(self.gain_ceilings)  # same: a bad or above-rated ceiling names itself now
+        self.box()  # same: a malformed workspace box
         self.supervisor_config()  # same: bad deadlines or timeouts
         if not self.lockstep_lease_timeout > 0:
             raise ValueError(f"lockstep_lease_timeout must be > 0 s, got {self.lockstep_lease_timeout}")
         if self.admin_endpoint and not self.admin_endpoint.startswith("ipc://"):
             raise ValueError(f"admin_endpoint must be a local ipc:// endpoint (anyone who can reach "
                              f"it may stop the server), got {self.admin_endpoint!r}")
+
+    def box(self):
+        """The workspace_box as ((xmin, ymin, zmin), (xmax, ymax, zmax)) m, or None."""
+        if not self.workspace_box.strip():
+            return None
+        try:
+            v = [float(x) for x in self.workspace_box.split(",")]
+        except ValueError:
+            v = []
+        if len(v) != 6 or not all(math.isfinite(x) for x in v) or not all(a < b for a, b in zip(v[:3], v[3:])):
+            raise ValueError(f"workspace_box must be 6 numbers xmin,ymin,zmin,xmax,ymax,zmax (m, base frame, "
+                             f"each min below its max), got {self.workspace_box!r}")
+        return tuple(v[:3]), tuple(v[3:])
 
     def lease_timeout(self) -> float:
         """s without a request from the lease holder before its lease expires."""
@@ -186,8 +202,14 @@ class RobotServer:
         if abs(self.ticks_per_step * self.period * self.task.config.policy_hz - 1.0) > 1e-9:
             raise ValueError("the policy period must be a whole number of control ticks")
         tc = self.task.config
+        low, high = np.array(tc.workspace_min, float), np.array(tc.workspace_max, float)
+        if self.config.box() is not None:  # bring-up: only inside both boxes
+            low, high = np.maximum(low, self.config.box()[0]), np.minimum(high, self.config.box()[1])
+            if not (low < high).all():
+                raise ValueError(f"workspace_box {self.config.workspace_box!r} does not overlap the task's "
+                                 f"box {tc.workspace_min} - {tc.workspace_max}")
         self.limits = safety.SafetyLimits(
-            workspace_min=tc.workspace_min, workspace_max=tc.workspace_max, gripper_max=b.gripper_max_width,
+            workspace_min=tuple(low), workspace_max=tuple(high), gripper_max=b.gripper_max_width,
             max_position_step=self.config.max_position_step, max_rotation_step=self.config.max_rotation_step)
         self.cartesian = CartesianImpedanceController(
             dt=self.period, filter_coefficient=min(1.0, self.period / self.config.smoothing_time))

@@ -58,3 +58,19 @@ def test_the_marker_world_holds_goals_and_refuses_objects():
         world.marker_position("cube")
     with pytest.raises(KeyError, match="perception"):
         world.object_pose("cube")
+
+
+def test_a_bring_up_box_tightens_the_tasks_workspace_and_a_bad_one_is_named():
+    from robostack.robot.server import RobotServer
+
+    server = RobotServer(RobotServerConfig(task="reach", workspace_box="0.4,-0.05,0.1,0.5,0.05,9"))
+    try:
+        assert np.allclose(server.limits.workspace_min, (0.4, -0.05, 0.1))
+        assert np.allclose(server.limits.workspace_max[:2], (0.5, 0.05))
+        assert server.limits.workspace_max[2] == server.task.config.workspace_max[2]  # the task's
+    finally:
+        server.backend.close()
+    with pytest.raises(ValueError, match="6 numbers"):
+        RobotServerConfig(workspace_box="0.4,0.5")
+    with pytest.raises(ValueError, match="each min below its max"):
+        RobotServerConfig(workspace_box="0.5,0,0,0.4,0.1,0.1")
