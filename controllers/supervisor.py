@@ -168,7 +168,8 @@ class Supervisor:
                         "by itself)",
             "stopping": "the arm is in a damped stop; send 'arm' or 'reset' to energize it again",
             "homing": "a reset is driving the arm home; wait for the reset's reply",
-            "fault": "send 'arm' (recovers the backend) or 'reset' once the cause is cleared",
+            "fault": "once the cause is cleared send 'fault_reset' (recovers, stays disarmed), 'arm' "
+                     "(recovers, then holds) or 'reset'",
             "recovering": "a fault recovery is in progress; wait for it, then send 'arm'",
         }[self.state]
         return MotionRefused(f"{what} refused: the arm is {self.state} ({self.reason}); {hint}")
@@ -260,10 +261,12 @@ class Supervisor:
         while self.recoveries and now - self.recoveries[0] > c.recovery_window:
             self.recoveries.popleft()
         if in_fault and self.latched:
-            why = "while latched: stays latched; send 'arm' or 'reset' once the cause is cleared"
+            why = ("while latched: stays latched; once the cause is cleared send 'fault_reset' (ends "
+                   "disarmed), 'arm' or 'reset'")
         elif code not in c.transient_faults:
             self.latched = True
-            why = "not a transient fault: latched; send 'arm' or 'reset' once the cause is cleared"
+            why = ("not a transient fault: latched; once the cause is cleared send 'fault_reset' (ends "
+                   "disarmed), 'arm' or 'reset'")
         elif len(self.recoveries) >= c.max_recoveries:
             self.latched = True
             why = (f"{len(self.recoveries)} automatic recoveries within {c.recovery_window:g} s "
@@ -392,7 +395,7 @@ class Supervisor:
                 self._go(now, "fault", f"recovery from {self._fault_words()} failed: the backend "
                                        f"still reports {list(self.faults)} after "
                                        f"{c.recovery_timeout:g} s; latched: clear the cause, then "
-                                       "send 'arm' or 'reset'")
+                                       "send 'fault_reset', 'arm' or 'reset'")
         out = TickOutput(LAW[self.state], self.stiffness_scale(now), self._engage, self._hold_here,
                          self._recover, self.state, self.reason)
         self._engage = self._hold_here = self._recover = False

@@ -24,7 +24,12 @@ from controllers.supervisor import ENERGIZED
 from robostack import transport
 from robostack.robot.client import PEER
 
-BASE_FRAME = "base (panda_link0: z up, x toward the workspace, table top z = 0)"
+# What `base` is on each backend (README, Conventions): named in the block, so that a person
+# reading numbers off a real arm knows which frame they are in.
+PANDA_BASE = "base = panda_link0 (z up, x toward the workspace)"
+BASE_FRAMES = {"mujoco": PANDA_BASE + "; the table top is z = 0", "pybullet": PANDA_BASE + "; the table top is z = 0",
+               "franka": PANDA_BASE + ", libfranka's O frame"}
+BASE_FRAME = "base = the arm's base frame (its controller's)"
 GUARD_MARGIN = 0.05  # rad: the joint-limit guard's margin (controllers/safety.py), marked in the block
 
 
@@ -100,6 +105,9 @@ class ServerReader:
         message = self.state(window)
         snap = snapshot(self.hello, message.meta, message.arrays, self.stats(fresh_stats),
                         self.flags, age=time.monotonic() - message.stamp)
+        since = snap["supervisor"]["since_s"]
+        if self.realtime and isinstance(since, (int, float)):  # both the server's monotonic clock
+            snap["supervisor"]["for_s"] = round(message.stamp - since, 3)
         snap["server"] = self.server
         self.flags = {}
         return snap
@@ -170,7 +178,8 @@ def format_block(s: dict) -> str:
     lines.append(f"mode          {s['mode']}  (law {s['control']}"
                  + (f", stiffness {scale * 100:.0f} %" if s["control"] in ("hold", "track") and scale is not None else "")
                  + f"; {'energized' if s['energized'] else 'not energized'})")
-    since = f" since t={sup['since_s']:.3f} s" if isinstance(sup["since_s"], (int, float)) else ""
+    since = f" for {sup['for_s']:.1f} s" if "for_s" in sup else \
+        (f" since t={sup['since_s']:.3f} s" if isinstance(sup["since_s"], (int, float)) else "")
     lines.append(f"supervisor    {sup['state']}{since}: {sup['reason']}")
     lines.append(f"              faults {', '.join(sup['faults']) or 'none'}; latched {'yes' if sup['latched'] else 'no'}")
     for t in sup["transitions"][-3:]:
@@ -180,7 +189,7 @@ def format_block(s: dict) -> str:
                      f"{lease['timeout_s']:g} s unless it renews it)")
     else:
         lines.append(f"lease         free (timeout {lease['timeout_s']:g} s): any client may acquire it")
-    lines.append(f"tcp           frame {BASE_FRAME}")
+    lines.append(f"tcp           frame {BASE_FRAMES.get(s['backend'], BASE_FRAME)}")
     lines.append(f"  position    {_row(tcp['position_m'], '{:8.4f}')} m   (reference {_row(tcp['reference_position_m'], '{:.4f}')})")
     lines.append(f"  quaternion  {_row(tcp['quaternion_wxyz'], '{:8.4f}')}   (w, x, y, z)")
     lines.append(f"  rpy         {_row(tcp['rpy_deg'], '{:8.2f}')} deg (R = Rz(yaw) Ry(pitch) Rx(roll))")

@@ -148,7 +148,7 @@ def test_state_shows_every_named_field_with_plausible_values(servers):
     assert done.returncode == 0 and as_json.returncode == 0, done.stderr + as_json.stderr
     text = done.stdout
     for words in ("mode          disarmed", "law damped", "supervisor    disarmed", "started disarmed",
-                  "lease         free", "frame base", "quaternion", "(w, x, y, z)", "rpy", "deg",
+                  "lease         free", "frame base = panda_link0", "quaternion", "(w, x, y, z)", "rpy", "deg",
                   "joints q", "to limit", "wrench        force", " N ", "Nm", "gripper       width",
                   " mm", "loop ", " Hz", "overrun     p50", "p99", "max", "cpu ", "gains         stiffness",
                   "clamps/holds"):
