@@ -194,9 +194,16 @@ def test_selftest_autopilot_runs_and_exits_zero(capsys):
 def cli(*args, **kwargs) -> subprocess.Popen:
     # PYTHONFAULTHANDLER: a child that hangs can be made to print every thread's stack (SIGABRT).
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
+    # SIGINT at its default, as a person's terminal gives it: a suite started as a background job
+    # of a non-interactive shell (`bash .ci/run &`) inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler in the child (two CI runs "hung" on Ctrl-C that way).
     return subprocess.Popen([sys.executable, "-m", "robostack.cli", "teleop", *args], cwd=ROOT, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kwargs)
+                            text=True, preexec_fn=_default_sigint, **kwargs)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_keyboard_selftest_without_a_terminal_says_so():
