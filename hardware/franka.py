@@ -241,7 +241,7 @@ class FrankaBackend:
                 log.warning("error recovery left %s", self._codes(self._raw))
                 return
             self._start_motion()
-        except franky.Exception as error:
+        except (franky.Exception, franky.TorqueSignalTimeoutException) as error:
             log.warning("error recovery failed: %s: %s", type(error).__name__, error)
             return
         self._faults, self._idle_ticks = (), 0
@@ -281,7 +281,7 @@ class FrankaBackend:
                 self.robot.move(franky.TorqueStopMotion(damping=np.array([20.0] * 4 + [5.0] * 3)),
                                 asynchronous=True)
                 self.robot.join_motion(timeout=3.0)
-        except franky.Exception as error:
+        except (franky.Exception, franky.TorqueSignalTimeoutException) as error:  # not a franky.Exception
             log.warning("stopping the arm: %s: %s", type(error).__name__, error)
         if self.gripper is not None:
             self.gripper.close()

@@ -10,7 +10,7 @@ through the one TorqueRamp:
 
 The clocks connect a RobotServer to its sockets (the command socket, whose requests the lease
 governs, and the local admin socket: docs/leases.md); they only call its public side (handle,
-run_ticks, state_message, reset_reply, stats, loop_summary, running):
+run_ticks, release, state_message, reset_reply, stats, loop_summary, running):
 * `serve_lockstep`: physics is frozen between requests; a request is answered as it arrives.
 * `serve_realtime`: the 1 kHz tick of wall-clock time a real arm runs on (`wait_until` paces it,
   `TickStats` measures it); between ticks (the supervisor ticks with the control tick) it publishes the state and
@@ -227,6 +227,7 @@ def serve(robot) -> None:
         else:
             serve_realtime(robot, requests, publisher, admin)
     finally:
+        robot.release()  # at once: a real arm's graceful stop needs the ticks it just had
         # Sockets close with LINGER 0, which drops replies ZeroMQ's I/O thread has not sent yet:
         # give it a moment to send the last one (the 'bye' to a shutdown), else its sender waits
         # out its timeout (seen on a loaded machine).

@@ -699,11 +699,20 @@ class RobotServer:
         try:
             loop.serve(self)
         finally:
-            if self._homing is not None:
-                self._end_homing("the server stopped")
-            self.supervisor.disarm(self._now(), "server stopped")
-            self.images.close()
-            self.backend.close()
+            self.release()
+
+    def release(self) -> None:
+        """Disarm and release the arm, once. The loop calls it as soon as it stops ticking: a
+        real arm's graceful stop (the Franka's TorqueStopMotion) needs the torque stream that
+        franky's 50 ms watchdog ends otherwise."""
+        if getattr(self, "_released", False):
+            return
+        self._released = True
+        if self._homing is not None:
+            self._end_homing("the server stopped")
+        self.supervisor.disarm(self._now(), "server stopped")
+        self.images.close()
+        self.backend.close()
 
 
 def _within(gains: CartesianImpedanceGains, ceilings: GainCeilings) -> CartesianImpedanceGains:

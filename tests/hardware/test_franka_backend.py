@@ -136,14 +136,16 @@ def test_torque_watchdog_ends_the_motion_when_the_loop_stops(server):
     resume(server)
     run(server, 0.05)
     assert b.robot.is_in_control
-    stalled = time.perf_counter()  # no more set_torque: a Python loop that hangs
+    stalled, robot_time = time.perf_counter(), b.robot.state.time.to_sec()  # no more set_torque
     while b.robot.is_in_control and time.perf_counter() < stalled + 2.0:
         time.sleep(0.001)
     ended = time.perf_counter() - stalled
-    print(f"torque watchdog (signal_timeout {b.signal_timeout} s of robot time): motion ended "
-          f"{ended * 1e3:.0f} ms of wall time after the last torque")
+    # franky counts the timeout in robot time, which franky-sim runs slower than wall time.
+    robot_ended = b.robot.state.time.to_sec() - robot_time
+    print(f"torque watchdog (signal_timeout {b.signal_timeout} s): motion ended {robot_ended * 1e3:.0f} "
+          f"ms of robot time, {ended * 1e3:.0f} ms of wall time after the last torque")
     assert not b.robot.is_in_control
-    assert ended < 0.15
+    assert robot_ended <= b.signal_timeout + 0.015 and ended < 0.5
     b.sense()
     assert b.read_faults() == ("torque_signal_timeout",)
     # The supervisor sees the fault (not whitelisted: latched) and an explicit arm recovers it.
@@ -177,3 +179,16 @@ def test_a_whitelisted_fault_recovers_by_itself_and_another_latches(server, sim)
     server.handle("arm", {}, {})  # explicit: recover, then hold
     assert run(server, 2.0, until=lambda: server.mode == "armed")
     assert b.robot.is_in_control and b.read_faults() == ()
+
+
+def test_releasing_the_server_stops_the_arm_with_franky_s_torque_stop(server):
+    resume(server)
+    run(server, 0.1)
+    b = server.backend
+    started = time.perf_counter()
+    server.release()  # what the loop does as soon as it stops ticking (Ctrl-C, shutdown)
+    took = time.perf_counter() - started
+    print(f"release: TorqueStopMotion ended in {took * 1e3:.0f} ms")
+    assert not b.robot.is_in_control and took < 2.5
+    b.robot.join_motion(timeout=0.5)  # it finished: the watchdog's exception would raise here
+    server.release()  # once only
