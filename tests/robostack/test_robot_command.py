@@ -301,6 +301,35 @@ def test_fault_reset_clears_a_latched_fault_and_fails_while_its_cause_stays(serv
     assert done.returncode == 0 and "fault cleared" in done.stdout, (done.stdout, done.stderr)
 
 
+def test_a_lockstep_fault_reset_runs_the_recovery_inside_its_request():
+    """Lock-step physics (and the supervisor's clock) advance only inside requests: the recovery
+    must finish in the fault_reset request itself, or it would wait forever."""
+    from robostack.robot.backends import make_backend
+    from robostack.robot.server import RobotServer, RobotServerConfig
+    from tasks import make_task
+
+    task = make_task("reach")
+    arm = FaultyMirror(make_backend("mujoco", task))
+    robot_server = RobotServer(RobotServerConfig(task="reach"), task=task, backend=arm)
+    try:
+        assert robot_server.handle("reset", {}, {})[1]["mode"] == "armed"
+        arm.active.add(LATCHING)
+        robot_server.run_ticks(1)  # what a step does first: the supervisor reads the faults
+        assert robot_server.mode == "fault" and robot_server.supervisor.latched
+        kind, meta, _ = robot_server.handle("fault_reset", {}, {})
+        assert (kind, meta["fault_reset"], meta["mode"]) == ("state", "started", "disarmed"), meta
+        assert f"recovered from fault '{LATCHING}'" in meta["supervisor"]["reason"]
+        arm.estop = True
+        robot_server.run_ticks(1)
+        kind, meta, _ = robot_server.handle("fault_reset", {}, {})
+        assert meta["mode"] == "fault" and "still reports ['user_stop_engaged']" in meta["supervisor"]["reason"]
+        assert robot_server.handle("fault_reset", {}, {})[1]["mode"] == "fault"  # still pressed
+        arm.estop = False
+        assert robot_server.handle("fault_reset", {}, {})[1]["mode"] == "disarmed"
+    finally:
+        robot_server.backend.close()
+
+
 def test_an_unreachable_server_is_a_clear_error_within_seconds():
     cases = (("state", f"tcp://127.0.0.1:{free_port()}"),
              ("stop", transport.ipc_endpoint(f"nobody-{uuid.uuid4().hex[:8]}")),
