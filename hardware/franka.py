@@ -24,17 +24,15 @@ the torque motion (`last_motion_errors`); "torque_signal_timeout" when the watch
 "user_stopped" when the enabling / stop button was used, "connection_lost" for a network error.
 `recover_faults` runs libfranka's automatic error recovery and restarts the torque motion.
 
-The gripper (franky.Gripper, a Franka Hand) runs in a thread of its own: its calls block for a
-packet round trip (0.5-1 ms) or a whole stroke, so the tick only stores the target.
+The gripper (franky.Gripper, a Franka Hand) runs in a process of its own
+(hardware/franka_gripper.py): franky's gripper calls hold the GIL while they wait for the Hand,
+so the tick only writes the target to shared memory.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import threading
-import time
-
 import numpy as np
 
 from controllers import franka
@@ -139,7 +137,11 @@ class FrankaBackend:
         self.motion = None
         self._update(self._raw)  # the torque motion starts with the first actuate(): the server
         # may take longer than the watchdog's 50 ms to get from here to its first tick
-        self.gripper = _GripperWorker(franky, host, gripper_speed, grasp_force) if gripper else None
+        self.gripper = None
+        if gripper:
+            from hardware.franka_gripper import GripperProcess
+
+            self.gripper = GripperProcess(host, gripper_speed, grasp_force)
         if self.gripper is not None:
             self.gripper_max_width = self.gripper.max_width
             self.state.gripper_width = self.gripper.width
@@ -285,48 +287,3 @@ class FrankaBackend:
             log.warning("stopping the arm: %s: %s", type(error).__name__, error)
         if self.gripper is not None:
             self.gripper.close()
-
-
-class _GripperWorker:
-    """The Franka Hand in a thread: commands the newest target once the previous command ended
-    (closing is a grasp with wide tolerances, so it ends wherever an object stops the fingers),
-    and reads the width every `period` seconds."""
-
-    def __init__(self, franky, host: str, speed: float, force: float, period: float = 0.02):
-        try:
-            self.hand = franky.Gripper(host)
-        except franky.Exception as error:
-            raise ConnectionError(f"no Franka Hand at {host}: {type(error).__name__}: {error}; a "
-                                  "robot without one: start with --franka-gripper false") from error
-        self.max_width = float(self.hand.max_width) or franka.GRIPPER_MAX_WIDTH
-        self.width = float(self.hand.width)
-        self.target = self.width
-        self.speed, self.force, self.period = speed, force, period
-        self._franky = franky
-        self._running = True
-        self._thread = threading.Thread(target=self._run, name="franka-gripper", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        pending, sent = None, self.width
-        while self._running:
-            try:
-                self.width = float(self.hand.width)
-                if pending is not None and pending.wait(0.0):
-                    pending = None
-                target = self.target
-                if pending is None and abs(target - sent) > 1e-3:
-                    if target < self.width - 1e-3:
-                        pending = self.hand.grasp_async(target, self.speed, self.force,
-                                                        epsilon_inner=0.08, epsilon_outer=0.08)
-                    else:
-                        pending = self.hand.move_async(target, self.speed)
-                    sent = target
-            except self._franky.Exception as error:
-                log.warning("gripper: %s: %s", type(error).__name__, error)
-                pending = None
-            time.sleep(self.period)
-
-    def close(self) -> None:
-        self._running = False
-        self._thread.join(timeout=2.0)

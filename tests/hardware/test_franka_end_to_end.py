@@ -142,3 +142,45 @@ def test_record_demos_with_the_autopilot_logs_a_full_episode_on_the_arm(arm, tmp
           f"{time.monotonic() - start:.1f} s with start-up; events {events}")
     assert frames >= 5 and episode["intervention"].all()
     assert ("homing", "armed") in events  # a real arm's reset: driven home, not teleported
+
+
+def test_a_learner_and_an_actor_train_on_the_arm_and_eval_runs_there(arm, tmp_path):
+    # Training on a real arm: `robostack learner` and `robostack actor --robot-server` (the
+    # launcher starts mirrors of its own); then `robostack eval --robot-server` on the same arm.
+    command, _ = arm
+    run = tmp_path / "run"
+    learner_endpoint, weights = transport.free_tcp_endpoint(), transport.free_tcp_endpoint()
+    tiny = ["--task", "reach", "--max-episode-steps", "10"]  # the expert reaches in 9-20 steps
+    learner = subprocess.Popen(
+        [sys.executable, "-m", "robostack.training.learner", *tiny, "--run-dir", str(run),
+         "--endpoint", learner_endpoint, "--weights-endpoint", weights, "--total-steps", "30",
+         "--learning-starts", "20", "--demos", "1", "--eval-every", "0", "--final-eval-episodes", "0",
+         "--sac-hidden-dims", "16", "16", "--sac-num-critics", "2", "--sac-batch-size", "16",
+         "--utd-ratio", "1"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    actor = subprocess.Popen(
+        [sys.executable, "-m", "robostack.training.actor", *tiny, "--actor-id", "actor-0",
+         "--run-dir", str(run), "--learner", learner_endpoint, "--weights", weights,
+         "--robot-server", command], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        try:
+            learned, _ = learner.communicate(timeout=180)
+            acted, _ = actor.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            for p in (learner, actor):
+                p.kill()
+            pytest.fail(f"training did not end: learner {learner.communicate()[0][-1500:]}\n"
+                        f"actor {actor.communicate()[0][-1500:]}")
+    finally:
+        for p in (learner, actor):
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+    assert learner.returncode == 0 and "step budget reached at env step 30" in learned, learned[-2000:]
+    assert actor.returncode == 0 and "demonstrations: 1 successful" in acted, acted[-2000:]
+    print("training on the arm:", acted.strip().splitlines()[-1])
+    evaluated = subprocess.run([sys.executable, "-m", "robostack.cli", "eval", "--run", str(run),
+                                "--robot-server", command, "--episodes", "1"],
+                               env=ENV, capture_output=True, text=True, timeout=120)
+    assert evaluated.returncode == 0, evaluated.stdout[-1500:] + evaluated.stderr[-1500:]
+    assert "eval: backend franka" in evaluated.stdout, evaluated.stdout
+    print(evaluated.stdout.strip().splitlines()[-1])
