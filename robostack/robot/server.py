@@ -745,7 +745,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
     with usage_errors(parser):  # e.g. a bad --task-params: the message, exit code 2
         config = dataclass_from_args(RobotServerConfig, args)
-    server = RobotServer(config)
+    try:
+        server = RobotServer(config)
+    except ValueError as error:  # e.g. a task a real arm cannot run: a usage error, no traceback
+        parser.error(str(error))
+    except (ConnectionError, ImportError) as error:  # a real arm not reachable, its SDK missing
+        parser.exit(1, f"robostack robot-server: {error}\n")
 
     def stop(signum, frame):
         server.running = False
