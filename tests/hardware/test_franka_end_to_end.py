@@ -150,33 +150,40 @@ def test_a_learner_and_an_actor_train_on_the_arm_and_eval_runs_there(arm, tmp_pa
     command, _ = arm
     run = tmp_path / "run"
     learner_endpoint, weights = transport.free_tcp_endpoint(), transport.free_tcp_endpoint()
+    learner_log, actor_log = open(tmp_path / "learner.log", "wb"), open(tmp_path / "actor.log", "wb")
     tiny = ["--task", "reach", "--max-episode-steps", "10"]  # the expert reaches in 9-20 steps
     learner = subprocess.Popen(
         [sys.executable, "-m", "robostack.training.learner", *tiny, "--run-dir", str(run),
          "--endpoint", learner_endpoint, "--weights-endpoint", weights, "--total-steps", "30",
          "--learning-starts", "20", "--demos", "1", "--eval-every", "0", "--final-eval-episodes", "0",
          "--sac-hidden-dims", "16", "16", "--sac-num-critics", "2", "--sac-batch-size", "16",
-         "--utd-ratio", "1"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "--utd-ratio", "1"], env=ENV, stdout=learner_log, stderr=subprocess.STDOUT)
     actor = subprocess.Popen(
         [sys.executable, "-m", "robostack.training.actor", *tiny, "--actor-id", "actor-0",
          "--run-dir", str(run), "--learner", learner_endpoint, "--weights", weights,
-         "--robot-server", command], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "--robot-server", command], env=ENV, stdout=actor_log, stderr=subprocess.STDOUT)
     try:
-        try:
-            learned, _ = learner.communicate(timeout=180)
-            acted, _ = actor.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            for p in (learner, actor):
-                p.kill()
-            pytest.fail(f"training did not end: learner {learner.communicate()[0][-1500:]}\n"
-                        f"actor {actor.communicate()[0][-1500:]}")
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and (learner.poll() is None or actor.poll() is None):
+            if actor.poll() is not None and learner.poll() is None:
+                try:  # done, the learner ends too; an actor that crashed would leave it waiting
+                    learner.wait(30)
+                except subprocess.TimeoutExpired:
+                    pass
+                break
+            time.sleep(0.5)
     finally:
         for p in (learner, actor):
             if p.poll() is None:
                 p.kill()
-                p.wait(10)
-    assert learner.returncode == 0 and "step budget reached at env step 30" in learned, learned[-2000:]
-    assert actor.returncode == 0 and "demonstrations: 1 successful" in acted, acted[-2000:]
+            p.wait(10)
+        learner_log.close()
+        actor_log.close()
+    learned = (tmp_path / "learner.log").read_text(errors="replace")
+    acted = (tmp_path / "actor.log").read_text(errors="replace")
+    outputs = f"learner:\n{learned[-2000:]}\nactor:\n{acted[-3000:]}"
+    assert learner.returncode == 0 and "step budget reached at env step 30" in learned, outputs
+    assert actor.returncode == 0 and "demonstrations: 1 successful" in acted, outputs
     print("training on the arm:", acted.strip().splitlines()[-1])
     evaluated = subprocess.run([sys.executable, "-m", "robostack.cli", "eval", "--run", str(run),
                                 "--robot-server", command, "--episodes", "1"],
