@@ -164,7 +164,9 @@ def test_state_shows_every_named_field_with_plausible_values(servers):
     assert 0.0 <= s["gripper"]["width_mm"] <= 81.0
     assert all(abs(f) < 5.0 for f in s["external_wrench"]["force_n"])  # in free space
     loop = s["loop"]
-    assert loop["ticks"] > 500 and 300 < loop["rate_hz"] < 1100, loop
+    # Plausible, not fast: CI's 2 cores are shared with other tests' processes (seen there:
+    # 435 ticks at 460 Hz with one 512 ms stall); the loop's timing has its own benchmark.
+    assert loop["ticks"] > 100 and 100 < loop["rate_hz"] < 1100, loop
     assert 0.0 <= loop["overrun_p50_ms"] <= loop["overrun_p99_ms"] <= loop["overrun_max_ms"]
     assert s["lease"] == {"held": False, "holder": "", "seconds_left": 0.0, "timeout_s": 0.5}
     # --watch refreshes: --count readings, one JSON object each
@@ -190,7 +192,10 @@ def test_arm_holds_while_it_runs_and_state_shows_it_armed_by_its_holder(servers)
         done = robot("stop", "--server", rt.command)
         assert done.returncode == 0, done.stderr
         assert "stopped on the admin socket" in done.stdout and "disarmed" in done.stdout
-        assert "lease still held by 'robostack robot arm" in done.stdout
+        # stop leaves the lease alone (the training-actor test below pins that); the arm session
+        # may already have seen the disarm and released it by the time stop reads the state.
+        assert ("lease still held by 'robostack robot arm" in done.stdout
+                or "lease free" in done.stdout), done.stdout
         out, err = arm.communicate(timeout=15)
         assert arm.returncode == 1 and "no longer holding: the arm is" in err, (out, err)
         assert time.monotonic() - start < 15
@@ -267,6 +272,9 @@ def test_lockstep_home_teleports_or_drives_and_fault_reset_without_a_fault(serve
 
 
 def test_fault_reset_clears_a_latched_fault_and_fails_while_its_cause_stays(servers):
+    # The real-time mirror's tests are done: its 1 kHz loop would only take CPU time from the
+    # CLI processes here (two spinning loops and the CLI on 2 cores doubled this test's time).
+    servers["realtime"].stop()
     fs = servers["faulty"]
     pid = fs.process.pid
     arm = start_robot("arm", "--server", fs.command, "--hold", 30)

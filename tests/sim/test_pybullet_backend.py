@@ -231,7 +231,7 @@ def test_factory_backends_have_their_own_clients_and_close_them():
     assert b.latest_state().q.shape == (7,)  # the other one is untouched
     b.close()
     b.close()  # twice is harmless
-    with pytest.raises(ValueError, match="'mujoco' and 'pybullet'"):
+    with pytest.raises(ValueError, match="'mujoco', 'pybullet'"):
         make_backend("gazebo", make_task("pick_cube"))
 
 
