@@ -13,6 +13,8 @@ Conventions, everywhere in this package:
 Modules:
 - cartesian_impedance: the 1 kHz Cartesian impedance law and its stateful controller.
 - joint_impedance: joint-space impedance for resets.
+- admittance: Cartesian admittance for position-controlled arms (a UR): the commanded pose
+  yields to the measured wrench; steady contact force bounded by design.
 - safety: validation and filtering of incoming Cartesian commands, joint-limit guard.
 - franka: the Panda's joint, torque and torque-rate limits.
 - rotations: every quaternion / matrix / rotation-vector conversion (the one copy).
