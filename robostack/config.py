@@ -21,7 +21,7 @@ import typing
 MIRRORS = ("mujoco", "pybullet")
 # Real arms the factory also builds (hardware/): only `robostack robot-server --backend NAME
 # --clock realtime` runs one, on the arm's machine; the other commands reach it with --endpoint.
-REAL_ARMS = ("franka",)
+REAL_ARMS = ("franka", "ur")
 
 
 def check_backend(name: str, real_arms: bool = False) -> str:

@@ -32,9 +32,14 @@ def make_backend(name: str, task, config=None):
         return FrankaBackend(getattr(config, "franka_host", "127.0.0.1"),
                              gripper=getattr(config, "franka_gripper", True),
                              markers=real_arm_markers(task))
+    if name == "ur":
+        from hardware.ur import UrBackend
+
+        return UrBackend(getattr(config, "ur_host", "127.0.0.1"),
+                         frequency=getattr(config, "ur_frequency", 500.0), markers=real_arm_markers(task))
     raise ValueError(
-        f"unknown backend {name!r}: this build offers 'mujoco', 'pybullet' and 'franka' (a Franka "
-        "through franky, docs/hardware/franka.md)"
+        f"unknown backend {name!r}: this build offers 'mujoco', 'pybullet', 'franka' (a Franka "
+        "through franky, docs/hardware/franka.md) and 'ur' (a UR through ur_rtde, docs/hardware/ur.md)"
     )
 
 

@@ -87,6 +87,8 @@ class RobotServerConfig:
     backend: str = "mujoco"  # mujoco or pybullet (the mirrors), franka (a Franka through franky, docs/hardware/franka.md)
     franka_host: str = "127.0.0.1"  # --backend franka: the arm's FCI address (franky-sim serves on 127.x.y.z)
     franka_gripper: bool = True  # --backend franka: drive a Franka Hand (false: an arm without one)
+    ur_host: str = "127.0.0.1"  # --backend ur: the UR controller's address (docs/hardware/ur.md)
+    ur_frequency: float = 500.0  # --backend ur: the RTDE rate, 500 Hz (e-series) or 125 Hz (CB3); the server ticks at it
     clock: str = "lockstep"  # lockstep (sim only, faster than real time) or realtime
     command_endpoint: str = "tcp://127.0.0.1:5555"  # requests (ROUTER, bound here)
     state_endpoint: str = "tcp://127.0.0.1:5556"  # state stream (PUB, bound here)
