@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,vision,franka-sim]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,vision,franka-sim,ur]'
 	touch $(STAMP)
 
 # The main job: train pick_cube (robot server, actor, learner over ZeroMQ; 6,000 env steps,
