@@ -97,7 +97,8 @@ def check_drivable(backend) -> None:
         raise ValueError(
             f"backend {name} is controlled by {backend.control_mode.value!r} targets: the robot server "
             f"drives {ControlMode.JOINT_TORQUE.value!r} arms only (Cartesian impedance); "
-            "position-controlled arms need the admittance controller, which does not exist yet")
+            "position-controlled arms need the admittance controller (controllers/admittance.py) "
+            "wired into the server's loop, which is not done yet")
     if not backend.capabilities.kinematics:
         raise ValueError(f"backend {name} declares no kinematics: the Cartesian impedance law "
                          "needs the tcp pose and Jacobian on every tick")
