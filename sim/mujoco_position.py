@@ -11,7 +11,7 @@ a UR's getActualTCPForce. The contact force the figure is judged by is MuJoCo's 
 
 What this mode is not (yet): a backend the robot server drives. It implements the methods of
 ControlMode.CARTESIAN_POSITION (command_tcp_target, halt, external_wrench, sense) for the
-admittance experiments in tests/sim/test_mujoco_position.py and benchmarks/bench_admittance.py;
+admittance experiments in tests/sim/test_admittance_in_the_mirror.py and benchmarks/bench_admittance.py;
 the server's position-controlled path does not exist yet (issue 16).
 """
 
