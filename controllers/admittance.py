@@ -34,7 +34,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from controllers.rotations import quat_multiply, quat_conjugate, quat_to_rotvec, rotvec_to_quat
+from controllers.cartesian_impedance import orientation_error
+from controllers.rotations import quat_multiply, rotvec_to_quat
 
 ADMITTANCE_FLAGS = ("error_clipped", "velocity_limited", "acceleration_limited")
 
@@ -94,7 +95,8 @@ def dead_band(vector: np.ndarray, width: float) -> np.ndarray:
     return vector * (1.0 - width / norm)
 
 
-def _clip_norm(vector: np.ndarray, limit: float) -> tuple[np.ndarray, bool]:
+def clip_norm(vector: np.ndarray, limit: float) -> tuple[np.ndarray, bool]:
+    """The vector scaled down to length `limit` if it is longer, and whether it was."""
     norm = float(np.linalg.norm(vector))
     if norm <= limit:
         return vector, False
@@ -174,18 +176,19 @@ class AdmittanceController:
                              "reading is broken; stop the arm and check the sensor")
         g, dt, flags = self.gains, self.dt, self.flags
         flags[:] = 0
-        error, clipped = _clip_norm(self.target_position - self.position, g.error_clip)
-        rotation_error = quat_to_rotvec(quat_multiply(self.target_quaternion, quat_conjugate(self.quaternion)))
-        rotation_error, rotation_clipped = _clip_norm(rotation_error, g.rotation_error_clip)
+        error, clipped = clip_norm(self.target_position - self.position, g.error_clip)
+        rotation_error = np.empty(3)  # the rotation taking the commanded orientation to the target
+        orientation_error(self.target_quaternion, self.quaternion, rotation_error)
+        rotation_error, rotation_clipped = clip_norm(rotation_error, g.rotation_error_clip)
         flags[0] = clipped or rotation_clipped
         force = g.stiffness * error + dead_band(wrench[:3], g.dead_band) - g.damping * self.velocity
         torque = (g.rotational_stiffness * rotation_error + dead_band(wrench[3:], g.torque_dead_band)
                   - g.rotational_damping * self.angular_velocity)
-        acceleration, a_limited = _clip_norm(force / g.mass, g.max_acceleration)
-        angular_acceleration, w_limited = _clip_norm(torque / g.inertia, g.max_angular_acceleration)
+        acceleration, a_limited = clip_norm(force / g.mass, g.max_acceleration)
+        angular_acceleration, w_limited = clip_norm(torque / g.inertia, g.max_angular_acceleration)
         flags[2] = a_limited or w_limited
-        self.velocity, v_limited = _clip_norm(self.velocity + acceleration * dt, g.max_velocity)
-        self.angular_velocity, w_limited = _clip_norm(self.angular_velocity + angular_acceleration * dt,
+        self.velocity, v_limited = clip_norm(self.velocity + acceleration * dt, g.max_velocity)
+        self.angular_velocity, w_limited = clip_norm(self.angular_velocity + angular_acceleration * dt,
                                                       g.max_angular_velocity)
         flags[1] = v_limited or w_limited
         self.position += self.velocity * dt

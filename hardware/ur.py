@@ -44,7 +44,9 @@ import os
 import numpy as np
 
 from controllers.robot_interface import BackendCapabilities, ControlMode, RobotState
-from controllers.rotations import matrix_to_quat, quat_to_matrix, rotvec_to_matrix, quat_to_rotvec
+from controllers.admittance import clip_norm
+from controllers.cartesian_impedance import orientation_error
+from controllers.rotations import matrix_to_quat, rotvec_to_matrix
 
 log = logging.getLogger("robostack.hardware.ur")
 
@@ -93,16 +95,6 @@ def import_ur_rtde() -> UrSdk:
                  dashboard_client.DashboardClient)
 
 
-def _rz(yaw: float) -> np.ndarray:
-    c, s = np.cos(yaw), np.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def _limit(v: np.ndarray, norm_max: float) -> np.ndarray:
-    n = float(np.linalg.norm(v))
-    return v * (norm_max / n) if n > norm_max else v
-
-
 class UrBackend:
     """A UR arm at `host` (its controller's address; External Control / remote control on).
 
@@ -143,7 +135,7 @@ class UrBackend:
         self.home_q = np.array(home_q, dtype=float)
         if self.home_q.shape != (6,):
             raise ValueError(f"home_q must be 6 joint angles (rad), got {home_q!r}")
-        self._R = _rz(base_yaw)  # ur_base -> base
+        self._R = rotvec_to_matrix(np.array([0.0, 0.0, float(base_yaw)]))  # ur_base -> base: Rz(base_yaw)
         self.capabilities = BackendCapabilities(kinematics=True, external_wrench=True, faults=True,
                                                 fault_recovery=True, world=markers is not None)
         if markers is not None:
@@ -160,7 +152,7 @@ class UrBackend:
                                   "arm is powered on with brakes released (docs/hardware/ur.md)") from error
         # The rotations are compiled on first use (~0.1 s): before the watchdog is armed, or the
         # first tick would outlast it.
-        quat_to_rotvec(matrix_to_quat(quat_to_matrix(np.array([1.0, 0, 0, 0])) @ rotvec_to_matrix(np.zeros(3))))
+        orientation_error(matrix_to_quat(rotvec_to_matrix(np.zeros(3))), np.array([1.0, 0, 0, 0]), np.empty(3))
         self.control.setWatchdog(self.watchdog_hz)  # before any motion
         if tcp_offset is not None:
             self.control.setTcp([float(x) for x in tcp_offset])
@@ -227,10 +219,10 @@ class UrBackend:
         s, Rt = self.state, self._R.T
         error = np.empty(6)
         error[:3] = np.asarray(position, float) - s.tcp_position
-        R_err = quat_to_matrix(np.asarray(quaternion, float)) @ s.tcp_rotation.T
-        error[3:] = quat_to_rotvec(matrix_to_quat(R_err))
+        orientation_error(np.asarray(quaternion, float), matrix_to_quat(s.tcp_rotation), error[3:])
         v = np.asarray(twist, float) + self.feedback_gain * error  # base frame
-        xd = np.concatenate([_limit(Rt @ v[:3], self.max_linear_speed), _limit(Rt @ v[3:], self.max_angular_speed)])
+        xd = np.concatenate([clip_norm(Rt @ v[:3], self.max_linear_speed)[0],
+                             clip_norm(Rt @ v[3:], self.max_angular_speed)[0]])
         if not np.all(np.isfinite(xd)):
             raise ValueError(f"command_tcp_target: non-finite tool speed {xd.tolist()}")
         self.control.speedL(xd.tolist(), self.acceleration, 0.0)
