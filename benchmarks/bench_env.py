@@ -108,7 +108,7 @@ def measure_interleaved(runners: list[Runner], seconds: float, slice_s: float) -
 
 def controller_cost(server: RobotServer, ticks: int = 20_000) -> tuple[float, float]:
     """(controller compute, physics sense + actuate) in µs per tick, on the Python tick loop."""
-    b, c = server.backend, server.cartesian
+    b, c = server.backend, server.law
     clock = time.perf_counter
     overhead = min(-(clock() - clock()) for _ in range(1000))  # a clock() pair's own cost
     compute_total = 0.0

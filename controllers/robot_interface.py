@@ -28,13 +28,13 @@ import numpy as np
 class RobotState:
     """One control tick's measurements. Backends may update these arrays in place every tick."""
 
-    q: np.ndarray  # (7,) joint positions, rad
-    dq: np.ndarray  # (7,) joint velocities, rad/s
+    q: np.ndarray  # (n,) joint positions, rad (n = 7 for a Panda, 6 for a UR)
+    dq: np.ndarray  # (n,) joint velocities, rad/s
     tcp_position: np.ndarray  # (3,) m, base frame
     tcp_rotation: np.ndarray  # (3, 3) rotation of tcp in base frame (columns = tcp axes)
-    jacobian: np.ndarray  # (6, 7) tcp Jacobian, base frame, rows [linear; angular]
-    coriolis: np.ndarray  # (7,) Coriolis/centrifugal torques, Nm (zero if unavailable)
-    tau_external: np.ndarray  # (7,) estimated external joint torques, Nm (zero if unavailable)
+    jacobian: np.ndarray  # (6, n) tcp Jacobian, base frame, rows [linear; angular]
+    coriolis: np.ndarray  # (n,) Coriolis/centrifugal torques, Nm (zero if unavailable)
+    tau_external: np.ndarray  # (n,) estimated external joint torques, Nm (zero if unavailable)
     gripper_width: float = 0.0  # m, distance between the fingertips
     time: float = 0.0  # s, backend clock (simulated time in the mirror)
     extras: dict = field(default_factory=dict)
@@ -67,7 +67,9 @@ class BackendCapabilities:
     The robot server decides by these, never by probing for attributes."""
 
     # sense() fills tcp_position, tcp_rotation and jacobian every tick (the Cartesian
-    # impedance law needs them; without, a caller would need its own kinematic model).
+    # impedance law needs them; without, a caller would need its own kinematic model). A
+    # position-controlled arm needs only the pose: a UR's Jacobian is zeros (ur_rtde reads none),
+    # so the joint-limit guard cannot predict which commands move a latched joint further there.
     kinematics: bool = False
     # sense() fills coriolis, and mass_matrix() returns the (7, 7) joint-space inertia.
     dynamics: bool = False
@@ -108,7 +110,8 @@ CAPABILITY_MEMBER = {
 
 
 class RobotBackend(Protocol):
-    """A 7-DoF arm with a parallel gripper, ticked by its owner at 1 kHz.
+    """An arm of n joints (7 for a Panda, 6 for a UR; torque control needs 7) with an optional
+    parallel gripper, ticked by its owner at its control rate (1 kHz for a Panda).
 
     Every backend has what is declared here; `control_mode` says which command method it has
     (COMMAND_METHOD), `capabilities` which of the optional members (CAPABILITY_MEMBER)."""
@@ -116,10 +119,10 @@ class RobotBackend(Protocol):
     control_mode: ControlMode
     capabilities: BackendCapabilities
     control_period: float  # s between ticks (0.001 for a Panda)
-    torque_limits: np.ndarray  # (7,) Nm
-    joint_lower: np.ndarray  # (7,) rad
-    joint_upper: np.ndarray  # (7,) rad
-    home_q: np.ndarray  # (7,) rad, default reset / nullspace posture
+    torque_limits: np.ndarray  # (n,) Nm
+    joint_lower: np.ndarray  # (n,) rad
+    joint_upper: np.ndarray  # (n,) rad
+    home_q: np.ndarray  # (n,) rad, default reset / nullspace posture
     gripper_max_width: float  # m
     state: RobotState  # the last tick's measurements (what sense() returned)
 
@@ -147,6 +150,25 @@ class TorqueControlled(RobotBackend, Protocol):
         clamped to them."""
 
 
+class CartesianPositionControlled(RobotBackend, Protocol):
+    """ControlMode.CARTESIAN_POSITION: a UR through ur-rtde, or the MuJoCo mirror's position
+    mode. The arm's own servo follows the tcp; the robot server's admittance law
+    (controllers/admittance.py) says where, from the wrench the arm measures. A tick is sense()
+    and then exactly one of the calls below; in a mirror that call advances the physics."""
+
+    def command_tcp_target(self, position: np.ndarray, quaternion: np.ndarray, twist: np.ndarray) -> None:
+        """Follow this tcp pose (m; w, x, y, z; base frame) with this feed-forward twist
+        [m/s; rad/s] for one tick. Never blocks."""
+
+    def halt(self) -> None:
+        """Decelerate to rest and stay there (a UR's speedStop); repeated calls keep it at rest."""
+
+    def move_joints(self, q: np.ndarray, speed: float) -> None:
+        """Start a joint move to q (rad) at `speed` (rad/s, the leading joint) that runs on by
+        itself while the owner keeps ticking with sense() alone (a UR's asynchronous moveJ); a
+        backend without simulated_reset must offer it, for the server's homing."""
+
+
 def contract_problems(backend) -> list[str]:
     """What is wrong with `backend`'s declaration of the contract; [] if nothing.
 
@@ -170,13 +192,28 @@ def contract_problems(backend) -> list[str]:
             member = CAPABILITY_MEMBER[capability.name]
             if getattr(capabilities, capability.name) and member and not hasattr(backend, member):
                 problems.append(f"{name} declares capability {capability.name!r} but has no {member}")
+    if mode is ControlMode.CARTESIAN_POSITION:
+        wanted = ["halt"] + ([] if isinstance(capabilities, BackendCapabilities) and capabilities.simulated_reset
+                             else ["move_joints"])
+        for member in wanted:
+            if not callable(getattr(backend, member, None)):
+                problems.append(f"{name} declares control mode {mode.value!r} but has no {member}()"
+                                + (" (homing an arm without simulated_reset)" if member == "move_joints" else ""))
     for member in ("sense", "latest_state", "set_gripper", "close"):
         if not callable(getattr(backend, member, None)):
             problems.append(f"{name} has no {member}(), which every backend needs")
+    # A Panda has 7 joints, a UR 6; torque control (the Cartesian impedance law's nullspace
+    # task, the joint impedance homing) is written for 7.
+    n = np.asarray(getattr(backend, "home_q", None), dtype=object).shape
+    n = n[0] if len(n) == 1 and n[0] in (6, 7) else 7
+    if mode is ControlMode.JOINT_TORQUE:
+        n = 7
     for member in ("torque_limits", "joint_lower", "joint_upper", "home_q"):
         value = np.asarray(getattr(backend, member, None), dtype=object)
-        if value.shape != (7,):
-            problems.append(f"{name}.{member} must be 7 numbers, got {getattr(backend, member, None)!r}")
+        if value.shape != (n,):
+            problems.append(f"{name}.{member} must be {n} numbers (one per joint"
+                            f"{'; torque control is for 7-joint arms' if mode is ControlMode.JOINT_TORQUE else ''}), "
+                            f"got {getattr(backend, member, None)!r}")
     if not problems:
         lower, upper = np.asarray(backend.joint_lower, float), np.asarray(backend.joint_upper, float)
         if not (lower < upper).all():

@@ -18,7 +18,9 @@ import typing
 # `--backend` option of every command that starts a robot server. Named here because this module
 # imports nothing of ours (DESIGN.md, rule 4); tests/test_backend_option.py checks the factory
 # builds each one.
-MIRRORS = ("mujoco", "pybullet")
+# mujoco-position: the MuJoCo mirror's Panda position-controlled (its own stiff servo follows the
+# tcp), driven by the admittance law as a UR is (sim/mujoco_position.py, docs/admittance.md).
+MIRRORS = ("mujoco", "pybullet", "mujoco-position")
 # Real arms the factory also builds (hardware/): only `robostack robot-server --backend NAME
 # --clock realtime` runs one, on the arm's machine; the other commands reach it with --endpoint.
 REAL_ARMS = ("franka", "ur")
@@ -33,8 +35,10 @@ def check_backend(name: str, real_arms: bool = False) -> str:
                          "arm and give this command its address with --endpoint (or --robot-server)")
     if name not in MIRRORS + (REAL_ARMS if real_arms else ()):
         arms = f", or a real arm: {', '.join(REAL_ARMS)}" if real_arms else ""
-        raise ValueError(f"--backend {name!r}: choose one of mujoco (the MuJoCo mirror) or "
-                         f"pybullet (the PyBullet mirror: the same Panda, tcp and controller){arms}")
+        raise ValueError(f"--backend {name!r}: choose mujoco (the MuJoCo mirror), "
+                         f"pybullet (the PyBullet mirror: the same Panda, tcp and controller) or "
+                         f"mujoco-position (the MuJoCo mirror position-controlled, under the admittance "
+                         f"law a UR runs){arms}")
     return name
 
 

@@ -9,10 +9,11 @@ wrench is the mirror's estimate from the constraint forces on the arm joints, th
 a UR's getActualTCPForce. The contact force the figure is judged by is MuJoCo's own
 (`table_contact_force`), not that estimate.
 
-What this mode is not (yet): a backend the robot server drives. It implements the methods of
-ControlMode.CARTESIAN_POSITION (command_tcp_target, halt, external_wrench, sense) for the
-admittance experiments in tests/sim/test_admittance_in_the_mirror.py and benchmarks/bench_admittance.py;
-the server's position-controlled path does not exist yet (issue 16).
+As a backend (`--backend mujoco-position`) it is what the robot server drives a UR as: the
+admittance law, homing by teleport (simulated_reset: the mirror has no joint moves, so a reset
+with drive=true is refused), halt() holding the servo where it is. The scene, its world and its
+cameras are the torque mirror's. Used by tests/sim/test_admittance_in_the_mirror.py,
+benchmarks/bench_admittance.py and, through the server, tests/robostack/test_admittance_server.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import mujoco
 import numpy as np
 
 from controllers.cartesian_impedance import CartesianImpedanceController, CartesianImpedanceGains
-from controllers.robot_interface import ControlMode
+from controllers.robot_interface import BackendCapabilities, ControlMode
 from controllers.rotations import matrix_to_quat
 
 SERVO_GAINS = CartesianImpedanceGains(
@@ -34,10 +35,16 @@ class MujocoPositionMirror:
     """The torque mirror `backend` (a MujocoBackend) driven as a position-controlled arm."""
 
     control_mode = ControlMode.CARTESIAN_POSITION
+    capabilities = BackendCapabilities(kinematics=True, external_wrench=True, simulated_reset=True,
+                                       world=True, faults=True)
 
     def __init__(self, backend, servo_gains: CartesianImpedanceGains = SERVO_GAINS):
         self.backend = backend
+        self.world = backend.world
         self.control_period = backend.control_period * TICKS_PER_COMMAND
+        self.torque_limits, self.home_q = backend.torque_limits, backend.home_q
+        self.joint_lower, self.joint_upper = backend.joint_lower, backend.joint_upper
+        self.gripper_max_width = backend.gripper_max_width
         # No reference smoothing: a position servo goes where it is told, at once.
         self.servo = CartesianImpedanceController(dt=backend.control_period, gains=servo_gains,
                                                   filter_coefficient=1.0)
@@ -50,12 +57,31 @@ class MujocoPositionMirror:
         return self.backend.state
 
     def sense(self):
-        return self.backend.state
+        """The state the next command acts on (physics advances in command_tcp_target and halt)."""
+        return self.backend.sense()
+
+    def latest_state(self):
+        return self.backend.latest_state()
+
+    def reset(self, q, gripper_width=None) -> None:
+        """Teleport to q at rest, the servo holding there."""
+        self.backend.reset(q, gripper_width=gripper_width)
+        self.hold_here()
+
+    def set_gripper(self, width: float) -> None:
+        self.backend.set_gripper(width)
+
+    def read_faults(self) -> tuple[str, ...]:
+        return self.backend.read_faults()
+
+    def close(self) -> None:
+        self.backend.close()
 
     def hold_here(self) -> None:
         s = self.backend.latest_state()
         self.servo.reset(s.q, s.tcp_position, matrix_to_quat(s.tcp_rotation))
-        self.servo.set_nullspace_posture(self.backend.home_q)
+        # The redundant joint stays where it is (a 6-joint UR has none to drift).
+        self.servo.set_nullspace_posture(s.q.copy())
 
     def command_tcp_target(self, position, quaternion, twist=None) -> None:
         """Servo the tcp to this pose (base frame, quaternion w, x, y, z) for one command period.

@@ -157,6 +157,7 @@ def snapshot(hello: dict, meta: dict, arrays: dict, stats: dict, flags: dict, ag
         "flags": {name: {"count": n, "reason": reason} for name, (n, reason) in flags.items()},
         "gains": stats.get("gains", {}), "damping_in_force": stats.get("damping_in_force", {}),
         "gain_ceilings": stats.get("gain_ceilings", {}),
+        "law": stats.get("law", "cartesian_impedance"),
     }
 
 
@@ -218,7 +219,11 @@ def format_block(s: dict) -> str:
     else:
         lines.append("loop          no real-time loop statistics (lock-step: physics runs inside requests)")
     gains = s["gains"]
-    if gains:
+    if gains and s["law"] == "admittance":
+        lines.append(f"gains         admittance: force bound {gains.get('force_bound')} N, stiffness "
+                     f"{gains.get('stiffness')} N/m, max speed {gains.get('max_velocity')} m/s"
+                     f" (robostack robot gains: all of them)")
+    elif gains:
         def first(name):
             value = gains.get(name)
             return value if not isinstance(value, list) else (value[0] if len(set(value)) == 1 else value)
@@ -237,6 +242,11 @@ def format_block(s: dict) -> str:
 def format_gains(stats: dict) -> str:
     """Every gain as set, in force (derived dampings) and its ceiling, with units."""
     gains, force, top = stats.get("gains", {}), stats.get("damping_in_force", {}), stats.get("gain_ceilings", {})
+    if stats.get("law") == "admittance":  # fixed at start (--admittance-gains): no ceilings
+        lines = ["admittance law (position-controlled arm), set with robot-server --admittance-gains",
+                 f"{'gain':<30} value"]
+        lines += [f"{name:<30} {_short(value)}" for name, value in gains.items()]
+        return "\n".join(lines)
     lines = [f"{'gain':<30} {'set':<34} {'ceiling':<12} unit"]
     for name, (_, unit) in GAIN_SHAPES.items():
         value = gains.get(name)

@@ -17,6 +17,12 @@ def make_backend(name: str, task, config=None):
         from sim.mujoco_scene import compile_scene
 
         return MujocoBackend(compile_scene(task.build_scene()))
+    if name == "mujoco-position":  # the MuJoCo Panda as a position-controlled arm (a UR's law)
+        from sim.mujoco_backend import MujocoBackend
+        from sim.mujoco_position import MujocoPositionMirror
+        from sim.mujoco_scene import compile_scene
+
+        return MujocoPositionMirror(MujocoBackend(compile_scene(task.build_scene())))
     if name == "pybullet":
         from sim.pybullet_backend import PybulletBackend
 
@@ -38,7 +44,8 @@ def make_backend(name: str, task, config=None):
         return UrBackend(getattr(config, "ur_host", "127.0.0.1"),
                          frequency=getattr(config, "ur_frequency", 500.0), markers=real_arm_markers(task))
     raise ValueError(
-        f"unknown backend {name!r}: this build offers 'mujoco', 'pybullet', 'franka' (a Franka "
+        f"unknown backend {name!r}: this build offers 'mujoco', 'pybullet', 'mujoco-position' "
+        "(the MuJoCo mirror position-controlled, as a UR is), 'franka' (a Franka "
         "through franky, docs/hardware/franka.md) and 'ur' (a UR through ur_rtde, docs/hardware/ur.md)"
     )
 
@@ -88,17 +95,23 @@ def _is_pybullet(backend) -> bool:
 
 def check_drivable(backend) -> None:
     """Raise ValueError, naming the reason, unless the robot server can drive `backend`: a
-    correct declaration of the contract, joint torque control, kinematics."""
+    correct declaration of the contract; joint torque control with kinematics (the impedance
+    law), or Cartesian position control with kinematics and the tcp wrench (the admittance law)."""
     name = type(backend).__name__
     problems = contract_problems(backend)
     if problems:
         raise ValueError(f"backend {name} breaks the robot backend contract: " + "; ".join(problems))
+    if backend.control_mode is ControlMode.CARTESIAN_POSITION:
+        missing = [c for c in ("kinematics", "external_wrench") if not getattr(backend.capabilities, c)]
+        if missing:
+            raise ValueError(f"backend {name} is position-controlled but declares no {' and no '.join(missing)}: "
+                             "the admittance law needs the tcp pose and the measured tcp wrench every tick")
+        return
     if backend.control_mode is not ControlMode.JOINT_TORQUE:
         raise ValueError(
             f"backend {name} is controlled by {backend.control_mode.value!r} targets: the robot server "
-            f"drives {ControlMode.JOINT_TORQUE.value!r} arms only (Cartesian impedance); "
-            "position-controlled arms need the admittance controller (controllers/admittance.py) "
-            "wired into the server's loop, which is not done yet")
+            f"drives {ControlMode.JOINT_TORQUE.value!r} arms (Cartesian impedance) and "
+            f"{ControlMode.CARTESIAN_POSITION.value!r} arms (admittance, controllers/admittance.py) only")
     if not backend.capabilities.kinematics:
         raise ValueError(f"backend {name} declares no kinematics: the Cartesian impedance law "
                          "needs the tcp pose and Jacobian on every tick")

@@ -7,6 +7,8 @@ through the one TorqueRamp:
   the same signature (`backend.run_impedance_ticks`).
 * `homing_ticks`: the joint impedance move home of a real arm's reset.
 * `damped_ticks`: disarmed / stopped: damped, gravity compensated, no motion commanded.
+* `admittance_ticks`, `halted_ticks`, `joint_move_ticks`: the same three for a position-
+  controlled arm (a UR), whose own servo follows the admittance law's tcp pose; no torque.
 
 The clocks connect a RobotServer to its sockets (the command socket, whose requests the lease
 governs, and the local admin socket: docs/leases.md); they only call its public side (handle,
@@ -179,6 +181,51 @@ def damped_ticks(backend, damping, n: int, ramp) -> int:
     for _ in range(n):
         np.multiply(-damping, sense().dq, out=tau)
         actuate(ramp(tau))
+    return n
+
+
+def admittance_ticks(backend, law, n: int, flag_counts, ramp, guard) -> int:
+    """A position-controlled arm's cartesian_ticks (same signature; no torque, so no ramp): up
+    to n ticks of sense -> admittance law on the measured tcp wrench -> guard check -> command
+    the tcp. Stops after a tick on which the guard tripped, or, halting the arm, after one whose
+    wrench was not finite (law.sensor_fault says so: the force bound needs the sensor)."""
+    sense, command, wrench, check = backend.sense, backend.command_tcp_target, backend.external_wrench, guard.check
+    step, flags = law.controller.tick, law.controller.flags
+    for tick in range(n):
+        s = sense()
+        w = wrench()
+        if not np.isfinite(w).all():
+            backend.halt()
+            law.sensor_fault = (f"the tcp wrench reads {np.round(w, 3).tolist()}: the force/torque "
+                                "sensor is broken or disconnected, and the admittance law's force "
+                                "bound needs it; halted (check the sensor, then fault-reset)")
+            return tick + 1
+        tripped = check(s.q, s.dq)
+        command(*step(w))
+        flag_counts += flags
+        if tripped:
+            return tick + 1
+    return n
+
+
+def halted_ticks(backend, n: int) -> int:
+    """A position-controlled arm's damped_ticks: n ticks of sense -> halt (decelerate, stay)."""
+    sense, halt = backend.sense, backend.halt
+    for _ in range(n):
+        sense()
+        halt()
+    return n
+
+
+def joint_move_ticks(backend, move, n: int) -> int:
+    """A position-controlled arm's homing_ticks: the arm runs its own joint move (JointMoveHome);
+    up to n ticks of sense -> move.tick, stopping after the one the move ended on."""
+    sense = backend.sense
+    for tick in range(n):
+        s = sense()
+        move.tick(s.q, s.dq)
+        if move.status != "moving":
+            return tick + 1
     return n
 
 

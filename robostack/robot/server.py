@@ -62,6 +62,7 @@ from controllers.cartesian_impedance import CartesianImpedanceController, Cartes
 from controllers.gain_limits import (GAIN_SHAPES, GainCeilings, check_gains, parse_ceilings,
                                      rated_ceilings, soft_start_gains)
 from controllers.joint_impedance import HomingMove, JointImpedanceController
+from controllers.robot_interface import ControlMode
 from controllers.rotations import matrix_to_quat
 from controllers.supervisor import ENERGIZED, Supervisor, SupervisorConfig
 from robostack import transport
@@ -70,6 +71,7 @@ from robostack.robot import lease, loop
 from robostack.robot.images import LockstepImages
 from robostack.robot.backends import check_drivable, make_backend
 from robostack.robot.loop import TickStats
+from robostack.robot.position_arm import AdmittanceLaw, JointMoveHome, parse_admittance_gains
 from tasks import make_task, parse_task_params
 
 log = logging.getLogger("robostack.robot.server")
@@ -127,6 +129,10 @@ class RobotServerConfig:
         # ~1 KB; decoding hostile msgpack costs about 0.07 ms per KiB (a 6.5 KB header of 1000
         # small keys 0.43 ms median, 2 ms worst, measured in the loop's own process), so 4 KiB
         # keeps a tick's request work under the 2 ms stall bound (16 KiB measured 3.8 ms)
+    admittance_gains: str = ""  # a position-controlled arm (ur, mujoco-position): its admittance law,
+        # e.g. "force_bound=10,max_velocity=0.05" (controllers/admittance.py AdmittanceGains, SI);
+        # empty: the defaults (15 N bound, 0.25 m/s). Fixed for the server's life: 'gains' refuses
+    home_speed: float = 0.5  # rad/s, a position-controlled real arm's joint move home (reset), leading joint
     gain_ceilings: str = ""  # the most a 'gains' request may set, e.g. "translational_stiffness=1500,
         # translational_clip=0.02" (torque_limits: 7 values a:b:...); each at most the arm's rated
         # value (controllers/gain_limits.py); empty: the rated ceilings
@@ -143,6 +149,9 @@ class RobotServerConfig:
         parse_task_params(self.task, self.task_params)  # a usage error now, not at start-up
         parse_ceilings(self.gain_ceilings)  # same: a bad or above-rated ceiling names itself now
         self.box()  # same: a malformed workspace box
+        parse_admittance_gains(self.admittance_gains)  # same: a bad admittance gain
+        if not 0.0 < self.home_speed <= 3.14:
+            raise ValueError(f"home_speed must be in (0, 3.14] rad/s, got {self.home_speed}")
         self.supervisor_config()  # same: bad deadlines or timeouts
         if not self.lockstep_lease_timeout > 0:
             raise ValueError(f"lockstep_lease_timeout must be > 0 s, got {self.lockstep_lease_timeout}")
@@ -213,13 +222,20 @@ class RobotServer:
         self.limits = safety.SafetyLimits(
             workspace_min=tuple(low), workspace_max=tuple(high), gripper_max=b.gripper_max_width,
             max_position_step=self.config.max_position_step, max_rotation_step=self.config.max_rotation_step)
-        self.cartesian = CartesianImpedanceController(
-            dt=self.period, filter_coefficient=min(1.0, self.period / self.config.smoothing_time))
-        # The start option tightens the arm's rating; the starting gains are brought under it.
-        self.gain_ceilings = parse_ceilings(self.config.gain_ceilings, rated_ceilings(b.torque_limits))
-        self.gains = _within(self.cartesian.gains, self.gain_ceilings)  # full; the law may run scaled
+        # The law: Cartesian impedance for a torque-controlled arm; admittance for a position-
+        # controlled one (robostack/robot/position_arm.py), behind the same few calls.
+        self.position_arm = b.control_mode is ControlMode.CARTESIAN_POSITION
         self._gains_info = (None, {})  # (the gains it describes, the report): see _operator_info
-        self.cartesian.set_gains(self.gains)
+        if self.position_arm:
+            self.gains = parse_admittance_gains(self.config.admittance_gains)
+            self.law = AdmittanceLaw(self.period, self.gains)
+        else:
+            self.law = CartesianImpedanceController(
+                dt=self.period, filter_coefficient=min(1.0, self.period / self.config.smoothing_time))
+            # The start option tightens the arm's rating; the starting gains are brought under it.
+            self.gain_ceilings = parse_ceilings(self.config.gain_ceilings, rated_ceilings(b.torque_limits))
+            self.gains = _within(self.law.gains, self.gain_ceilings)  # full; the law may run scaled
+            self.law.set_gains(self.gains)
         self.joint = JointImpedanceController(dt=self.period)
         # Every torque, whichever law made it, reaches the arm through this one ramp.
         self.ramp = safety.TorqueRamp(self.period, b.torque_limits)
@@ -240,7 +256,7 @@ class RobotServer:
         self._law = "damped"  # the law of the latest supervisor tick
         self._scale = 1.0  # the soft start's stiffness scale now applied to self.gains
         self.flags: dict[str, str] = {}  # flag -> reason, since the last state report
-        self._flag_ticks = np.zeros(len(CartesianImpedanceController.FLAG_NAMES), dtype=np.int64)
+        self._flag_ticks = np.zeros(len(self.law.FLAG_NAMES), dtype=np.int64)
         self.gripper_target = b.gripper_max_width
         self.command_seq = -1
         self.stats = TickStats()
@@ -251,7 +267,8 @@ class RobotServer:
         self.running = True
         compiled = self.config.clock == "lockstep" and self.config.fast_loop and b.capabilities.compiled_impedance_loop
         self._fast_loop = b.run_impedance_ticks if compiled else None  # the same ticks, compiled
-        self._cartesian_ticks = self._fast_loop or functools.partial(loop.cartesian_ticks, b)
+        ticks = loop.admittance_ticks if self.position_arm else loop.cartesian_ticks
+        self._cartesian_ticks = self._fast_loop or functools.partial(ticks, b)
         b.latest_state()
         self._hold_here()
 
@@ -270,13 +287,21 @@ class RobotServer:
             out = self._supervise()
             chunk = n if out.stiffness_scale >= 1.0 else min(n, 10)
             if out.mode in ("hold", "track"):
-                done = self._cartesian_ticks(self.cartesian, chunk, self._flag_ticks, self.ramp, self.joint_guard)
+                done = self._cartesian_ticks(self.law, chunk, self._flag_ticks, self.ramp, self.joint_guard)
                 if self.joint_guard.tick_counts[1]:
                     self._joint_limit_hold()
+                if self.position_arm and self.law.sensor_fault:
+                    self.supervisor.fault(self._now(), "wrench_not_finite", self.law.sensor_fault)
+                    self.law.sensor_fault = ""
             elif out.mode == "homing" and self._homing is not None:
-                done = loop.homing_ticks(self.backend, self._homing, chunk, self.ramp)
+                if self.position_arm:
+                    done = loop.joint_move_ticks(self.backend, self._homing, chunk)
+                else:
+                    done = loop.homing_ticks(self.backend, self._homing, chunk, self.ramp)
                 if self._homing.status != "moving":
                     self._end_homing()
+            elif self.position_arm:
+                done = loop.halted_ticks(self.backend, chunk)
             else:
                 done = loop.damped_ticks(self.backend, STOP_DAMPING, chunk, self.ramp)
             n -= done
@@ -292,22 +317,29 @@ class RobotServer:
             self._hold_here()
         elif out.hold_here:  # keeps the torque memory: the hold starts from the torque it has
             s = b.state
-            self.cartesian.snap_reference(s.tcp_position, matrix_to_quat(s.tcp_rotation))
+            self.law.snap_reference(s.tcp_position, matrix_to_quat(s.tcp_rotation))
         if out.recover and b.capabilities.fault_recovery:
             b.recover_faults()
         scale = out.stiffness_scale if out.mode in ("hold", "track") else 1.0
         if abs(scale - self._scale) >= 0.01 or (scale == 1.0 and self._scale != 1.0):
             self._scale = scale
-            self.cartesian.set_gains(soft_start_gains(self.gains, scale))
+            self._apply_gains()
         if self._homing is not None and out.mode != "homing":
             self._end_homing(out.reason)
         return out
+
+    def _apply_gains(self) -> None:
+        """The gains set, soft-started by the supervisor's stiffness scale."""
+        if self.position_arm:
+            self.law.set_stiffness_scale(self._scale)
+        else:
+            self.law.set_gains(soft_start_gains(self.gains, self._scale))
 
     def _joint_limit_hold(self) -> None:
         """The guard tripped: hold at the measured pose (torque memory kept, so no torque step),
         and say why until the next command moves the arm on."""
         s = self.backend.state
-        self.cartesian.snap_reference(s.tcp_position, matrix_to_quat(s.tcp_rotation))
+        self.law.snap_reference(s.tcp_position, matrix_to_quat(s.tcp_rotation))
         reason = self.joint_guard.trip(s.q, s.dq)
         self.supervisor.hold(self._now(), reason)
         self.flags["joint_limit"] = reason
@@ -315,8 +347,8 @@ class RobotServer:
     def _collect_controller_flags(self) -> None:
         if not self._flag_ticks.any():
             return
-        reasons = dict(self.cartesian.active_flags())
-        for name, ticks in zip(CartesianImpedanceController.FLAG_NAMES, self._flag_ticks):
+        reasons = dict(self.law.active_flags())
+        for name, ticks in zip(self.law.FLAG_NAMES, self._flag_ticks):
             if ticks:
                 self.flags[name] = f"{ticks} ticks; last: {reasons.get(name, 'n/a')}"
         self._flag_ticks[:] = 0
@@ -324,8 +356,8 @@ class RobotServer:
     def _hold_here(self) -> None:
         """Make the measured pose the reference (no jump), keep the gripper where it is."""
         s = self.backend.state
-        self.cartesian.reset(s.q, s.tcp_position, matrix_to_quat(s.tcp_rotation))
-        self.cartesian.set_nullspace_posture(self.backend.home_q)
+        self.law.reset(s.q, s.tcp_position, matrix_to_quat(s.tcp_rotation))
+        self.law.set_nullspace_posture(self.backend.home_q)
 
     # --- state report ----------------------------------------------------------------------
     def state_message(self) -> tuple[dict, dict]:
@@ -333,12 +365,13 @@ class RobotServer:
         s = b.latest_state()  # the post-step configuration (a tick leaves it one step behind)
         self._collect_controller_flags()
         self.flags.update(self.ramp.take_report() + self.joint_guard.take_report(s.q))
-        ref_pos, ref_quat = self.cartesian.reference
+        ref_pos, ref_quat = self.law.reference
         arrays = {
             "q": s.q.copy(), "dq": s.dq.copy(),
             "tcp_position": s.tcp_position.copy(),
             "tcp_quaternion": matrix_to_quat(s.tcp_rotation),
-            "tcp_velocity": s.jacobian @ s.dq,  # [linear m/s; angular rad/s], base frame
+            # [linear m/s; angular rad/s], base frame; an arm that reads it directly (a UR) says so
+            "tcp_velocity": s.extras["tcp_velocity"].copy() if "tcp_velocity" in s.extras else s.jacobian @ s.dq,
             "gripper_width": np.array([s.gripper_width]),
             "external_wrench": b.external_wrench() if b.capabilities.external_wrench else np.zeros(6),
             "reference_position": ref_pos, "reference_quaternion": ref_quat,
@@ -469,7 +502,10 @@ class RobotServer:
         `robostack robot state`. The gains part is rebuilt only when the gains change."""
         now = time.monotonic()
         live = self.lease.live(now)
-        if self._gains_info[0] is not self.gains:
+        if self._gains_info[0] is not self.gains and self.position_arm:
+            self._gains_info = (self.gains, {"law": "admittance", "gains": dataclasses.asdict(self.gains),
+                                             "error_clip_m": self.gains.error_clip})
+        elif self._gains_info[0] is not self.gains:
             g, c = self.gains, self.gain_ceilings
             vec = g.packed()[0]
             self._gains_info = (g, {
@@ -539,8 +575,13 @@ class RobotServer:
     def _on_gains(self, meta, arrays):
         # Only within the ceilings the server was started with (GainRefused, a ValueError, names
         # the gain, its value, the ceiling and how to raise it); a refused request changes nothing.
+        if self.position_arm:
+            raise ValueError(
+                f"this arm is position-controlled ({self.config.backend}): its law is the admittance "
+                f"law, whose gains are fixed at start (--admittance-gains, e.g. force_bound=10); "
+                f"{sorted(str(k)[:40] for k in meta)[:8]} are Cartesian impedance gains, which it has none of")
         self.gains = check_gains(meta, self.gain_ceilings, self.gains)
-        self.cartesian.set_gains(soft_start_gains(self.gains, self._scale))
+        self._apply_gains()
         return self._state_reply()
 
     def _on_fault_reset(self, meta, arrays):
@@ -577,11 +618,11 @@ class RobotServer:
         images = self.images.requested(meta)
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        tc = self.task.config
-        home = np.array(tc.home_q, dtype=float)
+        tc, b = self.task.config, self.backend
+        # The task's home posture is a Panda's; an arm of another joint count homes to its own.
+        home = np.array(tc.home_q if len(tc.home_q) == len(b.home_q) else b.home_q, dtype=float)
         if tc.home_joint_noise > 0:
-            home += self.rng.uniform(-tc.home_joint_noise, tc.home_joint_noise, 7)
-        b = self.backend
+            home += self.rng.uniform(-tc.home_joint_noise, tc.home_joint_noise, len(home))
         outside = safety.joint_limit_guard(home, b.joint_lower, b.joint_upper, margin=0.0)
         if outside:
             raise ValueError("home posture: " + "; ".join(r for _, r in outside) + "; fix the task's home_q")
@@ -594,12 +635,19 @@ class RobotServer:
             if tc.home_tcp_noise > 0:
                 offset = np.zeros(3)
                 offset[:2] = self.rng.uniform(-tc.home_tcp_noise, tc.home_tcp_noise, 2)
-                position, quaternion = self.cartesian.reference
-                self.cartesian.reset(b.state.q, position + offset, quaternion)
+                position, quaternion = self.law.reference
+                if self.position_arm:  # the commanded pose moves there, smoothly, while settling
+                    self.law.set_reference(position + offset, quaternion)
+                else:
+                    self.law.reset(b.state.q, position + offset, quaternion)
             if b.capabilities.world:  # the scene's objects are simulated too
                 self.task.reset_scene(b.world, self.rng)
             self.run_ticks(int(round(self.config.settle_time / self.period)))
             return self._armed_after_reset(images)
+        if self.position_arm and not callable(getattr(b, "move_joints", None)):
+            raise ValueError(f"drive=true needs the arm's joint moves (move_joints), which "
+                             f"{type(b).__name__} does not have: it teleports home; send 'reset' "
+                             "without drive")
         self.supervisor.reset(self._now(), teleport=False, peer=self._peer)  # MotionRefused: error reply
         self.joint_guard.latched.clear()
         if b.capabilities.world:  # a real arm's virtual markers (a goal point): drawn now
@@ -618,8 +666,12 @@ class RobotServer:
         """Drive home with the joint impedance law from the next tick on. In real time the reply
         is deferred until the move ends (the loop keeps ticking and serving meanwhile); in
         lock-step, where physics only advances inside requests, the move runs here."""
-        self._homing = HomingMove(self.joint, home, self.backend.state.q, self.ramp.commanded,
-                                  timeout_ticks=round(self.config.home_timeout / self.period))
+        timeout = round(self.config.home_timeout / self.period)
+        if self.position_arm:  # the arm's own joint move (a UR's moveJ), watched tick by tick
+            self._homing = JointMoveHome(self.backend, home, self.config.home_speed, timeout)
+        else:
+            self._homing = HomingMove(self.joint, home, self.backend.state.q, self.ramp.commanded,
+                                      timeout_ticks=timeout)
         if self.config.clock == "realtime":
             return loop.DEFERRED, {}, {}
         while self._homing is not None:
@@ -665,7 +717,7 @@ class RobotServer:
             refusal = self.joint_guard.refusal(s.q, s.jacobian, s.tcp_position, tcp_quaternion,
                                                safe.position, safe.quaternion)
         if refusal is None:
-            self.cartesian.set_reference(safe.position, safe.quaternion)
+            self.law.set_reference(safe.position, safe.quaternion)
         else:  # admitted, but not followed: the arm holds where it is
             self.supervisor.hold(self._now(), refusal)
             self.flags["joint_limit"] = refusal

@@ -69,7 +69,7 @@ def table_contact_force(server) -> float:
 def test_target_inside_table_gives_bounded_contact_force():
     # Let the workspace reach 10 cm into the table so the clip, not the box, is what is tested.
     server, start = make_server(workspace_min=(0.25, -0.35, -0.2))
-    gains = server.cartesian.gains
+    gains = server.law.gains
     stiffness, clip = 2000.0, 0.01
     assert gains.translational_stiffness == stiffness and gains.translational_clip == clip
     above = np.array([0.45, 0.15, 0.05])  # clear of the reach goal marker (it has no collision)

@@ -1,9 +1,12 @@
 """The robot backend contract (controllers/robot_interface.py): one suite every backend passes.
 
-BACKENDS lists them by the factory's names: the MuJoCo and PyBullet mirrors now; the vendor
-backends (Franka, UR) join when they land. A check needing a capability a backend does not
-declare is skipped for it, never weakened: a real arm, say, has no simulated reset, so the checks
-that start from an exact joint state run on the simulations only.
+BACKENDS lists them by the factory's names: the MuJoCo and PyBullet mirrors (torque-controlled),
+the MuJoCo mirror's position-controlled mode, and the UR backend against the fake of ur_rtde
+(tests/hardware/fake_ur_rtde.py; the Franka backend's own suite runs against franky-sim,
+tests/hardware/test_franka_backend.py). A check needing a capability or a control mode a backend
+does not have is skipped for it, never weakened: a real arm, say, has no simulated reset, so the
+checks that start from an exact joint state run on the simulations only. A tick without a
+command is zero torque for a torque-controlled arm and halt() for a position-controlled one.
 
 Tolerances, stated once: Jacobian vs central finite differences of the tcp pose within 1e-5
 (m/rad per rad); gravity-compensated hold with zero torque drifts less than 1 mm at the tcp and
@@ -13,6 +16,9 @@ Tolerances, stated once: Jacobian vs central finite differences of the tcp pose 
 from __future__ import annotations
 
 import dataclasses
+import os
+import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -33,11 +39,25 @@ from robostack.robot.backends import make_backend
 from tasks import make_task
 
 # Backend name (as make_backend knows it) -> the task whose scene it is built with.
-BACKENDS = {"mujoco": "pick_cube", "pybullet": "pick_cube"}
+BACKENDS = {"mujoco": "pick_cube", "pybullet": "pick_cube", "mujoco-position": "pick_cube", "ur": "reach"}
+HARDWARE_TESTS = str(pathlib.Path(__file__).resolve().parents[1] / "hardware")
 
 
 def build(name: str):
-    return make_backend(name, make_task(BACKENDS[name]))
+    if name != "ur":
+        return make_backend(name, make_task(BACKENDS[name]))
+    if HARDWARE_TESTS not in sys.path:
+        sys.path.insert(0, HARDWARE_TESTS)
+    import fake_ur_rtde
+    from hardware.ur import SDK_ENV
+
+    fake_ur_rtde.reset_arm()
+    os.environ[SDK_ENV] = "fake_ur_rtde"
+    try:
+        from hardware.ur import UrBackend
+        return UrBackend(markers=make_task("reach").build_scene().markers, watchdog_hz=2.0)
+    finally:
+        del os.environ[SDK_ENV]
 
 
 @pytest.fixture(scope="module", params=list(BACKENDS))
@@ -58,19 +78,42 @@ def needs(backend, *capabilities: str) -> None:
         pytest.skip(f"{type(backend).__name__} does not declare {missing}")
 
 
+def needs_torque(backend) -> None:
+    if backend.control_mode is not ControlMode.JOINT_TORQUE:
+        pytest.skip(f"{type(backend).__name__} is {backend.control_mode.value!r}: no torques")
+
+
+def joints(backend) -> int:
+    return len(backend.home_q)
+
+
 def postures(backend) -> list[np.ndarray]:
     """Home and two seeded postures well inside the joint limits."""
     rng = np.random.default_rng(7)
     lower, upper = np.asarray(backend.joint_lower), np.asarray(backend.joint_upper)
     centre, half = (lower + upper) / 2, (upper - lower) / 2
     return [np.array(backend.home_q, float), np.array(backend.home_q, float) + 0.1,
-            centre + rng.uniform(-0.4, 0.4, 7) * half]
+            centre + rng.uniform(-0.4, 0.4, joints(backend)) * half]
 
 
 def ticks(backend, torque, n: int) -> None:
+    """n ticks of this torque, or, on a position-controlled arm, of halt()."""
+    torque_controlled = backend.control_mode is ControlMode.JOINT_TORQUE
     for _ in range(n):
         backend.sense()
-        backend.actuate(torque)
+        if torque_controlled:
+            backend.actuate(torque)
+        else:
+            backend.halt()
+
+
+def move_somewhere(backend, n: int) -> None:
+    """n ticks that set the arm moving: large torques, or a tcp target 5 cm off."""
+    if backend.control_mode is ControlMode.JOINT_TORQUE:
+        return ticks(backend, np.full(7, 2.0), n)
+    for _ in range(n):
+        s = backend.sense()
+        backend.command_tcp_target(s.tcp_position + [0.05, 0.0, -0.05], matrix_to_quat(s.tcp_rotation), np.zeros(6))
 
 
 # --- declaration ---------------------------------------------------------------------------------
@@ -109,14 +152,17 @@ def test_the_contract_check_names_a_false_declaration(backend):
 def test_sense_returns_the_state_of_the_tick(backend):
     s = backend.sense()
     assert isinstance(s, RobotState)
-    shapes = {"q": (7,), "dq": (7,), "tcp_position": (3,), "tcp_rotation": (3, 3), "jacobian": (6, 7),
-              "coriolis": (7,), "tau_external": (7,)}
+    n = joints(backend)
+    assert n == 7 or backend.control_mode is ControlMode.CARTESIAN_POSITION
+    shapes = {"q": (n,), "dq": (n,), "tcp_position": (3,), "tcp_rotation": (3, 3), "jacobian": (6, n),
+              "coriolis": (n,), "tau_external": (n,)}
     for field, shape in shapes.items():
         value = getattr(s, field)
         assert value.shape == shape and np.isfinite(value).all(), field
-    backend.actuate(np.zeros(7))
+    ticks(backend, np.zeros(7), 1)
     time = backend.latest_state().time
-    assert backend.latest_state().time == time  # latest_state() advances nothing
+    if backend.capabilities.simulated_reset:  # a real arm's last measurement is newer every period
+        assert backend.latest_state().time == time  # latest_state() advances nothing
     rotation = backend.latest_state().tcp_rotation
     np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-9)
 
@@ -160,6 +206,7 @@ def test_gravity_compensated_arm_holds_still_without_torque(backend):
 
 def test_torques_beyond_the_limits_are_clamped_to_them(backend):
     needs(backend, "simulated_reset")
+    needs_torque(backend)
     limits = np.asarray(backend.torque_limits, float)
     pattern = np.array([1.0, -1.0, 1.0, 1.0, -1.0, 1.0, -1.0])
     q0 = postures(backend)[1]
@@ -206,6 +253,8 @@ def test_external_wrench_is_zero_in_free_space(backend):
 
 @pytest.mark.parametrize("width", [0.0, 0.04, "max"])
 def test_gripper_reaches_the_commanded_width(backend, width):
+    if backend.gripper_max_width == 0.0:
+        pytest.skip(f"{type(backend).__name__} has no gripper")
     width = backend.gripper_max_width if width == "max" else width
     if backend.capabilities.simulated_reset:
         backend.reset(np.asarray(backend.home_q, float), gripper_width=backend.gripper_max_width / 2)
@@ -219,11 +268,11 @@ def test_simulated_reset_gives_the_exact_joint_state(backend, backend_name):
     needs(backend, "simulated_reset")
     q0 = postures(backend)[2]
     backend.reset(np.asarray(backend.home_q, float))
-    ticks(backend, np.full(7, 2.0), 50)  # moving, so the reset has something to undo
+    move_somewhere(backend, 50)  # moving, so the reset has something to undo
     backend.reset(q0, gripper_width=0.03)
     s = backend.latest_state()
     np.testing.assert_array_equal(s.q, q0)
-    np.testing.assert_array_equal(s.dq, np.zeros(7))
+    np.testing.assert_array_equal(s.dq, np.zeros(joints(backend)))
     assert s.gripper_width == pytest.approx(0.03, abs=1e-12)
     fresh = build(backend_name)  # the same state, from a backend that never moved
     fresh.reset(q0, gripper_width=0.03)
@@ -278,7 +327,7 @@ def test_the_server_refuses_a_backend_it_cannot_drive_naming_why(backend_name):
     config = RobotServerConfig(task=BACKENDS[backend_name])
     position_controlled = StandIn(build(backend_name), withhold=(), control_mode=ControlMode.JOINT_POSITION)
     position_controlled.command_joint_target = lambda q, dq: None
-    with pytest.raises(ValueError, match="'joint_position' targets.*admittance controller"):
+    with pytest.raises(ValueError, match="'joint_position' targets.*'cartesian_position' arms \\(admittance"):
         RobotServer(config, backend=position_controlled)
     without_kinematics = StandIn(build(backend_name), withhold=("kinematics",))
     with pytest.raises(ValueError, match="declares no kinematics"):
@@ -293,7 +342,11 @@ def test_the_server_uses_only_what_a_backend_declares(backend_name):
     from robostack.robot.server import RobotServer, RobotServerConfig
     from stand_in import StandIn
 
-    withheld = ("external_wrench", "compiled_impedance_loop", "world")
+    if backend_name == "ur":
+        pytest.skip("a real arm's server runs in real time: tests/hardware/test_ur_server.py")
+    # A position-controlled arm's law needs the wrench (the server refuses it without: above).
+    withheld = ("compiled_impedance_loop", "world") if backend_name == "mujoco-position" else (
+        "external_wrench", "compiled_impedance_loop", "world")
     bare = StandIn(build(backend_name), withhold=withheld)  # using any of them raises AttributeError
     server = RobotServer(RobotServerConfig(task=BACKENDS[backend_name]), backend=bare)
     assert server._fast_loop is None  # lock-step, but no compiled loop declared: the Python ticks
@@ -302,7 +355,8 @@ def test_the_server_uses_only_what_a_backend_declares(backend_name):
     kind, meta, state = server.handle("step", {"gripper": 0.08}, {
         "target_position": state["tcp_position"], "target_quaternion": state["tcp_quaternion"]})
     assert kind == "state", meta
-    np.testing.assert_array_equal(state["external_wrench"], np.zeros(6))
+    if "external_wrench" in withheld:
+        np.testing.assert_array_equal(state["external_wrench"], np.zeros(6))
     hello = server.handle("hello", {}, {})[1]
-    assert hello["control_mode"] == "joint_torque"
+    assert hello["control_mode"] == bare.control_mode.value
     assert {name: hello["capabilities"][name] for name in withheld} == dict.fromkeys(withheld, False)

@@ -11,9 +11,9 @@ def run(fast: bool, ticks: int = 300):
     server.handle("reset", {"seed": 3}, {})
     assert (server._fast_loop is not None) == fast
     s = server.backend.state
-    server.cartesian.set_reference(s.tcp_position + [0.06, -0.04, -0.05], [0.0, 1.0, 0.0, 0.0])
+    server.law.set_reference(s.tcp_position + [0.06, -0.04, -0.05], [0.0, 1.0, 0.0, 0.0])
     server.run_ticks(ticks)
-    return server.backend.data.qpos.copy(), server._flag_ticks.copy(), server.cartesian.reference
+    return server.backend.data.qpos.copy(), server._flag_ticks.copy(), server.law.reference
 
 
 @pytest.mark.skipif(not RobotServer(RobotServerConfig(task="reach")).backend.capabilities
