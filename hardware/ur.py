@@ -18,7 +18,9 @@ axis-angle vector). robostack's `base` is ur_base turned by `base_yaw` about z (
 up): p_base = Rz(base_yaw) p_ur_base; base_yaw=0 makes them equal. The tcp is the controller's
 active TCP (set on the pendant, or `tcp_offset` sent with setTcp at connect): it must be
 robostack's tcp, between the fingertips with z out of the tool. The Jacobian is not read (it
-would cost an RTDE round trip per tick): zeros, which the admittance law does not use.
+would cost an RTDE round trip per tick): zeros, which the admittance law does not use; the
+tcp's measured twist (getActualTCPSpeed) is in state.extras["tcp_velocity"] instead, which the
+robot server's state message reports.
 
 Wrench. getActualTCPForce: the external wrench at the tcp in ur_base axes [N; Nm] (the script
 manual's get_tcp_force), rotated into base. Zeroed with zeroFtSensor at connect (arm at rest).
@@ -161,7 +163,8 @@ class UrBackend:
             self.control.zeroFtSensor()
         z = np.zeros(6)
         self.state = RobotState(q=z.copy(), dq=z.copy(), tcp_position=np.zeros(3), tcp_rotation=np.eye(3),
-                                jacobian=np.zeros((6, 6)), coriolis=z.copy(), tau_external=z.copy())
+                                jacobian=np.zeros((6, 6)), coriolis=z.copy(), tau_external=z.copy(),
+                                extras={"tcp_velocity": z.copy()})  # measured: the Jacobian is not read
         self._wrench = np.zeros(6)
         self._faults: tuple[str, ...] = ()
         self._motion = "idle"  # "speed" (speedL streaming), "joint" (moveJ running), "idle"
@@ -187,6 +190,8 @@ class UrBackend:
         s.q[:] = r.getActualQ()
         s.dq[:] = r.getActualQd()
         s.time = float(r.getTimestamp())
+        speed = np.asarray(r.getActualTCPSpeed(), dtype=float)  # [m/s; rad/s], ur_base axes
+        s.extras["tcp_velocity"][:3], s.extras["tcp_velocity"][3:] = self._R @ speed[:3], self._R @ speed[3:]
         force = np.asarray(r.getActualTCPForce(), dtype=float)
         self._wrench[:3], self._wrench[3:] = self._R @ force[:3], self._R @ force[3:]
         self._faults = self._codes()

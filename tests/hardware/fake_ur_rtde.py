@@ -219,6 +219,9 @@ class RTDEReceiveInterface:
     def getActualTCPForce(self):
         return list(self.arm.force)
 
+    def getActualTCPSpeed(self):
+        return list(self.arm.speed)
+
     def getTimestamp(self):
         return self.arm.t
 

@@ -161,6 +161,10 @@ def test_frames_wrench_and_options(arm):
     arm.force[:] = [1.0, 0.0, -5.0, 0.0, 0.0, 0.0]
     b.sense()
     assert np.allclose(b.external_wrench(), [0.0, 1.0, -5.0, 0, 0, 0])
+    arm.speed[:] = arm.speed_target[:] = [0.1, 0.0, 0.0, 0.0, 0.0, 0.2]  # measured, not from a Jacobian
+    b.sense()
+    assert np.allclose(b.state.extras["tcp_velocity"], [0.0, 0.1, 0.0, 0.0, 0.0, 0.2])
+    arm.speed[:] = arm.speed_target[:] = 0.0
     with pytest.raises(ValueError, match="only 'none'.*RobotiqGripper"):
         ur.UrBackend(gripper="robotiq")
     with pytest.raises(ValueError, match="max_linear_speed"):
