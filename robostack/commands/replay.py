@@ -3,6 +3,8 @@ looks at one, is robostack/commands/view.py).
 
     robostack replay LOG --episode N [--backend mujoco]   re-execute in the mirror, report the
                                                           end-effector tracking error
+    robostack replay LOG --endpoint tcp://ARM:5555        the same on a running robot server: a
+                                                          real arm (robot-server --backend franka|ur)
 
 Replay resets the mirror with the episode's recorded reset seed (same object placement), then
 brings the tool centre point to the logged start position with ordinary env steps (so every
@@ -15,6 +17,11 @@ it at every replayed step, and replay writes a video per camera, logged | re-ren
 side (OUT/episode_N_<camera>_replay.mp4), and reports their mean absolute pixel difference
 (0-255 per channel): a few levels for a log from the mirror (the log's video encoding), more
 where the scene differs (a real camera's view, another object placement).
+
+On a real arm (`--endpoint`) the reset is the arm's drive home, the reset seed draws only the
+task's virtual markers, and the arm's cameras are not re-rendered (a real scene is not simulated):
+the tracking error is what it reports. The arm moves: the robot server's safety filter, workspace
+box and supervisor apply as to any client.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ class ReplayConfig:
     approach_steps: int = 50  # env steps allowed to reach the logged start position
     tolerance: float = 0.01  # m; exit code 1 if the max tcp error exceeds it
     out: str = ""  # folder of the side-by-side camera videos (default: LOG/replays)
+    endpoint: str = ""  # replay on a running robot server (a real arm, or a mirror started apart) instead of starting a mirror
 
     def __post_init__(self):
         check_backend(self.backend)
@@ -61,12 +69,15 @@ def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
     seed = config.seed if config.seed >= 0 else int(meta.get("rl/reset_seed") or 0)
     logged_tcp, final_tcp = state_field(log, episode, "tcp_position")
     actions = episode["action"]
-    env = make_env(task, backend=config.backend, transport_kind=config.transport, seed=seed)
+    env = make_env(task, backend=config.backend, transport_kind=config.transport, seed=seed,
+                   endpoint=config.endpoint or None)
+    where = (f"on the robot server at {config.endpoint} ({env.server_info.get('backend')})" if config.endpoint
+             else f"in the {config.backend} mirror")
     logged = {env_key(k).removeprefix("images/"): k for k in log.video_keys}
     cameras = [c for c in logged if c in (env.server_info.get("cameras") or {})]
     if logged.keys() - set(cameras):
         say(f"not re-rendered: camera {', '.join(sorted(logged.keys() - set(cameras)))} (the "
-            f"mirror's {task} scene has {', '.join(env.server_info.get('cameras') or {}) or 'none'})")
+            f"{task} scene {where} renders {', '.join(env.server_info.get('cameras') or {}) or 'none'})")
     env = with_cameras(env, cameras)
     rendered = {c: [] for c in cameras}  # the mirror's frame at each logged frame's state
     try:
@@ -77,7 +88,7 @@ def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
         approach = approach_start(env, logged_tcp[0], config.approach_steps, obs)
         for c in cameras:
             rendered[c].append(approach["obs"][f"images/{c}"])
-        say(f"episode {config.episode} of {log_path} in the {config.backend} mirror: {len(actions)} steps, task {task}, reset "
+        say(f"episode {config.episode} of {log_path} {where}: {len(actions)} steps, task {task}, reset "
             f"seed {seed}; start reached in {approach['steps']} steps "
             f"({1e3 * approach['error']:.1f} mm off)")
         for line in event_lines(episode["events"], log.fps):
@@ -91,13 +102,13 @@ def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
             errors.append(float(np.linalg.norm(env.fields()["tcp_position"] - targets[t])))
             success = success or bool(info["success"])
             if terminated and t < len(actions) - 1:
-                say(f"the mirror ended the episode at step {t + 1} of {len(actions)} (success "
+                say(f"the replay's env ended the episode at step {t + 1} of {len(actions)} (success "
                     f"{info['success']}); stopping the replay there")
                 break
     finally:
         env.close()
     errors = np.asarray(errors)
-    result = {"backend": config.backend, "steps": len(errors), "mean_error": float(errors.mean()),
+    result = {"backend": env.server_info.get("backend", config.backend), "steps": len(errors), "mean_error": float(errors.mean()),
               "max_error": float(errors.max()), "final_error": float(errors[-1]),
               "success": success, "logged_success": bool(meta.get("rl/success", False)),
               "start_error": approach["error"]}
@@ -152,8 +163,9 @@ def approach_start(env, target: np.ndarray, max_steps: int, obs=None, tolerance:
 # --------------------------------------------------------------------------- CLI
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="robostack replay",
-                                     description="Re-execute a logged episode in the mirror and "
-                                                 "report the end-effector tracking error.")
+                                     description="Re-execute a logged episode in the mirror (or, "
+                                                 "--endpoint, on a running robot server: a real arm) "
+                                                 "and report the end-effector tracking error.")
     parser.add_argument("log", help="episode log folder (the one holding meta/ and data/)")
     add_dataclass_arguments(parser, ReplayConfig)
     args = parser.parse_args(argv)

@@ -142,6 +142,14 @@ def test_record_demos_with_the_autopilot_logs_a_full_episode_on_the_arm(arm, tmp
           f"{time.monotonic() - start:.1f} s with start-up; events {events}")
     assert frames >= 5 and episode["intervention"].all()
     assert ("homing", "armed") in events  # a real arm's reset: driven home, not teleported
+    # ... and `robostack replay --endpoint` re-executes it on the same arm.
+    replayed = subprocess.run([sys.executable, "-m", "robostack.cli", "replay", str(log), "--endpoint", command,
+                               "--tolerance", "0.05"], env=ENV, capture_output=True, text=True, timeout=120)
+    print(replayed.stdout[-600:])
+    assert replayed.returncode == 0, replayed.stdout[-1500:] + replayed.stderr[-1500:]
+    assert f"on the robot server at {command} (franka)" in replayed.stdout, replayed.stdout
+    error = re.search(r"tcp position error vs the log: mean ([\d.]+) mm, max ([\d.]+) mm", replayed.stdout)
+    assert error and float(error.group(2)) < 50.0, replayed.stdout
 
 
 def test_a_learner_and_an_actor_train_on_the_arm_and_eval_runs_there(arm, tmp_path):
