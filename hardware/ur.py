@@ -25,8 +25,11 @@ robot server's state message reports.
 Wrench. getActualTCPForce: the external wrench at the tcp in ur_base axes [N; Nm] (the script
 manual's get_tcp_force), rotated into base. Zeroed with zeroFtSensor at connect (arm at rest).
 
-Watchdog. setWatchdog(watchdog_hz) right after connecting, before any motion; sense() kicks it
-every tick. If the Python side stalls for 1 / watchdog_hz, the control script stops the arm.
+Watchdog. setWatchdog(watchdog_hz) on the first sense(), before any motion (a motion command
+is only sent after a sense), and sense() kicks it every tick. Not at connect: the robot server
+builds the rest of itself and binds its sockets between connecting and its first tick (~150 ms
+measured, mostly the loop's gc.collect), which outlasts a 20 Hz watchdog, so the arm started in
+fault. If the Python side stalls for 1 / watchdog_hz, the control script stops the arm.
 
 Faults (read_faults, for the supervisor's transient_faults whitelist): "protective_stop",
 "emergency_stop", "safeguard_stop", "safety_<mode>" for other non-normal safety modes,
@@ -155,7 +158,7 @@ class UrBackend:
         # The rotations are compiled on first use (~0.1 s): before the watchdog is armed, or the
         # first tick would outlast it.
         orientation_error(matrix_to_quat(rotvec_to_matrix(np.zeros(3))), np.array([1.0, 0, 0, 0]), np.empty(3))
-        self.control.setWatchdog(self.watchdog_hz)  # before any motion
+        self._watchdog_armed = False  # on the first sense(): see the module docstring
         if tcp_offset is not None:
             self.control.setTcp([float(x) for x in tcp_offset])
         self.tcp_offset = list(self.control.getTCPOffset())
@@ -178,9 +181,16 @@ class UrBackend:
             if self._period_start is not None:
                 self.control.waitPeriod(self._period_start)
             self._period_start = self.control.initPeriod()
+        self._arm_watchdog()
         self.control.kickWatchdog()
         self._read()
         return self.state
+
+    def _arm_watchdog(self) -> None:
+        """setWatchdog once, before the first motion or tick (see the module docstring)."""
+        if not self._watchdog_armed:
+            self.control.setWatchdog(self.watchdog_hz)
+            self._watchdog_armed = True
 
     def _read(self) -> None:
         r, s = self.receive, self.state
@@ -219,6 +229,7 @@ class UrBackend:
         """speedL(twist + feedback_gain * pose error), in ur_base, speed-limited; never blocks."""
         if self._faults:
             return
+        self._arm_watchdog()
         if self._motion == "joint":
             self.control.stopJ(MAX_JOINT_ACCELERATION / 4, False)
         s, Rt = self.state, self._R.T
@@ -251,6 +262,7 @@ class UrBackend:
             raise ValueError(f"move_joints: q must be 6 angles within the joint limits, got {q.tolist()}")
         if self._faults:
             return
+        self._arm_watchdog()
         if self._motion == "speed":
             self.control.speedStop(self.halt_deceleration)
         speed = min(max(float(speed), 0.01), MAX_JOINT_SPEED)

@@ -204,8 +204,10 @@ class Tool:
     def home(self, settings, drive: bool) -> int:
         with self.connection("home", heartbeat=True) as conn:
             reply = conn.request("reset", {"drive": True} if drive else {}, timeout=self.config.home_timeout)
-            how = "driven home by the joint impedance law" if drive or not \
-                self.reader.hello.get("capabilities", {}).get("simulated_reset") else "teleported home (mirror)"
+            driven = drive or not self.reader.hello.get("capabilities", {}).get("simulated_reset")
+            own_move = self.reader.hello.get("control_mode") == "cartesian_position"
+            how = ("teleported home (mirror)" if not driven else
+                   "driven home by the arm's own joint move" if own_move else "driven home by the joint impedance law")
             self.emit(f"at home ({how}): {reply.meta['supervisor']['reason']}",
                       {"action": "home", "ok": True, "mode": reply.meta["mode"], "how": how})
             failure = self.hold("home", conn, 0.0 if self.config.hold == -1.0 else self.config.hold)

@@ -42,7 +42,8 @@ def make_backend(name: str, task, config=None):
         from hardware.ur import UrBackend
 
         return UrBackend(getattr(config, "ur_host", "127.0.0.1"),
-                         frequency=getattr(config, "ur_frequency", 500.0), markers=real_arm_markers(task))
+                         frequency=getattr(config, "ur_frequency", 500.0),
+                         watchdog_hz=getattr(config, "ur_watchdog_hz", 20.0), markers=real_arm_markers(task))
     raise ValueError(
         f"unknown backend {name!r}: this build offers 'mujoco', 'pybullet', 'mujoco-position' "
         "(the MuJoCo mirror position-controlled, as a UR is), 'franka' (a Franka "

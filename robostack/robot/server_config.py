@@ -27,6 +27,7 @@ class RobotServerConfig:
     franka_gripper: bool = True  # --backend franka: drive a Franka Hand (false: an arm without one)
     ur_host: str = "127.0.0.1"  # --backend ur: the UR controller's address (docs/hardware/ur.md)
     ur_frequency: float = 500.0  # --backend ur: the RTDE rate, 500 Hz (e-series) or 125 Hz (CB3); the server ticks at it
+    ur_watchdog_hz: float = 20.0  # --backend ur: the RTDE watchdog; a tick later than 1 / this stops the arm's script
     clock: str = "lockstep"  # lockstep (sim only, faster than real time) or realtime
     command_endpoint: str = "tcp://127.0.0.1:5555"  # requests (ROUTER, bound here)
     state_endpoint: str = "tcp://127.0.0.1:5556"  # state stream (PUB, bound here)
