@@ -267,3 +267,10 @@ def test_record_demos_with_the_autopilot_logs_an_episode_on_the_arm(ur, tmp_path
     assert frames >= 3 and episode["intervention"].all() and len(episode["next.success"]) == frames
     assert ("homing", "armed") in events  # a real arm's reset: driven home (moveJ), not teleported
     assert bool(episode["next.success"][-1])  # the tcp follows speedL: the autopilot reaches the goal
+    # ... and `robostack replay --endpoint` re-executes it on the same arm.
+    replayed = subprocess.run([sys.executable, "-m", "robostack.cli", "replay", str(log), "--endpoint", ur.command,
+                               "--tolerance", "0.05"], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=90)
+    print(replayed.stdout[-600:])
+    assert replayed.returncode == 0, why(replayed.stdout[-1500:] + replayed.stderr[-1500:])
+    assert f"on the robot server at {ur.command} (ur)" in replayed.stdout, replayed.stdout
+    assert "tcp position error vs the log" in replayed.stdout and "success True" in replayed.stdout
