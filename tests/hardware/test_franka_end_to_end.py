@@ -31,6 +31,7 @@ from robostack import transport  # noqa: E402
 from robostack.data.episode_log import EpisodeLog  # noqa: E402
 from robostack.robot.client import ZmqConnection  # noqa: E402
 from franky_sim_process import FrankySim  # noqa: E402
+import real_time_server  # noqa: E402
 
 PERIOD = 0.001  # s, the backend's control period
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
@@ -41,19 +42,14 @@ def arm():
     """franky-sim and a real-time robot server on it; yields (command, state) endpoints."""
     sim = FrankySim()
     command, state = transport.free_tcp_endpoint(), transport.free_tcp_endpoint()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "robostack.robot.server", "--backend", "franka", "--clock", "realtime",
-         "--franka-host", sim.host, "--task", "reach", "--command-endpoint", command,
-         "--state-endpoint", state, "--log-level", "WARNING"], env=ENV)
-    probe = transport.RequestClient(command, source="test", timeout=1.0)
     try:
-        deadline = time.monotonic() + 60.0
-        while True:
-            try:
-                hello = probe.request("hello").meta
-                break
-            except transport.PeerTimeout:
-                assert server.poll() is None and time.monotonic() < deadline, "robot server not up"
+        server, probe, hello = real_time_server.start(
+            ["--backend", "franka", "--franka-host", sim.host, "--task", "reach", "--state-endpoint", state,
+             "--log-level", "WARNING"], command, ENV)
+    except BaseException:
+        sim.close()
+        raise
+    try:
         assert hello["backend"] == "franka" and hello["clock"] == "realtime"
         yield command, state
         stats = probe.request("stats").meta["loop"]
@@ -62,12 +58,7 @@ def arm():
               f"franky-sim {sim.rate():.0f} simulated ticks per wall second")
     finally:
         probe.close()
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(10)
+        real_time_server.stop(server)
         sim.close()
 
 

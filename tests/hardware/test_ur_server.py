@@ -38,6 +38,7 @@ import pytest
 from robostack import transport
 from robostack.data.episode_log import EpisodeLog
 from robostack.robot.client import ZmqConnection
+import real_time_server
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -53,22 +54,10 @@ def ur(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ur")
     command, state = transport.free_tcp_endpoint(), transport.free_tcp_endpoint()
     admin = f"ipc://{folder / 'admin.sock'}"
-    log = open(folder / "server.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "robostack.cli", "robot-server", "--backend", "ur", "--clock", "realtime",
-         "--task", "reach", "--command-endpoint", command, "--state-endpoint", state,
-         "--admin-endpoint", admin, "--ur-watchdog-hz", "5", "--log-level", "WARNING"],
-        env=ENV, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    probe = transport.RequestClient(command, source="test", timeout=1.0)
+    server, probe, hello = real_time_server.start(
+        ["--backend", "ur", "--task", "reach", "--state-endpoint", state, "--admin-endpoint", admin,
+         "--ur-watchdog-hz", "5", "--log-level", "WARNING"], command, ENV, folder / "server.log", cwd=ROOT)
     try:
-        deadline = time.monotonic() + 30.0
-        while True:
-            try:
-                hello = probe.request("hello").meta
-                break
-            except transport.PeerTimeout:
-                assert server.poll() is None and time.monotonic() < deadline, \
-                    "robot server not up: " + (folder / "server.log").read_text(errors="replace")[-2000:]
         first = probe.request("state").meta
         yield SimpleNamespace(command=command, state=state, admin=admin, hello=hello, first=first,
                               probe=probe, log=folder / "server.log")
@@ -77,13 +66,7 @@ def ur(tmp_path_factory):
               f"{stats['ticks']}, worst stall {stats.get('stall_max_ms', float('nan')):.1f} ms")
     finally:
         probe.close()
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(10)
-        log.close()
+        real_time_server.stop(server)
 
 
 def robot(command: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
