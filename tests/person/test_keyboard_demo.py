@@ -214,7 +214,11 @@ def test_a_person_records_two_successful_demonstrations_with_the_keyboard(record
         assert len(episode["action"]) > 15  # a person's pace, not one burst of steps
     # q quit cleanly: everything recorded is there, and the terminal got its normal screen back
     assert len(log) == EPISODES
-    assert f"{EPISODES} episodes kept of {EPISODES} attempts" in recorded["final"]
+    # A loaded machine can slow the arm enough that the person gives up on an attempt (b, after
+    # 25 s) and records it again: that attempt counts, its episode is not kept.
+    kept = re.search(r"(\d+) episodes kept of (\d+) attempts", recorded["final"])
+    assert kept, recorded["final"]
+    assert int(kept.group(1)) == EPISODES and EPISODES <= int(kept.group(2)) <= 5, recorded["final"]
     assert "quit before the next episode started" in recorded["final"]
 
 
