@@ -379,13 +379,18 @@ class Actor:
             sender.request("bye", {"awaiting_durable": finished})
             if finished and sender.wait_durable(timeout=60.0):
                 cleaned = sender.spool.remove_if_empty()
+        # Delivered is not durable: a learner killed before its next checkpoint comes back
+        # without these, and the launcher restarts an actor that leaves any (launcher.py).
+        not_durable = sum(b.count for b in sender.pending)
         self.say(f"{self.id}: stopped ({self.stop_reason}) after {self.steps} steps, "
                  f"{self.episodes} episodes; last transition #{sender.seq}, learner holds up to "
                  f"#{sender.stored}" + ("" if delivered else
                                          f"; {sender.unsent} left in the spool {sender.spool.dir}")
+                 + (f"; {not_durable} not yet in a learner checkpoint, kept in the spool "
+                    f"{sender.spool.dir}" if not_durable and delivered else "")
                  + (f"; spool {sender.spool.dir} cleaned (all durable)" if cleaned else ""))
         self.write_summary(state="stopped", stop_reason=self.stop_reason, delivered=delivered,
-                           spool_cleaned=cleaned)
+                           spool_cleaned=cleaned, not_durable=not_durable)
         return 0
 
     def close(self) -> None:

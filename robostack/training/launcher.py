@@ -277,6 +277,13 @@ class Launcher:
         if child is self.learner:
             return summary.get("state") == "finished"
         reason = str(summary.get("stop_reason", ""))
+        if reason == "the learner reached its step budget" and summary.get("not_durable"):
+            # The learner said done, then died before a checkpoint held the actor's last
+            # transitions: the restarted learner is short of its budget and only this actor's
+            # spool has them. Seen in CI: the run waited for actors forever.
+            self.say(f"[launcher] {child.name} stopped with {summary['not_durable']} transitions "
+                     "no learner checkpoint holds yet; restarting it to resend them from its spool")
+            return False
         return summary.get("state") == "stopped" and (
             reason == "the learner reached its step budget" or reason.startswith("max_steps")
             or reason == "the operator pressed stop")

@@ -201,3 +201,26 @@ def test_a_crash_loop_ends_the_run_but_crashes_spread_out_never_do(tmp_path, win
         assert crashing.restarts == 2
     else:
         assert outcome is None and crashing.restarts >= 6, (outcome, lines)
+
+
+def test_an_actor_told_done_whose_last_transitions_no_checkpoint_holds_is_restarted(tmp_path):
+    """Seen in CI: the learner said "done", was killed before its final checkpoint, and came
+    back from an older one, 40 steps short of its budget; the actor, told done, had stopped, and
+    the launcher took that as finished: the run waited for actors forever. An actor that stops
+    with transitions no checkpoint holds (still in its spool) must be restarted to resend them."""
+    from types import SimpleNamespace
+
+    from robostack.training.launcher import Launcher
+    from robostack.training.run_dir import Summary
+
+    said = []
+    actor = SimpleNamespace(name="actor-0", process=SimpleNamespace(pid=os.getpid()))
+    launcher = SimpleNamespace(server_children=[], learner=None, run_dir=tmp_path, say=said.append)
+    summary = Summary(tmp_path, "actor-0")
+    summary.update(state="stopped", stop_reason="the learner reached its step budget", not_durable=40)
+    assert not Launcher.finished_on_purpose(launcher, actor)
+    assert "40 transitions no learner checkpoint holds yet" in said[-1]
+    summary.update(not_durable=0)  # the normal end: the final checkpoint holds everything
+    assert Launcher.finished_on_purpose(launcher, actor)
+    summary.update(stop_reason="max_steps 300 reached", not_durable=40)  # its own budget: done
+    assert Launcher.finished_on_purpose(launcher, actor)
