@@ -247,6 +247,11 @@ def format_gains(stats: dict) -> str:
                  f"{'gain':<30} value"]
         lines += [f"{name:<30} {_short(value)}" for name, value in gains.items()]
         return "\n".join(lines)
+    if stats.get("law") == "the arm's own Cartesian impedance":  # franky's tracker: fixed at start
+        lines = ["the arm's own Cartesian impedance law (robot-server --franka-law tracker), fixed at start",
+                 f"{'gain':<30} value"]
+        lines += [f"{name:<30} {_short(value)}" for name, value in gains.items()]
+        return "\n".join(lines)
     lines = [f"{'gain':<30} {'set':<34} {'ceiling':<12} unit"]
     for name, (_, unit) in GAIN_SHAPES.items():
         value = gains.get(name)

@@ -32,6 +32,12 @@ def make_backend(name: str, task, config=None):
         # PyBullet does not keep: the backend carries it.
         backend.scene = scene
         return backend
+    if name == "franka" and getattr(config, "franka_law", "torque") == "tracker":
+        from hardware.franka_tracker import FrankaTrackerBackend
+
+        return FrankaTrackerBackend(getattr(config, "franka_host", "127.0.0.1"),
+                                    gripper=getattr(config, "franka_gripper", True),
+                                    markers=real_arm_markers(task))
     if name == "franka":
         from hardware.franka import FrankaBackend
 

@@ -190,7 +190,7 @@ def admittance_ticks(backend, law, n: int, flag_counts, ramp, guard) -> int:
     the tcp. Stops after a tick on which the guard tripped, or, halting the arm, after one whose
     wrench was not finite (law.sensor_fault says so: the force bound needs the sensor)."""
     sense, command, wrench, check = backend.sense, backend.command_tcp_target, backend.external_wrench, guard.check
-    step, flags = law.controller.tick, law.controller.flags
+    step, flags = law.tick, law.flags
     for tick in range(n):
         s = sense()
         w = wrench()

@@ -7,6 +7,10 @@ law and the joint impedance homing for a torque-controlled one.
   supervisor, the safety filter, the lease and every request run unchanged. Its soft start
   scales the spring's stiffness, never the force bound (the stretch clip grows as the stiffness
   falls: stiffness x clip stays the bound).
+* `ImpedanceTargets`: for an arm that runs a Cartesian impedance law of its own on tcp targets
+  (a Franka through franky's CartesianImpedanceTracker, hardware/franka_tracker.py): the
+  server's law passes the safety-filtered reference through; the arm's stiffness times its error
+  clip bounds the force, as the server's own impedance law does on a torque-controlled arm.
 * `JointMoveHome`: a reset on such an arm is the arm's own joint move (`move_joints`: a UR's
   asynchronous moveJ), watched tick by tick until it is there or times out.
 * `parse_admittance_gains`: the server's --admittance-gains option.
@@ -79,6 +83,14 @@ class AdmittanceLaw:
     def active_flags(self) -> list[tuple[str, str]]:
         return self.controller.active_flags()
 
+    @property
+    def tick(self):
+        return self.controller.tick
+
+    @property
+    def flags(self) -> np.ndarray:
+        return self.controller.flags
+
     def set_stiffness_scale(self, scale: float) -> None:
         """The soft start: springs scaled by `scale` (0..1); bounds, damping and limits kept."""
         scale = min(1.0, max(LOWEST_SCALE, float(scale))) if math.isfinite(scale) else LOWEST_SCALE
@@ -86,6 +98,48 @@ class AdmittanceLaw:
         g = self.gains
         self.controller.set_gains(g if scale == 1.0 else dataclasses.replace(
             g, stiffness=g.stiffness * scale, rotational_stiffness=g.rotational_stiffness * scale))
+
+
+class ImpedanceTargets:
+    """The law of an arm whose own Cartesian impedance law tracks tcp targets: each tick sends
+    the reference (the safety-filtered target) as it is. A hold is at the measured pose (the
+    arm's spring then pulls nowhere); the soft start scales the arm's own stiffness."""
+
+    FLAG_NAMES: tuple[str, ...] = ()
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.flags = np.zeros(0, dtype=np.int64)
+        self.sensor_fault = ""
+        self._position, self._quaternion = np.zeros(3), np.array([1.0, 0.0, 0.0, 0.0])
+        self._twist = np.zeros(6)  # a target at rest: the arm's law damps toward it
+
+    def reset(self, q, position, quaternion) -> None:
+        self.set_reference(position, quaternion)
+
+    def snap_reference(self, position, quaternion) -> None:
+        self.set_reference(position, quaternion)
+
+    def set_reference(self, position, quaternion) -> None:
+        self._position = np.array(position, dtype=np.float64)
+        self._quaternion = np.array(quaternion, dtype=np.float64)
+
+    @property
+    def reference(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._position, self._quaternion
+
+    def tick(self, external_wrench) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._position, self._quaternion, self._twist
+
+    def set_nullspace_posture(self, q) -> None:
+        """The arm's law has its own posture task (set by the backend)."""
+
+    def active_flags(self) -> list[tuple[str, str]]:
+        return []
+
+    def set_stiffness_scale(self, scale: float) -> None:
+        scale = min(1.0, max(LOWEST_SCALE, float(scale))) if math.isfinite(scale) else LOWEST_SCALE
+        self.backend.set_stiffness_scale(scale)
 
 
 class JointMoveHome:

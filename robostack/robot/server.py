@@ -68,7 +68,7 @@ from robostack.robot import lease, loop
 from robostack.robot.images import LockstepImages
 from robostack.robot.backends import check_drivable, make_backend
 from robostack.robot.loop import TickStats
-from robostack.robot.position_arm import AdmittanceLaw, JointMoveHome, parse_admittance_gains
+from robostack.robot.position_arm import AdmittanceLaw, ImpedanceTargets, JointMoveHome, parse_admittance_gains
 from robostack.robot.server_config import RobotServerConfig  # noqa: F401 (its home, re-exported)
 from tasks import make_task, parse_task_params
 
@@ -110,7 +110,12 @@ class RobotServer:
         # controlled one (robostack/robot/position_arm.py), behind the same few calls.
         self.position_arm = b.control_mode is ControlMode.CARTESIAN_POSITION
         self._gains_info = (None, {})  # (the gains it describes, the report): see _operator_info
-        if self.position_arm:
+        # An arm with a Cartesian impedance law of its own (franky's tracker) takes the targets.
+        self.own_impedance = self.position_arm and getattr(b, "own_impedance_law", None) is not None
+        if self.own_impedance:
+            self.gains = b.own_impedance_law
+            self.law = ImpedanceTargets(b)
+        elif self.position_arm:
             self.gains = parse_admittance_gains(self.config.admittance_gains)
             self.law = AdmittanceLaw(self.period, self.gains)
         else:
@@ -386,7 +391,10 @@ class RobotServer:
         `robostack robot state`. The gains part is rebuilt only when the gains change."""
         now = time.monotonic()
         live = self.lease.live(now)
-        if self._gains_info[0] is not self.gains and self.position_arm:
+        if self._gains_info[0] is not self.gains and self.own_impedance:
+            self._gains_info = (self.gains, {"law": "the arm's own Cartesian impedance",
+                                             "gains": dataclasses.asdict(self.gains)})
+        elif self._gains_info[0] is not self.gains and self.position_arm:
             self._gains_info = (self.gains, {"law": "admittance", "gains": dataclasses.asdict(self.gains),
                                              "error_clip_m": self.gains.error_clip})
         elif self._gains_info[0] is not self.gains:
@@ -459,6 +467,11 @@ class RobotServer:
     def _on_gains(self, meta, arrays):
         # Only within the ceilings the server was started with (GainRefused, a ValueError, names
         # the gain, its value, the ceiling and how to raise it); a refused request changes nothing.
+        if self.own_impedance:
+            raise ValueError(
+                f"this arm runs its own Cartesian impedance law ({self.config.backend}, "
+                f"--franka-law tracker), whose gains are fixed at start; restart the server to "
+                f"change them, or use --franka-law torque, whose gains this request sets")
         if self.position_arm:
             raise ValueError(
                 f"this arm is position-controlled ({self.config.backend}): its law is the admittance "

@@ -25,6 +25,8 @@ class RobotServerConfig:
     backend: str = "mujoco"  # mujoco or pybullet (the mirrors), franka (a Franka through franky, docs/hardware/franka.md)
     franka_host: str = "127.0.0.1"  # --backend franka: the arm's FCI address (franky-sim serves on 127.x.y.z)
     franka_gripper: bool = True  # --backend franka: drive a Franka Hand (false: an arm without one)
+    franka_law: str = "torque"  # --backend franka: torque (robostack's law in this loop, SimpleTorqueMotion)
+        # or tracker (franky's CartesianImpedanceTrackingMotion in C++; targets streamed), docs/hardware/franka.md
     ur_host: str = "127.0.0.1"  # --backend ur: the UR controller's address (docs/hardware/ur.md)
     ur_frequency: float = 500.0  # --backend ur: the RTDE rate, 500 Hz (e-series) or 125 Hz (CB3); the server ticks at it
     ur_watchdog_hz: float = 20.0  # --backend ur: the RTDE watchdog; a tick later than 1 / this stops the arm's script
@@ -81,6 +83,9 @@ class RobotServerConfig:
         if self.backend in REAL_ARMS and self.clock != "realtime":
             raise ValueError(f"--backend {self.backend} is a real arm, whose physics does not wait "
                              "for requests: run it with --clock realtime")
+        if self.franka_law not in ("torque", "tracker"):
+            raise ValueError(f"franka_law must be 'torque' (robostack's law, SimpleTorqueMotion) or "
+                             f"'tracker' (franky's CartesianImpedanceTrackingMotion), got {self.franka_law!r}")
         if not 1024 <= self.max_request_bytes <= 2**30:
             raise ValueError(f"max_request_bytes must be in [1024, 2**30], got {self.max_request_bytes}")
         parse_task_params(self.task, self.task_params)  # a usage error now, not at start-up

@@ -1,0 +1,162 @@
+"""`robostack robot-server --backend franka --franka-law tracker` against franky-sim: franky's
+CartesianImpedanceTrackingMotion runs the law in C++ and the server streams it targets
+(hardware/franka_tracker.py). The same figures as the torque route (test_franka_end_to_end.py),
+printed: a target tracked, command deadline -> hold <= 2 control periods, heartbeat loss ->
+stopped <= 1 s, and a `record-demos --device autopilot` episode on the arm.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("franky", reason="franky (franky-control) is not installed: "
+                    "pip install 'robostack[franka-sim]'")
+pytest.importorskip("franky_sim", reason="franky-sim is not installed: pip install 'robostack[franka-sim]'")
+
+from robostack import transport  # noqa: E402
+from robostack.data.episode_log import EpisodeLog  # noqa: E402
+from robostack.robot.client import ZmqConnection  # noqa: E402
+from franky_sim_process import FrankySim  # noqa: E402
+import real_time_server  # noqa: E402
+
+PERIOD = 0.001  # s, libfranka's control period
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def arm():
+    sim = FrankySim()
+    command, state = transport.free_tcp_endpoint(), transport.free_tcp_endpoint()
+    try:
+        server, probe, hello = real_time_server.start(
+            ["--backend", "franka", "--franka-law", "tracker", "--franka-host", sim.host, "--task", "reach",
+             "--state-endpoint", state, "--log-level", "WARNING"], command, ENV)
+    except BaseException:
+        sim.close()
+        raise
+    try:
+        assert hello["backend"] == "franka" and hello["control_mode"] == "cartesian_position", hello
+        yield command, state
+    finally:
+        probe.close()
+        real_time_server.stop(server)
+        sim.close()
+
+
+def transitions(connection) -> list[tuple]:
+    return [tuple(t) for t in connection.request("state").meta["supervisor"]["transitions"]]
+
+
+def test_homes_tracks_a_target_and_refuses_impedance_gains_by_name(arm):
+    command, _ = arm
+    with ZmqConnection(command) as connection:
+        started = time.monotonic()
+        reply = connection.request("reset", {"seed": 3}, timeout=30.0)
+        assert reply.meta["mode"] == "armed", reply.meta["supervisor"]
+        homed = time.monotonic() - started
+        assert ("homing", "armed") in [(t[2], t[3]) for t in transitions(connection)]
+        stats = connection.request("stats").meta
+        assert stats["law"] == "the arm's own Cartesian impedance"
+        assert stats["gains"]["translational_stiffness"] == 2000.0
+        with pytest.raises(transport.RemoteError, match="its own Cartesian impedance law.*--franka-law torque"):
+            connection.request("gains", {"translational_stiffness": 1000.0})
+        block, listing = (subprocess.run([sys.executable, "-m", "robostack.cli", "robot", action, "--server", command],
+                                         env=ENV, capture_output=True, text=True, timeout=60) for action in ("state", "gains"))
+        assert "gains         stiffness 2000.0 N/m" in block.stdout, block.stdout + block.stderr
+        assert "--franka-law tracker" in listing.stdout and "posture_stiffness" in listing.stdout, listing.stdout
+        s = connection.request("state").arrays
+        target = s["tcp_position"] + [0.0, 0.03, -0.02]  # 36 mm away, the gripper kept pointing down
+        started, errors = time.monotonic(), {}
+        while time.monotonic() - started < 3.0:
+            connection.request("command", {"deadline": 0.3},
+                               {"target_position": target, "target_quaternion": s["tcp_quaternion"]})
+            time.sleep(0.05)
+            error = float(np.linalg.norm(connection.request("state").arrays["tcp_position"] - target))
+            errors.setdefault(round(time.monotonic() - started), error)
+        print(f"tracker: homed in {homed:.1f} s; a target 36 mm away: error by second "
+              f"{ {k: round(v * 1e3, 1) for k, v in errors.items()} } mm, final {error * 1e3:.2f} mm")
+        assert error < 0.003, errors
+
+
+def test_a_missed_command_deadline_holds_within_two_control_periods(arm):
+    command, _ = arm
+    with ZmqConnection(command) as connection:
+        connection.request("arm")
+        late = []
+        for _ in range(5):
+            s = connection.request("state").arrays
+            connection.request("command", {"deadline": 0.05},
+                               {"target_position": s["tcp_position"] + [0.0, 0.0, -0.01],
+                                "target_quaternion": s["tcp_quaternion"]})
+            time.sleep(0.15)
+            hold = [t for t in transitions(connection) if t[2] == "tracking" and t[3] == "armed"][-1]
+            late.append(float(re.search(r"missed by ([0-9.]+) s", hold[4]).group(1)))
+        # Held at the measured pose: the arm stays where the hold found it.
+        before = connection.request("state").arrays["tcp_position"]
+        time.sleep(0.5)
+        drift = float(np.linalg.norm(connection.request("state").arrays["tcp_position"] - before))
+        print(f"tracker: command deadline -> hold {', '.join(f'{x * 1e3:.2f}' for x in late)} ms; "
+              f"drift while holding 0.5 s {drift * 1e3:.2f} mm")
+        assert np.median(late) <= 2 * PERIOD, late
+        assert drift < 0.002
+
+
+def test_heartbeat_loss_stops_the_arm_within_1_s(arm):
+    command, state = arm
+    subscriber = transport.Subscriber(state, "state")
+    connection = ZmqConnection(command, heartbeat=False)
+    try:
+        connection.request("arm")
+        s = connection.request("state").arrays
+        connection.request("command", {"deadline": 1.0},
+                           {"target_position": s["tcp_position"] + [0.03, 0.0, 0.0],
+                            "target_quaternion": s["tcp_quaternion"]})
+        silent = time.monotonic()
+        while time.monotonic() < silent + 5.0:
+            message = subscriber.latest(2.0)
+            if message.meta["mode"] == "disarmed":
+                break
+        steps = [tuple(t) for t in message.meta["supervisor"]["transitions"]]
+        stop = [t for t in steps if t[3] == "stopping"][-1]
+        disarmed = [t for t in steps if t[2] == "stopping" and t[3] == "disarmed"][-1]
+        print(f"tracker: heartbeat loss: last request -> damped stop {stop[1] - silent:.3f} s, -> stopped "
+              f"and disarmed {disarmed[1] - silent:.3f} s; joint speed then "
+              f"{np.abs(message.arrays['dq']).max():.4f} rad/s")
+        assert "silent for" in stop[4], stop
+        assert disarmed[1] - silent <= 1.0
+        assert np.abs(message.arrays["dq"]).max() < 0.05
+    finally:
+        subscriber.close()
+        connection.close()
+
+
+def test_record_demos_with_the_autopilot_logs_a_full_episode(arm, tmp_path):
+    command, _ = arm
+    log = tmp_path / "demos"
+    result = subprocess.run(
+        [sys.executable, "-m", "robostack.cli", "record-demos", "--task", "reach", "--device",
+         "autopilot", "--endpoint", command, "--episodes", "1", "--keep", "all", "--view", "plain",
+         "--log", str(log), "--seed", "5"],
+        env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
+    episode = EpisodeLog(log).episode(0)
+    print(f"tracker: record-demos on the arm: {len(episode['intervention'])} frames, "
+          f"success {bool(episode['next.success'][-1])}")
+    assert len(episode["intervention"]) >= 5 and episode["intervention"].all()
+
+
+def test_tracker_gains_and_law_option_are_checked_before_anything_connects():
+    from hardware.franka_tracker import TrackerGains
+    from robostack.robot.server_config import RobotServerConfig
+
+    with pytest.raises(ValueError, match="translational_clip must be a finite number > 0"):
+        TrackerGains(translational_clip=float("inf"))
+    with pytest.raises(ValueError, match="franka_law must be 'torque'.*or 'tracker'"):
+        RobotServerConfig(backend="franka", clock="realtime", franka_law="cartesian")
