@@ -4,6 +4,7 @@ started, waited for until it answers `hello`, and stopped, killed if it will not
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -45,3 +46,26 @@ def stop(server: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait(10)
+
+
+@contextlib.contextmanager
+def on_franky_sim(options: list[str], env: dict):
+    """franky-sim (tests/hardware/franky_sim_process.py) and `robot-server --backend franka
+    OPTIONS` on it; yields (command endpoint, state endpoint, hello, probe client, the sim)."""
+    from franky_sim_process import FrankySim
+
+    sim = FrankySim()
+    command, state = transport.free_tcp_endpoint(), transport.free_tcp_endpoint()
+    try:
+        server, probe, hello = start(["--backend", "franka", "--franka-host", sim.host, "--task", "reach",
+                                      "--state-endpoint", state, "--log-level", "WARNING", *options],
+                                     command, env)
+    except BaseException:
+        sim.close()
+        raise
+    try:
+        yield command, state, hello, probe, sim
+    finally:
+        probe.close()
+        stop(server)
+        sim.close()

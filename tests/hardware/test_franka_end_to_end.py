@@ -15,7 +15,6 @@ an arm's server cannot see without perception: the factory refuses it by name.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -28,9 +27,8 @@ pytest.importorskip("franky", reason="franky (franky-control) is not installed: 
 pytest.importorskip("franky_sim", reason="franky-sim is not installed: pip install 'robostack[franka-sim]'")
 
 from robostack import transport  # noqa: E402
-from robostack.data.episode_log import EpisodeLog  # noqa: E402
 from robostack.robot.client import ZmqConnection  # noqa: E402
-from franky_sim_process import FrankySim  # noqa: E402
+import arm_checks  # noqa: E402
 import real_time_server  # noqa: E402
 
 PERIOD = 0.001  # s, the backend's control period
@@ -40,30 +38,13 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1")
 @pytest.fixture(scope="module")
 def arm():
     """franky-sim and a real-time robot server on it; yields (command, state) endpoints."""
-    sim = FrankySim()
-    command, state = transport.free_tcp_endpoint(), transport.free_tcp_endpoint()
-    try:
-        server, probe, hello = real_time_server.start(
-            ["--backend", "franka", "--franka-host", sim.host, "--task", "reach", "--state-endpoint", state,
-             "--log-level", "WARNING"], command, ENV)
-    except BaseException:
-        sim.close()
-        raise
-    try:
+    with real_time_server.on_franky_sim([], ENV) as (command, state, hello, probe, sim):
         assert hello["backend"] == "franka" and hello["clock"] == "realtime"
         yield command, state
         stats = probe.request("stats").meta["loop"]
         print(f"robot server loop: {stats['rate_hz']:.0f} Hz, missed ticks {stats['missed_ticks']} of "
               f"{stats['ticks']}, overrun p99 {stats.get('overrun_p99_ms', float('nan')):.2f} ms; "
               f"franky-sim {sim.rate():.0f} simulated ticks per wall second")
-    finally:
-        probe.close()
-        real_time_server.stop(server)
-        sim.close()
-
-
-def transitions(connection) -> list[tuple]:
-    return [tuple(t) for t in connection.request("state").meta["supervisor"]["transitions"]]
 
 
 def test_a_missed_command_deadline_holds_within_two_control_periods(arm):
@@ -71,76 +52,38 @@ def test_a_missed_command_deadline_holds_within_two_control_periods(arm):
     with ZmqConnection(command) as connection:
         reply = connection.request("reset", {"seed": 3}, timeout=30.0)  # homing, real time
         assert reply.meta["mode"] == "armed", reply.meta["supervisor"]
-        late = []
-        for _ in range(5):
-            s = connection.request("state").arrays
-            connection.request("command", {"deadline": 0.05},
-                               {"target_position": s["tcp_position"] + [0.0, 0.0, -0.01],
-                                "target_quaternion": s["tcp_quaternion"]})
-            time.sleep(0.15)
-            hold = [t for t in transitions(connection) if t[2] == "tracking" and t[3] == "armed"][-1]
-            late.append(float(re.search(r"missed by ([0-9.]+) s", hold[4]).group(1)))
+        late = arm_checks.deadline_hold_latencies(connection)
         print(f"command deadline -> hold: {', '.join(f'{x * 1e3:.2f}' for x in late)} ms "
               f"(control period {PERIOD * 1e3:.0f} ms)")
         assert np.median(late) <= 2 * PERIOD, late
 
 
 def test_heartbeat_loss_stops_the_arm_within_1_s(arm):
-    command, state = arm
-    subscriber = transport.Subscriber(state, "state")
-    connection = ZmqConnection(command, heartbeat=False)  # the lease lives only while we send
-    try:
-        connection.request("arm")
-        s = connection.request("state").arrays
-        connection.request("command", {"deadline": 1.0},
-                           {"target_position": s["tcp_position"] + [0.03, 0.0, 0.0],
-                            "target_quaternion": s["tcp_quaternion"]})
-        silent = time.monotonic()  # the last request: from here on the client is "dead"
-        while time.monotonic() < silent + 5.0:
-            message = subscriber.latest(2.0)
-            if message.meta["mode"] == "disarmed":
-                break
-        steps = [tuple(t) for t in message.meta["supervisor"]["transitions"]]
-        stop = [t for t in steps if t[3] == "stopping"][-1]
-        disarmed = [t for t in steps if t[2] == "stopping" and t[3] == "disarmed"][-1]
-        assert "silent for" in stop[4], stop
-        # One host: the supervisor's clock is the same monotonic clock as ours.
-        print(f"heartbeat loss: last request -> damped stop {stop[1] - silent:.3f} s, -> stopped "
-              f"and disarmed {disarmed[1] - silent:.3f} s ({disarmed[4]})")
-        assert disarmed[1] - silent <= 1.0
-    finally:
-        subscriber.close()
-        connection.close()
+    silent, stop, disarmed, _ = arm_checks.heartbeat_loss(*arm)
+    assert "silent for" in stop[4], stop
+    print(f"heartbeat loss: last request -> damped stop {stop[1] - silent:.3f} s, -> stopped "
+          f"and disarmed {disarmed[1] - silent:.3f} s ({disarmed[4]})")
+    assert disarmed[1] - silent <= 1.0
 
 
 def test_record_demos_with_the_autopilot_logs_a_full_episode_on_the_arm(arm, tmp_path):
     command, _ = arm
     log = tmp_path / "demos"
     start = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "robostack.cli", "record-demos", "--task", "reach", "--device",
-         "autopilot", "--endpoint", command, "--episodes", "1", "--keep", "all", "--view", "plain",
-         "--log", str(log), "--seed", "5"],
-        env=ENV, capture_output=True, text=True, timeout=120)
+    result, episode, events = arm_checks.record_autopilot_episode(command, log, ENV)
     print(result.stdout[-800:], result.stderr[-800:])
     assert result.returncode == 0
-    episodes = EpisodeLog(log)
-    assert len(episodes) == 1
-    episode = episodes.episode(0)
     frames = len(episode["intervention"])
-    events = [(e["from_state"], e["to_state"]) for e in episodes.events(0)]
     print(f"record-demos on the arm: {frames} frames, success {bool(episode['next.success'][-1])}, "
           f"{time.monotonic() - start:.1f} s with start-up; events {events}")
     assert frames >= 5 and episode["intervention"].all()
     assert ("homing", "armed") in events  # a real arm's reset: driven home, not teleported
     # ... and `robostack replay --endpoint` re-executes it on the same arm.
-    replayed = subprocess.run([sys.executable, "-m", "robostack.cli", "replay", str(log), "--endpoint", command,
-                               "--tolerance", "0.05"], env=ENV, capture_output=True, text=True, timeout=120)
+    replayed, error = arm_checks.replay_on(command, log, ENV)
     print(replayed.stdout[-600:])
     assert replayed.returncode == 0, replayed.stdout[-1500:] + replayed.stderr[-1500:]
     assert f"on the robot server at {command} (franka)" in replayed.stdout, replayed.stdout
-    error = re.search(r"tcp position error vs the log: mean ([\d.]+) mm, max ([\d.]+) mm", replayed.stdout)
-    assert error and float(error.group(2)) < 50.0, replayed.stdout
+    assert error and error[1] < 50.0, replayed.stdout
 
 
 def test_a_learner_and_an_actor_train_on_the_arm_and_eval_runs_there(arm, tmp_path):

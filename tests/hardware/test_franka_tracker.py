@@ -8,7 +8,6 @@ stopped <= 1 s, and a `record-demos --device autopilot` episode on the arm.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -21,9 +20,8 @@ pytest.importorskip("franky", reason="franky (franky-control) is not installed: 
 pytest.importorskip("franky_sim", reason="franky-sim is not installed: pip install 'robostack[franka-sim]'")
 
 from robostack import transport  # noqa: E402
-from robostack.data.episode_log import EpisodeLog  # noqa: E402
 from robostack.robot.client import ZmqConnection  # noqa: E402
-from franky_sim_process import FrankySim  # noqa: E402
+import arm_checks  # noqa: E402
 import real_time_server  # noqa: E402
 
 PERIOD = 0.001  # s, libfranka's control period
@@ -32,26 +30,9 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 @pytest.fixture(scope="module")
 def arm():
-    sim = FrankySim()
-    command, state = transport.free_tcp_endpoint(), transport.free_tcp_endpoint()
-    try:
-        server, probe, hello = real_time_server.start(
-            ["--backend", "franka", "--franka-law", "tracker", "--franka-host", sim.host, "--task", "reach",
-             "--state-endpoint", state, "--log-level", "WARNING"], command, ENV)
-    except BaseException:
-        sim.close()
-        raise
-    try:
+    with real_time_server.on_franky_sim(["--franka-law", "tracker"], ENV) as (command, state, hello, _, _):
         assert hello["backend"] == "franka" and hello["control_mode"] == "cartesian_position", hello
         yield command, state
-    finally:
-        probe.close()
-        real_time_server.stop(server)
-        sim.close()
-
-
-def transitions(connection) -> list[tuple]:
-    return [tuple(t) for t in connection.request("state").meta["supervisor"]["transitions"]]
 
 
 def test_homes_tracks_a_target_and_refuses_impedance_gains_by_name(arm):
@@ -61,7 +42,7 @@ def test_homes_tracks_a_target_and_refuses_impedance_gains_by_name(arm):
         reply = connection.request("reset", {"seed": 3}, timeout=30.0)
         assert reply.meta["mode"] == "armed", reply.meta["supervisor"]
         homed = time.monotonic() - started
-        assert ("homing", "armed") in [(t[2], t[3]) for t in transitions(connection)]
+        assert ("homing", "armed") in [(t[2], t[3]) for t in arm_checks.transitions(connection)]
         stats = connection.request("stats").meta
         assert stats["law"] == "the arm's own Cartesian impedance"
         assert stats["gains"]["translational_stiffness"] == 2000.0
@@ -89,15 +70,7 @@ def test_a_missed_command_deadline_holds_within_two_control_periods(arm):
     command, _ = arm
     with ZmqConnection(command) as connection:
         connection.request("arm")
-        late = []
-        for _ in range(5):
-            s = connection.request("state").arrays
-            connection.request("command", {"deadline": 0.05},
-                               {"target_position": s["tcp_position"] + [0.0, 0.0, -0.01],
-                                "target_quaternion": s["tcp_quaternion"]})
-            time.sleep(0.15)
-            hold = [t for t in transitions(connection) if t[2] == "tracking" and t[3] == "armed"][-1]
-            late.append(float(re.search(r"missed by ([0-9.]+) s", hold[4]).group(1)))
+        late = arm_checks.deadline_hold_latencies(connection)
         # Held at the measured pose: the arm stays where the hold found it.
         before = connection.request("state").arrays["tcp_position"]
         time.sleep(0.5)
@@ -109,47 +82,27 @@ def test_a_missed_command_deadline_holds_within_two_control_periods(arm):
 
 
 def test_heartbeat_loss_stops_the_arm_within_1_s(arm):
-    command, state = arm
-    subscriber = transport.Subscriber(state, "state")
-    connection = ZmqConnection(command, heartbeat=False)
-    try:
-        connection.request("arm")
-        s = connection.request("state").arrays
-        connection.request("command", {"deadline": 1.0},
-                           {"target_position": s["tcp_position"] + [0.03, 0.0, 0.0],
-                            "target_quaternion": s["tcp_quaternion"]})
-        silent = time.monotonic()
-        while time.monotonic() < silent + 5.0:
-            message = subscriber.latest(2.0)
-            if message.meta["mode"] == "disarmed":
-                break
-        steps = [tuple(t) for t in message.meta["supervisor"]["transitions"]]
-        stop = [t for t in steps if t[3] == "stopping"][-1]
-        disarmed = [t for t in steps if t[2] == "stopping" and t[3] == "disarmed"][-1]
-        print(f"tracker: heartbeat loss: last request -> damped stop {stop[1] - silent:.3f} s, -> stopped "
-              f"and disarmed {disarmed[1] - silent:.3f} s; joint speed then "
-              f"{np.abs(message.arrays['dq']).max():.4f} rad/s")
-        assert "silent for" in stop[4], stop
-        assert disarmed[1] - silent <= 1.0
-        assert np.abs(message.arrays["dq"]).max() < 0.05
-    finally:
-        subscriber.close()
-        connection.close()
+    silent, stop, disarmed, message = arm_checks.heartbeat_loss(*arm)
+    print(f"tracker: heartbeat loss: last request -> damped stop {stop[1] - silent:.3f} s, -> stopped "
+          f"and disarmed {disarmed[1] - silent:.3f} s; joint speed then "
+          f"{np.abs(message.arrays['dq']).max():.4f} rad/s")
+    assert "silent for" in stop[4], stop
+    assert disarmed[1] - silent <= 1.0
+    assert np.abs(message.arrays["dq"]).max() < 0.05
 
 
-def test_record_demos_with_the_autopilot_logs_a_full_episode(arm, tmp_path):
+def test_record_demos_with_the_autopilot_then_replay_on_the_arm(arm, tmp_path):
     command, _ = arm
     log = tmp_path / "demos"
-    result = subprocess.run(
-        [sys.executable, "-m", "robostack.cli", "record-demos", "--task", "reach", "--device",
-         "autopilot", "--endpoint", command, "--episodes", "1", "--keep", "all", "--view", "plain",
-         "--log", str(log), "--seed", "5"],
-        env=ENV, capture_output=True, text=True, timeout=120)
+    result, episode, events = arm_checks.record_autopilot_episode(command, log, ENV)
     assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
-    episode = EpisodeLog(log).episode(0)
-    print(f"tracker: record-demos on the arm: {len(episode['intervention'])} frames, "
-          f"success {bool(episode['next.success'][-1])}")
     assert len(episode["intervention"]) >= 5 and episode["intervention"].all()
+    replayed, error = arm_checks.replay_on(command, log, ENV)
+    print(f"tracker: record-demos on the arm: {len(episode['intervention'])} frames, "
+          f"success {bool(episode['next.success'][-1])}; replayed there: tcp error mean "
+          f"{error and error[0]} mm, max {error and error[1]} mm")
+    assert replayed.returncode == 0, replayed.stdout[-1500:] + replayed.stderr[-1500:]
+    assert error and error[1] < 50.0, replayed.stdout
 
 
 def test_tracker_gains_and_law_option_are_checked_before_anything_connects():

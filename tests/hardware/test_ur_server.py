@@ -36,8 +36,8 @@ import numpy as np
 import pytest
 
 from robostack import transport
-from robostack.data.episode_log import EpisodeLog
 from robostack.robot.client import ZmqConnection
+import arm_checks
 import real_time_server
 
 HERE = Path(__file__).resolve().parent
@@ -233,27 +233,18 @@ def test_heartbeat_loss_stops_the_arm_within_1_s(ur):
 def test_record_demos_with_the_autopilot_logs_an_episode_on_the_arm(ur, tmp_path):
     log = tmp_path / "demos"
     start = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "robostack.cli", "record-demos", "--task", "reach", "--device", "autopilot",
-         "--endpoint", ur.command, "--episodes", "1", "--max-attempts", "1", "--keep", "all",
-         "--view", "plain", "--log", str(log), "--seed", "5"],
-        env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=90)
+    result, episode, events = arm_checks.record_autopilot_episode(ur.command, log, ENV, cwd=ROOT, timeout=90)
     print(result.stdout[-800:], result.stderr[-800:])
     assert result.returncode == 0, why(result.stdout[-2000:] + result.stderr[-2000:])
-    episodes = EpisodeLog(log)
-    assert len(episodes) == 1
-    episode = episodes.episode(0)
     frames = len(episode["intervention"])
-    events = [(e["from_state"], e["to_state"]) for e in episodes.events(0)]
     print(f"record-demos on the fake UR: {frames} frames, success {bool(episode['next.success'][-1])}, "
           f"{time.monotonic() - start:.1f} s with start-up; events {events}")
     assert frames >= 3 and episode["intervention"].all() and len(episode["next.success"]) == frames
     assert ("homing", "armed") in events  # a real arm's reset: driven home (moveJ), not teleported
     assert bool(episode["next.success"][-1])  # the tcp follows speedL: the autopilot reaches the goal
     # ... and `robostack replay --endpoint` re-executes it on the same arm.
-    replayed = subprocess.run([sys.executable, "-m", "robostack.cli", "replay", str(log), "--endpoint", ur.command,
-                               "--tolerance", "0.05"], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=90)
+    replayed, error = arm_checks.replay_on(ur.command, log, ENV, cwd=ROOT, timeout=90)
     print(replayed.stdout[-600:])
     assert replayed.returncode == 0, why(replayed.stdout[-1500:] + replayed.stderr[-1500:])
     assert f"on the robot server at {ur.command} (ur)" in replayed.stdout, replayed.stdout
-    assert "tcp position error vs the log" in replayed.stdout and "success True" in replayed.stdout
+    assert error is not None and "success True" in replayed.stdout, replayed.stdout

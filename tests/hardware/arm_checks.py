@@ -1,0 +1,87 @@
+"""The checks every real arm's end-to-end test makes of `robostack robot-server --backend ...`
+running in real time (issue 16's figures): a missed command deadline -> hold, heartbeat loss ->
+stopped, and `record-demos --device autopilot` then `replay --endpoint` on the arm. Used by
+test_franka_end_to_end.py and test_franka_tracker.py (franky-sim) and test_ur_server.py (the
+ur_rtde fake); each asserts its own bounds on what these return."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+from robostack import transport
+from robostack.data.episode_log import EpisodeLog
+from robostack.robot.client import ZmqConnection
+
+
+def transitions(connection) -> list[tuple]:
+    return [tuple(t) for t in connection.request("state").meta["supervisor"]["transitions"]]
+
+
+def deadline_hold_latencies(connection, trials: int = 5) -> list[float]:
+    """Commands 1 cm down valid for 50 ms, each left to lapse: how late each hold came, in s, by
+    the supervisor's own account ("missed by X s"). The arm must be armed."""
+    late = []
+    for _ in range(trials):
+        s = connection.request("state").arrays
+        connection.request("command", {"deadline": 0.05},
+                           {"target_position": s["tcp_position"] + [0.0, 0.0, -0.01],
+                            "target_quaternion": s["tcp_quaternion"]})
+        time.sleep(0.15)
+        hold = [t for t in transitions(connection) if t[2] == "tracking" and t[3] == "armed"][-1]
+        late.append(float(re.search(r"missed by ([0-9.]+) s", hold[4]).group(1)))
+    return late
+
+
+def heartbeat_loss(command: str, state: str, offset=(0.03, 0.0, 0.0), wait: float = 5.0):
+    """Arm, command a target `offset` m away, then go silent (no heartbeat). Returns (the time
+    of the last request, the transition into the damped stop, the one into disarmed, the last
+    state message), times on this host's monotonic clock, which the supervisor shares."""
+    subscriber = transport.Subscriber(state, "state")
+    connection = ZmqConnection(command, heartbeat=False)  # the lease lives only while we send
+    try:
+        connection.request("arm")
+        s = connection.request("state").arrays
+        connection.request("command", {"deadline": 1.0},
+                           {"target_position": s["tcp_position"] + list(offset),
+                            "target_quaternion": s["tcp_quaternion"]})
+        silent = time.monotonic()
+        while time.monotonic() < silent + wait:
+            message = subscriber.latest(2.0)
+            if message.meta["mode"] == "disarmed":
+                break
+        steps = [tuple(t) for t in message.meta["supervisor"]["transitions"]]
+        stop = [t for t in steps if t[3] == "stopping"][-1]
+        disarmed = [t for t in steps if t[2] == "stopping" and t[3] == "disarmed"][-1]
+        return silent, stop, disarmed, message
+    finally:
+        subscriber.close()
+        connection.close()
+
+
+def record_autopilot_episode(command: str, log, env: dict, cwd=None, timeout: float = 120.0):
+    """`robostack record-demos --device autopilot --task reach --endpoint COMMAND`, one episode
+    kept whatever its outcome. Returns (the finished process, the log's one episode, its events
+    as (from, to) states)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "robostack.cli", "record-demos", "--task", "reach", "--device", "autopilot",
+         "--endpoint", command, "--episodes", "1", "--max-attempts", "1", "--keep", "all",
+         "--view", "plain", "--log", str(log), "--seed", "5"],
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        return result, None, []
+    episodes = EpisodeLog(log)
+    assert len(episodes) == 1, f"{len(episodes)} episodes logged, 1 asked for"
+    return result, episodes.episode(0), [(e["from_state"], e["to_state"]) for e in episodes.events(0)]
+
+
+def replay_on(command: str, log, env: dict, cwd=None, timeout: float = 120.0):
+    """`robostack replay LOG --endpoint COMMAND`: the finished process and its tcp position
+    error vs the log, (mean, max) in mm, or None when it printed none."""
+    result = subprocess.run([sys.executable, "-m", "robostack.cli", "replay", str(log), "--endpoint", command,
+                             "--tolerance", "0.05"], env=env, cwd=cwd, capture_output=True, text=True,
+                            timeout=timeout)
+    error = re.search(r"tcp position error vs the log: mean ([\d.]+) mm, max ([\d.]+) mm", result.stdout)
+    return result, (float(error.group(1)), float(error.group(2))) if error else None
