@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -30,13 +31,13 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 @pytest.fixture(scope="module")
 def arm():
-    with real_time_server.on_franky_sim(["--franka-law", "tracker"], ENV) as (command, state, hello, _, _):
+    with real_time_server.on_franky_sim(["--franka-law", "tracker"], ENV) as (command, state, hello, _, sim):
         assert hello["backend"] == "franka" and hello["control_mode"] == "cartesian_position", hello
-        yield command, state
+        yield SimpleNamespace(command=command, state=state, sim=sim)
 
 
 def test_homes_tracks_a_target_and_refuses_impedance_gains_by_name(arm):
-    command, _ = arm
+    command = arm.command
     with ZmqConnection(command) as connection:
         started = time.monotonic()
         reply = connection.request("reset", {"seed": 3}, timeout=30.0)
@@ -67,7 +68,7 @@ def test_homes_tracks_a_target_and_refuses_impedance_gains_by_name(arm):
 
 
 def test_a_missed_command_deadline_holds_within_two_control_periods(arm):
-    command, _ = arm
+    command = arm.command
     with ZmqConnection(command) as connection:
         connection.request("arm")
         late = arm_checks.deadline_hold_latencies(connection)
@@ -82,7 +83,7 @@ def test_a_missed_command_deadline_holds_within_two_control_periods(arm):
 
 
 def test_heartbeat_loss_stops_the_arm_within_1_s(arm):
-    silent, stop, disarmed, message = arm_checks.heartbeat_loss(*arm)
+    silent, stop, disarmed, message = arm_checks.heartbeat_loss(arm.command, arm.state)
     print(f"tracker: heartbeat loss: last request -> damped stop {stop[1] - silent:.3f} s, -> stopped "
           f"and disarmed {disarmed[1] - silent:.3f} s; joint speed then "
           f"{np.abs(message.arrays['dq']).max():.4f} rad/s")
@@ -92,7 +93,7 @@ def test_heartbeat_loss_stops_the_arm_within_1_s(arm):
 
 
 def test_record_demos_with_the_autopilot_then_replay_on_the_arm(arm, tmp_path):
-    command, _ = arm
+    command = arm.command
     log = tmp_path / "demos"
     result, episode, events = arm_checks.record_autopilot_episode(command, log, ENV)
     assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
@@ -103,6 +104,42 @@ def test_record_demos_with_the_autopilot_then_replay_on_the_arm(arm, tmp_path):
           f"{error and error[0]} mm, max {error and error[1]} mm")
     assert replayed.returncode == 0, replayed.stdout[-1500:] + replayed.stderr[-1500:]
     assert error and error[1] < 50.0, replayed.stdout
+
+
+def test_a_whitelisted_fault_recovers_with_a_fresh_tracker_and_another_latches(arm):
+    command, sim = arm.command, arm.sim
+    with ZmqConnection(command) as connection:
+        connection.request("arm")
+        sim.send("fault communication_constraints_violation")  # in the default transient_faults
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and ("recovering", "disarmed") not in \
+                [(t[2], t[3]) for t in arm_checks.transitions(connection)]:
+            time.sleep(0.05)
+        path = [(t[2], t[3]) for t in arm_checks.transitions(connection)]
+        assert ("armed", "fault") in path and ("fault", "recovering") in path \
+            and ("recovering", "disarmed") in path, path
+        # The fresh tracker tracks again.
+        connection.request("arm")
+        s = connection.request("state").arrays
+        target = s["tcp_position"] + [0.0, 0.0, -0.02]
+        for _ in range(40):
+            connection.request("command", {"deadline": 0.3},
+                               {"target_position": target, "target_quaternion": s["tcp_quaternion"]})
+            time.sleep(0.05)
+        error = float(np.linalg.norm(connection.request("state").arrays["tcp_position"] - target))
+        sim.send("fault joint_reflex")  # a collision: not whitelisted
+        time.sleep(1.0)  # longer than the recovery delay: nothing recovers it by itself
+        latched = connection.request("state").meta
+        print(f"tracker: whitelisted fault -> {path[-3:]}; tracking after it {error * 1e3:.1f} mm; "
+              f"joint_reflex -> {latched['mode']}")
+        assert error < 0.005
+        assert latched["mode"] == "fault" and latched["supervisor"]["latched"], latched["supervisor"]
+        reply = connection.request("arm")  # explicit: recover, then hold
+        deadline = time.monotonic() + 5.0
+        while reply.meta["mode"] != "armed" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            reply = connection.request("state")
+        assert reply.meta["mode"] == "armed", reply.meta["supervisor"]
 
 
 def test_tracker_gains_and_law_option_are_checked_before_anything_connects():
