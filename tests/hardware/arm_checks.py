@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 from robostack import transport
 from robostack.data.episode_log import EpisodeLog
@@ -35,27 +36,31 @@ def deadline_hold_latencies(connection, trials: int = 5) -> list[float]:
     return late
 
 
-def heartbeat_loss(command: str, state: str, offset=(0.03, 0.0, 0.0), wait: float = 5.0):
-    """Arm, command a target `offset` m away, then go silent (no heartbeat). Returns (the time
-    of the last request, the transition into the damped stop, the one into disarmed, the last
-    state message), times on this host's monotonic clock, which the supervisor shares."""
+def heartbeat_loss(command: str, state: str, offset=(0.03, 0.0, 0.0), wait: float = 5.0, **options):
+    """Arm, command a target `offset` m away, then go silent (no heartbeat). Returns a namespace:
+    silent (the time of the last request), stop and disarmed (the transitions into the damped
+    stop and into disarmed after it, None if they did not come within `wait` s), message (the
+    last state message), armed (the arm reply). Times are this host's monotonic clock, which the
+    supervisor shares. options: for the ZmqConnection."""
     subscriber = transport.Subscriber(state, "state")
-    connection = ZmqConnection(command, heartbeat=False)  # the lease lives only while we send
+    connection = ZmqConnection(command, heartbeat=False, **options)  # the lease lives only while we send
     try:
-        connection.request("arm")
+        armed = connection.request("arm")
         s = connection.request("state").arrays
         connection.request("command", {"deadline": 1.0},
                            {"target_position": s["tcp_position"] + list(offset),
                             "target_quaternion": s["tcp_quaternion"]})
         silent = time.monotonic()
-        while time.monotonic() < silent + wait:
+        stop = disarmed = None
+        # Until a message shows the stop that followed our silence: the newest message received
+        # may predate the arm request (seen on a loaded CI machine: "disarmed" from the test before).
+        while time.monotonic() < silent + wait and disarmed is None:
             message = subscriber.latest(2.0)
-            if message.meta["mode"] == "disarmed":
-                break
-        steps = [tuple(t) for t in message.meta["supervisor"]["transitions"]]
-        stop = [t for t in steps if t[3] == "stopping"][-1]
-        disarmed = [t for t in steps if t[2] == "stopping" and t[3] == "disarmed"][-1]
-        return silent, stop, disarmed, message
+            steps = [tuple(t) for t in message.meta["supervisor"]["transitions"]]
+            stops = [t for t in steps if t[3] == "stopping" and t[1] >= silent]
+            ends = [t for t in steps if t[2] == "stopping" and t[3] == "disarmed" and t[1] >= silent]
+            stop, disarmed = (stops[-1] if stops else None), (ends[-1] if ends else None)
+        return SimpleNamespace(silent=silent, stop=stop, disarmed=disarmed, message=message, armed=armed)
     finally:
         subscriber.close()
         connection.close()

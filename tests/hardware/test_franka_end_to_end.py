@@ -59,7 +59,9 @@ def test_a_missed_command_deadline_holds_within_two_control_periods(arm):
 
 
 def test_heartbeat_loss_stops_the_arm_within_1_s(arm):
-    silent, stop, disarmed, _ = arm_checks.heartbeat_loss(*arm)
+    loss = arm_checks.heartbeat_loss(*arm)
+    silent, stop, disarmed = loss.silent, loss.stop, loss.disarmed
+    assert stop and disarmed, loss.message.meta["supervisor"]["transitions"]
     assert "silent for" in stop[4], stop
     print(f"heartbeat loss: last request -> damped stop {stop[1] - silent:.3f} s, -> stopped "
           f"and disarmed {disarmed[1] - silent:.3f} s ({disarmed[4]})")

@@ -83,7 +83,9 @@ def test_a_missed_command_deadline_holds_within_two_control_periods(arm):
 
 
 def test_heartbeat_loss_stops_the_arm_within_1_s(arm):
-    silent, stop, disarmed, message = arm_checks.heartbeat_loss(arm.command, arm.state)
+    loss = arm_checks.heartbeat_loss(arm.command, arm.state)
+    silent, stop, disarmed, message = loss.silent, loss.stop, loss.disarmed, loss.message
+    assert stop and disarmed, message.meta["supervisor"]["transitions"]
     print(f"tracker: heartbeat loss: last request -> damped stop {stop[1] - silent:.3f} s, -> stopped "
           f"and disarmed {disarmed[1] - silent:.3f} s; joint speed then "
           f"{np.abs(message.arrays['dq']).max():.4f} rad/s")

@@ -198,36 +198,22 @@ def test_home_arm_track_a_target_then_stop_at_rest(ur):
 
 
 def test_heartbeat_loss_stops_the_arm_within_1_s(ur):
+    loss = arm_checks.heartbeat_loss(ur.command, ur.state, offset=(0.0, 0.03, 0.0), timeout=2.0, lease_wait=2.0)
+    not_faulted(loss.armed.meta)
+    not_faulted(loss.message.meta)
+    stop, disarmed, silent = loss.stop, loss.disarmed, loss.silent
+    assert stop and disarmed, why(str(transitions(loss.message.meta)))
+    assert "silent for" in stop[4] or "expired" in stop[4], stop
+    # One host: the supervisor's clock is the same monotonic clock as ours.
+    print(f"heartbeat loss: last request -> damped stop {stop[1] - silent:.3f} s ({stop[4]}), "
+          f"-> stopped and disarmed {disarmed[1] - silent:.3f} s ({disarmed[4]}; peer timeout "
+          f"{ur.hello['lease_timeout']} s)")
+    assert disarmed[1] - silent <= 1.0
     subscriber = transport.Subscriber(ur.state, "state")
-    # heartbeat=False: the lease lives only while we send
-    connection = ZmqConnection(ur.command, timeout=2.0, lease_wait=2.0, heartbeat=False)
     try:
-        armed = connection.request("arm")
-        not_faulted(armed.meta)
-        s = connection.request("state").arrays
-        connection.request("command", {"deadline": 1.0},
-                           {"target_position": s["tcp_position"] + [0.0, 0.03, 0.0],
-                            "target_quaternion": s["tcp_quaternion"]})
-        silent = time.monotonic()  # the last request: from here on the client is "dead"
-        message = subscriber.latest(2.0)
-        while time.monotonic() < silent + 5.0 and message.meta["mode"] != "disarmed":
-            message = subscriber.latest(2.0)
-        not_faulted(message.meta)
-        steps = transitions(message.meta)
-        stop = [t for t in steps if t[3] == "stopping" and t[1] >= silent]
-        disarmed = [t for t in steps if t[2] == "stopping" and t[3] == "disarmed" and t[1] >= silent]
-        assert stop and disarmed, why(str(steps))
-        assert "silent for" in stop[-1][4] or "expired" in stop[-1][4], stop
-        # One host: the supervisor's clock is the same monotonic clock as ours.
-        print(f"heartbeat loss: last request -> damped stop {stop[-1][1] - silent:.3f} s ({stop[-1][4]}), "
-              f"-> stopped and "
-              f"disarmed {disarmed[-1][1] - silent:.3f} s ({disarmed[-1][4]}; peer timeout "
-              f"{ur.hello['lease_timeout']} s)")
-        assert disarmed[-1][1] - silent <= 1.0
         assert max(tcp_speed(subscriber)) < 1e-4
     finally:
         subscriber.close()
-        connection.close()
 
 
 def test_record_demos_with_the_autopilot_logs_an_episode_on_the_arm(ur, tmp_path):
