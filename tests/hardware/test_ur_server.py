@@ -70,8 +70,10 @@ def ur(tmp_path_factory):
 
 
 def robot(command: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    """`robostack robot ARGS --server COMMAND`."""
-    return subprocess.run([sys.executable, "-m", "robostack.cli", "robot", *args, "--server", command],
+    """`robostack robot ARGS --server COMMAND`, each reply waited for up to 10 s (its 2 s default
+    once ran out in CI, a busy 2-core machine delaying the server's answer to `stop`)."""
+    return subprocess.run([sys.executable, "-m", "robostack.cli", "robot", *args, "--server", command,
+                           "--timeout", "10"],
                           env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
