@@ -124,7 +124,11 @@ def test_a_learner_restarted_after_a_crash_resumes_a_fresh_run(tmp_path):
         log.close()
     [previous] = list(run.glob("replaced-*"))  # moved aside once, before any process started
     assert (previous / "checkpoints" / "previous-run.txt").read_text() == "the run before"
-    assert read_summary(run, "launcher")["restarts"] == {"learner": 1}
+    restarts = read_summary(run, "launcher")["restarts"]
+    # Killed after it told the actor "done" and before its final checkpoint, the learner comes
+    # back short of its budget: the launcher then restarts the actor too, to resend (ci19).
+    resent = "no learner checkpoint holds yet; restarting it" in (tmp_path / "train.log").read_text()
+    assert restarts == ({"learner": 1, "actor-0": 1} if resent else {"learner": 1}), restarts
     assert read_summary(run, "learner")["resumed_from"]["env_steps"] >= 60
     state = load_run_state(run)
     assert state.counters["env_steps"] == len(state.online) >= 300  # each online step once
