@@ -241,6 +241,10 @@ class RequestClient(_Socket):
     the arm unasked). `retries` resends with the same seq, so a server can recognise a
     duplicate by (session, seq); only retry requests that are safe to repeat.
 
+    A dropped connection ends the wait at once: the server exited or restarted, and the request
+    it held is gone, so waiting out the timeout (a reset's is 30 s) only delays the caller's
+    recovery. ZeroMQ reports the drop on a monitor socket within ~1 ms of the peer's exit.
+
     Requests and replies are received as copied bytes, not zero-copy frames: they are mostly
     small, and a zmq.Frame object per part costs more than copying a few hundred bytes (about
     1.5 us per part, measured). Decoded arrays are therefore read-only.
@@ -265,10 +269,21 @@ class RequestClient(_Socket):
         # "cannot send" instead of requests piling up for whoever binds next.
         self._sock = open_socket(self._context, zmq.DEALER, self.endpoint, False, [(zmq.IMMEDIATE, 1)],
                            self.curve)
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         # One poller for the socket's life: Socket.poll() builds a new one per call, a
         # measurable share of a round trip.
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
+
+    def _close_socket(self) -> None:
+        if not self._sock.closed:
+            self._sock.disable_monitor()
+            self._monitor.close()
+            self._sock.close()
+
+    def close(self) -> None:
+        self._close_socket()
 
     def request(self, kind: str, meta: dict | None = None, arrays: dict | None = None,
                 timeout: float | None = None) -> Message:
@@ -285,7 +300,7 @@ class RequestClient(_Socket):
             reply, problem = self._exchange(frames, self._seq, timeout)
             if reply is not None:
                 break
-            self._sock.close()
+            self._close_socket()
             # libzmq never retries a connection its server refused at the handshake, so under
             # CURVE the next socket connects only when needed: a key allowed since then gets in.
             if self.curve is None:
@@ -300,8 +315,17 @@ class RequestClient(_Socket):
             raise RemoteError(str(reply.meta.get("error", reply.meta)), self.endpoint, kind)
         return reply
 
+    @staticmethod
+    def _dropped(sent: float) -> str:
+        return (f"the connection dropped {time.monotonic() - sent:.2f} s after the request (the "
+                "server exited or restarted), so no reply")
+
     def _exchange(self, frames: list, seq: int, timeout: float):
         deadline = time.monotonic() + timeout
+        # A drop before this request (a server restarted between two requests) says nothing of
+        # this one, which goes to the connection there is now.
+        while self._monitor.get(zmq.EVENTS) & zmq.POLLIN:
+            self._monitor.recv_multipart()
         try:
             _send(self._sock, frames)
         except zmq.Again:  # not connected (yet): IMMEDIATE refuses to queue, so wait for it
@@ -310,8 +334,16 @@ class RequestClient(_Socket):
             _send(self._sock, frames)
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._poller.poll(_ms(remaining)):
+            ready = dict(self._poller.poll(_ms(remaining))) if remaining > 0 else {}
+            if not ready:
                 return None, "connected but no reply"
+            dropped = self._sock not in ready  # only the monitor spoke: the connection dropped
+            if dropped:
+                self._monitor.recv_multipart()
+                # A reply sent just before the server exited (shutdown's "bye") is read before
+                # the drop is reported; the short poll is for one still being queued.
+                if not self._sock.poll(10):
+                    return None, self._dropped(deadline - timeout)
             try:
                 reply = decode(self._sock.recv_multipart(zmq.NOBLOCK))  # copied: see class doc
             except ProtocolError as exc:
@@ -319,6 +351,8 @@ class RequestClient(_Socket):
             # seq -1: the server could not read our request at all, but it answered us alone.
             if reply.seq == seq or (reply.kind == "error" and reply.seq == -1):
                 return reply, None
+            if dropped:  # a leftover reply, and nobody left to send ours
+                return None, self._dropped(deadline - timeout)
             # Otherwise a leftover reply to an earlier request: drop it and keep waiting.
 
 

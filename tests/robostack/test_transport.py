@@ -1,6 +1,9 @@
 """Wire format and socket roles, over real loopback sockets. Every wait is bounded."""
 
+import os
 import pickle
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -19,6 +22,8 @@ from robostack.transport.endpoints import is_same_host
 
 pytestmark = pytest.mark.timeout(20)
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 # --- helpers ------------------------------------------------------------------------------------
 
@@ -32,7 +37,13 @@ def good_header(**overrides):
 @contextmanager
 def serving(handler):
     """A RequestServer on a free port, polled by a thread that calls handler(server, request)."""
-    server = RequestServer(free_tcp_endpoint(), "test-server")
+    with serving_at(free_tcp_endpoint(), handler) as server:
+        yield server
+
+
+@contextmanager
+def serving_at(endpoint, handler):
+    server = RequestServer(endpoint, "test-server")
     stop = threading.Event()
 
     def loop():
@@ -282,6 +293,68 @@ def test_client_recovers_when_the_server_restarts():
             server.close()
             with pytest.raises(PeerTimeout):
                 client.request("ping")
+
+
+# A server in its own process that answers its first request as `how` says and then exits at
+# once (os._exit: no close, as a crash or a SIGKILL leaves it).
+_DYING_SERVER = """
+import os, sys, time
+from robostack.transport import RequestServer
+server = RequestServer(sys.argv[1], "dying-server")
+print("ready", flush=True)
+request = None
+while request is None:
+    request = server.poll(1.0)
+if sys.argv[2] == "reply":
+    server.reply(request, "bye", {})
+    time.sleep(0.001)
+os._exit(0)
+"""
+
+
+def _dying_server(endpoint: str, how: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _DYING_SERVER, endpoint, how], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+@pytest.mark.parametrize("where", ["tcp", "ipc"])
+def test_a_server_that_dies_holding_the_request_fails_it_at_once_not_at_its_timeout(where):
+    # A reset waits up to 30 s for a real arm's homing; a server that died meanwhile must not
+    # cost the caller those 30 s before it starts recovering.
+    endpoint = free_tcp_endpoint() if where == "tcp" else ipc_endpoint(f"dying-{os.getpid()}")
+    proc = _dying_server(endpoint, "exit")
+    with RequestClient(endpoint, "client", timeout=30.0, peer="the robot server") as client:
+        start = time.monotonic()
+        with pytest.raises(PeerTimeout) as err:
+            client.request("reset")
+        elapsed = time.monotonic() - start
+    proc.wait(5.0)
+    assert elapsed < 3.0, elapsed  # ~1 ms after the exit on an idle machine
+    assert "connection dropped" in str(err.value) and "'reset'" in str(err.value), err.value
+    assert endpoint in str(err.value) and "the robot server" in str(err.value)
+
+
+def test_a_reply_sent_just_before_the_server_exits_is_still_returned():
+    endpoint = free_tcp_endpoint()
+    proc = _dying_server(endpoint, "reply")
+    with RequestClient(endpoint, "client", timeout=10.0) as client:
+        assert client.request("shutdown").kind == "bye"
+    proc.wait(5.0)
+
+
+def test_a_server_restarted_between_two_requests_answers_the_second():
+    # The drop of the first server is reported before the second request: it must not fail
+    # that request, which the new server answers.
+    endpoint = free_tcp_endpoint()
+    with RequestClient(endpoint, "client", timeout=5.0) as client:
+        proc = _dying_server(endpoint, "reply")
+        assert client.request("first").kind == "bye"
+        proc.wait(5.0)
+        time.sleep(0.2)  # the drop is reported by now
+        with serving_at(endpoint, echo):
+            assert client.request("second", {"n": 2}).meta == {"n": 2}
 
 
 def test_reply_with_an_old_seq_is_discarded():
