@@ -232,6 +232,11 @@ class Subscriber(_Socket):
 
 # --- requests -----------------------------------------------------------------------------------
 
+# How long a request waits for its reply before it also watches for a dropped connection: a
+# server that exits while it holds the request is noticed this late at most.
+QUICK_REPLY_S = 0.02
+
+
 class RequestClient(_Socket):
     """DEALER side of request/reply, with a deadline on every wait (the lazy-pirate pattern).
 
@@ -272,6 +277,8 @@ class RequestClient(_Socket):
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         # One poller for the socket's life: Socket.poll() builds a new one per call, a
         # measurable share of a round trip.
+        self._reply_poller = zmq.Poller()
+        self._reply_poller.register(self._sock, zmq.POLLIN)
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
         self._poller.register(self._monitor, zmq.POLLIN)
@@ -332,11 +339,21 @@ class RequestClient(_Socket):
             if not self._sock.poll(_ms(timeout), zmq.POLLOUT):
                 return None, "no connection, so no reply"
             _send(self._sock, frames)
+        quick = True
         while True:
             remaining = deadline - time.monotonic()
-            ready = dict(self._poller.poll(_ms(remaining))) if remaining > 0 else {}
-            if not ready:
+            if remaining <= 0:
                 return None, "connected but no reply"
+            if quick:  # most replies come within milliseconds: wait on the socket alone first,
+                # since polling the monitor too costs ~7 us a round trip (4 % of a step's)
+                quick = False
+                ready = dict(self._reply_poller.poll(_ms(min(remaining, QUICK_REPLY_S))))
+                if not ready:
+                    continue
+            else:
+                ready = dict(self._poller.poll(_ms(remaining)))
+                if not ready:
+                    return None, "connected but no reply"
             dropped = self._sock not in ready  # only the monitor spoke: the connection dropped
             if dropped:
                 self._monitor.recv_multipart()
