@@ -16,6 +16,11 @@ from robostack.cameras.synthetic import pattern_image
 from robostack.env.camera_frames import LiveFrames
 from robostack.transport.endpoints import check_ipc_length
 
+# A dead camera is noticed within two frame periods (the contract); the tests allow this much
+# more for the scheduling stalls of a loaded 2-core CI machine, far below the other ways
+# to notice (max_age, a first-frame timeout), which the tests tell apart by error type.
+SCHEDULING_SLACK = 0.25  # s
+
 
 def _endpoint(tmp_path) -> str:
     endpoint = f"ipc://{tmp_path}/cams"
@@ -106,7 +111,7 @@ def test_camera_that_goes_silent_is_an_error_within_two_periods(tmp_path):
     assert "'front'" in str(error) and not isinstance(error, StaleFrame), error
     silent = detected - last
     # Two periods is the rule (not earlier); the slack is for a loaded 2-core machine.
-    assert 1.8 * period <= silent < 2 * period + 0.1, silent
+    assert 1.8 * period <= silent < 2 * period + SCHEDULING_SLACK, silent
 
 
 def test_server_that_stops_is_an_error_within_two_periods(tmp_path):
@@ -127,7 +132,7 @@ def test_server_that_stops_is_an_error_within_two_periods(tmp_path):
                     break
                 assert time.monotonic() - stopped < 2.0
                 time.sleep(0.002)
-            assert time.monotonic() - stopped < 2 * period + 0.1
+            assert time.monotonic() - stopped < 2 * period + SCHEDULING_SLACK
     finally:
         server.stop()
 

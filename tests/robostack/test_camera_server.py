@@ -28,6 +28,11 @@ from robostack.transport.auth import CurveKeys
 from robostack.transport.envelope import Message, encode
 from robostack.transport.hostile import hostile_message
 
+# A dead camera is noticed within two frame periods (the contract); the tests allow this much
+# more for the scheduling stalls of a loaded 2-core CI machine, far below the other ways
+# to notice (max_age, a first-frame timeout), which the tests tell apart by error type.
+SCHEDULING_SLACK = 0.25  # s
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -166,7 +171,7 @@ def test_dead_camera_reported_within_two_periods():
         assert not isinstance(error, StaleFrame), error  # reported dead, not merely old
         silent = detected - last.capture_time
         # Two periods is the rule; the margin is for a loaded 2-core machine (scheduling delays).
-        assert 1.8 * period <= silent < 2 * period + 0.1, silent
+        assert 1.8 * period <= silent < 2 * period + SCHEDULING_SLACK, silent
         # The server says so too (camera_status), with its camera's reason.
         end = time.monotonic() + 3.0
         while stream.cameras["front"].dead is None and time.monotonic() < end:
@@ -193,7 +198,7 @@ def test_killed_server_noticed_from_silence():
                 break
             assert time.monotonic() - killed < 2.0
             time.sleep(0.002)
-        assert time.monotonic() - killed < 2 * period + 0.1
+        assert time.monotonic() - killed < 2 * period + SCHEDULING_SLACK
 
 
 class HostilePublisher:
