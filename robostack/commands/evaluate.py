@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from robostack.config import add_dataclass_arguments, dataclass_from_args, usage_errors
+from robostack.env.remote import RemoteServers
 from robostack.files import write_json_atomic
 from robostack.training.run_dir import METRICS_FIELDS, read_csv, write_csv
 
@@ -49,12 +51,14 @@ def load_policy(run_dir: Path, observation_space, action_space):
 
 def evaluate_run(run_dir: str | os.PathLike, episodes: int, robot_server: str = "",
                  seed: int | None = None, task_params: str | None = None,
-                 as_final_eval: bool = False, say=print, backend: str | None = None) -> dict:
+                 as_final_eval: bool = False, say=print, backend: str | None = None,
+                 remote: RemoteServers | None = None) -> dict:
     """Evaluate the run's latest policy; the result goes to a file of its own (result_path),
     and, with the run's own task parameters, to a metrics.csv row naming that file.
     `task_params` (a --task-params string) overrides the run's task parameters for this
     evaluation only, and `backend` (a --backend name) the run's mirror. `as_final_eval`: the run's final evaluation (eval.json, a final row), what
-    the launcher asks for when its learner could not evaluate."""
+    the launcher asks for when its learner could not evaluate. `remote`: the camera server and
+    CURVE keys of the robot server at `robot_server`."""
     from robostack.training.config import load_run_config
     from robostack.training.rollouts import evaluate, open_env
 
@@ -77,7 +81,8 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int, robot_server: str = 
                          "leave out --robot-server")
     from robostack.rl.featurize import policy_env
 
-    env = policy_env(open_env(config, seed, robot_server), config.sac)  # cached features, if any
+    env = policy_env(open_env(config, seed, robot_server, **(remote or RemoteServers()).env_options()),
+                     config.sac)  # cached features, if any
     ran_in = env.unwrapped.server_info.get("backend", config.backend)  # a given server's own
     try:
         agent, checkpoint = load_policy(run_dir, env.observation_space, env.action_space)
@@ -144,11 +149,16 @@ def main(argv=None) -> int:
                         help="write the result as the run's final evaluation (RUN/eval.json, a "
                              "final row in metrics.csv): what robostack train does when its "
                              "learner could not evaluate; not needed by hand")
+    add_dataclass_arguments(parser, RemoteServers)
     args = parser.parse_args(argv)
     check_arguments(parser, args)
+    with usage_errors(parser):
+        remote = dataclass_from_args(RemoteServers, args)
+        remote.check_against(args.robot_server, "--robot-server")
     try:
         evaluate_run(args.run, args.episodes, args.robot_server, args.seed, args.task_params,
-                     args.as_final_eval, say=lambda text: print(text, flush=True), backend=args.backend)
+                     args.as_final_eval, say=lambda text: print(text, flush=True), backend=args.backend,
+                     remote=remote)
     except KeyboardInterrupt:
         print("\nrobostack eval: interrupted; nothing written", flush=True)
         return 130

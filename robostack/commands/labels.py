@@ -54,15 +54,16 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from hardware.teleop.base import DeviceUnavailable
-from robostack.commands.record import Recorder, camera_names, keys_for, with_cameras
+from robostack.commands.record import Recorder, camera_names, cameras_on_offer, keys_for, with_cameras
 from robostack.config import add_dataclass_arguments, check_backend, dataclass_from_args, usage_errors
 from robostack.env.teleop import DEVICES, needs_pacing
 from robostack.env.teleop_view import VIEWS
+from robostack.env.remote import RemoteServers
 
 GUIDANCE_POSITIVES = 200  # HIL-SERL: about this many positive frames ...
 GUIDANCE_RATIO = (2.0, 3.0)  # ... and this many times as many negatives
@@ -91,10 +92,12 @@ class LabelConfig:
     transport: str = "zmq"  # zmq (robot server subprocess) or inprocess
     backend: str = "mujoco"  # mirror to run in: mujoco (MuJoCo) or pybullet (PyBullet: the same Panda, tcp and controller)
     endpoint: str = ""  # connect to a running robot server (a real arm) instead of starting one
+    remote: RemoteServers = field(default_factory=RemoteServers, metadata={"option_prefix": ""})  # with --endpoint: its camera server and CURVE keys
     max_attempts: int = 0  # give up after this many episodes, re-recorded ones included (0: 3x --episodes)
     view: str = "auto"  # live view: auto, window, terminal or plain (as record-demos)
 
     def __post_init__(self):
+        self.remote.check_against(self.endpoint)
         check_backend(self.backend)
         if self.device not in DEVICES:
             raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
@@ -354,13 +357,15 @@ def record_labels(config: LabelConfig, say=print, view=None, device=None) -> dic
             f"starting the robot server for {config.task} in the {config.backend} mirror (takes a few seconds)"
         with view.busy(doing):
             opened = make_env(config.task, backend=config.backend, transport_kind=config.transport,
-                              endpoint=config.endpoint or None, seed=config.seed)
-            cameras = camera_names(config.cameras) or tuple(opened.server_info.get("cameras") or {})
+                              endpoint=config.endpoint or None, seed=config.seed,
+                              **config.remote.env_options())
+            cameras = camera_names(config.cameras) or tuple(cameras_on_offer(opened))
             if not cameras:
                 opened.close()
                 raise SystemExit(f"robostack record-labels: the robot server (task {config.task}) "
                                  "has no cameras, and a reward classifier learns from camera "
-                                 "images. Fix: a task or robot server with cameras (--cameras)")
+                                 "images. Fix: a task or robot server with cameras (--cameras); a "
+                                 "real-time one reads them from a camera server (--camera-endpoint)")
             env = with_cameras(opened, cameras)  # an unknown camera: SystemExit naming the ones there
             env.reset(seed=config.seed)  # the first reset builds the scene: part of the wait
         env.config.max_episode_steps = episode_steps(config.device, env.config.policy_hz,

@@ -32,7 +32,7 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from hardware.teleop.base import DeviceUnavailable
 from robostack.config import add_dataclass_arguments, check_backend, dataclass_from_args, usage_errors
 from robostack.env.teleop import DEVICES, needs_pacing
 from robostack.env.teleop_view import VIEWS
+from robostack.env.remote import RemoteServers
 
 KEEP = ("success", "all", "ask")
 
@@ -57,6 +58,7 @@ class RecordConfig:
     transport: str = "zmq"  # zmq (robot server subprocess) or inprocess
     backend: str = "mujoco"  # mirror to run in: mujoco (MuJoCo) or pybullet (PyBullet: the same Panda, tcp and controller)
     endpoint: str = ""  # connect to a running robot server (a real arm) instead of starting one
+    remote: RemoteServers = field(default_factory=RemoteServers, metadata={"option_prefix": ""})  # with --endpoint: its camera server and CURVE keys
     max_attempts: int = 0  # give up after this many episodes (0: 3x --episodes)
     max_episode_steps: int = 0  # time limit of an episode in env steps (0: 30 s of policy
         # steps when a person drives, the task's own limit for the autopilot)
@@ -66,6 +68,7 @@ class RecordConfig:
         # front): one video per camera in the log, with each frame's capture time; "" none
 
     def __post_init__(self):
+        self.remote.check_against(self.endpoint)
         check_backend(self.backend)
         if self.keep not in KEEP:
             raise ValueError(f"--keep must be one of {KEEP}, got {self.keep!r}")
@@ -275,6 +278,14 @@ def camera_names(text: str) -> tuple[str, ...]:
     return tuple(c.strip() for c in text.split(",")) if text.strip() else ()
 
 
+def cameras_on_offer(env) -> list[str]:
+    """The cameras `env` can observe: in lock-step those its robot server renders; in real time
+    its task scene's, which the camera server at env.camera_endpoint serves (none without one)."""
+    if env.realtime:
+        return [c.name for c in env.task.build_scene().cameras] if env.camera_endpoint else []
+    return list(env.server_info.get("cameras") or {})
+
+
 def with_cameras(env, cameras: Sequence[str]):
     """`env` seeing `cameras` ("images/<name>" observations, info["image_times"]): a new env
     over the same connection, its task config otherwise the one the server said (a real arm's
@@ -284,14 +295,21 @@ def with_cameras(env, cameras: Sequence[str]):
         return env
     from robostack.env.env import RobotEnv
 
-    offered = env.server_info.get("cameras") or {}
+    if env.realtime and not env.camera_endpoint:
+        env.close()
+        raise SystemExit(f"robostack: --cameras {','.join(cameras)}: a real-time robot server (a real "
+                         "arm) renders no images; start `robostack camera-server` with those cameras "
+                         "and pass its --camera-endpoint (docs/camera_server.md)")
+    offered = cameras_on_offer(env)
     missing = [c for c in cameras if c not in offered]
     if missing:
         env.close()
-        raise SystemExit(f"robostack: no camera {', '.join(missing)} on the robot server "
+        where = "in the task's scene" if env.realtime else "on the robot server"
+        raise SystemExit(f"robostack: no camera {', '.join(missing)} {where} "
                          f"(task {env.task.name}): it has {', '.join(offered) or 'none'}. Fix: "
                          "--cameras with those names, or leave --cameras out")
-    return RobotEnv(env.connection, config=dataclasses.replace(env.config, cameras=tuple(cameras)))
+    return RobotEnv(env.connection, config=dataclasses.replace(env.config, cameras=tuple(cameras)),
+                    camera_endpoint=env.camera_endpoint, camera_curve=env.camera_curve)
 
 
 def record(config: RecordConfig, say=print, view=None, device=None) -> dict:
@@ -325,7 +343,8 @@ def record(config: RecordConfig, say=print, view=None, device=None) -> dict:
                      f"({where}; takes a few seconds)")
         with view.busy(doing):
             env = with_cameras(make_env(config.task, backend=config.backend, transport_kind=config.transport,
-                                        endpoint=config.endpoint or None, seed=config.seed),
+                                        endpoint=config.endpoint or None, seed=config.seed,
+                                        **config.remote.env_options()),
                                camera_names(config.cameras))
             env.reset(seed=config.seed)  # the first reset builds the scene: part of the wait
         # The time limit is counted by the env (client side); the rest of the task config stays

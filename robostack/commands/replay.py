@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ import numpy as np
 from robostack.commands.view import intact_episode, state_field
 from robostack.commands.view import main as view_command
 from robostack.config import add_dataclass_arguments, check_backend, dataclass_from_args, usage_errors
+from robostack.env.remote import RemoteServers
 
 
 @dataclass
@@ -49,13 +50,15 @@ class ReplayConfig:
     tolerance: float = 0.01  # m; exit code 1 if the max tcp error exceeds it
     out: str = ""  # folder of the side-by-side camera videos (default: LOG/replays)
     endpoint: str = ""  # replay on a running robot server (a real arm, or a mirror started apart) instead of starting a mirror
+    remote: RemoteServers = field(default_factory=RemoteServers, metadata={"option_prefix": ""})  # with --endpoint: its camera server and CURVE keys
 
     def __post_init__(self):
+        self.remote.check_against(self.endpoint)
         check_backend(self.backend)
 
 
 def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
-    from robostack.commands.record import with_cameras
+    from robostack.commands.record import cameras_on_offer, with_cameras
     from robostack.data.episode_log import EpisodeLog, env_key, event_lines
     from robostack.env import make_env
 
@@ -70,14 +73,16 @@ def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
     logged_tcp, final_tcp = state_field(log, episode, "tcp_position")
     actions = episode["action"]
     env = make_env(task, backend=config.backend, transport_kind=config.transport, seed=seed,
-                   endpoint=config.endpoint or None)
+                   endpoint=config.endpoint or None, **config.remote.env_options())
     where = (f"on the robot server at {config.endpoint} ({env.server_info.get('backend')})" if config.endpoint
              else f"in the {config.backend} mirror")
     logged = {env_key(k).removeprefix("images/"): k for k in log.video_keys}
-    cameras = [c for c in logged if c in (env.server_info.get("cameras") or {})]
+    offered = cameras_on_offer(env)
+    cameras = [c for c in logged if c in offered]
     if logged.keys() - set(cameras):
         say(f"not re-rendered: camera {', '.join(sorted(logged.keys() - set(cameras)))} (the "
-            f"{task} scene {where} renders {', '.join(env.server_info.get('cameras') or {}) or 'none'})")
+            f"{task} scene {where} renders {', '.join(offered) or 'none'}"
+            f"{'; a real-time server reads them from a --camera-endpoint' if env.realtime else ''})")
     env = with_cameras(env, cameras)
     rendered = {c: [] for c in cameras}  # the mirror's frame at each logged frame's state
     try:

@@ -52,8 +52,9 @@ class RobotEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, connection, task: str | None = None, config: TaskConfig | None = None,
-                 camera_endpoint: str | None = None):
+                 camera_endpoint: str | None = None, camera_curve: transport.CurveKeys | None = None):
         self.connection = connection
+        self.camera_endpoint, self.camera_curve = camera_endpoint, camera_curve
         hello = connection.request("hello", {"task": task} if task else {}).meta
         if hello.get("schema") != transport.SCHEMA_VERSION:
             raise transport.ProtocolError(
@@ -175,11 +176,12 @@ class RobotEnv(gym.Env):
             raise ValueError(
                 f"the task observes cameras {names}; a real-time robot server renders none: start "
                 "`robostack camera-server` with them (--resize to the task's sizes) and pass its "
-                "endpoint (make_env(camera_endpoint=...))")
+                "endpoint (--camera-endpoint; make_env(camera_endpoint=...))")
         from robostack.env.camera_frames import LiveFrames
 
         period = 1.0 / self.config.policy_hz
-        self._live_frames = LiveFrames(camera_endpoint, self.camera_sizes, max_age=period)
+        self._live_frames = LiveFrames(camera_endpoint, self.camera_sizes, max_age=period,
+                                       curve=self.camera_curve)
 
     def _take_images(self, reply) -> dict[str, np.ndarray]:
         """The reply's state fields; its images (lock-step) kept apart, with their times."""
@@ -253,7 +255,9 @@ class RobotEnv(gym.Env):
 
 def make_env(task: str = "pick_cube", backend: str = "mujoco", transport_kind: str = "zmq",
              endpoint: str | None = None, config: TaskConfig | None = None, clock: str = "lockstep",
-             seed: int = 0, camera_endpoint: str | None = None) -> RobotEnv:
+             seed: int = 0, camera_endpoint: str | None = None,
+             curve: transport.CurveKeys | None = None,
+             camera_curve: transport.CurveKeys | None = None) -> RobotEnv:
     """An env for `task`.
 
     transport_kind="zmq" with no endpoint starts a robot server subprocess on loopback (closed
@@ -261,6 +265,8 @@ def make_env(task: str = "pick_cube", backend: str = "mujoco", transport_kind: s
     transport_kind="inprocess" runs the server in this process (lock-step, no sockets).
     Images: name the cameras in `config.cameras` (TaskConfig(cameras=("front", "wrist"))); a
     real-time server needs `camera_endpoint`, a `robostack camera-server` publishing them.
+    `curve` / `camera_curve`: transport.CurveKeys for a robot / camera server serving with CURVE
+    (robostack/env/remote.py gathers them from command-line options).
     """
     if transport_kind == "inprocess":
         from robostack.robot.server import RobotServer, RobotServerConfig
@@ -268,15 +274,16 @@ def make_env(task: str = "pick_cube", backend: str = "mujoco", transport_kind: s
         task_object = make_task(task, config)
         server = RobotServer(RobotServerConfig(task=task, backend=backend, seed=seed), task=task_object)
         return RobotEnv(InProcessConnection(server), task=task, config=config,
-                        camera_endpoint=camera_endpoint)
+                        camera_endpoint=camera_endpoint, camera_curve=camera_curve)
     if transport_kind != "zmq":
         raise ValueError(f"transport_kind must be 'zmq' or 'inprocess', got {transport_kind!r}")
     if endpoint is None:
         connection = spawn_robot_server(task, backend, clock, ("--seed", str(seed)))
     else:
-        connection = ZmqConnection(endpoint)
+        connection = ZmqConnection(endpoint, curve=curve)
     try:
-        return RobotEnv(connection, task=task, config=config, camera_endpoint=camera_endpoint)
+        return RobotEnv(connection, task=task, config=config, camera_endpoint=camera_endpoint,
+                        camera_curve=camera_curve)
     except BaseException:
         connection.close()  # a server this call started stops with it
         raise

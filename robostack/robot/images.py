@@ -45,7 +45,7 @@ class LockstepImages:
                              f"(str), got {str(names)[:80]}")
         if self._clock == "realtime":
             raise ValueError("'images': a real-time robot server renders no frames; read the "
-                             "cameras from `robostack camera-server` (make_env(camera_endpoint=...))")
+                             "cameras from `robostack camera-server` (--camera-endpoint; make_env(camera_endpoint=...))")
         unknown = [n[:40] for n in names if n not in self.offered]
         if unknown:
             raise ValueError(f"'images': no camera {unknown} on this server; its cameras: "

@@ -75,7 +75,10 @@ class Actor:
         torch.set_num_threads(1)
         self.env = open_env(config, self.seed, identity.robot_server, timeout=self.options.robot_timeout,
                             waiting=self.waiting_for_robot_server,
-                            curve=transport.CurveKeys.from_options(identity.actor_key, identity.robot_server_key))
+                            curve=transport.CurveKeys.from_options(identity.actor_key, identity.robot_server_key),
+                            camera_endpoint=identity.camera_server or None,
+                            camera_curve=transport.CurveKeys(identity.actor_key, identity.camera_server_key)
+                            if identity.camera_server_key else None)
         check_server_backend(self.env, config)
         # What the policy observes: the env's observations, or with a frozen cached encoder each
         # camera's features, computed here once per frame (rl/featurize.py); the log keeps pixels.

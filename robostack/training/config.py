@@ -351,6 +351,8 @@ class ActorIdentity:
     actor_key: str = ""  # this actor's CURVE key pair (NAME or path), for a learner or robot server that serves with CURVE ("": plaintext, loopback/ipc only)
     learner_key: str = ""  # the learner's CURVE public key (NAME or path of its NAME.key, copied from its machine); with actor_key
     robot_server_key: str = ""  # the robot server's CURVE public key, for one serving with CURVE (--curve-key there); with actor_key
+    camera_server: str = ""  # real time: the `robostack camera-server` publishing the run's --cameras (a real arm's robot server renders none); "": the robot server renders them
+    camera_server_key: str = ""  # the camera server's CURVE public key, for one serving with CURVE; with actor_key
     spool_dir: str = ""  # where unacknowledged batches wait on disk ("": <run_dir>/spool/<actor-id>)
     run_file: str = ""  # the run's identity and secret, which the hello proves ("": <run_dir>/run.json, the learner's; on another machine, a copy of it, mode 0600)
     episode_log: str = ""  # episode log folder (LeRobot v3 layout) for the training rollouts ("": none)

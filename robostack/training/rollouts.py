@@ -24,13 +24,14 @@ def server_options(config, seed: int) -> list[str]:
 
 
 def open_env(config, seed: int, robot_server: str = "", transport_kind: str = "zmq",
-             timeout: float = 0.0, waiting=None, curve=None):
+             timeout: float = 0.0, waiting=None, curve=None, camera_endpoint=None, camera_curve=None):
     """The env of a run (RunConfig `config`): connected to the robot server at `robot_server`
     (waiting up to `timeout` s for it to answer, calling `waiting()` every try; `waiting` may
     raise to give up), else on a robot server of its own, in this process
     (`transport_kind="inprocess"`) or as a subprocess on loopback. A server of its own runs
     the run's task parameters. `curve`: transport.CurveKeys for a robot server serving with
-    CURVE."""
+    CURVE. `camera_endpoint` (`camera_curve`: its keys): the camera server a real-time robot
+    server's cameras come from (robostack/env/remote.py)."""
     from robostack.env import RobotEnv, make_env
     from robostack.robot.client import ZmqConnection, spawn_robot_server
 
@@ -44,7 +45,8 @@ def open_env(config, seed: int, robot_server: str = "", transport_kind: str = "z
     while True:
         connection = ZmqConnection(robot_server, curve=curve)
         try:
-            return RobotEnv(connection, task=config.task, config=task_config(config))
+            return RobotEnv(connection, task=config.task, config=task_config(config),
+                            camera_endpoint=camera_endpoint, camera_curve=camera_curve)
         except transport.PeerTimeout:
             connection.close()
             if time.monotonic() > deadline:
