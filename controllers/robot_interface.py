@@ -68,8 +68,9 @@ class BackendCapabilities:
 
     # sense() fills tcp_position, tcp_rotation and jacobian every tick (the Cartesian
     # impedance law needs them; without, a caller would need its own kinematic model). A
-    # position-controlled arm needs only the pose: a UR's Jacobian is zeros (ur_rtde reads none),
-    # so the joint-limit guard cannot predict which commands move a latched joint further there.
+    # position-controlled arm's law needs only the pose; the joint-limit guard still reads the
+    # Jacobian to refuse commands that move a latched joint further (a UR's backend computes it
+    # from the arm's DH kinematics: ur_rtde reads none).
     kinematics: bool = False
     # sense() fills coriolis, and mass_matrix() returns the (7, 7) joint-space inertia.
     dynamics: bool = False

@@ -321,6 +321,11 @@ def joint_limit_check(q, dq, inner_lower, inner_upper, min_speed, tick_counts):
     return tripped
 
 
+# rad: a joint step the guard's least-squares estimate gives below this is rounding (~1e-16 for
+# a command that moves only other joints), not a motion toward a limit: it is not refused.
+ROUNDING_STEP = 1e-9
+
+
 class JointLimitGuard:
     """Keeps the joints off their limits, the same on the mirror and on a real arm.
 
@@ -388,7 +393,7 @@ class JointLimitGuard:
         rotation = quat_to_rotvec(quat_multiply(target_quaternion, quat_conjugate(tcp_quaternion)))
         pose_step = np.concatenate([np.asarray(target_position) - tcp_position, rotation])
         joint_step = np.linalg.lstsq(jacobian, pose_step, rcond=1e-3)[0]
-        toward = [j for j, side in self.latched.items() if side * joint_step[j] > 0.0]
+        toward = [j for j, side in self.latched.items() if side * joint_step[j] > ROUNDING_STEP]
         if not toward:
             return None
         return "; ".join(

@@ -17,10 +17,13 @@ Frames. `ur_base` is the controller's Base frame (what getActualTCPPose reports,
 axis-angle vector). robostack's `base` is ur_base turned by `base_yaw` about z (same origin, z
 up): p_base = Rz(base_yaw) p_ur_base; base_yaw=0 makes them equal. The tcp is the controller's
 active TCP (set on the pendant, or `tcp_offset` sent with setTcp at connect): it must be
-robostack's tcp, between the fingertips with z out of the tool. The Jacobian is not read (it
-would cost an RTDE round trip per tick): zeros, which the admittance law does not use; the
-tcp's measured twist (getActualTCPSpeed) is in state.extras["tcp_velocity"] instead, which the
-robot server's state message reports.
+robostack's tcp, between the fingertips with z out of the tool. The Jacobian is computed, not
+read (ur_rtde offers none): the nominal DH kinematics of `model` (hardware/ur_kinematics.py) at
+the measured joints and tcp position, for the joint-limit guard's refusal; the admittance law
+does not use it. At connect the model's forward kinematics are checked against the measured
+pose, and a mismatch (a wrong --ur-model) is logged. The tcp's measured twist
+(getActualTCPSpeed) is in state.extras["tcp_velocity"], which the robot server's state message
+reports.
 
 Wrench. getActualTCPForce: the external wrench at the tcp in ur_base axes [N; Nm] (the script
 manual's get_tcp_force), rotated into base. Zeroed with zeroFtSensor at connect (arm at rest).
@@ -52,7 +55,11 @@ from controllers.robot_interface import BackendCapabilities, ControlMode, RobotS
 from controllers.admittance import clip_norm
 from controllers.cartesian_impedance import orientation_error
 from controllers.rotations import matrix_to_quat, rotvec_to_matrix
+from hardware import ur_kinematics
 
+# How far (m) the model's forward kinematics may put the tcp from the measured one before the
+# backend says so: nominal DH values against a calibrated arm differ by millimetres.
+MODEL_TOLERANCE = 0.02
 log = logging.getLogger("robostack.hardware.ur")
 
 EXTRA = "pip install 'robostack[ur]'"
@@ -103,8 +110,10 @@ def import_ur_rtde() -> UrSdk:
 class UrBackend:
     """A UR arm at `host` (its controller's address; External Control / remote control on).
 
-    frequency: the RTDE rate, 500 Hz (e-series) or 125 Hz (CB3). gripper: "none" (ur_rtde 1.6.5's
-    Python wheel binds no Robotiq gripper). feedback_gain: 1/s, pose error -> added tool speed."""
+    frequency: the RTDE rate, 500 Hz (e-series) or 125 Hz (CB3). model: the arm's model, whose DH
+    kinematics give the Jacobian (ur3e, ur5e, ur10e, ur16e; CB3: ur3, ur5, ur10). gripper: "none"
+    (ur_rtde 1.6.5's Python wheel binds no Robotiq gripper). feedback_gain: 1/s, pose error ->
+    added tool speed."""
 
     control_mode = ControlMode.CARTESIAN_POSITION
     torque_limits = np.array([150.0, 150.0, 150.0, 28.0, 28.0, 28.0])  # UR5e rated, Nm
@@ -112,7 +121,8 @@ class UrBackend:
     joint_upper = -joint_lower
     gripper_max_width = 0.0
 
-    def __init__(self, host: str = "127.0.0.1", *, frequency: float = 500.0, gripper: str = "none",
+    def __init__(self, host: str = "127.0.0.1", *, frequency: float = 500.0, model: str = "ur5e",
+                 gripper: str = "none",
                  markers=None, pacing: str = "server", base_yaw: float = 0.0, tcp_offset=None,
                  home_q=HOME_Q, max_linear_speed: float = 0.25, max_angular_speed: float = 1.0,
                  acceleration: float = 1.5, halt_deceleration: float = 2.0,
@@ -122,6 +132,9 @@ class UrBackend:
         if pacing not in ("server", "rtde"):
             raise ValueError(f"pacing must be 'server' (the robot server's loop is the clock) or "
                              f"'rtde' (initPeriod/waitPeriod), got {pacing!r}")
+        if model not in ur_kinematics.MODELS:
+            raise ValueError(f"model {model!r}: one of {', '.join(ur_kinematics.MODELS)} (--ur-model)")
+        self.model = model
         if gripper != "none":
             raise ValueError(f"gripper {gripper!r}: the ur backend offers only 'none' (ur_rtde 1.6.5's "
                              "Python wheel has no RobotiqGripper binding); see docs/hardware/ur.md")
@@ -158,6 +171,7 @@ class UrBackend:
         # The rotations are compiled on first use (~0.1 s): before the watchdog is armed, or the
         # first tick would outlast it.
         orientation_error(matrix_to_quat(rotvec_to_matrix(np.zeros(3))), np.array([1.0, 0, 0, 0]), np.empty(3))
+        self._jacobian_ur = ur_kinematics.tcp_jacobian(np.zeros(6), np.zeros(3), model)
         self._watchdog_armed = False  # on the first sense(): see the module docstring
         if tcp_offset is not None:
             self.control.setTcp([float(x) for x in tcp_offset])
@@ -167,13 +181,28 @@ class UrBackend:
         z = np.zeros(6)
         self.state = RobotState(q=z.copy(), dq=z.copy(), tcp_position=np.zeros(3), tcp_rotation=np.eye(3),
                                 jacobian=np.zeros((6, 6)), coriolis=z.copy(), tau_external=z.copy(),
-                                extras={"tcp_velocity": z.copy()})  # measured: the Jacobian is not read
+                                extras={"tcp_velocity": z.copy()})
         self._wrench = np.zeros(6)
         self._faults: tuple[str, ...] = ()
         self._motion = "idle"  # "speed" (speedL streaming), "joint" (moveJ running), "idle"
         self._period_start = None
         self._closed = False
         self.latest_state()
+        self._check_model()
+
+    def _check_model(self) -> None:
+        """Log when `model`'s kinematics put the tcp far from where the controller measures it:
+        the Jacobian (the joint-limit guard's) would then be another arm's."""
+        q, pose = np.asarray(self.receive.getActualQ(), float), np.asarray(self.receive.getActualTCPPose(), float)
+        position, _ = ur_kinematics.tcp_pose(q, self.tcp_offset, self.model)
+        off = float(np.linalg.norm(position - pose[:3]))
+        if off > MODEL_TOLERANCE:
+            log.warning("the %s kinematics put the tcp %.3f m from the controller's measured pose: is "
+                        "--ur-model the arm's model (%s), and the TCP offset the pendant's? The "
+                        "joint-limit guard's Jacobian assumes %s (docs/hardware/ur.md)",
+                        self.model, off, ", ".join(ur_kinematics.MODELS), self.model)
+        else:
+            log.info("the %s kinematics match the measured tcp within %.1f mm", self.model, 1e3 * off)
 
     # --- the tick -------------------------------------------------------------------------------
     def sense(self) -> RobotState:
@@ -199,6 +228,8 @@ class UrBackend:
         s.tcp_rotation[:] = self._R @ rotvec_to_matrix(pose[3:])
         s.q[:] = r.getActualQ()
         s.dq[:] = r.getActualQd()
+        ur_kinematics.tcp_jacobian(s.q, pose[:3], self.model, self._jacobian_ur)  # in ur_base
+        s.jacobian[:3], s.jacobian[3:] = self._R @ self._jacobian_ur[:3], self._R @ self._jacobian_ur[3:]
         s.time = float(r.getTimestamp())
         speed = np.asarray(r.getActualTCPSpeed(), dtype=float)  # [m/s; rad/s], ur_base axes
         s.extras["tcp_velocity"][:3], s.extras["tcp_velocity"][3:] = self._R @ speed[:3], self._R @ speed[3:]

@@ -49,6 +49,7 @@ def make_backend(name: str, task, config=None):
 
         return UrBackend(getattr(config, "ur_host", "127.0.0.1"),
                          frequency=getattr(config, "ur_frequency", 500.0),
+                         model=getattr(config, "ur_model", "ur5e"),
                          watchdog_hz=getattr(config, "ur_watchdog_hz", 20.0), markers=real_arm_markers(task))
     raise ValueError(
         f"unknown backend {name!r}: this build offers 'mujoco', 'pybullet', 'mujoco-position' "

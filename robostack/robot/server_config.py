@@ -29,6 +29,7 @@ class RobotServerConfig:
         # or tracker (franky's CartesianImpedanceTrackingMotion in C++; targets streamed), docs/hardware/franka.md
     ur_host: str = "127.0.0.1"  # --backend ur: the UR controller's address (docs/hardware/ur.md)
     ur_frequency: float = 500.0  # --backend ur: the RTDE rate, 500 Hz (e-series) or 125 Hz (CB3); the server ticks at it
+    ur_model: str = "ur5e"  # --backend ur: the arm's model (ur3e, ur5e, ur10e, ur16e; CB3: ur3, ur5, ur10), whose kinematics give the joint-limit guard its Jacobian
     ur_watchdog_hz: float = 20.0  # --backend ur: the RTDE watchdog; a tick later than 1 / this stops the arm's script
     clock: str = "lockstep"  # lockstep (sim only, faster than real time) or realtime
     command_endpoint: str = "tcp://127.0.0.1:5555"  # requests (ROUTER, bound here)
@@ -83,6 +84,10 @@ class RobotServerConfig:
         if self.backend in REAL_ARMS and self.clock != "realtime":
             raise ValueError(f"--backend {self.backend} is a real arm, whose physics does not wait "
                              "for requests: run it with --clock realtime")
+        from hardware.ur_kinematics import MODELS as UR_MODELS  # numpy only: no SDK imported
+
+        if self.ur_model not in UR_MODELS:
+            raise ValueError(f"--ur-model {self.ur_model!r}: one of {', '.join(UR_MODELS)}")
         if self.franka_law not in ("torque", "tracker"):
             raise ValueError(f"franka_law must be 'torque' (robostack's law, SimpleTorqueMotion) or "
                              f"'tracker' (franky's CartesianImpedanceTrackingMotion), got {self.franka_law!r}")
