@@ -6,7 +6,9 @@ sent, appending every breach to `ARM.violations`: tool speed/acceleration beyond
 limits, motion before setWatchdog, motion while protectively stopped or with the script stopped,
 waitPeriod without initPeriod. A watchdog left unkicked for 1 / min_frequency stops the script.
 The tcp and the joints are integrated independently (no UR kinematics): enough to check the
-backend's calls, not its kinematics. Tests only; one arm per process (`ARM`)."""
+backend's calls, not its kinematics (the backend's check of --ur-model against the measured tcp
+therefore logs a mismatch here, unless a test puts the two where a UR would have them, as
+test_ur_kinematics.py does). Tests only; one arm per process (`ARM`)."""
 
 from __future__ import annotations
 
