@@ -106,7 +106,10 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int, robot_server: str = 
             "time_to_success_s": result["time_to_success_s"], "eval_seconds": result["seconds"],
             "final": as_final_eval, "standalone_eval": str(path.relative_to(run_dir))}], METRICS_FIELDS)
     on = f" with task parameters {config.task_params}" if config.task_params else ""
-    trained = "" if ran_in == trained_backend else f" (trained in the {trained_backend} mirror)"
+    if config.launch.arm_server:  # `train --arm-server`: on that robot server, not a mirror
+        trained = f" (trained on the robot server at {config.launch.arm_server})"
+    else:
+        trained = "" if ran_in == trained_backend else f" (trained in the {trained_backend} mirror)"
     say(f"eval: backend {ran_in}{trained}: success {result['success_rate']:.0%} over {episodes} episodes{on}, mean time to "
         f"success {result['time_to_success_s']:.2f} s (policy after {env_steps} env steps, "
         f"{checkpoint.path.name}, deterministic); result in {path}")

@@ -9,6 +9,13 @@ from __future__ import annotations
 from controllers.robot_interface import ControlMode, contract_problems
 
 
+def ur_models() -> tuple[str, ...]:
+    """The UR models whose kinematics the ur backend knows (--ur-model), without its SDK."""
+    from hardware.ur_kinematics import MODELS
+
+    return MODELS
+
+
 def make_backend(name: str, task, config=None):
     """The robot backend for `name`; the mirror compiles the task's scene (a `sim.scene.Scene`).
     `config`: the RobotServerConfig, whose options a real arm needs (its address)."""

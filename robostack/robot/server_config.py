@@ -84,10 +84,10 @@ class RobotServerConfig:
         if self.backend in REAL_ARMS and self.clock != "realtime":
             raise ValueError(f"--backend {self.backend} is a real arm, whose physics does not wait "
                              "for requests: run it with --clock realtime")
-        from hardware.ur_kinematics import MODELS as UR_MODELS  # numpy only: no SDK imported
+        from robostack.robot.backends import ur_models  # numpy only: no SDK imported
 
-        if self.ur_model not in UR_MODELS:
-            raise ValueError(f"--ur-model {self.ur_model!r}: one of {', '.join(UR_MODELS)}")
+        if self.ur_model not in ur_models():
+            raise ValueError(f"--ur-model {self.ur_model!r}: one of {', '.join(ur_models())}")
         if self.franka_law not in ("torque", "tracker"):
             raise ValueError(f"franka_law must be 'torque' (robostack's law, SimpleTorqueMotion) or "
                              f"'tracker' (franky's CartesianImpedanceTrackingMotion), got {self.franka_law!r}")

@@ -67,6 +67,20 @@ class LaunchOptions:
     restart_window: float = 600.0  # s over which --restarts counts: a process that crashes now and then in a long run is always restarted
     progress_seconds: float = 10.0  # s between the launcher's progress lines
     pin_cpus: bool = True  # each actor shares a core with its robot server, the learner gets the rest (Linux, needs actors + 1 cores)
+    arm_server: str = ""  # a robot server run apart, e.g. a real arm's (`robostack robot-server --backend franka|ur`): the one actor trains and evaluates on it, and no mirror is started ("": mirrors of the run's own)
+    arm_camera_server: str = ""  # with --arm-server: the `robostack camera-server` publishing the run's --cameras (a real-time robot server renders none)
+    arm_key: str = ""  # with --arm-server serving CURVE: the actor's CURVE key pair (NAME or path; docs/security.md)
+    arm_server_key: str = ""  # with --arm-key: that robot server's CURVE public key
+    arm_camera_server_key: str = ""  # with --arm-key: that camera server's CURVE public key
+
+    def __post_init__(self):
+        if self.arm_server and self.actors != 1:
+            raise ValueError(f"--arm-server: one arm, one actor (--actors 1), got --actors {self.actors}")
+        if (self.arm_camera_server or self.arm_key) and not self.arm_server:
+            raise ValueError("--arm-camera-server / --arm-key go with --arm-server, the robot server run apart")
+        if bool(self.arm_key) != bool(self.arm_server_key or self.arm_camera_server_key):
+            raise ValueError("CURVE to the arm needs --arm-key (the actor's key pair) and the "
+                             "servers' public keys (--arm-server-key, --arm-camera-server-key)")
 
 
 @dataclass
@@ -275,6 +289,7 @@ MAY_CHANGE_ON_RESUME = frozenset({
     "restarts", "restart-window", "progress-seconds", "pin-cpus",
     "weights-every", "checkpoint-every", "max-lead", "demo-wait", "linger",
     "batch-steps", "request-timeout", "connect-timeout", "weights-timeout", "robot-timeout",
+    "arm-server", "arm-camera-server", "arm-key", "arm-server-key", "arm-camera-server-key",
     "max-steps",
 })
 

@@ -2,7 +2,11 @@
 
     robot server(s) (--backend mirror)  <-  actor(s)  ->  learner  ->  weights  ->  actor(s)
 
-The launcher starts one robot server per actor, the learner and the actors as child processes
+One thing: a run's processes, started, supervised and stopped together; the pieces that stand
+alone (a child process, progress lines, CPU plans) are modules of their own already.
+
+The launcher starts one robot server per actor (none with --arm-server: the one actor trains on
+that robot server, run apart, e.g. a real arm's), the learner and the actors as child processes
 talking over unix sockets (transport.ipc_endpoint, named after the run: a restarted process
 comes back on the same ones, and another user cannot take them), prints live progress (from the
 learner's "stats" request), supervises them (robostack/training/child.py)
@@ -92,13 +96,17 @@ class Launcher:
             return transport.ipc_endpoint(f"{self.run_id}-{role}")
 
         self.learner_endpoint, self.weights_endpoint = endpoint("l"), endpoint("w")
-        self.servers = [(endpoint(f"c{i}"), endpoint(f"s{i}")) for i in range(self.options.actors)]
-        self.server_children = [
-            Child(f"robot-server-{i}", "robostack.robot.server",
-                  ["--task", config.task, "--backend", config.backend, "--clock", "lockstep", "--command-endpoint", command,
-                   "--state-endpoint", state, "--log-level", "WARNING", *server_options(config, config.seed + i)],
-                  self.log_dir)
-            for i, (command, state) in enumerate(self.servers)]
+        arm = self.options.arm_server
+        if arm:  # a robot server run apart (a real arm): the actor's, started by nobody here
+            self.servers, self.server_children = [(arm, "")], []
+        else:
+            self.servers = [(endpoint(f"c{i}"), endpoint(f"s{i}")) for i in range(self.options.actors)]
+            self.server_children = [
+                Child(f"robot-server-{i}", "robostack.robot.server",
+                      ["--task", config.task, "--backend", config.backend, "--clock", "lockstep", "--command-endpoint", command,
+                       "--state-endpoint", state, "--log-level", "WARNING", *server_options(config, config.seed + i)],
+                      self.log_dir)
+                for i, (command, state) in enumerate(self.servers)]
         # Children read the run's options from its config.json; their command line says only
         # who they are. The learner resumes whatever checkpoint it finds: a previous run was
         # moved aside before it first started, so a checkpoint there is this run's own, written
@@ -113,7 +121,9 @@ class Launcher:
                                   weights=self.weights_endpoint, robot_server=command,
                                   spool_dir=str(self.run_dir / "spool" / f"actor-{i}"),
                                   episode_log=str(self.run_dir / "episodes" / f"actor-{i}"),
-                                  evaluator=i == 0)
+                                  evaluator=i == 0, camera_server=self.options.arm_camera_server,
+                                  actor_key=self.options.arm_key, robot_server_key=self.options.arm_server_key,
+                                  camera_server_key=self.options.arm_camera_server_key)
             if self.relay is not None and i == 0:
                 actor.teleop_readings, actor.teleop_view = self.relay.readings_endpoint, self.relay.view_endpoint
             self.actor_children.append(Child(f"actor-{i}", "robostack.training.actor",
@@ -147,7 +157,8 @@ class Launcher:
             return (f"the process answering at {self.learner_endpoint} is not run {self.run_id}'s "
                     f"learner (no proof made with this run's secret; it says run "
                     f"{str(stats.get('run'))[:40]!r}): another process holds that endpoint; stop it")
-        for command, _ in self.servers:
+        # A robot server run apart is not the launcher's to wait for: the actor waits for it.
+        for command, _ in [] if self.options.arm_server else self.servers:
             with transport.RequestClient(command, "launcher", timeout=0.5) as server:
                 try:
                     server.request("hello", {"task": self.config.task})
@@ -162,9 +173,10 @@ class Launcher:
     def run(self) -> int:
         started = time.perf_counter()
         self.prepare_run_dir()
+        servers = (f"the robot server at {self.options.arm_server} (run apart)" if self.options.arm_server
+                   else f"{len(self.servers)} robot server(s) ({self.config.backend} mirror)")
         self.say(f"robostack train: {self.config.task}, {self.options.actors} actor(s), learner and "
-                 f"{len(self.servers)} robot server(s) ({self.config.backend} mirror) as separate "
-                 f"processes; run directory "
+                 f"{servers} as separate processes; run directory "
                  f"{self.run_dir} (logs in {self.log_dir})")
         if self.cpu_plan:
             self.say("cores: " + ", ".join(f"{name} {','.join(map(str, cpus))}"
@@ -329,6 +341,13 @@ class Launcher:
                          f"learner finishing; stopping it")
                 child.signal(signal.SIGTERM)
 
+    def arm_eval_options(self) -> list[str]:
+        """`robostack eval`'s options for the arm's camera server and CURVE keys (--arm-*)."""
+        o = self.options
+        given = {"--camera-endpoint": o.arm_camera_server, "--curve-key": o.arm_key,
+                 "--server-key": o.arm_server_key, "--camera-server-key": o.arm_camera_server_key}
+        return [word for option, value in given.items() if value for word in (option, value)]
+
     def final_evaluation(self) -> dict | None:
         """The evaluator actor has normally run it (the learner wrote eval.json); if not, run
         `robostack eval` against robot server 0."""
@@ -342,7 +361,7 @@ class Launcher:
         child = Child("eval", "robostack.commands.evaluate",
                       ["--run", str(self.run_dir), "--episodes", str(episodes),
                        "--robot-server", self.servers[0][0], "--seed", str(self.config.seed),
-                       "--as-final-eval"],
+                       "--as-final-eval", *self.arm_eval_options()],
                       self.log_dir)
         self.children.append(child)
         child.start()

@@ -252,6 +252,9 @@ def main(argv=None) -> int:
     parser.add_argument("--single-process", action="store_true",
                         help="train in this process (env, agent, buffers in one loop); the only mode of this module")
     config, _ = parse_run_options(parser, sys.argv[1:] if argv is None else argv, starts_run=True)
+    if config.launch.arm_server:
+        parser.error("--arm-server trains over processes (the actor on the arm, the learner apart): "
+                     "leave out --single-process")
     try:
         history = train(config)
     except TrainingStopped as stopped:

@@ -10,6 +10,9 @@ ZeroMQ socket, use each object from one thread only):
                                   consumer drains to the newest message and checks its age.
     RequestClient -> RequestServer   commands (step, reset, gains, stats): DEALER/ROUTER with a
                                   timeout on every wait; nothing here can block forever.
+
+One thing: the socket roles, which share their plumbing (open_socket, _send, the bind policy,
+LINGER and CURVE set-up); split apart, each would import the others' private helpers.
 """
 
 from __future__ import annotations

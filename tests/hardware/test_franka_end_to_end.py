@@ -14,6 +14,7 @@ an arm's server cannot see without perception: the factory refuses it by name.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -88,50 +89,33 @@ def test_record_demos_with_the_autopilot_logs_a_full_episode_on_the_arm(arm, tmp
     assert error and error[1] < 50.0, replayed.stdout
 
 
-def test_a_learner_and_an_actor_train_on_the_arm_and_eval_runs_there(arm, tmp_path):
-    # Training on a real arm: `robostack learner` and `robostack actor --robot-server` (the
-    # launcher starts mirrors of its own); then `robostack eval --robot-server` on the same arm.
+def test_robostack_train_on_the_arm_then_eval_there(arm, tmp_path):
+    # `robostack train --arm-server`: the launcher starts the learner and one actor, no mirror;
+    # the actor trains and runs the final evaluation on the arm. Then `robostack eval
+    # --robot-server` on the same arm.
     command, _ = arm
     run = tmp_path / "run"
-    learner_endpoint, weights = transport.free_tcp_endpoint(), transport.free_tcp_endpoint()
-    learner_log, actor_log = open(tmp_path / "learner.log", "wb"), open(tmp_path / "actor.log", "wb")
     tiny = ["--task", "reach", "--max-episode-steps", "10"]  # the expert reaches in 9-20 steps
-    learner = subprocess.Popen(
-        [sys.executable, "-m", "robostack.training.learner", *tiny, "--run-dir", str(run),
-         "--endpoint", learner_endpoint, "--weights-endpoint", weights, "--total-steps", "30",
-         "--learning-starts", "20", "--demos", "1", "--eval-every", "0", "--final-eval-episodes", "0",
-         "--sac-hidden-dims", "16", "16", "--sac-num-critics", "2", "--sac-batch-size", "16",
-         "--utd-ratio", "1"], env=ENV, stdout=learner_log, stderr=subprocess.STDOUT)
-    actor = subprocess.Popen(
-        [sys.executable, "-m", "robostack.training.actor", *tiny, "--actor-id", "actor-0",
-         "--run-dir", str(run), "--learner", learner_endpoint, "--weights", weights,
-         "--robot-server", command], env=ENV, stdout=actor_log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and (learner.poll() is None or actor.poll() is None):
-            if actor.poll() is not None and learner.poll() is None:
-                try:  # done, the learner ends too; an actor that crashed would leave it waiting
-                    learner.wait(30)
-                except subprocess.TimeoutExpired:
-                    pass
-                break
-            time.sleep(0.5)
-    finally:
-        for p in (learner, actor):
-            if p.poll() is None:
-                p.kill()
-            p.wait(10)
-        learner_log.close()
-        actor_log.close()
-    learned = (tmp_path / "learner.log").read_text(errors="replace")
-    acted = (tmp_path / "actor.log").read_text(errors="replace")
-    outputs = f"learner:\n{learned[-2000:]}\nactor:\n{acted[-3000:]}"
-    assert learner.returncode == 0 and "step budget reached at env step 30" in learned, outputs
-    assert actor.returncode == 0 and "demonstrations: 1 successful" in acted, outputs
-    print("training on the arm:", acted.strip().splitlines()[-1])
+    trained = subprocess.run(
+        [sys.executable, "-m", "robostack.cli", "train", *tiny, "--run-dir", str(run), "--arm-server", command,
+         "--total-steps", "30", "--learning-starts", "20", "--demos", "1", "--eval-every", "0",
+         "--final-eval-episodes", "1", "--sac-hidden-dims", "16", "16", "--sac-num-critics", "2",
+         "--sac-batch-size", "16", "--utd-ratio", "1", "--pin-cpus", "false", "--progress-seconds", "2"],
+        env=ENV, capture_output=True, text=True, timeout=240)
+    output = trained.stdout[-3000:] + trained.stderr[-2000:]
+    assert trained.returncode == 0, output
+    assert f"learner and the robot server at {command} (run apart) as separate processes" in trained.stdout, output
+    assert "robot-server-0" not in json.loads((run / "processes.json").read_text())  # no mirror started
+    learned = (run / "logs" / "learner.log").read_text(errors="replace")
+    acted = (run / "logs" / "actor-0.log").read_text(errors="replace")
+    assert "step budget reached at env step 30" in learned, learned[-2000:]
+    assert "demonstrations: 1 successful" in acted, acted[-2000:]
+    final = json.loads((run / "eval.json").read_text())
+    assert final["episodes"] == 1, final
+    print("training on the arm:", trained.stdout.strip().splitlines()[-1])
     evaluated = subprocess.run([sys.executable, "-m", "robostack.cli", "eval", "--run", str(run),
                                 "--robot-server", command, "--episodes", "1"],
                                env=ENV, capture_output=True, text=True, timeout=120)
     assert evaluated.returncode == 0, evaluated.stdout[-1500:] + evaluated.stderr[-1500:]
-    assert "eval: backend franka" in evaluated.stdout, evaluated.stdout
+    assert f"eval: backend franka (trained on the robot server at {command})" in evaluated.stdout, evaluated.stdout
     print(evaluated.stdout.strip().splitlines()[-1])
