@@ -18,10 +18,16 @@ side (OUT/episode_N_<camera>_replay.mp4), and reports their mean absolute pixel 
 (0-255 per channel): a few levels for a log from the mirror (the log's video encoding), more
 where the scene differs (a real camera's view, another object placement).
 
+An action is a step from the measured tcp, so the logged actions reproduce the logged path only
+where the arm answers each step as the recording's did; on an arm that lags more, the replay falls
+behind by a little more each step. `--follow targets` sends instead, each step, the target the
+recording sent (logged tcp + the logged action's xyz step), from wherever the arm is: a lag then
+stays a lag and never adds up (rotation and gripper stay the logged ones).
+
 On a real arm (`--endpoint`) the reset is the arm's drive home, the reset seed draws only the
-task's virtual markers, and the arm's cameras are not re-rendered (a real scene is not simulated):
-the tracking error is what it reports. The arm moves: the robot server's safety filter, workspace
-box and supervisor apply as to any client.
+task's virtual markers, and the cameras are the camera server's (`--camera-endpoint`; a real scene
+is not simulated): the tracking error is what it reports. The arm moves: the robot server's
+safety filter, workspace box and supervisor apply as to any client.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ from robostack.config import add_dataclass_arguments, check_backend, dataclass_f
 from robostack.env.remote import RemoteServers
 
 
+FOLLOW = ("actions", "targets")
+
+
 @dataclass
 class ReplayConfig:
     episode: int = 0  # index of the episode in the log
@@ -46,6 +55,7 @@ class ReplayConfig:
     task: str = ""  # task to replay in (default: the episode's task)
     seed: int = -1  # reset seed (default -1: the one the log recorded, else 0)
     transport: str = "zmq"  # zmq (robot server subprocess) or inprocess
+    follow: str = "actions"  # actions: send the logged actions, each from where the arm is (as recorded; on an arm that lags more than the recording's, the lag adds up step by step); targets: send each step's recorded target (logged tcp + logged xyz step) from where the arm is, so a lag never adds up (rotation and gripper as logged)
     approach_steps: int = 50  # env steps allowed to reach the logged start position
     tolerance: float = 0.01  # m; exit code 1 if the max tcp error exceeds it
     out: str = ""  # folder of the side-by-side camera videos (default: LOG/replays)
@@ -55,6 +65,8 @@ class ReplayConfig:
     def __post_init__(self):
         self.remote.check_against(self.endpoint)
         check_backend(self.backend)
+        if self.follow not in FOLLOW:
+            raise ValueError(f"--follow must be one of {', '.join(FOLLOW)}, got {self.follow!r}")
 
 
 def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
@@ -101,6 +113,11 @@ def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
         errors, success = [], False
         targets = np.concatenate([logged_tcp[1:], final_tcp[None]])
         for t, action in enumerate(actions):
+            if config.follow == "targets":  # the recorded target, from where the arm is now
+                action = np.array(action, np.float32)
+                step = env.config.max_translation_step
+                recorded = logged_tcp[t] + np.clip(action[:3], -1.0, 1.0) * step  # base-frame actions
+                action[:3] = np.clip((recorded - env.fields()["tcp_position"]) / step, -1.0, 1.0)
             obs, _, terminated, truncated, info = env.step(action)
             for c in cameras:
                 rendered[c].append(obs[f"images/{c}"])
@@ -116,7 +133,7 @@ def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
     result = {"backend": env.server_info.get("backend", config.backend), "steps": len(errors), "mean_error": float(errors.mean()),
               "max_error": float(errors.max()), "final_error": float(errors[-1]),
               "success": success, "logged_success": bool(meta.get("rl/success", False)),
-              "start_error": approach["error"]}
+              "start_error": approach["error"], "follow": config.follow}
     say(f"tcp position error vs the log: mean {1e3 * result['mean_error']:.1f} mm, max "
         f"{1e3 * result['max_error']:.1f} mm, final {1e3 * result['final_error']:.1f} mm; "
         f"success {result['success']} (logged {result['logged_success']})")

@@ -82,11 +82,11 @@ def record_autopilot_episode(command: str, log, env: dict, cwd=None, timeout: fl
     return result, episodes.episode(0), [(e["from_state"], e["to_state"]) for e in episodes.events(0)]
 
 
-def replay_on(command: str, log, env: dict, cwd=None, timeout: float = 120.0):
+def replay_on(command: str, log, env: dict, cwd=None, timeout: float = 120.0, follow: str = "actions"):
     """`robostack replay LOG --endpoint COMMAND`: the finished process and its tcp position
     error vs the log, (mean, max) in mm, or None when it printed none."""
     result = subprocess.run([sys.executable, "-m", "robostack.cli", "replay", str(log), "--endpoint", command,
-                             "--tolerance", "0.05"], env=env, cwd=cwd, capture_output=True, text=True,
-                            timeout=timeout)
+                             "--tolerance", "0.05", "--follow", follow], env=env, cwd=cwd, capture_output=True,
+                            text=True, timeout=timeout)
     error = re.search(r"tcp position error vs the log: mean ([\d.]+) mm, max ([\d.]+) mm", result.stdout)
     return result, (float(error.group(1)), float(error.group(2))) if error else None
