@@ -5,6 +5,7 @@ needs Docker): every figure is the fake's."""
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 import time
@@ -51,7 +52,6 @@ def test_the_fake_has_the_real_wheels_methods_and_parameter_names():
     import dashboard_client
     import rtde_receive
 
-    import inspect
     pairs = [(fake_ur_rtde.RTDEControlInterface, control.RTDEControlInterface),
              (fake_ur_rtde.RTDEReceiveInterface, rtde_receive.RTDEReceiveInterface),
              (fake_ur_rtde.DashboardClient, dashboard_client.DashboardClient)]
@@ -71,10 +71,13 @@ def test_the_fake_has_the_real_wheels_methods_and_parameter_names():
 
 
 def test_streaming_targets_at_the_declared_rate_inside_init_and_wait_period(arm):
-    b = ur.UrBackend(pacing="rtde", max_linear_speed=0.2)
+    # PATIENT: at the default 20 Hz, one 50 ms stall of this process in its 1 s of ticks stops
+    # the fake's script, and the arm halts short of the target (ci24: 3.7 mm short, bound 2 mm).
+    assert inspect.signature(ur.UrBackend).parameters["watchdog_hz"].default == 20.0
+    b = ur.UrBackend(pacing="rtde", max_linear_speed=0.2, **PATIENT)
     assert arm.count("setWatchdog") == 0  # not at connect: a server's start-up would outlast it
     b.sense()
-    assert [c[1] for c in arm.calls[-2:]] == ["setWatchdog", "kickWatchdog"] and arm.watchdog_hz == 20.0
+    assert [c[1] for c in arm.calls[-2:]] == ["setWatchdog", "kickWatchdog"] and arm.watchdog_hz == 2.0
     assert b.state.q.shape == (6,) and b.control_period == 0.002
     start = b.state.tcp_position.copy()
     target = start + np.array([0.03, -0.02, -0.02])
