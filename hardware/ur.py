@@ -193,9 +193,9 @@ class UrBackend:
     def _check_model(self) -> None:
         """Log when `model`'s kinematics put the tcp far from where the controller measures it:
         the Jacobian (the joint-limit guard's) would then be another arm's."""
-        q, pose = np.asarray(self.receive.getActualQ(), float), np.asarray(self.receive.getActualTCPPose(), float)
-        position, _ = ur_kinematics.tcp_pose(q, self.tcp_offset, self.model)
-        off = float(np.linalg.norm(position - pose[:3]))
+        s = self.state  # as latest_state() just read it; its tcp is in base, the kinematics' in ur_base
+        position, _ = ur_kinematics.tcp_pose(s.q, self.tcp_offset, self.model)
+        off = float(np.linalg.norm(self._R @ position - s.tcp_position))
         if off > MODEL_TOLERANCE:
             log.warning("the %s kinematics put the tcp %.3f m from the controller's measured pose: is "
                         "--ur-model the arm's model (%s), and the TCP offset the pendant's? The "

@@ -73,6 +73,7 @@ def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
     from robostack.commands.record import cameras_on_offer, with_cameras
     from robostack.data.episode_log import EpisodeLog, env_key, event_lines
     from robostack.env import make_env
+    from robostack.env.actions import action_to_target
 
     log = EpisodeLog(log_path)
     if not 0 <= config.episode < len(log):
@@ -114,10 +115,11 @@ def replay(log_path: str, config: ReplayConfig, say=print) -> dict:
         targets = np.concatenate([logged_tcp[1:], final_tcp[None]])
         for t, action in enumerate(actions):
             if config.follow == "targets":  # the recorded target, from where the arm is now
+                here = env.fields()
+                recorded, _ = action_to_target(action, logged_tcp[t], here["tcp_quaternion"], env.config)
                 action = np.array(action, np.float32)
-                step = env.config.max_translation_step
-                recorded = logged_tcp[t] + np.clip(action[:3], -1.0, 1.0) * step  # base-frame actions
-                action[:3] = np.clip((recorded - env.fields()["tcp_position"]) / step, -1.0, 1.0)
+                action[:3] = np.clip((recorded - here["tcp_position"]) / env.config.max_translation_step,
+                                     -1.0, 1.0)
             obs, _, terminated, truncated, info = env.step(action)
             for c in cameras:
                 rendered[c].append(obs[f"images/{c}"])

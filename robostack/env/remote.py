@@ -3,7 +3,7 @@ camera server beside it, maybe on another machine.
 
 A real-time robot server renders no images, so a task that observes cameras reads them from a
 `robostack camera-server` (docs/camera_server.md); a server bound on a network address serves
-only with CURVE keys (docs/security.md). record-demos, record-labels, replay and expert take
+only with CURVE keys (docs/security.md). record-demos, record-labels, replay and eval take
 these options as one group, so they read the same everywhere:
 
     robostack record-demos --endpoint tcp://arm-pc:5555 --cameras front \
